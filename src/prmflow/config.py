@@ -1,0 +1,246 @@
+"""Typed configuration: one dataclass per `params.yaml` section, validated on load.
+
+This is the only module that reads `params.yaml`. Every stage receives the dataclass for
+its section(s), never the raw dictionary, so a typo in `params.yaml` fails at load time with
+one error that lists every problem, instead of being silently ignored mid-pipeline.
+
+    from prmflow.config import load_params
+    params = load_params("params.yaml")
+    params.train.learning_rate
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """Raised with every problem found in a params file, one per line."""
+
+
+@dataclass
+class BaseParams:
+    seed: int = field(default=1234, metadata={"help": "Global seed; every stage derives its RNG from it."})
+    data_dir: str = field(default="data", metadata={"help": "Root of the DVC-tracked data outputs."})
+    models_dir: str = field(default="models", metadata={"help": "Where trained models are saved."})
+    reports_dir: str = field(default="reports", metadata={"help": "Metrics, validation results, plots."})
+    mlflow_tracking_uri: str = field(
+        default="sqlite:///mlflow/mlflow.db",
+        metadata={"help": "MLflow backend store; the file store refuses to start in MLflow 3.17."},
+    )
+    mlflow_artifacts_dir: str = field(default="mlflow/artifacts", metadata={"help": "MLflow artifact root."})
+    mlflow_experiment: str = field(default="prmflow", metadata={"help": "MLflow experiment name."})
+    num_threads: int = field(
+        default=1, metadata={"help": "torch CPU threads; 1 is fastest for tiny models (STACK.md)."}
+    )
+
+
+@dataclass
+class IngestParams:
+    num_train: int = field(default=400, metadata={"help": "Generated problems in the train split."})
+    num_test: int = field(default=80, metadata={"help": "Generated problems in the test split."})
+    min_steps: int = field(default=2, metadata={"help": "Fewest reference steps per generated problem."})
+    max_steps: int = field(default=5, metadata={"help": "Most reference steps per generated problem."})
+    max_operand: int = field(default=20, metadata={"help": "Largest operand the generator draws."})
+
+
+@dataclass
+class LabelParams:
+    policy: str = field(default="simulated", metadata={"help": "Rollout policy: simulated."})
+    trajectories_per_problem: int = field(default=4, metadata={"help": "Sampled solutions per problem."})
+    completions_per_step: int = field(
+        default=8, metadata={"help": "Completions sampled from each step prefix (Math-Shepherd's N)."}
+    )
+    slip_rate: float = field(
+        default=0.15, metadata={"help": "Per-step probability that the simulated policy slips on arithmetic."}
+    )
+
+
+@dataclass
+class ValidateParams:
+    min_steps: int = field(default=1, metadata={"help": "Fewest steps a labeled solution may have."})
+    max_steps: int = field(default=20, metadata={"help": "Most steps a labeled solution may have."})
+    max_step_chars: int = field(default=400, metadata={"help": "Longest step text allowed."})
+    min_negative_fraction: float = field(
+        default=0.02, metadata={"help": "Fewer '-' labels than this fraction means a labeling bug."}
+    )
+    max_negative_fraction: float = field(
+        default=0.9, metadata={"help": "More '-' labels than this fraction means a labeling bug."}
+    )
+
+
+@dataclass
+class ModelParams:
+    base_model: str = field(
+        default="builtin",
+        metadata={"help": "'builtin' (small Llama from a config, corpus tokenizer) or a local HF model dir."},
+    )
+    step_tag: str = field(default="<step>", metadata={"help": "Special token appended after every step."})
+    positive_token: str = field(default="+", metadata={"help": "Label token for a correct step."})
+    negative_token: str = field(default="-", metadata={"help": "Label token for an incorrect step."})
+    step_template: str = field(default="Step {i}: {step}", metadata={"help": "How each step is rendered."})
+    vocab_size: int = field(default=512, metadata={"help": "Corpus tokenizer size (builtin model only)."})
+    hidden_size: int = field(default=64, metadata={"help": "Builtin model width."})
+    num_layers: int = field(default=2, metadata={"help": "Builtin model depth."})
+    num_heads: int = field(default=4, metadata={"help": "Builtin model attention heads."})
+    intermediate_size: int = field(default=192, metadata={"help": "Builtin model MLP width."})
+    max_length: int = field(default=512, metadata={"help": "Context length; longer solutions lose whole steps."})
+
+
+@dataclass
+class TrainParams:
+    epochs: float = field(default=4.0, metadata={"help": "Passes over the training set."})
+    batch_size: int = field(default=16, metadata={"help": "Solutions per optimizer step."})
+    learning_rate: float = field(default=3e-3, metadata={"help": "AdamW peak learning rate."})
+    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay."})
+    warmup_ratio: float = field(default=0.05, metadata={"help": "Fraction of steps with linear warmup."})
+    label_type: str = field(
+        default="hard", metadata={"help": "'hard' (Math-Shepherd +/-) or 'soft' (MC value) targets."}
+    )
+
+
+@dataclass
+class EvaluateParams:
+    threshold: float = field(default=0.5, metadata={"help": "Step score below this predicts '-'."})
+    aggregation: str = field(default="min", metadata={"help": "Step-score aggregation for best-of-N."})
+    batch_size: int = field(default=32, metadata={"help": "Solutions scored per forward pass."})
+
+
+@dataclass
+class RegisterParams:
+    model_name: str = field(default="prm", metadata={"help": "Registered model name."})
+    alias: str = field(default="champion", metadata={"help": "Alias set on the new version."})
+
+
+@dataclass
+class Params:
+    base: BaseParams = field(default_factory=BaseParams)
+    ingest: IngestParams = field(default_factory=IngestParams)
+    label: LabelParams = field(default_factory=LabelParams)
+    validate: ValidateParams = field(default_factory=ValidateParams)
+    model: ModelParams = field(default_factory=ModelParams)
+    train: TrainParams = field(default_factory=TrainParams)
+    evaluate: EvaluateParams = field(default_factory=EvaluateParams)
+    register: RegisterParams = field(default_factory=RegisterParams)
+
+
+# Values that are only legal from a fixed set; checked after types.
+CHOICES = {
+    ("label", "policy"): {"simulated"},
+    ("train", "label_type"): {"hard", "soft"},
+    ("evaluate", "aggregation"): {"min", "prod", "last", "mean"},
+}
+
+
+def _type_ok(value: object, annotation: object) -> bool:
+    if annotation is float:  # YAML writes 3 for 3.0; an int is a fine float
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        return any(_type_ok(value, arg) for arg in typing.get_args(annotation))
+    if origin is list:
+        (item,) = typing.get_args(annotation)
+        return isinstance(value, list) and all(_type_ok(v, item) for v in value)
+    if annotation is type(None):
+        return value is None
+    return isinstance(value, annotation)  # type: ignore[arg-type]
+
+
+def _build_section(name: str, cls: type, raw: object, problems: list[str]) -> object:
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        problems.append(f"{name}: expected a mapping, got {type(raw).__name__}")
+        return cls()
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    for key in sorted(set(raw) - known):
+        problems.append(f"{name}.{key}: unknown key (known: {', '.join(sorted(known))})")
+    values = {}
+    for key in known & set(raw):
+        value, annotation = raw[key], hints[key]
+        if not _type_ok(value, annotation):
+            expected = getattr(annotation, "__name__", str(annotation))
+            problems.append(f"{name}.{key}: expected {expected}, got {type(value).__name__} {value!r}")
+            continue
+        if annotation is float:
+            value = float(value)
+        allowed = CHOICES.get((name, key))
+        if allowed is not None and value not in allowed:
+            problems.append(f"{name}.{key}: {value!r} is not one of {sorted(allowed)}")
+            continue
+        values[key] = value
+    return cls(**values)
+
+
+def _check_ranges(p: Params, problems: list[str]) -> None:
+    positive = [
+        ("ingest.num_train", p.ingest.num_train), ("ingest.num_test", p.ingest.num_test),
+        ("ingest.min_steps", p.ingest.min_steps), ("ingest.max_operand", p.ingest.max_operand),
+        ("label.trajectories_per_problem", p.label.trajectories_per_problem),
+        ("label.completions_per_step", p.label.completions_per_step),
+        ("model.hidden_size", p.model.hidden_size), ("model.num_layers", p.model.num_layers),
+        ("model.num_heads", p.model.num_heads), ("model.max_length", p.model.max_length),
+        ("train.batch_size", p.train.batch_size), ("train.epochs", p.train.epochs),
+        ("train.learning_rate", p.train.learning_rate), ("base.num_threads", p.base.num_threads),
+        ("evaluate.batch_size", p.evaluate.batch_size),
+    ]
+    problems += [f"{name}: must be > 0, got {value!r}" for name, value in positive if value <= 0]
+    if p.ingest.max_steps < p.ingest.min_steps:
+        problems.append(f"ingest.max_steps: {p.ingest.max_steps} is below ingest.min_steps {p.ingest.min_steps}")
+    if p.ingest.max_operand < 2:
+        problems.append(f"ingest.max_operand: must be >= 2, got {p.ingest.max_operand}")
+    fractions = [
+        ("label.slip_rate", p.label.slip_rate), ("train.warmup_ratio", p.train.warmup_ratio),
+        ("evaluate.threshold", p.evaluate.threshold),
+        ("validate.min_negative_fraction", p.validate.min_negative_fraction),
+        ("validate.max_negative_fraction", p.validate.max_negative_fraction),
+    ]
+    problems += [f"{name}: must be in [0, 1], got {value!r}" for name, value in fractions if not 0 <= value <= 1]
+    if p.model.hidden_size % max(p.model.num_heads, 1):
+        problems.append(
+            f"model.hidden_size: {p.model.hidden_size} is not divisible by model.num_heads {p.model.num_heads}"
+        )
+    if p.model.positive_token == p.model.negative_token:
+        problems.append("model.negative_token: must differ from model.positive_token")
+    if "{step}" not in p.model.step_template:
+        problems.append(f"model.step_template: {p.model.step_template!r} has no {{step}} placeholder")
+
+
+def params_from_dict(raw: object, source: str = "params") -> Params:
+    """Build and validate `Params` from a parsed YAML mapping; raise one ConfigError listing all problems."""
+    problems: list[str] = []
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: expected a mapping of sections, got {type(raw).__name__}")
+    sections = {f.name: f for f in dataclasses.fields(Params)}
+    for name in sorted(set(raw) - set(sections)):
+        problems.append(f"{name}: unknown section (known: {', '.join(sections)})")
+    built = {
+        name: _build_section(name, typing.get_type_hints(Params)[name], raw.get(name), problems)
+        for name in sections
+    }
+    params = Params(**built)
+    if not problems:
+        _check_ranges(params, problems)
+    if problems:
+        raise ConfigError(f"{source}: {len(problems)} problem(s):\n  " + "\n  ".join(problems))
+    return params
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: not found (run from the project root or pass --params)") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    return params_from_dict(raw, source=str(path))

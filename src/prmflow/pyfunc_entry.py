@@ -1,0 +1,7 @@
+"""Models-from-code entry point that MLflow logs with the registered model."""
+
+from mlflow.models import set_model
+
+from prmflow.serving import PRMPyfunc
+
+set_model(PRMPyfunc())

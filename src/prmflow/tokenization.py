@@ -1,0 +1,126 @@
+"""Stage `tokenize`: one sequence per solution, a step tag after every step, labels at the tags.
+
+    prmflow tokenize          # reads params.yaml: base, model
+
+The text is the problem, then each step rendered with `model.step_template` and followed by
+the step tag: a single special token. Every piece is encoded on its own and the ids are
+concatenated, so a step can never merge with its tag or its neighbour, and the number of tags
+always equals the number of labels. Truncation drops trailing steps whole and counts them.
+
+Writes `data/tokenized/{train,test}` (datasets.save_to_disk) and `data/tokenized/tokenizer`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from prmflow.config import ModelParams, Params
+
+SPLITS = ("train", "test")
+
+
+@dataclass(frozen=True)
+class PromptFormat:
+    """Everything inference must share with training; saved as `prm_config.json` beside the model."""
+
+    step_tag: str
+    step_template: str
+    positive_token: str
+    negative_token: str
+    max_length: int
+    step_tag_id: int
+    positive_id: int
+    negative_id: int
+    bos_id: int | None = None
+
+    def render_step(self, index: int, step: str) -> str:
+        return self.step_template.format(i=index + 1, step=step)
+
+
+@dataclass
+class Encoded:
+    input_ids: list[int]
+    num_steps: int  # steps kept; the first num_steps labels belong to this sequence
+    dropped_steps: int
+
+
+def encode_solution(tokenizer, fmt: PromptFormat, problem: str, steps: list[str]) -> Encoded | None:
+    """Token ids for one solution; None when not even the problem and its first step fit."""
+    ids = [fmt.bos_id] if fmt.bos_id is not None else []
+    ids += tokenizer.encode(problem + "\n", add_special_tokens=False)
+    kept = 0
+    for index, step in enumerate(steps):
+        piece = ("\n" if index else "") + fmt.render_step(index, step)
+        step_ids = tokenizer.encode(piece, add_special_tokens=False) + [fmt.step_tag_id]
+        if len(ids) + len(step_ids) > fmt.max_length:
+            break
+        ids += step_ids
+        kept += 1
+    if kept == 0:
+        return None
+    return Encoded(input_ids=ids, num_steps=kept, dropped_steps=len(steps) - kept)
+
+
+def tokenize_row(tokenizer, fmt: PromptFormat, row: dict) -> dict | None:
+    """One labeled rollout -> `input_ids` and per-step targets (P(+) as 1.0/0.0, and MC values)."""
+    encoded = encode_solution(tokenizer, fmt, row["problem"], row["steps"])
+    if encoded is None:
+        return None
+    n = encoded.num_steps
+    labels = [1.0 if label == "+" else 0.0 for label in row["labels"][:n]]
+    tags = encoded.input_ids.count(fmt.step_tag_id)
+    if tags != len(labels):  # a step whose text contains the tag itself would break alignment
+        raise ValueError(f"rollout {row.get('id')}: {tags} step tags but {len(labels)} labels")
+    return {
+        "id": row["id"],
+        "input_ids": encoded.input_ids,
+        "length": len(encoded.input_ids),
+        "hard_targets": labels,
+        "soft_targets": [float(v) for v in row["values"][:n]],
+        "dropped_steps": encoded.dropped_steps,
+    }
+
+
+def tokenize_rows(tokenizer, fmt: PromptFormat, rows: list[dict]) -> tuple[list[dict], dict[str, int]]:
+    out, dropped_examples, dropped_steps = [], 0, 0
+    for row in rows:
+        tokenized = tokenize_row(tokenizer, fmt, row)
+        if tokenized is None:
+            dropped_examples += 1
+            dropped_steps += len(row["steps"])
+            continue
+        dropped_steps += tokenized["dropped_steps"]
+        out.append(tokenized)
+    return out, {"examples": len(out), "dropped_examples": dropped_examples, "dropped_steps": dropped_steps}
+
+
+def corpus_texts(rows: list[dict], params: ModelParams) -> list[str]:
+    texts = []
+    for row in rows:
+        texts.append(row["problem"])
+        texts += [params.step_template.format(i=i + 1, step=s) for i, s in enumerate(row["steps"])]
+    return texts
+
+
+def main(params: Params) -> None:
+    import datasets
+    import mlflow
+
+    from prmflow.jsonl import read_jsonl
+    from prmflow.modeling import prepare_tokenizer, prompt_format
+    from prmflow.tracking import stage_run
+
+    data = Path(params.base.data_dir)
+    out = data / "tokenized"
+    rollouts = {s: read_jsonl(data / "rollouts" / f"{s}.jsonl", required=("id", "problem", "steps", "labels",
+                                                                           "values")) for s in SPLITS}
+    with stage_run(params.base, "tokenize", params.model):
+        tokenizer = prepare_tokenizer(params.model, corpus_texts(rollouts["train"], params.model))
+        fmt = prompt_format(tokenizer, params.model)
+        tokenizer.save_pretrained(out / "tokenizer")
+        for split in SPLITS:
+            rows, counts = tokenize_rows(tokenizer, fmt, rollouts[split])
+            datasets.Dataset.from_list(rows).save_to_disk(str(out / split))
+            mlflow.log_metrics({f"{split}_{k}": v for k, v in counts.items()})
+            print(f"tokenize {split}: {counts}")

@@ -1,0 +1,46 @@
+"""MLflow tracking: one run per stage, nested under the pipeline run when the flow sets one."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+from prmflow.config import BaseParams
+
+# Set by flows/pipeline.py so that the stages of one flow run group under one parent run.
+PARENT_RUN_ENV = "PRMFLOW_PARENT_RUN_ID"
+
+
+def configure(base: BaseParams) -> str:
+    """Point MLflow at the project's store; create the experiment with an explicit artifact root."""
+    import mlflow
+
+    if base.mlflow_tracking_uri.startswith("sqlite:///"):
+        Path(base.mlflow_tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(base.mlflow_tracking_uri)
+    experiment = mlflow.get_experiment_by_name(base.mlflow_experiment)
+    if experiment is None:
+        artifacts = Path(base.mlflow_artifacts_dir).resolve()
+        artifacts.mkdir(parents=True, exist_ok=True)
+        experiment_id = mlflow.create_experiment(base.mlflow_experiment, artifact_location=artifacts.as_uri())
+    else:
+        experiment_id = experiment.experiment_id
+    mlflow.set_experiment(experiment_id=experiment_id)
+    return experiment_id
+
+
+@contextlib.contextmanager
+def stage_run(base: BaseParams, stage: str, params: object | None = None) -> Iterator[object]:
+    """Start the MLflow run of one stage and log its params section, flattened."""
+    import dataclasses
+
+    import mlflow
+
+    configure(base)
+    parent = os.environ.get(PARENT_RUN_ENV) or None
+    with mlflow.start_run(run_name=stage, parent_run_id=parent, tags={"prmflow.stage": stage}) as run:
+        if params is not None:
+            mlflow.log_params({f"{stage}.{k}": v for k, v in dataclasses.asdict(params).items()})
+        yield run
