@@ -1,6 +1,7 @@
 """The Prefect flow: one task per dvc.yaml stage, each run through DVC so unchanged stages are skipped.
 
     python flows/pipeline.py                  # temporary local Prefect server, one run
+    python flows/pipeline.py --project-dir /path/to/project
     PREFECT_API_URL=http://127.0.0.1:4200/api python flows/pipeline.py
 
 DVC stays the only DAG: stage names are read from dvc.yaml, in order. Prefect adds retries
@@ -84,4 +85,9 @@ def pipeline(project_dir: str = ".") -> list[str]:
 
 
 if __name__ == "__main__":
-    pipeline(project_dir=str(Path(__file__).resolve().parent.parent))
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Run the prm-pipeline flow once.")
+    parser.add_argument("--project-dir", default=str(Path(__file__).resolve().parent.parent),
+                        help="project root holding dvc.yaml and params.yaml (default: this repository)")
+    pipeline(project_dir=parser.parse_args().project_dir)

@@ -54,7 +54,7 @@ def main(params: Params) -> None:
         for key in ("step_auroc", "negative_f1", "first_error_f1", "best_of_n_prm_min"):
             if key in metrics:
                 client.set_model_version_tag(name, version, f"metric.{key}", f"{metrics[key]:.4f}")
-        record = {"model_name": name, "version": version, "alias": alias, "model_uri": f"models:/{name}@{alias}",
+        record = {"model_name": name, "version": int(version), "alias": alias, "model_uri": f"models:/{name}@{alias}",
                   "run_id": run.info.run_id, "source": info.model_uri}
         write_json(reports / "registry.json", record)
         print(f"register: {name} version {version} -> @{alias}")

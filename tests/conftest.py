@@ -1,0 +1,31 @@
+import os
+import random
+import sys
+from pathlib import Path
+
+import pytest
+
+# Offline and quiet before anything imports transformers, mlflow or prefect (STACK.md).
+for key, value in {"HF_HUB_OFFLINE": "1", "DVC_NO_ANALYTICS": "1", "DO_NOT_TRACK": "1",
+                   "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "OMP_NUM_THREADS": "1",
+                   "TOKENIZERS_PARALLELISM": "false"}.items():
+    os.environ.setdefault(key, value)
+
+REPO = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent  # the venv's bin: prmflow, dvc, mlflow
+
+
+@pytest.fixture
+def rng():
+    return random.Random(0)
+
+
+@pytest.fixture(scope="session")
+def labeled_rows():
+    """A small labeled dataset from the real generator and simulated policy."""
+    from prmflow.config import IngestParams, LabelParams
+    from prmflow.ingest import build_splits
+    from prmflow.label import label_problems
+
+    splits, _ = build_splits(IngestParams(num_train=40, num_test=10), seed=7)
+    return label_problems(splits["train"], LabelParams(trajectories_per_problem=3, completions_per_step=4), seed=7)

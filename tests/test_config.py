@@ -1,0 +1,63 @@
+import dataclasses
+
+import pytest
+import yaml
+
+from prmflow.config import ConfigError, Params, load_params, params_from_dict
+
+from conftest import REPO
+
+
+def test_params_yaml_matches_the_dataclasses_exactly():
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    sections = {f.name: f.type for f in dataclasses.fields(Params)}
+    assert set(raw) == set(sections)
+    params = load_params(REPO / "params.yaml")
+    for name in sections:
+        fields = {f.name for f in dataclasses.fields(getattr(params, name))}
+        assert set(raw[name]) == fields, f"params.yaml section {name!r} differs from its dataclass"
+
+
+def test_every_field_has_help_text():
+    for section in dataclasses.fields(Params):
+        for f in dataclasses.fields(section.default_factory()):
+            assert f.metadata.get("help"), f"{section.name}.{f.name} has no help text"
+
+
+def test_all_problems_are_reported_at_once():
+    raw = {
+        "train": {"learning_rate": "fast", "epochz": 3},
+        "ingest": {"num_train": -1},
+        "label": {"policy": "gpt"},
+        "serving": {},
+    }
+    with pytest.raises(ConfigError) as err:
+        params_from_dict(raw, source="p.yaml")
+    message = str(err.value)
+    assert "p.yaml: 4 problem(s)" in message
+    assert "train.learning_rate: expected float, got str 'fast'" in message
+    assert "train.epochz: unknown key" in message
+    assert "label.policy: 'gpt' is not one of ['simulated']" in message
+    assert "serving: unknown section" in message
+
+
+def test_range_problems_are_listed_together():
+    with pytest.raises(ConfigError) as err:
+        params_from_dict({"ingest": {"num_train": 0, "min_steps": 4, "max_steps": 2},
+                          "label": {"slip_rate": 1.5}, "model": {"hidden_size": 30, "num_heads": 4}})
+    message = str(err.value)
+    for expected in ("ingest.num_train: must be > 0", "ingest.max_steps: 2 is below ingest.min_steps 4",
+                     "label.slip_rate: must be in [0, 1]", "model.hidden_size: 30 is not divisible"):
+        assert expected in message
+
+
+def test_ints_are_accepted_as_floats_but_bools_are_not_ints():
+    params = params_from_dict({"train": {"epochs": 2}})
+    assert params.train.epochs == 2.0 and isinstance(params.train.epochs, float)
+    with pytest.raises(ConfigError, match="ingest.num_train: expected int, got bool"):
+        params_from_dict({"ingest": {"num_train": True}})
+
+
+def test_missing_file_names_the_path(tmp_path):
+    with pytest.raises(ConfigError, match="nope.yaml: not found"):
+        load_params(tmp_path / "nope.yaml")

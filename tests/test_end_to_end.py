@@ -1,0 +1,153 @@
+"""The whole pipeline on a tiny configuration with the real tools: Prefect -> dvc repro -> MLflow serve.
+
+One temporary project is built per session: the Prefect flow (temporary local server) runs
+every dvc.yaml stage; the tests then check the outputs, that a second `dvc repro` does
+nothing, the MLflow registry, and a real `mlflow models serve` process on loopback.
+"""
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+
+import pytest
+import requests
+import yaml
+
+from conftest import BIN, REPO
+
+TINY = {
+    "ingest": {"num_train": 40, "num_test": 12},
+    "label": {"trajectories_per_problem": 4, "completions_per_step": 4},
+    "model": {"vocab_size": 320, "hidden_size": 32, "num_layers": 1, "num_heads": 2, "intermediate_size": 64},
+    "train": {"epochs": 2.0, "batch_size": 8},
+}
+
+
+def tool_env(project) -> dict[str, str]:
+    return {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
+            "PREFECT_HOME": str(project / ".prefect"), "MLFLOW_TRACKING_URI": "sqlite:///mlflow/mlflow.db"}
+
+
+def run(cmd: list[str], project, timeout: int = 600) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, cwd=project, env=tool_env(project), capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def project(tmp_path_factory):
+    root = tmp_path_factory.mktemp("project")
+    shutil.copy(REPO / "dvc.yaml", root)
+    shutil.copytree(REPO / "src" / "prmflow", root / "src" / "prmflow", ignore=shutil.ignore_patterns("__pycache__"))
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    for section, values in TINY.items():
+        params[section].update(values)
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    for cmd in (["git", "init", "-q"], ["dvc", "init", "-q"]):
+        assert run(cmd, root).returncode == 0
+    flow = run([str(BIN / "python"), str(REPO / "flows" / "pipeline.py"), "--project-dir", str(root)], root)
+    assert flow.returncode == 0, flow.stdout[-3000:] + flow.stderr[-3000:]
+    return root
+
+
+def test_every_stage_wrote_its_outputs(project):
+    for path in ("data/problems/train.jsonl", "data/problems/rejects.jsonl", "data/rollouts/test.jsonl",
+                 "data/tokenized/train", "models/prm/prm_config.json", "reports/validation.json",
+                 "reports/train.json", "reports/metrics.json", "reports/plots/roc.json", "reports/registry.json",
+                 "dvc.lock"):
+        assert (project / path).exists(), path
+    metrics = json.loads((project / "reports/metrics.json").read_text())
+    assert metrics["solutions"] == 12 * 4 and 0 <= metrics["step_auroc"] <= 1
+    assert json.loads((project / "reports/validation.json").read_text())["success"] is True
+
+
+def test_second_repro_does_nothing(project):
+    again = run(["dvc", "repro"], project)
+    assert again.returncode == 0
+    assert "Running stage" not in again.stdout and "up to date" in again.stdout
+
+
+def test_registry_holds_champion_and_stage_runs_are_grouped(project):
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{project}/mlflow/mlflow.db")
+    registry = json.loads((project / "reports/registry.json").read_text())
+    version = client.get_model_version_by_alias("prm", "champion")
+    assert version.version == registry["version"]
+    experiment = client.get_experiment_by_name("prmflow")
+    runs = client.search_runs([experiment.experiment_id])
+    parents = [r for r in runs if r.data.tags.get("prmflow.stage") == "pipeline"]
+    assert len(parents) == 1
+    children = {r.data.tags["prmflow.stage"] for r in runs
+                if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id}
+    assert children == {"ingest", "label", "validate", "tokenize", "train", "evaluate", "register"}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(project):
+    port = _free_port()
+    log = open(project / "serve.log", "w")
+    proc = subprocess.Popen(
+        ["mlflow", "models", "serve", "-m", "models:/prm@champion", "--env-manager", "local",
+         "-h", "127.0.0.1", "-p", str(port)],
+        cwd=project, env=tool_env(project), stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            assert proc.poll() is None, (project / "serve.log").read_text()[-3000:]
+            try:
+                if requests.get(f"{url}/ping", timeout=2).status_code == 200:
+                    break
+            except requests.ConnectionError:
+                time.sleep(0.5)
+        else:
+            pytest.fail("mlflow models serve did not answer /ping in 90 s")
+        yield url
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)  # the server and its uvicorn workers, by PID
+        proc.wait(timeout=30)
+        log.close()
+
+
+def test_served_model_answers_the_contract(server, project):
+    rollouts = [json.loads(line) for line in (project / "data/rollouts/test.jsonl").read_text().splitlines()]
+    solutions = [{"problem": r["problem"], "steps": r["steps"]} for r in rollouts[:3]]
+    response = requests.post(f"{server}/invocations", json={"inputs": solutions, "params": {"aggregation": "min"}},
+                             timeout=60)
+    assert response.status_code == 200, response.text
+    predictions = response.json()["predictions"]
+    assert len(predictions) == 3
+    threshold = yaml.safe_load((project / "params.yaml").read_text())["evaluate"]["threshold"]
+    for solution, prediction in zip(solutions, predictions):
+        scores = prediction["step_scores"]
+        assert len(scores) == prediction["scored_steps"] == len(solution["steps"])
+        assert all(0 <= s <= 1 for s in scores)
+        assert prediction["score"] == pytest.approx(min(scores))
+        below = [i for i, s in enumerate(scores) if s < threshold]
+        assert prediction["first_error"] == (below[0] if below else -1)
+
+    last = requests.post(f"{server}/invocations", json={"inputs": solutions[:1], "params": {"aggregation": "last"}},
+                         timeout=60).json()["predictions"][0]
+    assert last["score"] == pytest.approx(last["step_scores"][-1])
+
+
+@pytest.mark.parametrize("payload, message", [
+    ({"inputs": [{"problem": "p", "steps": ["a", " "]}]}, "inputs[0].steps[1]: empty step"),
+    ({"inputs": [{"problem": "p", "steps": ["a"]}], "params": {"aggregation": "max"}}, "params.aggregation"),
+    ({"inputs": [{"steps": ["a"]}]}, "problem"),
+    ({"inputs": [{"problem": "p", "steps": "not a list"}]}, "steps"),
+])
+def test_bad_requests_get_a_400_that_names_the_field(server, payload, message):
+    response = requests.post(f"{server}/invocations", json=payload, timeout=60)
+    assert response.status_code == 400
+    assert message in response.json()["message"]

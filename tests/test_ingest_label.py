@@ -1,0 +1,81 @@
+import random
+from fractions import Fraction
+
+from prmflow.calc import ANNOTATION, annotation_result, parse_step
+from prmflow.config import IngestParams, LabelParams
+from prmflow.generator import generate_problems
+from prmflow.ingest import build_splits, check_problem
+from prmflow.label import first_error, label_problem, label_summary
+from prmflow.policy import SimulatedPolicy
+
+
+def test_generator_is_deterministic_and_within_bounds():
+    a = generate_problems(50, seed=3, min_steps=2, max_steps=6, max_operand=20)
+    b = generate_problems(50, seed=3, min_steps=2, max_steps=6, max_operand=20)
+    assert a == b
+    assert len({p["problem"] for p in a}) == 50
+    for problem in a:
+        assert 2 <= len(problem["reference_steps"]) <= 6
+        assert all(ANNOTATION.search(s) for s in problem["reference_steps"])
+        assert annotation_result(problem["reference_steps"][-1]) == Fraction(problem["answer"])
+        assert check_problem({**problem, "id": "x"}) is None
+
+
+def test_splits_are_disjoint_and_rejects_keep_their_reason():
+    splits, rejects = build_splits(IngestParams(num_train=30, num_test=10), seed=1)
+    assert (len(splits["train"]), len(splits["test"]), rejects) == (30, 10, [])
+    assert not {p["id"] for p in splits["train"]} & {p["id"] for p in splits["test"]}
+    bad = {"id": "x", "problem": "p", "answer": "5", "reference_steps": ["2 + 2 = <<2+2=5>>5"]}
+    assert check_problem(bad) == "reference_steps[0]: annotation arithmetic is wrong"
+    assert check_problem({**bad, "answer": "five"}) == "answer: not a number: 'five'"
+
+
+def _problem():
+    return {"id": "p1", "problem": "Ava has 12 apples...", "answer": "34",
+            "reference_steps": ["Ava has 12 + 5 = <<12+5=17>>17 apples.", "Then 17 * 2 = <<17*2=34>>34 apples."]}
+
+
+def test_simulated_policy_without_slips_reproduces_the_reference():
+    policy = SimulatedPolicy(slip_rate=0.0)
+    out = policy.sample_trajectory(_problem(), random.Random(0))
+    assert out.steps == _problem()["reference_steps"]
+    assert (out.final_answer, out.first_slip) == ("34", -1)
+
+
+def test_simulated_policy_carries_a_wrong_prefix_forward():
+    policy = SimulatedPolicy(slip_rate=0.0)
+    wrong_prefix = ["Ava has 12 + 5 = <<12+5=18>>18 apples."]
+    out = policy.continue_from(_problem(), wrong_prefix, random.Random(0))
+    assert out.steps == ["Then 18 * 2 = <<18*2=36>>36 apples."]
+    assert out.final_answer == "36"
+
+
+def test_simulated_policy_knows_where_it_slipped():
+    policy = SimulatedPolicy(slip_rate=1.0)
+    out = policy.sample_trajectory(_problem(), random.Random(0))
+    assert out.first_slip == 0
+    first = parse_step(out.steps[0], [])
+    assert first.result != 17  # the slip is in the stated result
+
+
+def test_mc_labels_mark_the_slip_and_everything_after_it():
+    policy = SimulatedPolicy(slip_rate=0.0)
+    params = LabelParams(trajectories_per_problem=1, completions_per_step=4, slip_rate=0.0)
+    (row,) = label_problem(policy, _problem(), params, seed=0)
+    assert (row["labels"], row["values"], row["correct"], row["first_error"]) == (["+", "+"], [1.0, 1.0], True, -1)
+
+    slipping = SimulatedPolicy(slip_rate=1.0)
+    (row,) = label_problem(slipping, _problem(), params, seed=0)
+    # Completions also always slip, so no prefix can reach the answer.
+    assert row["labels"] == ["-", "-"] and row["first_error"] == 0 and row["true_first_error"] == 0
+
+
+def test_labeled_rows_are_consistent(labeled_rows):
+    for row in labeled_rows:
+        assert len(row["steps"]) == len(row["labels"]) == len(row["values"])
+        assert all((v > 0) == (label == "+") for v, label in zip(row["values"], row["labels"]))
+        assert row["first_error"] == first_error(row["labels"])
+        assert row["correct"] == (row["labels"][-1] == "+")
+    summary = label_summary(labeled_rows)
+    assert 0 < summary["negative_step_fraction"] < 1
+    assert summary["first_error_agreement"] > 0.8

@@ -1,0 +1,59 @@
+import pytest
+
+from prmflow.config import ModelParams
+from prmflow.modeling import prepare_tokenizer, prompt_format
+from prmflow.tokenization import corpus_texts, encode_solution, tokenize_row, tokenize_rows
+
+# Steps that end the way real steps do, including in the label tokens themselves.
+TRICKY_STEPS = ["ends with a space ", "ends with a newline\n", "ends with digits 42", "ends with +", "ends with -",
+                "3 + 4 = <<3+4=7>>7", "  "]
+
+
+@pytest.fixture(scope="module")
+def tokenizer_and_format(labeled_rows):
+    params = ModelParams(vocab_size=300, max_length=2048)
+    tokenizer = prepare_tokenizer(params, corpus_texts(labeled_rows, params))
+    return tokenizer, prompt_format(tokenizer, params)
+
+
+def test_step_tags_equal_labels_for_every_example(labeled_rows, tokenizer_and_format):
+    tokenizer, fmt = tokenizer_and_format
+    tricky = {"id": "t", "problem": "A - B +", "steps": TRICKY_STEPS,
+              "labels": ["+", "-"] * 3 + ["+"], "values": [1.0, 0.0] * 3 + [1.0]}
+    for row in labeled_rows + [tricky]:
+        out = tokenize_row(tokenizer, fmt, row)
+        assert out["input_ids"].count(fmt.step_tag_id) == len(out["hard_targets"]) == len(row["labels"])
+        assert out["hard_targets"] == [1.0 if x == "+" else 0.0 for x in row["labels"]]
+        assert out["soft_targets"] == row["values"]
+
+
+def test_the_tag_is_one_token_and_digits_are_split(tokenizer_and_format):
+    tokenizer, fmt = tokenizer_and_format
+    assert tokenizer.convert_ids_to_tokens(fmt.step_tag_id) == "<step>"
+    assert tokenizer.encode("<step>", add_special_tokens=False) == [fmt.step_tag_id]
+    assert len(tokenizer.encode("12345", add_special_tokens=False)) == 5
+    assert fmt.positive_id != fmt.negative_id
+
+
+def test_truncation_drops_whole_trailing_steps(tokenizer_and_format):
+    tokenizer, fmt = tokenizer_and_format
+    steps = [f"step number {i} adds {i} + 1 = {i + 1}" for i in range(10)]
+    full = encode_solution(tokenizer, fmt, "Problem.", steps)
+    per_step = len(full.input_ids) // 10
+    short_fmt = type(fmt)(**{**fmt.__dict__, "max_length": len(full.input_ids) - per_step})
+    short = encode_solution(tokenizer, short_fmt, "Problem.", steps)
+    assert short.num_steps < 10 and short.dropped_steps == 10 - short.num_steps
+    assert short.input_ids == full.input_ids[: len(short.input_ids)]  # a prefix: no step cut in half
+    assert short.input_ids[-1] == fmt.step_tag_id
+    assert short.input_ids.count(fmt.step_tag_id) == short.num_steps
+
+    tiny_fmt = type(fmt)(**{**fmt.__dict__, "max_length": 3})
+    row = {"id": "r", "problem": "Problem.", "steps": steps, "labels": ["+"] * 10, "values": [1.0] * 10}
+    kept, counts = tokenize_rows(tokenizer, tiny_fmt, [row])
+    assert kept == [] and counts == {"examples": 0, "dropped_examples": 1, "dropped_steps": 10}
+
+
+def test_label_tokens_must_be_single_tokens(tokenizer_and_format):
+    tokenizer, _ = tokenizer_and_format
+    with pytest.raises(ValueError, match="model.positive_token: 'correct' must be exactly one token"):
+        prompt_format(tokenizer, ModelParams(positive_token="correct"))
