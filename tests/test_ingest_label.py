@@ -51,11 +51,20 @@ def test_simulated_policy_carries_a_wrong_prefix_forward():
 
 
 def test_simulated_policy_knows_where_it_slipped():
-    policy = SimulatedPolicy(slip_rate=1.0)
+    policy = SimulatedPolicy(slip_rate=1.0, operation_slip_fraction=0.0)
     out = policy.sample_trajectory(_problem(), random.Random(0))
     assert out.first_slip == 0
     first = parse_step(out.steps[0], [])
-    assert first.result != 17  # the slip is in the stated result
+    assert first.result != 17 and first.compute([]) == 17  # right operation, wrong stated result
+
+
+def test_operation_slips_use_another_operator_and_compute_it_right():
+    policy = SimulatedPolicy(slip_rate=1.0, operation_slip_fraction=1.0)
+    out = policy.sample_trajectory(_problem(), random.Random(0))
+    first = parse_step(out.steps[0], [])
+    assert "+" not in out.steps[0].split("=")[0]  # both the visible and the annotated operator changed
+    assert first.result == first.compute([]) != 17
+    assert out.first_slip == 0
 
 
 def test_mc_labels_mark_the_slip_and_everything_after_it():

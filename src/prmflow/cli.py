@@ -20,7 +20,8 @@ STAGE_MODULES = {stage: f"prmflow.{stage}" for stage in STAGES} | {"tokenize": "
 
 def _quiet_environment() -> None:
     for key, value in {"HF_HUB_OFFLINE": "1", "DO_NOT_TRACK": "1", "TOKENIZERS_PARALLELISM": "false",
-                       "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}.items():
+                       "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+                       "HF_DATASETS_DISABLE_PROGRESS_BARS": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1"}.items():
         os.environ.setdefault(key, value)
 
 

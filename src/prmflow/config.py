@@ -43,8 +43,8 @@ class BaseParams:
 
 @dataclass
 class IngestParams:
-    num_train: int = field(default=400, metadata={"help": "Generated problems in the train split."})
-    num_test: int = field(default=80, metadata={"help": "Generated problems in the test split."})
+    num_train: int = field(default=2000, metadata={"help": "Generated problems in the train split."})
+    num_test: int = field(default=100, metadata={"help": "Generated problems in the test split."})
     min_steps: int = field(default=2, metadata={"help": "Fewest reference steps per generated problem."})
     max_steps: int = field(default=5, metadata={"help": "Most reference steps per generated problem."})
     max_operand: int = field(default=20, metadata={"help": "Largest operand the generator draws."})
@@ -58,7 +58,10 @@ class LabelParams:
         default=8, metadata={"help": "Completions sampled from each step prefix (Math-Shepherd's N)."}
     )
     slip_rate: float = field(
-        default=0.15, metadata={"help": "Per-step probability that the simulated policy slips on arithmetic."}
+        default=0.15, metadata={"help": "Per-step probability that the simulated policy slips."}
+    )
+    operation_slip_fraction: float = field(
+        default=0.5, metadata={"help": "Share of slips that use the wrong operation; the rest get a wrong result."}
     )
 
 
@@ -199,7 +202,8 @@ def _check_ranges(p: Params, problems: list[str]) -> None:
     if p.ingest.max_operand < 2:
         problems.append(f"ingest.max_operand: must be >= 2, got {p.ingest.max_operand}")
     fractions = [
-        ("label.slip_rate", p.label.slip_rate), ("train.warmup_ratio", p.train.warmup_ratio),
+        ("label.slip_rate", p.label.slip_rate), ("label.operation_slip_fraction", p.label.operation_slip_fraction),
+        ("train.warmup_ratio", p.train.warmup_ratio),
         ("evaluate.threshold", p.evaluate.threshold),
         ("validate.min_negative_fraction", p.validate.min_negative_fraction),
         ("validate.max_negative_fraction", p.validate.max_negative_fraction),

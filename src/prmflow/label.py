@@ -71,7 +71,7 @@ def label_problem(policy: SimulatedPolicy, problem: dict, params: LabelParams, s
 
 
 def label_problems(problems: list[dict], params: LabelParams, seed: int) -> list[dict]:
-    policy = make_policy(params.policy, params.slip_rate)
+    policy = make_policy(params)
     return [row for problem in problems for row in label_problem(policy, problem, params, seed)]
 
 

@@ -13,7 +13,12 @@ import random
 from dataclasses import dataclass
 from fractions import Fraction
 
-from prmflow.calc import CalcStep, annotation_result, format_number, parse_step, render_step, to_number
+from prmflow.calc import (
+    CalcStep, annotation_result, evaluate, format_number, parse_step, render_step, to_number, tokenize_expression,
+)
+from prmflow.config import LabelParams
+
+OPERATORS = ["+", "-", "*", "/"]
 
 
 NO_ANSWER = "undefined"
@@ -29,8 +34,9 @@ class Continuation:
 class SimulatedPolicy:
     name = "simulated"
 
-    def __init__(self, slip_rate: float):
+    def __init__(self, slip_rate: float, operation_slip_fraction: float = 0.5):
         self.slip_rate = slip_rate
+        self.operation_slip_fraction = operation_slip_fraction
         self._parsed: dict[str, list[CalcStep | str]] = {}
 
     def _reference(self, problem: dict) -> list[CalcStep | str]:
@@ -49,13 +55,37 @@ class SimulatedPolicy:
             self._parsed[key] = parsed
         return self._parsed[key]
 
-    def _slip(self, correct: Fraction, rng: random.Random) -> Fraction:
+    @staticmethod
+    def _wrong_result(correct: Fraction, rng: random.Random) -> Fraction:
         """A wrong result near the right one; positive when the right one is, so nothing divides by 0."""
         spread = max(2, int(abs(correct)) // 4)
         delta = rng.randint(1, spread) * rng.choice((-1, 1))
         if correct > 0 and correct + delta <= 0:
             delta = -delta
         return correct + delta
+
+    @staticmethod
+    def _wrong_operation(texts: list[str], correct: Fraction, rng: random.Random) -> tuple[list[str], Fraction] | None:
+        """The same operands with one binary operator swapped (computed right), or None if none fits."""
+        binary = [i for i, t in enumerate(texts) if t in OPERATORS and i > 0 and texts[i - 1] not in "+-*/("]
+        rng.shuffle(binary)
+        for index in binary:
+            for op in rng.sample(OPERATORS, len(OPERATORS)):
+                changed = texts[:index] + [op] + texts[index + 1:]
+                try:
+                    value = evaluate(tokenize_expression("".join(changed)))
+                except ZeroDivisionError:
+                    continue
+                if value != correct and value > 0 and value.denominator == 1:
+                    return changed, value
+        return None
+
+    def _slip(self, texts: list[str], correct: Fraction, rng: random.Random) -> tuple[list[str], Fraction]:
+        if rng.random() < self.operation_slip_fraction:
+            swapped = self._wrong_operation(texts, correct, rng)
+            if swapped is not None:
+                return swapped
+        return texts, self._wrong_result(correct, rng)
 
     def continue_from(self, problem: dict, prefix: list[str], rng: random.Random) -> Continuation:
         reference = self._reference(problem)
@@ -72,11 +102,12 @@ class SimulatedPolicy:
                 value = step.compute(results)
             except ZeroDivisionError:  # a carried-forward slip made a divisor 0: no answer
                 return Continuation(steps=steps, final_answer=NO_ANSWER, first_slip=first_slip)
+            texts = step.operand_texts(results)
             if rng.random() < self.slip_rate:
-                value = self._slip(value, rng)
+                texts, value = self._slip(texts, value, rng)
                 if first_slip < 0:
                     first_slip = len(steps)
-            steps.append(render_step(step, step.operand_texts(results), value))
+            steps.append(render_step(step, texts, value))
             results.append(value)
         final = results[-1] if results else to_number(problem["answer"])
         return Continuation(steps=steps, final_answer=format_number(final), first_slip=first_slip)
@@ -85,7 +116,7 @@ class SimulatedPolicy:
         return self.continue_from(problem, [], rng)
 
 
-def make_policy(name: str, slip_rate: float) -> SimulatedPolicy:
-    if name == "simulated":
-        return SimulatedPolicy(slip_rate)
-    raise ValueError(f"label.policy: unknown policy {name!r}")
+def make_policy(params: LabelParams) -> SimulatedPolicy:
+    if params.policy == "simulated":
+        return SimulatedPolicy(params.slip_rate, params.operation_slip_fraction)
+    raise ValueError(f"label.policy: unknown policy {params.policy!r}")

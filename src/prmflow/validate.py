@@ -96,7 +96,10 @@ def run_suite(name: str, frame: pd.DataFrame, expectations: list) -> list[dict]:
     """Validate `frame` with an ephemeral GX context; one summary dict per expectation."""
     import great_expectations as gx
 
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
     context = gx.get_context(mode="ephemeral")
+    context.variables.progress_bars = ProgressBarsConfig(globally=False)  # keeps stage logs readable
     batch = context.data_sources.add_pandas(name).add_dataframe_asset(name).add_batch_definition_whole_dataframe(name)
     suite = context.suites.add(gx.ExpectationSuite(name=name))
     for expectation in expectations:
