@@ -15,7 +15,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export OMP_NUM_THREADS := 1
 export MLFLOW_TRACKING_URI ?= sqlite:///mlflow/mlflow.db
 
-.PHONY: install run test serve flow clean
+.PHONY: install run test serve flow schedule clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,10 @@ serve:
 
 flow: install
 	$(BIN)/python flows/pipeline.py
+
+# The nightly retraining deployment (flow.serve); needs PREFECT_API_URL of a `prefect server start`.
+schedule: install
+	$(BIN)/python flows/schedule.py
 
 clean:
 	rm -rf data models reports mlflow/mlflow.db mlflow/artifacts

@@ -27,5 +27,5 @@ def labeled_rows():
     from prmflow.ingest import build_splits
     from prmflow.label import label_problems
 
-    splits, _ = build_splits(IngestParams(num_train=40, num_test=10), seed=7)
+    splits = build_splits(IngestParams(num_train=40, num_test=10), seed=7).splits
     return label_problems(splits["train"], LabelParams(trajectories_per_problem=3, completions_per_step=4), seed=7)

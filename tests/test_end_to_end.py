@@ -6,48 +6,18 @@ nothing, the MLflow registry, and a real `mlflow models serve` process on loopba
 """
 
 import json
-import os
-import shutil
-import signal
-import socket
-import subprocess
-import time
 
 import pytest
 import requests
 import yaml
 
-from conftest import BIN, REPO
-
-TINY = {
-    "ingest": {"num_train": 40, "num_test": 12},
-    "label": {"trajectories_per_problem": 4, "completions_per_step": 4},
-    "model": {"vocab_size": 320, "hidden_size": 32, "num_layers": 1, "num_heads": 2, "intermediate_size": 64},
-    "train": {"epochs": 2.0, "batch_size": 8},
-}
-
-
-def tool_env(project) -> dict[str, str]:
-    return {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
-            "PREFECT_HOME": str(project / ".prefect"), "MLFLOW_TRACKING_URI": "sqlite:///mlflow/mlflow.db"}
-
-
-def run(cmd: list[str], project, timeout: int = 600) -> subprocess.CompletedProcess:
-    return subprocess.run(cmd, cwd=project, env=tool_env(project), capture_output=True, text=True, timeout=timeout)
-
+from prmflow.model_server import model_server
+from tiny_project import make_project, run, run_flow, tool_env
 
 @pytest.fixture(scope="session")
 def project(tmp_path_factory):
-    root = tmp_path_factory.mktemp("project")
-    shutil.copy(REPO / "dvc.yaml", root)
-    shutil.copytree(REPO / "src" / "prmflow", root / "src" / "prmflow", ignore=shutil.ignore_patterns("__pycache__"))
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    for section, values in TINY.items():
-        params[section].update(values)
-    (root / "params.yaml").write_text(yaml.safe_dump(params))
-    for cmd in (["git", "init", "-q"], ["dvc", "init", "-q"]):
-        assert run(cmd, root).returncode == 0
-    flow = run([str(BIN / "python"), str(REPO / "flows" / "pipeline.py"), "--project-dir", str(root)], root)
+    root = make_project(tmp_path_factory.mktemp("project"))
+    flow = run_flow(root)
     assert flow.returncode == 0, flow.stdout[-3000:] + flow.stderr[-3000:]
     return root
 
@@ -85,38 +55,10 @@ def test_registry_holds_champion_and_stage_runs_are_grouped(project):
     assert children == {"ingest", "label", "validate", "tokenize", "train", "evaluate", "register"}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(project):
-    port = _free_port()
-    log = open(project / "serve.log", "w")
-    proc = subprocess.Popen(
-        ["mlflow", "models", "serve", "-m", "models:/prm@champion", "--env-manager", "local",
-         "-h", "127.0.0.1", "-p", str(port)],
-        cwd=project, env=tool_env(project), stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            assert proc.poll() is None, (project / "serve.log").read_text()[-3000:]
-            try:
-                if requests.get(f"{url}/ping", timeout=2).status_code == 200:
-                    break
-            except requests.ConnectionError:
-                time.sleep(0.5)
-        else:
-            pytest.fail("mlflow models serve did not answer /ping in 90 s")
+    with model_server("models:/prm@champion", tool_env(project), project, project / "serve.log") as url:
         yield url
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)  # the server and its uvicorn workers, by PID
-        proc.wait(timeout=30)
-        log.close()
 
 
 def test_served_model_answers_the_contract(server, project):

@@ -3,15 +3,16 @@ from fractions import Fraction
 
 from prmflow.calc import ANNOTATION, annotation_result, parse_step
 from prmflow.config import IngestParams, LabelParams
-from prmflow.generator import generate_problems
+from prmflow.generator import GeneratorSettings, generate_problems
 from prmflow.ingest import build_splits, check_problem
 from prmflow.label import first_error, label_problem, label_summary
 from prmflow.policy import SimulatedPolicy
 
 
 def test_generator_is_deterministic_and_within_bounds():
-    a = generate_problems(50, seed=3, min_steps=2, max_steps=6, max_operand=20)
-    b = generate_problems(50, seed=3, min_steps=2, max_steps=6, max_operand=20)
+    settings = GeneratorSettings(min_steps=2, max_steps=6, max_operand=20)
+    a = generate_problems(50, seed=3, settings=settings)
+    b = generate_problems(50, seed=3, settings=settings)
     assert a == b
     assert len({p["problem"] for p in a}) == 50
     for problem in a:
@@ -22,8 +23,9 @@ def test_generator_is_deterministic_and_within_bounds():
 
 
 def test_splits_are_disjoint_and_rejects_keep_their_reason():
-    splits, rejects = build_splits(IngestParams(num_train=30, num_test=10), seed=1)
-    assert (len(splits["train"]), len(splits["test"]), rejects) == (30, 10, [])
+    result = build_splits(IngestParams(num_train=30, num_test=10), seed=1)
+    splits = result.splits
+    assert (len(splits["train"]), len(splits["test"]), result.rejects) == (30, 10, [])
     assert not {p["id"] for p in splits["train"]} & {p["id"] for p in splits["test"]}
     bad = {"id": "x", "problem": "p", "answer": "5", "reference_steps": ["2 + 2 = <<2+2=5>>5"]}
     assert check_problem(bad) == "reference_steps[0]: annotation arithmetic is wrong"

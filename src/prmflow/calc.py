@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from fractions import Fraction
 
 ANNOTATION = re.compile(r"<<([^<>=]+)=([^<>]+)>>")
-NUMBER = re.compile(r"\d+(?:\.\d+)?")
-_TOKEN = re.compile(r"\s*(\d+(?:\.\d+)?|[-+*/()])")
+NUMBER = re.compile(r"\d+(?:\.\d+)?|\.\d+")  # GSM8K writes `.5` as well as `0.5`
+_TOKEN = re.compile(r"\s*(\d+(?:\.\d+)?|\.\d+|[-+*/()])")
 
 
 def to_number(text: str) -> Fraction:
@@ -67,6 +67,8 @@ def evaluate(tokens: list[str | Fraction]) -> Fraction:
             return value
         if tok == "-":
             return -atom()
+        if tok == "+":  # GSM8K sometimes starts a sum with `+`
+            return atom()
         return tok if isinstance(tok, Fraction) else to_number(tok)
 
     def term() -> Fraction:

@@ -1,7 +1,9 @@
 """`prmflow <stage>`: run one pipeline stage from params.yaml (this is each dvc.yaml `cmd`).
 
     prmflow ingest | label | validate | tokenize | train | evaluate | register
-    prmflow score --model models/prm solutions.jsonl     # score a JSON-lines file
+    prmflow score solutions.jsonl --model models:/prm@champion   # score a JSON-lines file as the server does
+    prmflow promote VERSION --reason "..."                        # move @champion by hand
+    prmflow rollback --reason "..."                               # move @champion back to its previous version
 """
 
 from __future__ import annotations
@@ -25,16 +27,68 @@ def _quiet_environment() -> None:
         os.environ.setdefault(key, value)
 
 
+def _tracking_uri(args: argparse.Namespace) -> str:
+    from prmflow.config import load_params
+
+    return os.environ.get("MLFLOW_TRACKING_URI") or load_params(args.params).base.mlflow_tracking_uri
+
+
 def score_main(args: argparse.Namespace) -> None:
-    from prmflow.jsonl import read_jsonl
-    from prmflow.modeling import ProcessRewardModel
-    from prmflow.serving import Solution, score_solutions
+    """Score a file with the same `Scorer.score` the server runs, in requests no larger than it accepts."""
+    import pydantic
+
+    from prmflow.jsonl import RecordError, read_jsonl
+    from prmflow.serving import Solution, load_scorer
 
     rows = read_jsonl(args.input, required=("problem", "steps"))
-    solutions = [Solution(problem=r["problem"], steps=r["steps"]) for r in rows]
-    prm = ProcessRewardModel(args.model)
-    for row, prediction in zip(rows, score_solutions(prm, solutions, args.aggregation, args.threshold)):
-        print(json.dumps({"id": row.get("id"), **prediction.model_dump()}))
+    solutions = []
+    for number, row in enumerate(rows, start=1):
+        try:
+            solutions.append(Solution(problem=row["problem"], steps=row["steps"]))
+        except pydantic.ValidationError as err:
+            first = err.errors()[0]
+            field = ".".join(str(part) for part in first["loc"])
+            raise RecordError(f"{args.input}: record {number}: {field}: {first['msg']}") from None
+    if ":/" in args.model:
+        import mlflow
+
+        mlflow.set_tracking_uri(_tracking_uri(args))
+    scorer = load_scorer(args.model, args.threshold)
+    size = scorer.config.max_solutions_per_request
+    for start in range(0, len(solutions), size):
+        try:
+            predictions = scorer.score(solutions[start: start + size], args.aggregation)
+        except ValueError as err:  # name the record, as the server names inputs[i]
+            end = min(start + size, len(solutions))
+            raise RecordError(f"{args.input}: request of records {start + 1}-{end} "
+                              f"(inputs[0] is record {start + 1}): {err}") from None
+        for row, prediction in zip(rows[start: start + size], predictions):
+            print(json.dumps(({"id": row["id"]} if "id" in row else {}) | prediction.model_dump()))
+
+
+def alias_main(args: argparse.Namespace) -> None:
+    import getpass
+
+    from mlflow import MlflowClient
+
+    from prmflow.config import load_params
+    from prmflow.registry import promote, rollback
+
+    from mlflow.exceptions import MlflowException
+
+    register = load_params(args.params).register
+    client = MlflowClient(tracking_uri=_tracking_uri(args))
+    who = args.who or getpass.getuser()
+    try:
+        if args.command == "promote":
+            left = promote(client, register.model_name, args.version, register.alias, who, args.reason)
+            print(f"promote: {register.model_name}@{register.alias} -> version {args.version} (was {left})")
+        else:
+            target = rollback(client, register.model_name, register.alias, who, args.reason, args.to)
+            print(f"rollback: {register.model_name}@{register.alias} -> version {target}")
+    except (ValueError, MlflowException) as err:
+        print(f"prmflow {args.command}: {err}", file=sys.stderr)
+        sys.exit(1)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -45,9 +99,22 @@ def main(argv: list[str] | None = None) -> None:
         p.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
     score = sub.add_parser("score", help="score solutions in a JSON-lines file ({problem, steps} per line)")
     score.add_argument("input")
-    score.add_argument("--model", default="models/prm", help="trained model directory")
+    score.add_argument("--model", default="models/prm",
+                       help="a registered model URI (models:/prm@champion: exactly what the server answers) "
+                            "or a trained model directory")
     score.add_argument("--aggregation", default="min", choices=["min", "prod", "last", "mean"])
-    score.add_argument("--threshold", type=float, default=0.5, help="first_error: first step scored below this")
+    score.add_argument("--threshold", type=float, default=None,
+                       help="first_error threshold for a model directory (a registered model carries its own)")
+    score.add_argument("--params", default="params.yaml", help="where the tracking URI comes from, unless "
+                                                               "MLFLOW_TRACKING_URI is set")
+    promote = sub.add_parser("promote", help="point the champion alias at VERSION, recording who and why")
+    promote.add_argument("version")
+    rollback = sub.add_parser("rollback", help="point the champion alias back at the version it held before")
+    rollback.add_argument("--to", default=None, help="roll back to this version instead of the previous one")
+    for p in (promote, rollback):
+        p.add_argument("--reason", required=True, help="why; stored as a tag on the version")
+        p.add_argument("--who", default=None, help="who (default: the current user)")
+        p.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
     args = parser.parse_args(argv)
     _quiet_environment()
 
@@ -58,6 +125,9 @@ def main(argv: list[str] | None = None) -> None:
     try:
         if args.command == "score":
             score_main(args)
+            return
+        if args.command in ("promote", "rollback"):
+            alias_main(args)
             return
         params = load_params(args.params)
         importlib.import_module(STAGE_MODULES[args.command]).main(params)

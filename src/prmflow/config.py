@@ -48,6 +48,24 @@ class IngestParams:
     min_steps: int = field(default=2, metadata={"help": "Fewest reference steps per generated problem."})
     max_steps: int = field(default=5, metadata={"help": "Most reference steps per generated problem."})
     max_operand: int = field(default=20, metadata={"help": "Largest operand the generator draws."})
+    decimal_rate: float = field(
+        default=0.0, metadata={"help": "Share of generated problems about measured amounts with decimals."}
+    )
+    fraction_rate: float = field(
+        default=0.0, metadata={"help": "Share of generated steps that keep a simple fraction p/q of the amount."}
+    )
+    sources: list[dict] = field(
+        default_factory=lambda: [{"format": "generator"}],
+        metadata={"help": "Problem sources, combined: {format: generator} or {format: gsm8k|math|prm800k|"
+                          "math_shepherd|trl_stepwise|input_value_label, path: file-or-folder | hub: dataset, "
+                          "split: train|test|auto, limit: N, name: label, neutral: positive|negative (prm800k)}."},
+    )
+    test_fraction: float = field(
+        default=0.1, metadata={"help": "Share of problems of `split: auto` sources that go to test, by problem id."}
+    )
+    max_reject_fraction: float = field(
+        default=0.2, metadata={"help": "The stage fails when any source rejects more than this share of records."}
+    )
 
 
 @dataclass
@@ -75,6 +93,22 @@ class ValidateParams:
     )
     max_negative_fraction: float = field(
         default=0.9, metadata={"help": "More '-' labels than this fraction means a labeling bug."}
+    )
+    warn_min_negative_fraction: float = field(
+        default=0.05, metadata={"help": "Fewer '-' labels than this is legal but skewed: a warning, not a failure."}
+    )
+    warn_max_negative_fraction: float = field(
+        default=0.6, metadata={"help": "More '-' labels than this is legal but skewed: a warning, not a failure."}
+    )
+    max_label_conflict_fraction: float = field(
+        default=0.1,
+        metadata={"help": "Most solutions whose identical twin (same problem, same steps) has other hard labels; "
+                          "Monte-Carlo noise gives ~3% with 4 completions per step, a labeling bug far more."},
+    )
+    max_duplicate_fraction: float = field(
+        default=0.6,
+        metadata={"help": "Above this share of solutions repeating an earlier one of their problem: a warning "
+                          "(the policy legitimately resamples slip-free trajectories)."},
     )
 
 
@@ -118,7 +152,23 @@ class EvaluateParams:
 @dataclass
 class RegisterParams:
     model_name: str = field(default="prm", metadata={"help": "Registered model name."})
-    alias: str = field(default="champion", metadata={"help": "Alias set on the new version."})
+    alias: str = field(
+        default="champion", metadata={"help": "Alias that serving follows; moved only when the gate passes."}
+    )
+    challenger_alias: str = field(default="challenger", metadata={"help": "Alias set on every new version."})
+    gate_metric: str = field(
+        default="first_error_f1",
+        metadata={"help": "reports/metrics.json key (higher is better) that decides promotion."},
+    )
+    promotion_margin: float = field(
+        default=0.01, metadata={"help": "The challenger must beat the champion's gate metric by more than this."}
+    )
+    max_solutions_per_request: int = field(
+        default=64, metadata={"help": "Served model: more solutions in one request is a 400."}
+    )
+    max_steps_per_solution: int = field(
+        default=64, metadata={"help": "Served model: more steps in one solution is a 400."}
+    )
 
 
 @dataclass
@@ -138,6 +188,10 @@ CHOICES = {
     ("label", "policy"): {"simulated"},
     ("train", "label_type"): {"hard", "soft"},
     ("evaluate", "aggregation"): {"min", "prod", "last", "mean"},
+    # Higher-is-better keys of reports/metrics.json.
+    ("register", "gate_metric"): {"first_error_f1", "step_auroc", "negative_f1", "step_accuracy",
+                                  "best_of_n_prm_min", "best_of_n_prm_prod", "best_of_n_prm_last",
+                                  "best_of_n_prm_mean"},
 }
 
 
@@ -195,28 +249,89 @@ def _check_ranges(p: Params, problems: list[str]) -> None:
         ("train.batch_size", p.train.batch_size), ("train.epochs", p.train.epochs),
         ("train.learning_rate", p.train.learning_rate), ("base.num_threads", p.base.num_threads),
         ("evaluate.batch_size", p.evaluate.batch_size),
+        ("register.max_solutions_per_request", p.register.max_solutions_per_request),
+        ("register.max_steps_per_solution", p.register.max_steps_per_solution),
     ]
     problems += [f"{name}: must be > 0, got {value!r}" for name, value in positive if value <= 0]
     if p.ingest.max_steps < p.ingest.min_steps:
         problems.append(f"ingest.max_steps: {p.ingest.max_steps} is below ingest.min_steps {p.ingest.min_steps}")
     if p.ingest.max_operand < 2:
         problems.append(f"ingest.max_operand: must be >= 2, got {p.ingest.max_operand}")
+    _check_sources(p.ingest, problems)
+    ordered = [  # (lower name, lower, upper name, upper): each pair must not cross
+        ("validate.min_steps", p.validate.min_steps, "validate.max_steps", p.validate.max_steps),
+        ("validate.min_negative_fraction", p.validate.min_negative_fraction,
+         "validate.max_negative_fraction", p.validate.max_negative_fraction),
+        ("validate.warn_min_negative_fraction", p.validate.warn_min_negative_fraction,
+         "validate.warn_max_negative_fraction", p.validate.warn_max_negative_fraction),
+    ]
+    problems += [f"{upper}: {high} is below {lower} {low}" for lower, low, upper, high in ordered if high < low]
     fractions = [
         ("label.slip_rate", p.label.slip_rate), ("label.operation_slip_fraction", p.label.operation_slip_fraction),
         ("train.warmup_ratio", p.train.warmup_ratio),
-        ("evaluate.threshold", p.evaluate.threshold),
+        ("ingest.decimal_rate", p.ingest.decimal_rate), ("ingest.fraction_rate", p.ingest.fraction_rate),
+        ("ingest.test_fraction", p.ingest.test_fraction), ("ingest.max_reject_fraction", p.ingest.max_reject_fraction),
+        ("evaluate.threshold", p.evaluate.threshold), ("register.promotion_margin", p.register.promotion_margin),
         ("validate.min_negative_fraction", p.validate.min_negative_fraction),
         ("validate.max_negative_fraction", p.validate.max_negative_fraction),
+        ("validate.warn_min_negative_fraction", p.validate.warn_min_negative_fraction),
+        ("validate.warn_max_negative_fraction", p.validate.warn_max_negative_fraction),
+        ("validate.max_label_conflict_fraction", p.validate.max_label_conflict_fraction),
+        ("validate.max_duplicate_fraction", p.validate.max_duplicate_fraction),
     ]
     problems += [f"{name}: must be in [0, 1], got {value!r}" for name, value in fractions if not 0 <= value <= 1]
     if p.model.hidden_size % max(p.model.num_heads, 1):
         problems.append(
             f"model.hidden_size: {p.model.hidden_size} is not divisible by model.num_heads {p.model.num_heads}"
         )
+    if p.register.alias == p.register.challenger_alias:
+        problems.append(f"register.challenger_alias: must differ from register.alias {p.register.alias!r}")
     if p.model.positive_token == p.model.negative_token:
         problems.append("model.negative_token: must differ from model.positive_token")
     if "{step}" not in p.model.step_template:
         problems.append(f"model.step_template: {p.model.step_template!r} has no {{step}} placeholder")
+
+
+SOURCE_KEYS = {"format", "path", "hub", "split", "limit", "name", "neutral"}
+
+
+def _check_sources(ingest: IngestParams, problems: list[str]) -> None:
+    """Each `ingest.sources` entry: a known format, one place to read it from, legal options."""
+    from prmflow.generator import MAX_STEPS
+    from prmflow.sources import FORMATS, NEUTRAL_LABELS, SPLITS
+
+    if ingest.max_steps > MAX_STEPS:
+        problems.append(f"ingest.max_steps: at most {MAX_STEPS}, got {ingest.max_steps}")
+    if not ingest.sources:
+        problems.append("ingest.sources: must list at least one source")
+    names = []
+    for i, spec in enumerate(ingest.sources):
+        where = f"ingest.sources[{i}]"
+        problems += [f"{where}.{key}: unknown key (known: {', '.join(sorted(SOURCE_KEYS))})"
+                     for key in sorted(set(spec) - SOURCE_KEYS)]
+        fmt = spec.get("format")
+        if fmt not in FORMATS:
+            problems.append(f"{where}.format: {fmt!r} is not one of {list(FORMATS)}")
+        names.append(str(spec.get("name") or fmt))
+        places = [key for key in ("path", "hub") if key in spec]
+        if fmt == "generator":
+            problems += [f"{where}.{key}: the generator takes no {key} (num_train/num_test set its splits)"
+                         for key in ("path", "hub", "split", "limit") if key in spec]
+        elif fmt in FORMATS and len(places) != 1:
+            problems.append(f"{where}: give exactly one of path (a local file or folder) or hub (a dataset name)")
+        for key in ("path", "hub", "name"):
+            if key in spec and not (isinstance(spec[key], str) and spec[key].strip()):
+                problems.append(f"{where}.{key}: expected a non-empty string, got {spec[key]!r}")
+        if "split" in spec and spec["split"] not in SPLITS:
+            problems.append(f"{where}.split: {spec['split']!r} is not one of {list(SPLITS)}")
+        if "limit" in spec and not (isinstance(spec["limit"], int) and not isinstance(spec["limit"], bool)
+                                    and spec["limit"] > 0):
+            problems.append(f"{where}.limit: must be a positive integer, got {spec['limit']!r}")
+        if "neutral" in spec and (fmt != "prm800k" or spec["neutral"] not in NEUTRAL_LABELS):
+            problems.append(f"{where}.neutral: only for prm800k, one of {list(NEUTRAL_LABELS)}; "
+                            f"got {spec['neutral']!r}")
+    problems += [f"ingest.sources: {name!r} is listed twice (give one a distinct name)"
+                 for name in sorted({n for n in names if names.count(n) > 1})]
 
 
 def params_from_dict(raw: object, source: str = "params") -> Params:

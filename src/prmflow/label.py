@@ -70,9 +70,26 @@ def label_problem(policy: SimulatedPolicy, problem: dict, params: LabelParams, s
     return rows
 
 
+def prelabeled_row(problem: dict) -> dict:
+    """A solution that came with its labels (PRM800K, Math-Shepherd, ...): passed through unchanged."""
+    labels = problem["labels"]
+    return {
+        "id": problem["id"], "problem_id": problem["problem_id"], "problem": problem["problem"],
+        "steps": problem["steps"], "labels": labels, "values": problem["values"], "answer": problem["answer"],
+        "predicted_answer": problem.get("predicted_answer", ""), "correct": "-" not in labels,
+        "first_error": first_error(labels), "true_first_error": first_error(labels), "policy": problem["source"],
+    }
+
+
 def label_problems(problems: list[dict], params: LabelParams, seed: int) -> list[dict]:
     policy = make_policy(params)
-    return [row for problem in problems for row in label_problem(policy, problem, params, seed)]
+    rows = []
+    for problem in problems:
+        if "labels" in problem:
+            rows.append(prelabeled_row(problem))
+        else:
+            rows += label_problem(policy, problem, params, seed)
+    return rows
 
 
 def label_summary(rows: list[dict]) -> dict[str, float]:

@@ -1,60 +1,154 @@
-"""Stage `register`: log the PRM as an MLflow pyfunc (models-from-code) and register it.
+"""Stage `register`: log the PRM as an MLflow pyfunc, tag its lineage, and gate its promotion.
 
-    prmflow register          # reads params.yaml: base, register, evaluate
+    prmflow register          # reads params.yaml: base, register, evaluate, and dvc.lock
 
-Registers a new version of `register.model_name` with the test metrics as tags, points the
-alias `register.alias` at it, and writes `reports/registry.json`. Serve it with
-`mlflow models serve -m models:/prm@champion --env-manager local`.
+Every new version of `register.model_name` gets the alias `register.challenger_alias` and
+tags that trace it (git commit, DVC hashes of its data, params, stage run ids, metrics, the
+md5 of the held-out set). It becomes `register.alias` (the champion, what serving follows)
+only if its `register.gate_metric` beats the champion's by more than `register.promotion_margin`
+on the same held-out set. When the champion was measured on a different held-out set, it is
+re-scored on the current one first, so the two numbers are always comparable.
+`reports/registry.json` says what was decided and why.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
+from collections.abc import Callable
 from pathlib import Path
 
-from prmflow.config import Params
+from prmflow.config import Params, RegisterParams
+from prmflow.registry import HELDOUT_TAG, METRIC_TAG, alias_version, gate, move_alias
 
 # Gives the served model a signature that declares `params`, so MLflow passes them to predict.
 INPUT_EXAMPLE_ROWS = [{"problem": "Ava has 3 apples. She buys 2 more. How many apples does she have?",
                        "steps": ["Ava has 3 + 2 = <<3+2=5>>5 apples."]}]
 INPUT_EXAMPLE_PARAMS = {"aggregation": "min"}
+# Served-model dependencies; prmflow itself travels with the model as code (code_paths).
+SERVING_PACKAGES = ("torch", "transformers", "tokenizers", "mlflow", "pydantic")
+# Stages whose MLflow run ids are tagged on the version (register's own run is the version's run).
+LINEAGE_STAGES = ("ingest", "label", "validate", "tokenize", "train", "evaluate")
 
 
 def requirements() -> list[str]:
-    """What the served model needs, pinned to what trained it (MLflow's inference would load the model)."""
+    """What the served model needs, pinned to what trained it, so a fresh environment reinstalls it."""
     from importlib.metadata import version
 
-    return [f"{name}=={version(name).split('+')[0]}" for name in ("torch", "transformers", "mlflow", "pydantic")]
+    return [f"{name}=={version(name).split('+')[0]}" for name in SERVING_PACKAGES]
+
+
+def serving_model_config(params: Params) -> dict:
+    from prmflow.serving import ServingConfig
+
+    return dataclasses.asdict(ServingConfig(
+        threshold=params.evaluate.threshold,
+        max_solutions_per_request=params.register.max_solutions_per_request,
+        max_steps_per_solution=params.register.max_steps_per_solution,
+        batch_size=params.evaluate.batch_size,
+    ))
+
+
+def log_prm(model_dir: str | Path, model_config: dict, registered_model_name: str | None = None):
+    """Log the PRM from code (no pickle): the model directory (weights, tokenizer, prm_config.json) as an
+    artifact, prmflow's source as code, a signature with the `aggregation` param, pinned requirements."""
+    import mlflow
+
+    import prmflow
+
+    package = Path(prmflow.__file__).parent
+    return mlflow.pyfunc.log_model(
+        name="prm",
+        python_model=str(package / "pyfunc_entry.py"),
+        code_paths=[str(package)],
+        artifacts={"model_dir": str(model_dir)},
+        model_config=model_config,
+        input_example=(INPUT_EXAMPLE_ROWS, INPUT_EXAMPLE_PARAMS),
+        pip_requirements=requirements(),
+        registered_model_name=registered_model_name,
+    )
+
+
+def champion_value(champion, gate_metric: str, heldout_md5: str, rescore: Callable[[str], dict]) -> tuple[float, bool]:
+    """The champion's gate metric on the current held-out set: its tag when it was measured on the same
+    set, else a fresh score (`rescore(version)`). Returns (value, rescored)."""
+    tag = champion.tags.get(METRIC_TAG.format(gate_metric))
+    if champion.tags.get(HELDOUT_TAG) == heldout_md5 and tag is not None:
+        return float(tag), False
+    return float(rescore(champion.version)[gate_metric]), True
+
+
+def gate_new_version(client, params: RegisterParams, version: str, metrics: dict, heldout_md5: str,
+                     rescore: Callable[[str], dict], who: str) -> dict:
+    """Make `version` the challenger, promote it to champion if it passes the gate; return the decision."""
+    name, metric = params.model_name, params.gate_metric
+    if metric not in metrics:
+        raise KeyError(f"register.gate_metric: {metric!r} is not in reports/metrics.json")
+    move_alias(client, name, params.challenger_alias, version, who, "new version")
+    champion = alias_version(client, name, params.alias)
+    current, rescored = (None, False) if champion is None else champion_value(champion, metric, heldout_md5, rescore)
+    decision = gate(float(metrics[metric]), current, params.promotion_margin, metric)
+    if decision.promote:
+        move_alias(client, name, params.alias, version, who, decision.reason)
+    return {
+        "version": int(version),
+        "promoted": decision.promote,
+        "reason": decision.reason,
+        "champion_version": int(version) if decision.promote else int(champion.version),
+        "previous_champion_version": int(champion.version) if champion else None,
+        "gate": {"metric": metric, "challenger": float(metrics[metric]), "champion": current,
+                 "margin": params.promotion_margin, "champion_rescored": rescored, "heldout_md5": heldout_md5},
+    }
+
+
+def rescore_on(rows: list[dict], params: Params) -> Callable[[str], dict]:
+    """Metrics of a registered version on `rows`, computed as the evaluate stage computes them."""
+    def rescore(version: str) -> dict:
+        from prmflow.evaluate import evaluate_scores
+        from prmflow.serving import load_scorer
+
+        prm = load_scorer(f"models:/{params.register.model_name}/{version}").prm
+        scores = prm.score_batch([(r["problem"], r["steps"]) for r in rows], params.evaluate.batch_size)
+        return evaluate_scores(rows, scores, params.evaluate)
+    return rescore
 
 
 def main(params: Params) -> None:
     import mlflow
+    import torch
     from mlflow import MlflowClient
 
-    import prmflow
-    from prmflow.jsonl import write_json
-    from prmflow.tracking import stage_run
+    from prmflow.jsonl import read_jsonl, write_json
+    from prmflow.registry import dvc_hashes, file_md5, git_commit, lineage_tags, stage_run_ids
+    from prmflow.tracking import PARENT_RUN_ENV, stage_run
 
+    torch.set_num_threads(params.base.num_threads)
     reports = Path(params.base.reports_dir)
     metrics = json.loads((reports / "metrics.json").read_text())
-    name, alias = params.register.model_name, params.register.alias
+    heldout = Path(params.base.data_dir) / "rollouts" / "test.jsonl"
+    name = params.register.model_name
     with stage_run(params.base, "register", params.register) as run:
-        info = mlflow.pyfunc.log_model(
-            name="prm",
-            python_model=str(Path(prmflow.__file__).parent / "pyfunc_entry.py"),
-            artifacts={"model_dir": str(Path(params.base.models_dir) / "prm")},
-            model_config={"threshold": params.evaluate.threshold},
-            input_example=(INPUT_EXAMPLE_ROWS, INPUT_EXAMPLE_PARAMS),
-            pip_requirements=requirements(),
-            registered_model_name=name,
-        )
+        info = log_prm(Path(params.base.models_dir) / "prm", serving_model_config(params), name)
         version = str(info.registered_model_version)
         client = MlflowClient()
-        client.set_registered_model_alias(name, alias, version)
-        for key in ("step_auroc", "negative_f1", "first_error_f1", "best_of_n_prm_min"):
-            if key in metrics:
-                client.set_model_version_tag(name, version, f"metric.{key}", f"{metrics[key]:.4f}")
-        record = {"model_name": name, "version": int(version), "alias": alias, "model_uri": f"models:/{name}@{alias}",
-                  "run_id": run.info.run_id, "source": info.model_uri}
+        heldout_md5 = file_md5(heldout)
+        run_ids = stage_run_ids(client, run.info.experiment_id, LINEAGE_STAGES, os.environ.get(PARENT_RUN_ENV))
+        sections = {s: dataclasses.asdict(getattr(params, s)) for s in ("ingest", "label", "model", "train",
+                                                                       "evaluate")}
+        tags = lineage_tags(git_commit(), dvc_hashes("dvc.lock", (params.base.data_dir, params.base.models_dir)),
+                            sections, run_ids, metrics, heldout_md5)
+        for key, value in tags.items():
+            client.set_model_version_tag(name, version, key, value)
+        rows = read_jsonl(heldout, required=("problem_id", "problem", "steps", "labels", "first_error", "correct"))
+        decision = gate_new_version(client, params.register, version, metrics, heldout_md5,
+                                    rescore_on(rows, params), who=f"prmflow register (run {run.info.run_id})")
+        mlflow.log_metric("promoted", int(decision["promoted"]))
+        record = {"model_name": name, "alias": params.register.alias,
+                  "challenger_alias": params.register.challenger_alias,
+                  "model_uri": f"models:/{name}@{params.register.alias}", "run_id": run.info.run_id,
+                  "source": info.model_uri, **decision, "lineage": tags}
         write_json(reports / "registry.json", record)
-        print(f"register: {name} version {version} -> @{alias}")
+        verdict = "promoted to" if decision["promoted"] else f"kept version {decision['champion_version']} as"
+        print(f"register: {name} version {version} -> @{params.register.challenger_alias}; "
+              f"{verdict} @{params.register.alias}: {decision['reason']}")

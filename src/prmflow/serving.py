@@ -4,11 +4,15 @@
     {"inputs": [{"problem": "...", "steps": ["...", "..."]}], "params": {"aggregation": "min"}}
     -> {"predictions": [{"step_scores": [...], "score": ..., "first_error": ..., "scored_steps": ...}]}
 
-Logged from code (`pyfunc_entry.py`), never pickled. A bad request is answered 400 with a
-message that names the field.
+Logged from code (`pyfunc_entry.py`), never pickled. `Scorer.score` is the one function
+behind both the server and `prmflow score`, so the two can never answer differently. A bad
+request is answered 400 with a message that names the field; solutions longer than the model
+context lose whole trailing steps and `scored_steps` says how many were scored.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import mlflow.pyfunc
 from pydantic import BaseModel
@@ -30,42 +34,72 @@ class Prediction(BaseModel):
     scored_steps: int
 
 
-def check_solutions(solutions: list[Solution]) -> None:
-    """Reject, naming the field, anything the model would score wrongly or silently."""
+@dataclass(frozen=True)
+class ServingConfig:
+    """What the served model needs besides its weights; stored as the pyfunc's `model_config`."""
+
+    threshold: float = 0.5
+    max_solutions_per_request: int = 64
+    max_steps_per_solution: int = 64
+    batch_size: int = 32
+
+    @classmethod
+    def from_model_config(cls, config: dict | None) -> ServingConfig:
+        known = set(cls.__dataclass_fields__)
+        return cls(**{k: v for k, v in (config or {}).items() if k in known})
+
+
+def check_request(solutions: list[Solution], aggregation: str, config: ServingConfig) -> None:
+    """Reject, naming the field, anything the model would score wrongly, silently or too slowly."""
+    if aggregation not in AGGREGATIONS:
+        raise ValueError(f"params.aggregation: {aggregation!r} is not one of {list(AGGREGATIONS)}")
+    if not solutions:
+        raise ValueError("inputs: must be a non-empty list of solutions")
+    if len(solutions) > config.max_solutions_per_request:
+        raise ValueError(f"inputs: {len(solutions)} solutions, more than the limit of "
+                         f"{config.max_solutions_per_request} per request")
     for index, solution in enumerate(solutions):
         if not solution.problem.strip():
             raise ValueError(f"inputs[{index}].problem: must be a non-empty string")
         if not solution.steps:
             raise ValueError(f"inputs[{index}].steps: must be a non-empty list of strings")
+        if len(solution.steps) > config.max_steps_per_solution:
+            raise ValueError(f"inputs[{index}].steps: {len(solution.steps)} steps, more than the limit of "
+                             f"{config.max_steps_per_solution} per solution")
         for step_index, step in enumerate(solution.steps):
             if not step.strip():
                 raise ValueError(f"inputs[{index}].steps[{step_index}]: empty step")
 
 
-def score_solutions(prm, solutions: list[Solution], aggregation: str, threshold: float) -> list[Prediction]:
-    if aggregation not in AGGREGATIONS:
-        raise ValueError(f"params.aggregation: {aggregation!r} is not one of {list(AGGREGATIONS)}")
-    check_solutions(solutions)
-    all_scores = prm.score_batch([(s.problem, s.steps) for s in solutions])
-    predictions = []
-    for index, scores in enumerate(all_scores):
-        if not scores:
-            raise ValueError(f"inputs[{index}]: the problem and first step do not fit the model context")
-        predictions.append(Prediction(
-            step_scores=scores,
-            score=aggregate(scores, aggregation),
-            first_error=predicted_first_error(scores, threshold),
-            scored_steps=len(scores),
-        ))
-    return predictions
+class Scorer:
+    """A loaded PRM plus its serving config: validates a request and scores it in padded batches."""
+
+    def __init__(self, prm, config: ServingConfig):
+        self.prm = prm
+        self.config = config
+
+    def score(self, solutions: list[Solution], aggregation: str = DEFAULT_AGGREGATION) -> list[Prediction]:
+        check_request(solutions, aggregation, self.config)
+        all_scores = self.prm.score_batch([(s.problem, s.steps) for s in solutions], self.config.batch_size)
+        predictions = []
+        for index, scores in enumerate(all_scores):
+            if not scores:
+                raise ValueError(f"inputs[{index}]: the problem and first step do not fit the model context")
+            predictions.append(Prediction(
+                step_scores=scores,
+                score=aggregate(scores, aggregation),
+                first_error=predicted_first_error(scores, self.config.threshold),
+                scored_steps=len(scores),
+            ))
+        return predictions
 
 
 class PRMPyfunc(mlflow.pyfunc.PythonModel):
     def load_context(self, context):
         from prmflow.modeling import ProcessRewardModel
 
-        self.prm = ProcessRewardModel(context.artifacts["model_dir"])
-        self.threshold = float((context.model_config or {}).get("threshold", 0.5))
+        self.scorer = Scorer(ProcessRewardModel(context.artifacts["model_dir"]),
+                             ServingConfig.from_model_config(context.model_config))
 
     def predict(self, context, model_input: list[Solution], params: dict | None = None) -> list[Prediction]:
         from mlflow.exceptions import MlflowException
@@ -73,6 +107,19 @@ class PRMPyfunc(mlflow.pyfunc.PythonModel):
 
         aggregation = (params or {}).get("aggregation", DEFAULT_AGGREGATION)
         try:
-            return score_solutions(self.prm, model_input, aggregation, self.threshold)
+            return self.scorer.score(model_input, aggregation)
         except ValueError as err:  # answered 400 with the message up front, not buried in a stack trace
             raise MlflowException(str(err), error_code=INVALID_PARAMETER_VALUE) from None
+
+
+def load_scorer(model: str, threshold: float | None = None) -> Scorer:
+    """The scorer of a registered model (`models:/prm@champion`, `runs:/...`) or of a model directory.
+
+    A model URI is loaded through MLflow exactly as the server loads it, with the serving config
+    stored beside it; `threshold` only applies to a bare directory, which has none.
+    """
+    if ":/" in model:
+        return mlflow.pyfunc.load_model(model).unwrap_python_model().scorer
+    from prmflow.modeling import ProcessRewardModel
+
+    return Scorer(ProcessRewardModel(model), ServingConfig(threshold=0.5 if threshold is None else threshold))

@@ -1,0 +1,70 @@
+"""Reference answers in a form `math-verify` can compare.
+
+GSM8K writes `#### 1,200` and sometimes `$18` or `18 dollars`; MATH writes `\\boxed{\\frac{1}{2}}`
+inside a LaTeX solution, sometimes with `\\text{ cm}` units or a `^\\circ`. `normalize_answer`
+strips what is presentation, not value (thousands separators, currency, units, a trailing
+period), and `math_verify_text` wraps the result in `$...$`, without which math-verify reads
+`25\\pi` as 25 (STACK.md).
+
+    normalize_answer("$1,200.")          -> "1200"
+    normalize_answer("\\text{(B) } 5\\text{ cm}")  -> "(B) 5"
+    answers_equivalent("0.5", "\\frac{1}{2}")  -> True
+"""
+
+from __future__ import annotations
+
+import re
+
+_UNIT_WORDS = (r"dollars?|cents?|percent|pounds?|kg|kilograms?|grams?|g|km|kilometers?|meters?|m|cm|mm|miles?|"
+               r"feet|foot|ft|inches?|in|hours?|hrs?|minutes?|mins?|seconds?|secs?|days?|weeks?|years?|"
+               r"liters?|l|ml|gallons?|units?|degrees?|sq|square")
+_TRAILING_UNITS = re.compile(rf"(?<=[\d}}])\s*(?:{_UNIT_WORDS})\b\.?$", re.IGNORECASE)
+_TEXT_UNITS = re.compile(r"\\(?:text|textbf|mbox|mathrm)\{\s*(?:" + _UNIT_WORDS + r")\s*\}(?:\^\d)?", re.IGNORECASE)
+_THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}(?:\D|$))|(?<=\d)\{,\}(?=\d{3})")
+
+
+def extract_boxed(solution: str) -> str | None:
+    """The content of the last `\\boxed{...}` (or `\\fbox{...}`), braces balanced; None when there is none."""
+    start = max(solution.rfind("\\boxed"), solution.rfind("\\fbox"))
+    if start < 0:
+        return None
+    brace = solution.find("{", start)
+    if brace < 0:
+        return None
+    depth = 0
+    for pos in range(brace, len(solution)):
+        depth += {"{": 1, "}": -1}.get(solution[pos], 0)
+        if depth == 0:
+            return solution[brace + 1:pos]
+    return None
+
+
+def normalize_answer(text: str) -> str:
+    """The answer without presentation: no `$`, thousands separators, units, `\\!`, or trailing period."""
+    answer = text.strip()
+    boxed = extract_boxed(answer)
+    if boxed is not None:
+        answer = boxed
+    answer = answer.replace("\\$", "").replace("\\!", "").replace("\\%", "").replace("%", "")
+    answer = re.sub(r"^\$|\$$", "", answer.strip()).strip()  # `$18` is money in GSM8K, `$x$` is math in MATH
+    answer = re.sub(r"\^\s*\{?\\circ\}?", "", answer)
+    answer = _TEXT_UNITS.sub("", answer)
+    answer = _THOUSANDS.sub("", answer)
+    answer = _TRAILING_UNITS.sub("", answer.strip())
+    return answer.strip().rstrip(".").strip()
+
+
+def math_verify_text(answer: str) -> str:
+    """An answer wrapped so that math-verify parses it as LaTeX math."""
+    return f"${normalize_answer(answer)}$"
+
+
+def answers_equivalent(predicted: str, reference: str) -> bool:
+    """Whether two answers have the same value, by math-verify (exact text match when it cannot parse)."""
+    from math_verify import parse, verify  # sympy warm-up (~0.4 s) only when answers are compared
+
+    left, right = normalize_answer(predicted), normalize_answer(reference)
+    if left == right:
+        return True
+    gold, guess = parse(f"${right}$"), parse(f"${left}$")
+    return bool(gold and guess and verify(gold, guess))

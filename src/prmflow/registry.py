@@ -1,0 +1,153 @@
+"""The model registry's rules: lineage tags, the promotion gate, and hand-moved aliases.
+
+    decision = gate(challenger_value, champion_value, margin)      # pure
+    promote(client, "prm", "3", alias="champion", who="ana", reason="canary passed")
+    rollback(client, "prm", alias="champion", who="ana", reason="bad outputs")
+
+Every alias move leaves tags on the version it lands on: who moved it, why, when, and which
+version held the alias before (`<alias>.previous`), so `rollback` walks that chain back.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import subprocess
+import time
+from pathlib import Path
+
+import yaml
+
+HELDOUT_TAG = "heldout.md5"  # the held-out set a version's metrics were computed on
+METRIC_TAG = "metric.{}"
+HEADLINE_METRICS = ("first_error_f1", "step_auroc", "negative_f1", "step_accuracy", "best_of_n_prm_min")
+
+
+@dataclasses.dataclass(frozen=True)
+class GateDecision:
+    promote: bool
+    reason: str
+
+
+def gate(challenger: float, champion: float | None, margin: float, metric: str = "gate metric") -> GateDecision:
+    """Promote only a challenger that beats the champion by more than `margin` (no champion: promote)."""
+    if champion is None:
+        return GateDecision(True, "no current champion")
+    if challenger != challenger:  # NaN never wins
+        return GateDecision(False, f"{metric} of the challenger is NaN")
+    if challenger > champion + margin:
+        return GateDecision(True, f"{metric} {challenger:.4f} beats the champion's {champion:.4f} by more than {margin}")
+    return GateDecision(False, f"{metric} {challenger:.4f} does not beat the champion's {champion:.4f} "
+                               f"by more than {margin}")
+
+
+def file_md5(path: str | Path) -> str:
+    """The same md5 DVC records for a file, so the tag can be checked against dvc.lock."""
+    digest = hashlib.md5()
+    with Path(path).open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def git_commit(cwd: str | Path = ".") -> str:
+    """`git rev-parse HEAD`, with `-dirty` when tracked files changed; 'none' outside git or before a commit."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=30)
+        if head.returncode != 0:
+            return "none"
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
+                               capture_output=True, text=True, timeout=30).stdout.strip()
+    except (FileNotFoundError, subprocess.TimeoutExpired):
+        return "none"
+    return head.stdout.strip() + ("-dirty" if dirty else "")
+
+
+def dvc_hashes(lock_path: str | Path, roots: tuple[str, ...]) -> dict[str, str]:
+    """md5 of every dep/out under `roots` (data, models) recorded in dvc.lock: {path: md5}.
+
+    DVC writes each stage's entry as the stage completes, so when `register` runs the entries of
+    the stages that made its inputs are there. No lock (a run outside DVC): no hashes.
+    """
+    lock_path = Path(lock_path)
+    if not lock_path.exists():
+        return {}
+    stages = (yaml.safe_load(lock_path.read_text()) or {}).get("stages", {})
+    hashes = {}
+    for stage in stages.values():
+        for entry in stage.get("deps", []) + stage.get("outs", []):
+            if entry.get("md5") and entry["path"].split("/")[0] in roots:
+                hashes[entry["path"]] = entry["md5"]
+    return dict(sorted(hashes.items()))
+
+
+def stage_run_ids(client, experiment_id: str, stages: tuple[str, ...], parent_run_id: str | None) -> dict[str, str]:
+    """The MLflow run of each stage: the child of `parent_run_id` when set, else the latest one."""
+    ids = {}
+    for stage in stages:
+        query = f"tags.`prmflow.stage` = '{stage}'"
+        if parent_run_id:
+            query += f" and tags.`mlflow.parentRunId` = '{parent_run_id}'"
+        runs = client.search_runs([experiment_id], query, order_by=["attributes.start_time DESC"], max_results=1)
+        if runs:
+            ids[stage] = runs[0].info.run_id
+    return ids
+
+
+def lineage_tags(commit: str, hashes: dict[str, str], params: dict[str, object], run_ids: dict[str, str],
+                 metrics: dict[str, float], heldout_md5: str) -> dict[str, str]:
+    """Model version tags that trace a version to its code, data, params, runs and results."""
+    tags = {"git.commit": commit, HELDOUT_TAG: heldout_md5}
+    tags |= {f"dvc.{path}": md5 for path, md5 in hashes.items()}
+    tags |= {f"params.{section}": json.dumps(values, sort_keys=True) for section, values in params.items()}
+    tags |= {f"run.{stage}": run_id for stage, run_id in run_ids.items()}
+    tags |= {METRIC_TAG.format(k): f"{metrics[k]:.6f}" for k in HEADLINE_METRICS if k in metrics}
+    return tags
+
+
+def alias_version(client, name: str, alias: str):
+    """The version that holds `alias`, or None."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_model_version_by_alias(name, alias)
+    except MlflowException:
+        return None
+
+
+def move_alias(client, name: str, alias: str, version: str, who: str, reason: str) -> str | None:
+    """Point `alias` at `version`, record who/why/when and the previous holder on it; return the previous."""
+    previous = alias_version(client, name, alias)
+    previous_version = str(previous.version) if previous else None
+    client.set_registered_model_alias(name, alias, str(version))
+    record = {"set_by": who, "reason": reason, "set_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    if previous_version is not None and previous_version != str(version):
+        record["previous"] = str(previous_version)
+    for key, value in record.items():
+        client.set_model_version_tag(name, str(version), f"{alias}.{key}", value)
+    return previous_version
+
+
+def promote(client, name: str, version: str, alias: str, who: str, reason: str) -> str | None:
+    """Move `alias` to `version` by hand (the version must exist); return the version it left."""
+    client.get_model_version(name, str(version))  # raises, naming the version, if it does not exist
+    return move_alias(client, name, alias, str(version), who, reason)
+
+
+def rollback(client, name: str, alias: str, who: str, reason: str, to: str | None = None) -> str:
+    """Move `alias` back to the version it held before (or to `to`); return the version it now points at."""
+    current = alias_version(client, name, alias)
+    if current is None:
+        raise ValueError(f"{name}@{alias}: no version holds this alias, nothing to roll back")
+    target = to or current.tags.get(f"{alias}.previous")
+    if target is None:
+        raise ValueError(f"{name}@{alias}: version {current.version} records no previous holder; "
+                         f"pass the version to roll back to")
+    client.get_model_version(name, str(target))
+    # The tags on the target keep the chain: its own `previous` still points further back.
+    client.set_registered_model_alias(name, alias, str(target))
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    for key, value in {"set_by": who, "reason": f"rollback from {current.version}: {reason}", "set_at": stamp}.items():
+        client.set_model_version_tag(name, str(target), f"{alias}.{key}", value)
+    return str(target)

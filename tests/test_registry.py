@@ -1,0 +1,155 @@
+"""The promotion gate, lineage helpers, and hand-moved aliases on a real MLflow registry (sqlite in tmp)."""
+
+import json
+import math
+
+import pytest
+import yaml
+
+from prmflow.config import EvaluateParams, RegisterParams
+from prmflow.register import gate_new_version, rescore_on
+from prmflow.registry import alias_version, dvc_hashes, gate, git_commit, lineage_tags, promote
+from tiny_models import build_tiny_prm, log_version, tracking_store
+
+
+def test_gate_promotes_only_a_challenger_that_beats_the_champion_by_the_margin():
+    assert gate(0.50, None, 0.01).promote
+    assert gate(0.62, 0.60, 0.01).promote
+    assert not gate(0.605, 0.60, 0.01).promote  # better, but within the margin
+    assert not gate(0.55, 0.60, 0.0).promote
+    assert not gate(0.60, 0.60, 0.0).promote
+    assert not gate(math.nan, 0.60, 0.0).promote
+    assert "does not beat the champion's 0.6000" in gate(0.55, 0.60, 0.0, "first_error_f1").reason
+
+
+def test_dvc_hashes_come_from_the_lock_under_data_and_models(tmp_path):
+    lock = {"schema": "2.0", "stages": {
+        "label": {"deps": [{"path": "data/problems", "md5": "a.dir"}, {"path": "src/prmflow/label.py", "md5": "s"}],
+                  "outs": [{"path": "data/rollouts", "md5": "b.dir"}]},
+        "evaluate": {"deps": [{"path": "data/rollouts/test.jsonl", "md5": "c"}, {"path": "models/prm", "md5": "d.dir"}],
+                     "outs": []}}}
+    (tmp_path / "dvc.lock").write_text(yaml.safe_dump(lock))
+    assert dvc_hashes(tmp_path / "dvc.lock", ("data", "models")) == {
+        "data/problems": "a.dir", "data/rollouts": "b.dir", "data/rollouts/test.jsonl": "c", "models/prm": "d.dir"}
+    assert dvc_hashes(tmp_path / "missing.lock", ("data",)) == {}
+
+
+def test_git_commit_outside_a_repository_is_none(tmp_path):
+    assert git_commit(tmp_path) == "none"
+
+
+def test_lineage_tags_name_code_data_params_runs_and_metrics():
+    tags = lineage_tags("abc123", {"data/rollouts": "b.dir"}, {"train": {"epochs": 2.0}}, {"train": "run1"},
+                        {"first_error_f1": 0.5, "step_auroc": 0.75, "solutions": 48}, "heldout1")
+    assert tags == {"git.commit": "abc123", "heldout.md5": "heldout1", "dvc.data/rollouts": "b.dir",
+                    "params.train": '{"epochs": 2.0}', "run.train": "run1",
+                    "metric.first_error_f1": "0.500000", "metric.step_auroc": "0.750000"}
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory):
+    """One real logged tiny PRM; versions are registered from it as the tests need them."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    root = tmp_path_factory.mktemp("registry")
+    with tracking_store(root) as uri:
+        model_dir = build_tiny_prm(root / "model", seed=0)
+        first = log_version(model_dir)
+        source = MlflowClient().get_model_version("prm", first).source
+
+        def new_version(heldout_md5: str, metrics: dict) -> str:
+            version = str(mlflow.register_model(source, "prm").version)
+            for key, value in lineage_tags("c0ffee", {}, {}, {}, metrics, heldout_md5).items():
+                MlflowClient().set_model_version_tag("prm", version, key, value)
+            return version
+
+        yield {"client": MlflowClient(), "uri": uri, "root": root, "first": first, "new_version": new_version}
+
+
+def holder(client, alias: str) -> str:
+    return str(alias_version(client, "prm", alias).version)
+
+
+def never_rescore(version: str) -> dict:
+    raise AssertionError(f"version {version} was measured on the same held-out set: no rescoring needed")
+
+
+def test_worse_challenger_is_not_promoted_and_a_better_one_is(registry):
+    client, new_version, params = registry["client"], registry["new_version"], RegisterParams(promotion_margin=0.01)
+    first = new_version("heldout1", {"first_error_f1": 0.60})
+    decision = gate_new_version(client, params, first, {"first_error_f1": 0.60}, "heldout1", never_rescore, "test")
+    assert decision["promoted"] and decision["reason"] == "no current champion"
+
+    worse = new_version("heldout1", {"first_error_f1": 0.55})
+    decision = gate_new_version(client, params, worse, {"first_error_f1": 0.55}, "heldout1", never_rescore, "test")
+    assert not decision["promoted"] and decision["champion_version"] == int(first)
+    assert json.loads(json.dumps(decision)) == decision  # what reports/registry.json records
+    assert decision["gate"]["champion"] == pytest.approx(0.60) and not decision["gate"]["champion_rescored"]
+    assert holder(client, "champion") == first
+    assert holder(client, "challenger") == worse
+
+    better = new_version("heldout1", {"first_error_f1": 0.70})
+    decision = gate_new_version(client, params, better, {"first_error_f1": 0.70}, "heldout1", never_rescore, "test")
+    assert decision["promoted"] and decision["previous_champion_version"] == int(first)
+    champion = alias_version(client, "prm", "champion")
+    assert str(champion.version) == better and champion.tags["champion.previous"] == first
+    assert champion.tags["champion.set_by"] == "test" and "beats the champion's 0.6000" in champion.tags["champion.reason"]
+
+
+def heldout_rows() -> list[dict]:
+    """A small labeled held-out set: per problem, one right and one wrong solution."""
+    rows = []
+    for a in range(2, 6):
+        problem = f"Ava has {a} apples and buys 3 more. How many apples does Ava have?"
+        for wrong in (0, 1):
+            total = a + 3 + wrong
+            rows.append({"problem_id": f"p{a}", "problem": problem, "predicted_answer": str(total),
+                         "steps": ["Ava buys 3 apples.", f"Ava has {a} + 3 = <<{a}+3={total}>>{total} apples."],
+                         "labels": ["+", "-" if wrong else "+"], "first_error": 1 if wrong else -1,
+                         "correct": not wrong})
+    return rows
+
+
+def test_champion_from_another_heldout_set_is_rescored_on_the_current_one(registry):
+    from prmflow.config import Params
+    from prmflow.evaluate import evaluate_scores
+    from prmflow.modeling import ProcessRewardModel
+
+    client, new_version = registry["client"], registry["new_version"]
+    promote(client, "prm", new_version("old-heldout", {"first_error_f1": 0.99}), "champion", "test", "setup")
+    rows, params = heldout_rows(), Params(evaluate=EvaluateParams(threshold=0.5))
+    challenger = new_version("new-heldout", {"first_error_f1": 0.0})
+    decision = gate_new_version(client, params.register, challenger, {"first_error_f1": 0.0}, "new-heldout",
+                                rescore_on(rows, params), "test")
+    prm = ProcessRewardModel(registry["root"] / "model")
+    expected = evaluate_scores(rows, prm.score_batch([(r["problem"], r["steps"]) for r in rows]), params.evaluate)
+    assert decision["gate"]["champion_rescored"]
+    assert decision["gate"]["champion"] == pytest.approx(expected["first_error_f1"])  # not the stale 0.99
+
+
+def test_promote_and_rollback_commands_move_the_champion_and_record_why(registry, tmp_path, capsys):
+    from prmflow.cli import main
+
+    client, new_version = registry["client"], registry["new_version"]
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump({"register": {"model_name": "prm", "alias": "champion"}}))
+    before = new_version("heldout1", {"first_error_f1": 0.5})
+    promote(client, "prm", before, "champion", "test", "setup")
+    target = new_version("heldout1", {"first_error_f1": 0.1})
+    main(["promote", target, "--reason", "canary passed", "--who", "ana", "--params", str(params)])
+    champion = alias_version(client, "prm", "champion")
+    assert str(champion.version) == target and champion.tags["champion.reason"] == "canary passed"
+    assert champion.tags["champion.set_by"] == "ana" and champion.tags["champion.previous"] == before
+
+    main(["rollback", "--reason", "bad outputs", "--who", "bo", "--params", str(params)])
+    champion = alias_version(client, "prm", "champion")
+    assert str(champion.version) == before
+    assert champion.tags["champion.set_by"] == "bo" and champion.tags["champion.reason"] == (
+        f"rollback from {target}: bad outputs")
+    assert "rollback: prm@champion -> version" in capsys.readouterr().out
+
+    with pytest.raises(SystemExit):
+        main(["promote", "999", "--reason", "typo", "--params", str(params)])
+    assert "999" in capsys.readouterr().err and holder(client, "champion") == before
+

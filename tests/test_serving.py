@@ -1,0 +1,134 @@
+"""The served model through real `mlflow models serve` processes on loopback.
+
+Two small real PRMs (random weights, two seeds) are logged exactly as the register stage logs
+them, into a sqlite store under tmp. One server answers the contract, every bad-request case,
+truncation and a burst of malformed requests; `prmflow score` must print what it answers.
+Then a rollback must change which version a restarted server serves.
+"""
+
+import json
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import requests
+
+from prmflow.model_server import model_server
+from tiny_models import build_tiny_prm, log_version, server_env, tracking_store
+
+LIMITS = {"max_solutions_per_request": 4, "max_steps_per_solution": 12}
+PROBLEM = "Ava has 3 apples. Then Ava buys 2 more apples. How many apples does Ava have at the end?"
+SOLUTIONS = [
+    {"problem": PROBLEM, "steps": ["Ava has 3 + 2 = <<3+2=5>>5 apples."]},
+    {"problem": PROBLEM, "steps": ["Ava buys 2 apples.", "Ava has 3 + 2 = <<3+2=6>>6 apples."]},
+    {"problem": "Tom has 7 pens and gives away 4.", "steps": ["7 - 4 = <<7-4=3>>3", "Tom has 3 pens.", "3"]},
+]
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    root = tmp_path_factory.mktemp("serving")
+    with tracking_store(root) as uri:
+        versions = {seed: log_version(build_tiny_prm(root / f"seed{seed}", seed), **LIMITS) for seed in (0, 1)}
+        yield {"root": root, "uri": uri, "versions": versions}
+
+
+@pytest.fixture(scope="module")
+def server(store):
+    with model_server(f"models:/prm/{store['versions'][0]}", server_env(store["uri"]), store["root"],
+                      store["root"] / "serve.log") as url:
+        yield url
+
+
+def invoke(url: str, payload) -> requests.Response:
+    return requests.post(f"{url}/invocations", json=payload, timeout=60)
+
+
+def test_contract_and_padded_batch_equal_one_at_a_time(server):
+    response = invoke(server, {"inputs": SOLUTIONS, "params": {"aggregation": "min"}})
+    assert response.status_code == 200, response.text
+    batched = response.json()["predictions"]
+    assert [p["scored_steps"] for p in batched] == [len(s["steps"]) for s in SOLUTIONS]
+    for solution, prediction in zip(SOLUTIONS, batched):
+        scores = prediction["step_scores"]
+        assert all(0 < s < 1 for s in scores) and prediction["score"] == pytest.approx(min(scores))
+        below = [i for i, s in enumerate(scores) if s < 0.5]
+        assert prediction["first_error"] == (below[0] if below else -1)
+        alone = invoke(server, {"inputs": [solution]}).json()["predictions"][0]  # default aggregation: min
+        assert alone["step_scores"] == pytest.approx(scores, abs=1e-5)  # right padding changes nothing
+    for how, expected in {"prod": lambda s: s[0] * s[1], "last": lambda s: s[-1], "mean": lambda s: sum(s) / 2}.items():
+        prediction = invoke(server, {"inputs": SOLUTIONS[1:2], "params": {"aggregation": how}}).json()["predictions"][0]
+        assert prediction["score"] == pytest.approx(expected(prediction["step_scores"]))
+
+
+def test_long_solution_is_truncated_by_whole_steps(server):
+    steps = [f"Ava counts {i} + 1 = <<{i}+1={i + 1}>>{i + 1} apples." for i in range(12)]
+    prediction = invoke(server, {"inputs": [{"problem": PROBLEM, "steps": steps}]}).json()["predictions"][0]
+    kept = prediction["scored_steps"]
+    assert 0 < kept < len(steps) and len(prediction["step_scores"]) == kept
+    prefix = invoke(server, {"inputs": [{"problem": PROBLEM, "steps": steps[:kept]}]}).json()["predictions"][0]
+    assert prefix["scored_steps"] == kept and prefix["step_scores"] == pytest.approx(prediction["step_scores"], abs=1e-5)
+
+
+@pytest.mark.parametrize("payload, message", [
+    ({"inputs": [{"steps": ["a"]}]}, "problem"),
+    ({"inputs": [{"problem": "p", "steps": "not a list"}]}, "steps"),
+    ({"inputs": [{"problem": "p", "steps": [1, 2]}]}, "steps"),
+    ({"inputs": [{"problem": "p", "steps": []}]}, "inputs[0].steps: must be a non-empty list"),
+    ({"inputs": [{"problem": " ", "steps": ["a"]}]}, "inputs[0].problem: must be a non-empty string"),
+    ({"inputs": [{"problem": "p", "steps": ["a", " "]}]}, "inputs[0].steps[1]: empty step"),
+    ({"inputs": [{"problem": "p", "steps": ["a"]}], "params": {"aggregation": "max"}}, "params.aggregation"),
+    ({"inputs": [{"problem": "p", "steps": ["a"]}] * 5}, "inputs: 5 solutions, more than the limit of 4"),
+    ({"inputs": [{"problem": "p", "steps": ["a"] * 13}]}, "inputs[0].steps: 13 steps, more than the limit of 12"),
+    ({"inputs": [{"problem": "p " * 200, "steps": ["a"]}]}, "inputs[0]: the problem and first step do not fit"),
+])
+def test_bad_request_is_a_400_that_names_the_field(server, payload, message):
+    response = invoke(server, payload)
+    assert response.status_code == 400, response.text
+    assert message in response.json()["message"]
+
+
+def test_server_keeps_answering_after_a_burst_of_malformed_requests(server):
+    bad = [b"{not json", b"[]", b'{"inputs": 3}', b'{"inputs": [{"problem": "p", "steps": [""]}]}'] * 10
+    with ThreadPoolExecutor(8) as pool:
+        codes = list(pool.map(lambda body: requests.post(f"{server}/invocations", data=body, timeout=60,
+                                                         headers={"Content-Type": "application/json"}).status_code,
+                              bad))
+    assert all(400 <= code < 500 for code in codes), codes
+    assert invoke(server, {"inputs": SOLUTIONS[:1]}).status_code == 200
+
+
+def test_score_command_prints_what_the_server_answers(server, store, tmp_path, capsys):
+    from prmflow.cli import main
+
+    path = tmp_path / "solutions.jsonl"
+    path.write_text("".join(json.dumps(s) + "\n" for s in SOLUTIONS * 2))  # 6 > 4: scored in two requests
+    main(["score", str(path), "--model", f"models:/prm/{store['versions'][0]}", "--aggregation", "mean"])
+    printed = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    served = invoke(server, {"inputs": SOLUTIONS, "params": {"aggregation": "mean"}}).json()["predictions"]
+    assert printed == served * 2
+
+
+def test_rollback_changes_what_a_restarted_server_serves(store):
+    from mlflow import MlflowClient
+
+    from prmflow.registry import promote, rollback
+
+    client, first, second = MlflowClient(), store["versions"][0], store["versions"][1]
+    promote(client, "prm", first, "champion", "test", "first champion")
+    promote(client, "prm", second, "champion", "test", "better on paper")
+
+    def champion_scores() -> list[float]:
+        with model_server("models:/prm@champion", server_env(store["uri"]), store["root"],
+                          store["root"] / "champion.log") as url:
+            return invoke(url, {"inputs": SOLUTIONS[2:]}).json()["predictions"][0]["step_scores"]
+
+    served_second = champion_scores()
+    assert rollback(client, "prm", "champion", "test", "bad outputs") == first
+    served_first = champion_scores()
+    assert served_first != served_second
+    from prmflow.serving import Solution, load_scorer
+
+    expected = [load_scorer(f"models:/prm/{v}").score([Solution(**SOLUTIONS[2])])[0].step_scores
+                for v in (first, second)]
+    assert served_first == pytest.approx(expected[0], abs=1e-6)
+    assert served_second == pytest.approx(expected[1], abs=1e-6)
