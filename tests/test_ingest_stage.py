@@ -7,6 +7,7 @@ import pytest
 
 from prmflow.config import IngestParams, LabelParams, params_from_dict
 from prmflow.ingest import build_splits, hashed_split, main
+from prmflow.sources import content_id
 from prmflow.jsonl import RecordError, read_jsonl
 from prmflow.label import label_problems
 
@@ -147,16 +148,10 @@ def test_gsm8k_from_the_shared_folder():
     sources = [{"format": "gsm8k", "path": str(GSM8K / "train.jsonl"), "split": "train"},
                {"format": "gsm8k", "path": str(GSM8K / "test.jsonl"), "split": "test", "name": "gsm8k-test"}]
     result = build_splits(IngestParams(sources=sources), seed=0)
-    first = result.splits["train"][0]
-    assert first == {
-        "id": "bba0eba587f0", "problem_id": "bba0eba587f0",
-        "problem": "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. "
-                   "How many clips did Natalia sell altogether in April and May?",
-        "answer": "72",
-        "reference_steps": ["Natalia sold 48/2 = <<48/2=24>>24 clips in May.",
-                            "Natalia sold 48+24 = <<48+24=72>>72 clips altogether in April and May."],
-        "source": "gsm8k",
-    }
+    first, raw = result.splits["train"][0], json.loads((GSM8K / "train.jsonl").read_text().splitlines()[0])
+    *steps, answer = raw["answer"].split("\n")
+    assert first == {"id": first["problem_id"], "problem_id": content_id(raw["question"]), "problem": raw["question"],
+                     "answer": answer.removeprefix("#### "), "reference_steps": steps, "source": "gsm8k"}
     train, test = result.report["sources"]["gsm8k"], result.report["sources"]["gsm8k-test"]
     assert (train["records"], test["records"]) == (7473, 1319)
     for stats, split in ((train, "train"), (test, "test")):

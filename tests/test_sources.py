@@ -27,11 +27,11 @@ def test_gsm8k_steps_on_lines_answer_after_hashes():
     (first, second), rejects = read("gsm8k", "gsm8k.jsonl", split="train")
     assert rejects == [] and (first.line, first.split) == (1, "train")
     assert first.row == {
-        "problem": "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. "
-                   "How many clips did Natalia sell altogether in April and May?",
-        "answer": "72",
-        "reference_steps": ["Natalia sold 48/2 = <<48/2=24>>24 clips in May.",
-                            "Natalia sold 48+24 = <<48+24=72>>72 clips altogether in April and May."],
+        "problem": "Omar baked 36 muffins on Monday, and then he baked a third as many muffins on Tuesday. "
+                   "How many muffins did Omar bake on Monday and Tuesday?",
+        "answer": "48",
+        "reference_steps": ["Omar baked 36/3 = <<36/3=12>>12 muffins on Tuesday.",
+                            "Omar baked 36+12 = <<36+12=48>>48 muffins on Monday and Tuesday."],
     }
     assert second.row["answer"] == "600"  # `#### $600`: the currency sign is presentation
     assert parse_step(second.row["reference_steps"][0], []).compute([]) == 600  # `.5` and `1,200` read
