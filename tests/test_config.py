@@ -37,7 +37,7 @@ def test_all_problems_are_reported_at_once():
     assert "p.yaml: 4 problem(s)" in message
     assert "train.learning_rate: expected float, got str 'fast'" in message
     assert "train.epochz: unknown key" in message
-    assert "label.policy: 'gpt' is not one of ['simulated']" in message
+    assert "label.policy: 'gpt' is not one of ['simulated', 'transformers']" in message
     assert "serving: unknown section" in message
 
 

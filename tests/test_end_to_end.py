@@ -9,7 +9,6 @@ import json
 
 import pytest
 import requests
-import yaml
 
 from prmflow.model_server import model_server
 from tiny_project import make_project, run, run_flow, tool_env
@@ -69,7 +68,7 @@ def test_served_model_answers_the_contract(server, project):
     assert response.status_code == 200, response.text
     predictions = response.json()["predictions"]
     assert len(predictions) == 3
-    threshold = yaml.safe_load((project / "params.yaml").read_text())["evaluate"]["threshold"]
+    threshold = json.loads((project / "reports/metrics.json").read_text())["first_error_threshold"]
     for solution, prediction in zip(solutions, predictions):
         scores = prediction["step_scores"]
         assert len(scores) == prediction["scored_steps"] == len(solution["steps"])

@@ -72,11 +72,11 @@ def test_operation_slips_use_another_operator_and_compute_it_right():
 def test_mc_labels_mark_the_slip_and_everything_after_it():
     policy = SimulatedPolicy(slip_rate=0.0)
     params = LabelParams(trajectories_per_problem=1, completions_per_step=4, slip_rate=0.0)
-    (row,) = label_problem(policy, _problem(), params, seed=0)
+    (row,) = label_problem(policy, _problem(), params, seed=0).rows
     assert (row["labels"], row["values"], row["correct"], row["first_error"]) == (["+", "+"], [1.0, 1.0], True, -1)
 
     slipping = SimulatedPolicy(slip_rate=1.0)
-    (row,) = label_problem(slipping, _problem(), params, seed=0)
+    (row,) = label_problem(slipping, _problem(), params, seed=0).rows
     # Completions also always slip, so no prefix can reach the answer.
     assert row["labels"] == ["-", "-"] and row["first_error"] == 0 and row["true_first_error"] == 0
 
@@ -90,3 +90,4 @@ def test_labeled_rows_are_consistent(labeled_rows):
     summary = label_summary(labeled_rows)
     assert 0 < summary["negative_step_fraction"] < 1
     assert summary["first_error_agreement"] > 0.8
+    assert summary["hard_label_agreement"] > 0.9

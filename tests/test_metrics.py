@@ -3,7 +3,8 @@ import math
 import pytest
 
 from prmflow.metrics import (
-    aggregate, auroc, best_of_n, binary_f1, first_error_f1, majority_vote, predicted_first_error, roc_points,
+    aggregate, auroc, best_of_n, best_of_n_curve, binary_f1, choose_threshold, expected_calibration_error,
+    first_error_f1, majority_vote, powers_of_two_up_to, predicted_first_error, reliability_bins, roc_points,
     step_metrics,
 )
 
@@ -59,3 +60,59 @@ def test_roc_points_end_at_one_one():
     points = roc_points([0.9, 0.5, 0.5, 0.1], [True, True, False, False])
     assert points[0] == {"fpr": 0.0, "tpr": 0.0} and points[-1] == {"fpr": 1.0, "tpr": 1.0}
     assert {"fpr": 0.5, "tpr": 1.0} in points
+
+
+def test_expected_calibration_error_by_hand():
+    # bins of width 0.5: {0.1, 0.3} says 0.2 but 1 of 2 is `+` (gap 0.3); {0.8, 0.9} says 0.85, both `+` (gap 0.15)
+    assert expected_calibration_error([0.1, 0.3, 0.8, 0.9], [False, True, True, True], bins=2) == pytest.approx(
+        (2 * 0.3 + 2 * 0.15) / 4)
+    # perfectly calibrated within each bin
+    assert expected_calibration_error([0.5, 0.5, 1.0], [True, False, True], bins=2) == 0.0
+    # always confident and always wrong
+    assert expected_calibration_error([1.0, 0.0], [False, True], bins=10) == 1.0
+    assert math.isnan(expected_calibration_error([], [], bins=10))
+
+
+def test_reliability_bins_edges_and_empty_bins():
+    bins = reliability_bins([0.0, 0.5, 1.0, 0.25], [False, True, True, False], bins=4)
+    # 0.5 opens bin 2, 1.0 closes the last bin, bin 3 holds only 1.0, empty bins are left out
+    assert [(b["bin"], b["count"]) for b in bins] == [(0, 1), (1, 1), (2, 1), (3, 1)]
+    assert bins[2] == {"bin": 2, "lower": 0.5, "upper": 0.75, "confidence": 0.5, "accuracy": 1.0, "count": 1}
+    assert [b["bin"] for b in reliability_bins([0.05, 0.07, 0.95], [True, False, True], bins=10)] == [0, 9]
+    with pytest.raises(ValueError, match="bins: must be >= 1"):
+        reliability_bins([0.5], [True], bins=0)
+
+
+def test_choose_threshold_maximizes_first_error_f1_ties_to_the_lowest():
+    scores, first_errors = [[0.9, 0.2], [0.8, 0.7], [0.3, 0.9]], [1, -1, 0]
+    # t=0.2 finds no error (F1 0); 0.3 misses solution 2 (2/3); 0.7 gets all three right; 0.8 flags solution 1
+    assert choose_threshold(scores, first_errors) == (0.7, 1.0)
+    # 0.6 and 0.8 both get all three right: the lower one wins
+    assert choose_threshold([[0.9, 0.2], [0.8, 0.85], [0.5, 0.6]], [1, -1, 0]) == (0.6, 1.0)
+    # no erroneous solution: F1 is 0 at every threshold (one accuracy is undefined), the lowest wins
+    assert choose_threshold([[0.4, 0.9], [0.6]], [-1, -1]) == (0.4, 0.0)
+    with pytest.raises(ValueError, match="no step scores"):
+        choose_threshold([[]], [-1])
+
+
+def test_best_of_n_curve_takes_the_first_n_samples():
+    groups = [
+        [(0.9, "5", True), (0.2, "6", False), (0.3, "6", False)],
+        [(0.5, "1", False), (0.5, "2", True)],
+        [(0.1, "7", True), (0.2, "7", True)],
+        [(0.4, "8", False), (0.9, "9", False)],
+    ]
+    curve = best_of_n_curve(groups, [1, 2, 3])
+    # N=1 is the first sample everywhere: every method scores the same
+    assert curve[1] == {"prm": 0.5, "majority": 0.5, "pass_at_1": 0.5, "oracle": 0.5}
+    # N=2: vote ties ("5" vs "6", "1" vs "2") go to the first answer; the score tie to the first sample
+    assert curve[2] == {"prm": 0.5, "majority": 0.5, "pass_at_1": 0.5, "oracle": 0.75}
+    # N=3: only the first group has a third sample; the others give all they have
+    assert curve[3] == best_of_n(groups)
+
+
+def test_powers_of_two_up_to():
+    assert powers_of_two_up_to(1) == [1]
+    assert powers_of_two_up_to(4) == [1, 2, 4]
+    assert powers_of_two_up_to(6) == [1, 2, 4, 6]
+    assert powers_of_two_up_to(0) == []

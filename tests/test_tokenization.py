@@ -50,7 +50,30 @@ def test_truncation_drops_whole_trailing_steps(tokenizer_and_format):
     tiny_fmt = type(fmt)(**{**fmt.__dict__, "max_length": 3})
     row = {"id": "r", "problem": "Problem.", "steps": steps, "labels": ["+"] * 10, "values": [1.0] * 10}
     kept, counts = tokenize_rows(tokenizer, tiny_fmt, [row])
-    assert kept == [] and counts == {"examples": 0, "dropped_examples": 1, "dropped_steps": 10}
+    assert kept == [] and counts == {"examples": 0, "dropped_examples": 1, "dropped_steps": 10,
+                                     "truncated_problems": 0}
+
+
+def test_a_long_problem_keeps_its_tail_when_configured(tokenizer_and_format):
+    tokenizer, fmt = tokenizer_and_format
+    problem = " ".join(f"fact {i} is {i * 7}." for i in range(40)) + " How many apples are left?"
+    steps = ["3 + 4 = 7", "7 - 2 = 5"]
+    row = {"id": "long", "problem": problem, "steps": steps, "labels": ["+", "-"], "values": [1.0, 0.0]}
+    first_step = len(tokenizer.encode("Step 1: 3 + 4 = 7", add_special_tokens=False)) + 1
+    limit = first_step + 1 + 20  # bos + first step + 20 tokens of the problem: the rest must go
+    dropping = type(fmt)(**{**fmt.__dict__, "max_length": limit})
+    assert tokenize_rows(tokenizer, dropping, [row])[1]["dropped_examples"] == 1
+
+    keeping = type(fmt)(**{**fmt.__dict__, "max_length": limit, "truncate_problem_left": True})
+    encoded = encode_solution(tokenizer, keeping, problem, steps)
+    assert encoded.truncated_problem and encoded.num_steps == 1 and encoded.dropped_steps == 1
+    assert len(encoded.input_ids) == limit and encoded.input_ids[0] == fmt.bos_id
+    assert tokenizer.decode(encoded.input_ids[1:]).startswith(tokenizer.decode(
+        tokenizer.encode(problem + "\n", add_special_tokens=False)[-20:]))  # the tail, ending in the question
+    assert "How many apples are left?" in tokenizer.decode(encoded.input_ids)
+    kept, counts = tokenize_rows(tokenizer, keeping, [row])
+    assert counts == {"examples": 1, "dropped_examples": 0, "dropped_steps": 1, "truncated_problems": 1}
+    assert kept[0]["hard_targets"] == [1.0]
 
 
 def test_label_tokens_must_be_single_tokens(tokenizer_and_format):

@@ -39,6 +39,26 @@ def extract_boxed(solution: str) -> str | None:
     return None
 
 
+_FINAL_MARKERS = (re.compile(r"####\s*([^\n]+)"), re.compile(r"[Tt]he (?:final )?answer is:?\s*([^\n]+)"))
+
+
+def extract_final_answer(text: str) -> str | None:
+    """The final answer a generated solution states (`#### x`, `\\boxed{x}`, `The answer is x`); None if none.
+
+    The last marker wins: a solution may restate its answer, and the last statement is the final one.
+    """
+    boxed = extract_boxed(text)
+    candidates = [(text.rfind("\\boxed"), boxed)] if boxed is not None else []
+    for marker in _FINAL_MARKERS:
+        found = list(marker.finditer(text))
+        if found:
+            candidates.append((found[-1].start(), found[-1].group(1)))
+    if not candidates:
+        return None
+    answer = max(candidates, key=lambda pair: pair[0])[1].strip()
+    return answer.rstrip(".").strip() or None
+
+
 def normalize_answer(text: str) -> str:
     """The answer without presentation: no `$`, thousands separators, units, `\\!`, or trailing period."""
     answer = text.strip()

@@ -70,7 +70,16 @@ class IngestParams:
 
 @dataclass
 class LabelParams:
-    policy: str = field(default="simulated", metadata={"help": "Rollout policy: simulated."})
+    policy: str = field(
+        default="simulated",
+        metadata={"help": "Rollout policy: simulated (offline, knows its true first error) or transformers "
+                          "(a local causal LM in label.model_dir)."},
+    )
+    method: str = field(
+        default="mc",
+        metadata={"help": "Step labeling: mc (N completions from every prefix, Math-Shepherd) or binary_search "
+                          "(OmegaPRM: completions only at the prefixes a binary search for the first error probes)."},
+    )
     trajectories_per_problem: int = field(default=4, metadata={"help": "Sampled solutions per problem."})
     completions_per_step: int = field(
         default=8, metadata={"help": "Completions sampled from each step prefix (Math-Shepherd's N)."}
@@ -80,6 +89,18 @@ class LabelParams:
     )
     operation_slip_fraction: float = field(
         default=0.5, metadata={"help": "Share of slips that use the wrong operation; the rest get a wrong result."}
+    )
+    model_dir: str = field(
+        default="", metadata={"help": "transformers policy: local model directory (tokenizer + causal LM)."}
+    )
+    max_new_tokens: int = field(
+        default=256, metadata={"help": "transformers policy: most tokens generated per completion."}
+    )
+    temperature: float = field(
+        default=0.7, metadata={"help": "transformers policy: sampling temperature; 0 decodes greedily."}
+    )
+    batch_size: int = field(
+        default=16, metadata={"help": "transformers policy: prompts (prefix completions) per generate call."}
     )
 
 
@@ -116,7 +137,11 @@ class ValidateParams:
 class ModelParams:
     base_model: str = field(
         default="builtin",
-        metadata={"help": "'builtin' (small Llama from a config, corpus tokenizer) or a local HF model dir."},
+        metadata={"help": "'builtin' (small Llama from a config, corpus tokenizer), a local HF model dir, "
+                          "or a hub id (online only)."},
+    )
+    gguf_file: str = field(
+        default="", metadata={"help": "A GGUF file inside base_model's folder to load from (needs `gguf`); '' = none."}
     )
     step_tag: str = field(default="<step>", metadata={"help": "Special token appended after every step."})
     positive_token: str = field(default="+", metadata={"help": "Label token for a correct step."})
@@ -128,6 +153,10 @@ class ModelParams:
     num_heads: int = field(default=4, metadata={"help": "Builtin model attention heads."})
     intermediate_size: int = field(default=192, metadata={"help": "Builtin model MLP width."})
     max_length: int = field(default=512, metadata={"help": "Context length; longer solutions lose whole steps."})
+    truncate_problem_left: bool = field(
+        default=False,
+        metadata={"help": "A problem too long for its first step keeps its tail (else the example is dropped)."},
+    )
 
 
 @dataclass
@@ -140,6 +169,19 @@ class TrainParams:
     label_type: str = field(
         default="hard", metadata={"help": "'hard' (Math-Shepherd +/-) or 'soft' (MC value) targets."}
     )
+    negative_class_weight: float = field(
+        default=1.0, metadata={"help": "Loss weight of the '-' class relative to '+' (>1 favours catching errors)."}
+    )
+    gradient_accumulation_steps: int = field(
+        default=1, metadata={"help": "Batches per optimizer step (effective batch = batch_size x this x processes)."}
+    )
+    lora_r: int = field(default=0, metadata={"help": "LoRA rank (peft, merged before saving); 0 = full fine-tuning."})
+    lora_alpha: int = field(default=16, metadata={"help": "LoRA scaling alpha (used only when lora_r > 0)."})
+    save_steps: int = field(
+        default=500,
+        metadata={"help": "Checkpoint every N optimizer steps to <models_dir>/prm-checkpoints (last 2 kept); "
+                          "an interrupted train stage resumes from there. 0 = no checkpoints."},
+    )
 
 
 @dataclass
@@ -147,6 +189,26 @@ class EvaluateParams:
     threshold: float = field(default=0.5, metadata={"help": "Step score below this predicts '-'."})
     aggregation: str = field(default="min", metadata={"help": "Step-score aggregation for best-of-N."})
     batch_size: int = field(default=32, metadata={"help": "Solutions scored per forward pass."})
+    validation_fraction: float = field(
+        default=0.5,
+        metadata={"help": "Share of held-out problems (by a hash of the problem id) on which the first-error "
+                          "threshold is chosen; metrics are reported on the rest. 0: use `threshold`."},
+    )
+    calibration_bins: int = field(
+        default=10, metadata={"help": "Equal-width bins of P(+) for the expected calibration error."}
+    )
+    zero_shot_baseline: bool = field(
+        default=True, metadata={"help": "Also score the untrained base model with the verification prompt."}
+    )
+    champion_baseline: bool = field(
+        default=True, metadata={"help": "Also score the registry's current champion, when there is one."}
+    )
+    external: list[dict] = field(
+        default_factory=list,
+        metadata={"help": "Extra held-out files, each reported as its own section: {name, path, format: "
+                          "outcome (problem, steps, correct; best-of-N) | processbench (problem, steps, "
+                          "label = first error or -1)}."},
+    )
 
 
 @dataclass
@@ -185,7 +247,8 @@ class Params:
 
 # Values that are only legal from a fixed set; checked after types.
 CHOICES = {
-    ("label", "policy"): {"simulated"},
+    ("label", "policy"): {"simulated", "transformers"},
+    ("label", "method"): {"mc", "binary_search"},
     ("train", "label_type"): {"hard", "soft"},
     ("evaluate", "aggregation"): {"min", "prod", "last", "mean"},
     # Higher-is-better keys of reports/metrics.json.
@@ -244,11 +307,14 @@ def _check_ranges(p: Params, problems: list[str]) -> None:
         ("ingest.min_steps", p.ingest.min_steps), ("ingest.max_operand", p.ingest.max_operand),
         ("label.trajectories_per_problem", p.label.trajectories_per_problem),
         ("label.completions_per_step", p.label.completions_per_step),
+        ("label.max_new_tokens", p.label.max_new_tokens), ("label.batch_size", p.label.batch_size),
         ("model.hidden_size", p.model.hidden_size), ("model.num_layers", p.model.num_layers),
         ("model.num_heads", p.model.num_heads), ("model.max_length", p.model.max_length),
         ("train.batch_size", p.train.batch_size), ("train.epochs", p.train.epochs),
         ("train.learning_rate", p.train.learning_rate), ("base.num_threads", p.base.num_threads),
-        ("evaluate.batch_size", p.evaluate.batch_size),
+        ("train.negative_class_weight", p.train.negative_class_weight),
+        ("train.gradient_accumulation_steps", p.train.gradient_accumulation_steps),
+        ("evaluate.batch_size", p.evaluate.batch_size), ("evaluate.calibration_bins", p.evaluate.calibration_bins),
         ("register.max_solutions_per_request", p.register.max_solutions_per_request),
         ("register.max_steps_per_solution", p.register.max_steps_per_solution),
     ]
@@ -258,6 +324,7 @@ def _check_ranges(p: Params, problems: list[str]) -> None:
     if p.ingest.max_operand < 2:
         problems.append(f"ingest.max_operand: must be >= 2, got {p.ingest.max_operand}")
     _check_sources(p.ingest, problems)
+    _check_external(p.evaluate, problems)
     ordered = [  # (lower name, lower, upper name, upper): each pair must not cross
         ("validate.min_steps", p.validate.min_steps, "validate.max_steps", p.validate.max_steps),
         ("validate.min_negative_fraction", p.validate.min_negative_fraction,
@@ -272,6 +339,7 @@ def _check_ranges(p: Params, problems: list[str]) -> None:
         ("ingest.decimal_rate", p.ingest.decimal_rate), ("ingest.fraction_rate", p.ingest.fraction_rate),
         ("ingest.test_fraction", p.ingest.test_fraction), ("ingest.max_reject_fraction", p.ingest.max_reject_fraction),
         ("evaluate.threshold", p.evaluate.threshold), ("register.promotion_margin", p.register.promotion_margin),
+        ("evaluate.validation_fraction", p.evaluate.validation_fraction),
         ("validate.min_negative_fraction", p.validate.min_negative_fraction),
         ("validate.max_negative_fraction", p.validate.max_negative_fraction),
         ("validate.warn_min_negative_fraction", p.validate.warn_min_negative_fraction),
@@ -286,6 +354,11 @@ def _check_ranges(p: Params, problems: list[str]) -> None:
         )
     if p.register.alias == p.register.challenger_alias:
         problems.append(f"register.challenger_alias: must differ from register.alias {p.register.alias!r}")
+    problems += [f"{name}: must be >= 0, got {value!r}" for name, value in
+                 [("train.lora_r", p.train.lora_r), ("train.save_steps", p.train.save_steps),
+                  ("label.temperature", p.label.temperature)] if value < 0]
+    if p.label.policy == "transformers" and not p.label.model_dir:
+        problems.append("label.model_dir: the transformers policy needs a local model directory")
     if p.model.positive_token == p.model.negative_token:
         problems.append("model.negative_token: must differ from model.positive_token")
     if "{step}" not in p.model.step_template:
@@ -332,6 +405,30 @@ def _check_sources(ingest: IngestParams, problems: list[str]) -> None:
                             f"got {spec['neutral']!r}")
     problems += [f"ingest.sources: {name!r} is listed twice (give one a distinct name)"
                  for name in sorted({n for n in names if names.count(n) > 1})]
+
+
+EXTERNAL_KEYS = ("name", "path", "format")
+
+
+def _check_external(evaluate: EvaluateParams, problems: list[str]) -> None:
+    """Each `evaluate.external` entry: exactly name, path and a known format; names unique."""
+    from prmflow.evaluate import EXTERNAL_FORMATS
+
+    if evaluate.validation_fraction >= 1:
+        problems.append(f"evaluate.validation_fraction: must be below 1 (some problems must be left to report), "
+                        f"got {evaluate.validation_fraction}")
+    names = []
+    for i, spec in enumerate(evaluate.external):
+        where = f"evaluate.external[{i}]"
+        problems += [f"{where}.{key}: unknown key (known: {', '.join(EXTERNAL_KEYS)})"
+                     for key in sorted(set(spec) - set(EXTERNAL_KEYS))]
+        problems += [f"{where}.{key}: expected a non-empty string, got {spec.get(key)!r}"
+                     for key in EXTERNAL_KEYS if not (isinstance(spec.get(key), str) and spec[key].strip())]
+        if isinstance(spec.get("format"), str) and spec["format"] not in EXTERNAL_FORMATS:
+            problems.append(f"{where}.format: {spec['format']!r} is not one of {list(EXTERNAL_FORMATS)}")
+        names.append(spec.get("name"))
+    problems += [f"evaluate.external: name {name!r} is listed twice"
+                 for name in sorted({n for n in names if isinstance(n, str) and names.count(n) > 1})]
 
 
 def params_from_dict(raw: object, source: str = "params") -> Params:

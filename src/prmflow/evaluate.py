@@ -1,74 +1,260 @@
-"""Stage `evaluate`: score the held-out rollouts with the trained PRM.
+"""Stage `evaluate`: score the held-out rollouts with the trained PRM and its baselines.
 
-    prmflow evaluate          # reads params.yaml: base, evaluate
+    prmflow evaluate          # reads params.yaml: base, model, evaluate, register.model_name/alias
 
-Step level (accuracy, `-` F1, AUROC against the MC labels), first-error F1 (ProcessBench
-protocol) and best-of-N: per problem, the sampled solution with the best aggregated PRM
-score, beside majority vote, pass@1 and oracle pass@N. Writes `reports/metrics.json` and
-`reports/plots/roc.json`.
+The held-out problems are split by a hash of their id: on the validation part the first-error
+threshold is chosen (ProcessBench protocol: best first-error F1), every number is reported on
+the other part, so the threshold is never chosen on the split it is judged on. Reported:
+step level (accuracy, `-` precision/recall/F1 and AUROC against the MC labels, expected
+calibration error), first-error accuracy on erroneous and correct solutions and their F1, and
+best-of-N for N = 1, 2, 4, ... (the first N samples of each problem) under each aggregation
+beside pass@1, majority vote and oracle pass@N. The same numbers for the zero-shot verification
+prompt on the untrained base model and for the registry's champion go in the same report with
+the prefixes `zero_shot_` and `champion_`; `evaluate.external` files get `external_<name>_`.
+
+Writes `reports/metrics.json` (flat, for `dvc metrics diff`), `reports/plots/{roc,reliability,
+best_of_n}.json` (DVC plots), PNG plots and `reports/summary.md` (eval_report.py), and logs them
+to MLflow.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections import defaultdict
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from prmflow.config import EvaluateParams, Params
 from prmflow.metrics import (
-    AGGREGATIONS, aggregate, best_of_n, first_error_f1, predicted_first_error, roc_points, step_metrics,
+    AGGREGATIONS, aggregate, auroc, best_of_n_curve, choose_threshold, expected_calibration_error, first_error_f1,
+    powers_of_two_up_to, predicted_first_error, reliability_bins, roc_points, step_metrics,
 )
+
+EXTERNAL_FORMATS = {
+    "outcome": ("problem", "steps", "predicted_answer", "correct"),  # final-answer correctness only
+    "processbench": ("problem", "steps", "label"),                    # label: first error index or -1
+}
+# Metrics that do not depend on the scorer: reported once, not again for each baseline.
+SCORER_FREE = ("best_of_n_majority", "best_of_n_oracle", "best_of_n_pass_at_1", "best_of_n_n", "answers_repeated")
+
+
+@dataclass
+class Evaluation:
+    """One scorer on one held-out set: flat metrics and the data behind the plots."""
+
+    metrics: dict[str, float]
+    roc: list[dict[str, float]] = field(default_factory=list)
+    reliability: list[dict[str, float]] = field(default_factory=list)
+    best_of_n: dict[int, dict[str, float]] = field(default_factory=dict)
+
+
+def in_validation(problem_id: str, fraction: float) -> bool:
+    """Deterministic, order-free membership of a problem in the validation part."""
+    digest = hashlib.sha256(str(problem_id).encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < fraction
+
+
+def scored_first_error(row: dict, scores: list[float]) -> int:
+    """The labeled first error, or -1 when it lies in steps the model could not score."""
+    return row["first_error"] if row["first_error"] < len(scores) else -1
+
+
+def best_of_n_groups(pairs: list[tuple[dict, list[float]]], how: str) -> list[list[tuple[float, str, bool]]]:
+    """Per problem, in file order: (aggregated score, answer, correct) of each sampled solution."""
+    groups: dict[str, list] = defaultdict(list)
+    for row, scores in pairs:
+        groups[str(row.get("problem_id", row["problem"]))].append(
+            (aggregate(scores, how), str(row["predicted_answer"]), bool(row["correct"])))
+    return list(groups.values())
+
+
+def best_of_n_table(pairs: list[tuple[dict, list[float]]]) -> dict[int, dict[str, float]]:
+    """{N: {prm_<aggregation>, majority, pass_at_1, oracle}} for N = 1, 2, 4, ... up to the largest group."""
+    per_how = {how: best_of_n_groups(pairs, how) for how in AGGREGATIONS}
+    largest = max((len(g) for g in per_how["min"]), default=0)
+    table: dict[int, dict[str, float]] = defaultdict(dict)
+    for how, groups in per_how.items():
+        for n, result in best_of_n_curve(groups, powers_of_two_up_to(largest)).items():
+            table[n][f"prm_{how}"] = result["prm"]
+            table[n] |= {k: v for k, v in result.items() if k != "prm"}
+    return dict(table)
+
+
+def answer_agreement(pairs: list[tuple[dict, list[float]]]) -> dict[str, float]:
+    """Share of problems where two samples share a right answer, and where two share a wrong one.
+
+    Majority vote needs only the first; it fails on the second. Explains a vote that beats the PRM.
+    """
+    groups: dict[str, list[tuple[str, bool]]] = defaultdict(list)
+    for row, _ in pairs:
+        groups[str(row.get("problem_id", row["problem"]))].append((str(row["predicted_answer"]), bool(row["correct"])))
+
+    wrong_answers = [[a for a, correct in g if not correct] for g in groups.values()]
+    count = max(len(groups), 1)
+    return {"answers_repeated_right_share": sum(sum(c for _, c in g) > 1 for g in groups.values()) / count,
+            "answers_repeated_wrong_share": sum(len(w) != len(set(w)) for w in wrong_answers) / count}
+
+
+def best_of_n_metrics(table: dict[int, dict[str, float]]) -> dict[str, float]:
+    """Each method at every N (`..._at_N`) and, under the plain names, at the largest N."""
+    if not table:
+        return {"best_of_n_n": 0}
+    largest = max(table)
+    metrics = {f"best_of_n_{k}_at_{n}": v for n, row in table.items() for k, v in row.items() if k != "pass_at_1"}
+    metrics |= {f"best_of_n_{k}": v for k, v in table[largest].items()}
+    return metrics | {"best_of_n_n": largest}
+
+
+def evaluate_solutions(rows: list[dict], scores: list[list[float]], params: EvaluateParams) -> Evaluation:
+    """All metrics of one scorer from the rollouts and their step scores (unscored solutions are skipped).
+
+    With too few problems for both parts the whole set is reported with the fixed `threshold`.
+    """
+    scored = [(row, s) for row, s in zip(rows, scores) if s]
+    validation = [(r, s) for r, s in scored if in_validation(r["problem_id"], params.validation_fraction)]
+    test = [(r, s) for r, s in scored if not in_validation(r["problem_id"], params.validation_fraction)]
+    if validation and test:
+        threshold, validation_f1 = choose_threshold([s for _, s in validation],
+                                                    [scored_first_error(r, s) for r, s in validation])
+    else:
+        test, validation, threshold, validation_f1 = scored, [], params.threshold, float("nan")
+    flat_scores = [x for _, s in test for x in s]
+    labels = [label for row, s in test for label in row["labels"][: len(s)]]
+    positives = [label == "+" for label in labels]
+    metrics = step_metrics(flat_scores, labels, params.threshold)
+    metrics["step_ece"] = expected_calibration_error(flat_scores, positives, params.calibration_bins)
+    metrics |= first_error_f1([predicted_first_error(s, threshold) for _, s in test],
+                              [scored_first_error(r, s) for r, s in test])
+    metrics |= {"first_error_threshold": threshold, "first_error_validation_f1": validation_f1}
+    table = best_of_n_table(test)
+    metrics |= best_of_n_metrics(table) | answer_agreement(test)
+    metrics |= {"solutions": len(scored), "validation_solutions": len(validation), "test_solutions": len(test),
+                "test_steps": len(flat_scores), "unscored_solutions": len(rows) - len(scored)}
+    return Evaluation(metrics, roc_points(flat_scores, positives),
+                      reliability_bins(flat_scores, positives, params.calibration_bins), table)
 
 
 def evaluate_scores(rows: list[dict], scores: list[list[float]], params: EvaluateParams) -> dict:
-    """All metrics from the rollouts and their step scores (solutions with no scored step are skipped)."""
-    scored = [(row, s) for row, s in zip(rows, scores) if s]
-    flat_scores = [x for _, s in scored for x in s]
-    flat_labels = [label for row, s in scored for label in row["labels"][: len(s)]]
-    metrics = step_metrics(flat_scores, flat_labels, params.threshold)
-    metrics |= first_error_f1(
-        [predicted_first_error(s, params.threshold) for _, s in scored],
-        [row["first_error"] if row["first_error"] < len(s) else -1 for row, s in scored],
-    )
-    groups: dict[str, list] = defaultdict(lambda: {how: [] for how in AGGREGATIONS})
-    for row, s in scored:
-        for how in AGGREGATIONS:
-            groups[row["problem_id"]][how].append((aggregate(s, how), row["predicted_answer"], row["correct"]))
-    best = {}
-    for how in AGGREGATIONS:
-        result = best_of_n([g[how] for g in groups.values()])
-        best[f"prm_{how}"] = result["prm"]
-        best |= {k: v for k, v in result.items() if k != "prm"}
-    sizes = {len(g["min"]) for g in groups.values()}
-    metrics |= {f"best_of_n_{k}": v for k, v in best.items()}
-    metrics |= {
-        "best_of_n_n": max(sizes) if sizes else 0,
-        "solutions": len(scored),
-        "steps": len(flat_scores),
-        "unscored_solutions": len(rows) - len(scored),
-    }
-    return metrics
+    """The flat metrics of `evaluate_solutions` (what the register stage compares)."""
+    return evaluate_solutions(rows, scores, params).metrics
+
+
+def baseline_metrics(prefix: str, evaluation: Evaluation) -> dict[str, float]:
+    return {f"{prefix}_{k}": v for k, v in evaluation.metrics.items() if not k.startswith(SCORER_FREE)}
+
+
+def evaluate_external(fmt: str, rows: list[dict], scores: list[list[float]], threshold: float,
+                      aggregation: str) -> dict[str, float]:
+    """`outcome`: best-of-N and ORM-style AUROC of the aggregated score; `processbench`: first-error F1."""
+    pairs = [(row, s) for row, s in zip(rows, scores) if s]
+    metrics: dict[str, float] = {"solutions": len(pairs), "unscored_solutions": len(rows) - len(pairs)}
+    if fmt == "outcome":
+        metrics["solution_auroc"] = auroc([aggregate(s, aggregation) for _, s in pairs],
+                                          [bool(r["correct"]) for r, _ in pairs])
+        return metrics | best_of_n_metrics(best_of_n_table(pairs))
+    labels = [row["label"] if row["label"] < len(s) else -1 for row, s in pairs]
+    return metrics | first_error_f1([predicted_first_error(s, threshold) for _, s in pairs], labels)
+
+
+def read_external(spec: dict) -> list[dict]:
+    """An `evaluate.external` file; every bad record names the file, line and field."""
+    from prmflow.jsonl import RecordError, read_jsonl
+
+    path = Path(spec["path"])
+    if not path.is_file():
+        raise FileNotFoundError(f"evaluate.external {spec['name']!r}: {path}: no such file")
+    rows = read_jsonl(path, required=EXTERNAL_FORMATS[spec["format"]])
+    for lineno, row in enumerate(rows, start=1):  # record number (blank lines are not counted)
+        steps = row["steps"]
+        if not (isinstance(steps, list) and steps and all(isinstance(s, str) and s.strip() for s in steps)):
+            raise RecordError(f"{path}:{lineno}: steps: expected a non-empty list of non-empty strings")
+        if spec["format"] == "processbench" and not (
+                isinstance(row["label"], int) and -1 <= row["label"] < len(steps)):
+            raise RecordError(f"{path}:{lineno}: label: expected -1 or a step index below {len(steps)}, "
+                              f"got {row['label']!r}")
+    return rows
+
+
+def load_champion(params: Params):
+    """The registry's `<model_name>@<alias>` PRM, or None (with the reason) when there is none."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    from prmflow.serving import load_scorer
+
+    name, alias = params.register.model_name, params.register.alias
+    try:
+        MlflowClient().get_model_version_by_alias(name, alias)
+    except MlflowException as err:
+        return None, f"no {name}@{alias} in the registry ({err.error_code})"
+    return load_scorer(f"models:/{name}@{alias}").prm, f"models:/{name}@{alias}"
 
 
 def main(params: Params) -> None:
+    import time
+
     import mlflow
     import torch
 
+    from prmflow.eval_report import summary_markdown, write_plots
     from prmflow.jsonl import read_jsonl, write_json
     from prmflow.modeling import ProcessRewardModel
     from prmflow.tracking import stage_run
+    from prmflow.zero_shot import ZeroShotVerifier
 
     torch.set_num_threads(params.base.num_threads)
-    reports = Path(params.base.reports_dir)
+    e = params.evaluate
+    reports, model_dir = Path(params.base.reports_dir), Path(params.base.models_dir) / "prm"
     rows = read_jsonl(Path(params.base.data_dir) / "rollouts" / "test.jsonl",
                       required=("problem_id", "problem", "steps", "labels", "first_error", "correct"))
-    with stage_run(params.base, "evaluate", params.evaluate):
-        prm = ProcessRewardModel(Path(params.base.models_dir) / "prm")
-        scores = prm.score_batch([(r["problem"], r["steps"]) for r in rows], params.evaluate.batch_size)
-        metrics = evaluate_scores(rows, scores, params.evaluate)
-        flat = [x for s in scores for x in s]
-        positives = [label == "+" for r, s in zip(rows, scores) for label in r["labels"][: len(s)]]
+    externals = [(spec, read_external(spec)) for spec in e.external]
+    solutions = [(r["problem"], r["steps"]) for r in rows]
+    with stage_run(params.base, "evaluate", e):
+        prm = ProcessRewardModel(model_dir)
+        evaluations = {"prm": evaluate_solutions(rows, prm.score_batch(solutions, e.batch_size), e)}
+        metrics = dict(evaluations["prm"].metrics)
+        notes = ["ORM: not trained yet (no outcome reward model in the pipeline), so no ORM row."]
+        if metrics.get(f"best_of_n_prm_{e.aggregation}", 1.0) < metrics.get("best_of_n_majority", 0.0):
+            notes.append(
+                f"majority vote ({metrics['best_of_n_majority']:.3f}) beats PRM best-of-{metrics['best_of_n_n']} "
+                f"({e.aggregation}: {metrics[f'best_of_n_prm_{e.aggregation}']:.3f}): in "
+                f"{metrics['answers_repeated_right_share']:.0%} of problems two samples share the right answer, "
+                f"in only {metrics['answers_repeated_wrong_share']:.0%} two share a wrong one, so the vote is "
+                f"right almost whenever two samples are; the PRM must separate right from wrong solutions better than "
+                f"its step AUROC of {metrics['step_auroc']:.3f} to pick as well.")
+        if e.zero_shot_baseline:
+            started = time.perf_counter()
+            verifier = ZeroShotVerifier.untrained_base(params.model, model_dir, params.base.seed)
+            evaluations["zero_shot"] = evaluate_solutions(rows, verifier.score_batch(solutions, e.batch_size), e)
+            metrics |= baseline_metrics("zero_shot", evaluations["zero_shot"])
+            metrics["zero_shot_seconds"] = time.perf_counter() - started
+        if e.champion_baseline:
+            champion, where = load_champion(params)
+            if champion is None:
+                notes.append(f"champion: skipped, {where}.")
+            else:
+                evaluations["champion"] = evaluate_solutions(rows, champion.score_batch(solutions, e.batch_size), e)
+                metrics |= baseline_metrics("champion", evaluations["champion"])
+                notes.append(f"champion: {where}.")
+        externals_metrics = {}
+        for spec, ext_rows in externals:
+            ext_scores = prm.score_batch([(r["problem"], r["steps"]) for r in ext_rows], e.batch_size)
+            externals_metrics[spec["name"]] = evaluate_external(spec["format"], ext_rows, ext_scores,
+                                                                metrics["first_error_threshold"], e.aggregation)
+            metrics |= {f"external_{spec['name']}_{k}": v for k, v in externals_metrics[spec["name"]].items()}
+        plots = reports / "plots"
+        prm_eval = evaluations["prm"]
         write_json(reports / "metrics.json", metrics)
-        write_json(reports / "plots" / "roc.json", roc_points(flat, positives))
+        write_json(plots / "roc.json", prm_eval.roc)
+        write_json(plots / "reliability.json", prm_eval.reliability)
+        write_json(plots / "best_of_n.json", [{"n": n, **row} for n, row in sorted(prm_eval.best_of_n.items())])
+        pngs = write_plots(evaluations, plots)
+        (reports / "summary.md").write_text(summary_markdown(evaluations, externals_metrics, notes))
         mlflow.log_metrics(metrics)
-        mlflow.log_artifact(str(reports / "metrics.json"))
-        print("evaluate: " + ", ".join(f"{k}={v:.3f}" for k, v in metrics.items()))
+        for path in [reports / "metrics.json", reports / "summary.md", *pngs]:
+            mlflow.log_artifact(str(path))
+        print("evaluate: " + ", ".join(f"{k}={metrics[k]:.3f}" for k in (
+            "step_auroc", "step_ece", "first_error_f1", "first_error_threshold", "best_of_n_prm_min",
+            "best_of_n_majority") + tuple(k for k in ("zero_shot_first_error_f1", "champion_first_error_f1")
+                                          if k in metrics)))
+        print("\n".join(notes))

@@ -1,73 +1,77 @@
-"""Stage `label`: Monte-Carlo step labels, as in Math-Shepherd.
+"""Stage `label`: step labels from policy rollouts, as in Math-Shepherd (or OmegaPRM's binary search).
 
     prmflow label             # reads params.yaml: base, label
 
-For each problem, sample trajectories with the policy; for each step prefix z_1..z_t sample
-N completions. The soft label (value) is the fraction of completions that reach the
-reference answer; the hard label is `+` when any does. The simulated policy also gives the
-true first error, kept beside the MC one so label quality can be measured.
+For each problem, sample trajectories with the policy and label their steps with `label.method`
+(step_labels.py). The simulated policy also gives the true first error, kept beside the
+labeled one so label quality can be measured (reports/labeling.json).
+
+Resumable: each labeled problem is appended, as one line, to a partial file outside
+data/rollouts (data/.label_partial/<split>-<hash of params, seed and input>.jsonl) and flushed.
+A killed run restarts from the problems already there; per-problem random streams make the
+result the same as an uninterrupted run. The final data/rollouts/<split>.jsonl is written
+atomically at the end and the partial file removed, so DVC never sees it.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import hashlib
+import json
 import random
+from dataclasses import dataclass
 from pathlib import Path
 
-from prmflow.calc import to_number
 from prmflow.config import LabelParams, Params
-from prmflow.policy import SimulatedPolicy, make_policy
+from prmflow.policy import Policy, make_policy
+from prmflow.step_labels import LABELERS, AnswerChecker
 
 SPLITS = ("train", "test")
-
-
-def answers_match(predicted: str, reference: str) -> bool:
-    try:
-        return to_number(predicted) == to_number(reference)
-    except (ValueError, ZeroDivisionError):
-        return False
 
 
 def first_error(labels: list[str]) -> int:
     return next((i for i, label in enumerate(labels) if label == "-"), -1)
 
 
-def mc_values(policy: SimulatedPolicy, problem: dict, steps: list[str], completions: int,
-              rng: random.Random) -> list[float]:
-    """For every prefix z_1..z_t, the fraction of `completions` continuations that reach the answer."""
-    values = []
-    for t in range(1, len(steps) + 1):
-        # A full-length prefix has nothing left to sample: one deterministic check suffices.
-        n = completions if t < len(steps) else 1
-        hits = sum(
-            answers_match(policy.continue_from(problem, steps[:t], rng).final_answer, problem["answer"])
-            for _ in range(n)
-        )
-        values.append(hits / n)
-    return values
+@dataclass
+class ProblemLabels:
+    """The labeled solutions of one problem and what labeling them cost."""
+
+    problem_id: str
+    rows: list[dict]
+    policy_calls: int = 0
+    answer_checks: int = 0
+    unparseable_answers: int = 0
 
 
-def label_problem(policy: SimulatedPolicy, problem: dict, params: LabelParams, seed: int) -> list[dict]:
-    rng = random.Random(f"{seed}:{problem['id']}")  # per-problem stream: order-independent, resumable
-    rows = []
+def label_problem(policy: Policy, problem: dict, params: LabelParams, seed: int) -> ProblemLabels:
+    # Per-problem streams (order-independent, resumable); trajectories get their own, so that every
+    # method labels the same trajectories and methods compare pair by pair.
+    rng = random.Random(f"{seed}:{problem['id']}")
+    completion_rng = random.Random(f"{seed}:{problem['id']}:completions")
+    check = AnswerChecker()
+    labeler = LABELERS[params.method]
+    rows, calls = [], 0
     for k in range(params.trajectories_per_problem):
         trajectory = policy.sample_trajectory(problem, rng)
-        values = mc_values(policy, problem, trajectory.steps, params.completions_per_step, rng)
-        labels = ["+" if v > 0 else "-" for v in values]
+        step_labels = labeler(policy, problem, trajectory, params.completions_per_step, completion_rng, check)
+        calls += 1 + step_labels.policy_calls
         rows.append({
             "id": f"{problem['id']}-{k}",
             "problem_id": problem["id"],
             "problem": problem["problem"],
             "steps": trajectory.steps,
-            "labels": labels,
-            "values": values,
+            "labels": step_labels.labels,
+            "values": step_labels.values,
             "answer": problem["answer"],
             "predicted_answer": trajectory.final_answer,
-            "correct": answers_match(trajectory.final_answer, problem["answer"]),
-            "first_error": first_error(labels),
+            "correct": check(trajectory.final_answer, problem["answer"]),
+            "first_error": first_error(step_labels.labels),
             "true_first_error": trajectory.first_slip,
             "policy": policy.name,
         })
-    return rows
+    return ProblemLabels(problem["id"], rows, calls, check.checks, check.unparseable)
 
 
 def prelabeled_row(problem: dict) -> dict:
@@ -82,25 +86,95 @@ def prelabeled_row(problem: dict) -> dict:
 
 
 def label_problems(problems: list[dict], params: LabelParams, seed: int) -> list[dict]:
+    return [row for result in label_split(problems, params, seed) for row in result.rows]
+
+
+def label_one(policy: Policy, problem: dict, params: LabelParams, seed: int) -> ProblemLabels:
+    if "labels" in problem:
+        return ProblemLabels(problem["id"], [prelabeled_row(problem)])
+    return label_problem(policy, problem, params, seed)
+
+
+def _read_partial(path: Path) -> dict[str, ProblemLabels]:
+    """Problems already labeled by an earlier, interrupted run; a torn last line is cut off."""
+    done: dict[str, ProblemLabels] = {}
+    if not path.exists():
+        return done
+    good_bytes = 0
+    with path.open("rb") as handle:
+        for line in handle:
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                break  # killed mid-write: this line and anything after it is redone
+            if not line.endswith(b"\n"):
+                break
+            done[record["problem_id"]] = ProblemLabels(**record)
+            good_bytes += len(line)
+    with path.open("r+b") as handle:
+        handle.truncate(good_bytes)
+    return done
+
+
+def label_split(problems: list[dict], params: LabelParams, seed: int,
+                partial: Path | None = None) -> list[ProblemLabels]:
+    """Label every problem, in order; with `partial`, resume from and append to that file."""
     policy = make_policy(params)
-    rows = []
-    for problem in problems:
-        if "labels" in problem:
-            rows.append(prelabeled_row(problem))
-        else:
-            rows += label_problem(policy, problem, params, seed)
-    return rows
+    done = _read_partial(partial) if partial else {}
+    handle = None
+    if partial:
+        partial.parent.mkdir(parents=True, exist_ok=True)
+        handle = partial.open("a")
+    try:
+        results = []
+        for problem in problems:
+            result = done.get(problem["id"])
+            if result is None:
+                result = label_one(policy, problem, params, seed)
+                if handle:
+                    handle.write(json.dumps(dataclasses.asdict(result), ensure_ascii=False) + "\n")
+                    handle.flush()
+            results.append(result)
+        return results
+    finally:
+        if handle:
+            handle.close()
 
 
-def label_summary(rows: list[dict]) -> dict[str, float]:
+def partial_path(data_dir: Path, split: str, params: LabelParams, seed: int, problems_file: Path) -> Path:
+    """Keyed by everything the labels depend on, so a partial file is never reused for other inputs."""
+    key = hashlib.sha256()
+    key.update(json.dumps({"label": dataclasses.asdict(params), "seed": seed}, sort_keys=True).encode())
+    key.update(problems_file.read_bytes())
+    return data_dir / ".label_partial" / f"{split}-{key.hexdigest()[:16]}.jsonl"
+
+
+def true_labels(row: dict) -> list[str]:
+    """`+` before the policy's first slip, `-` from it on (a slip carries forward to the answer)."""
+    slip = row["true_first_error"]
+    return ["+" if slip < 0 or i < slip else "-" for i in range(len(row["steps"]))]
+
+
+def label_summary(rows: list[dict], results: list[ProblemLabels] = ()) -> dict[str, float]:
     steps = [label for row in rows for label in row["labels"]]
-    agree = sum(row["first_error"] == row["true_first_error"] for row in rows)
+    judged = [row for row in rows if row.get("true_first_error") is not None]
+    pairs = [(a, b) for row in judged for a, b in zip(row["labels"], true_labels(row))]
+    calls = sum(r.policy_calls for r in results)
+    # Agreement only where the true first error is known (simulated policy, pre-labeled data).
+    agreement = {
+        "first_error_agreement": sum(row["first_error"] == row["true_first_error"] for row in judged) / len(judged),
+        "hard_label_agreement": sum(a == b for a, b in pairs) / max(len(pairs), 1),
+    } if judged else {}
     return {
         "solutions": len(rows),
         "steps": len(steps),
         "negative_step_fraction": steps.count("-") / max(len(steps), 1),
         "solution_accuracy": sum(row["correct"] for row in rows) / max(len(rows), 1),
-        "first_error_agreement": agree / max(len(rows), 1),
+        **agreement,
+        "policy_calls": calls,
+        "policy_calls_per_labeled_step": calls / max(len(steps), 1),
+        "answer_checks": sum(r.answer_checks for r in results),
+        "unparseable_answers": sum(r.unparseable_answers for r in results),
     }
 
 
@@ -108,15 +182,23 @@ def main(params: Params) -> None:
     import mlflow
 
     from prmflow.ingest import REQUIRED_FIELDS
-    from prmflow.jsonl import read_jsonl, write_jsonl
+    from prmflow.jsonl import read_jsonl, write_json, write_jsonl
     from prmflow.tracking import stage_run
 
     data = Path(params.base.data_dir)
+    report = {"policy": params.label.policy, "method": params.label.method}
     with stage_run(params.base, "label", params.label):
         for split in SPLITS:
-            problems = read_jsonl(data / "problems" / f"{split}.jsonl", required=REQUIRED_FIELDS)
-            rows = label_problems(problems, params.label, params.base.seed)
+            source = data / "problems" / f"{split}.jsonl"
+            problems = read_jsonl(source, required=REQUIRED_FIELDS)
+            partial = partial_path(data, split, params.label, params.base.seed, source)
+            results = label_split(problems, params.label, params.base.seed, partial)
+            rows = [row for result in results for row in result.rows]
             write_jsonl(data / "rollouts" / f"{split}.jsonl", rows)
-            summary = label_summary(rows)
+            partial.unlink()
+            with contextlib.suppress(OSError):  # the folder goes too once no split has a partial file
+                partial.parent.rmdir()
+            report[split] = summary = label_summary(rows, results)
             mlflow.log_metrics({f"{split}_{k}": v for k, v in summary.items()})
             print(f"label {split}: {summary}")
+        write_json(Path(params.base.reports_dir) / "labeling.json", report)

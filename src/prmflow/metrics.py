@@ -122,3 +122,58 @@ def roc_points(scores: list[float], positives: list[bool]) -> list[dict[str, flo
         if index + 1 == len(pairs) or pairs[index + 1][0] != score:
             points.append({"fpr": fp / neg, "tpr": tp / pos})
     return points
+
+
+def reliability_bins(probs: list[float], positives: list[bool], bins: int) -> list[dict[str, float]]:
+    """Equal-width bins of predicted P(+) over [0, 1]: mean confidence, observed positive rate, count.
+
+    A score of exactly 1.0 falls in the last bin; empty bins are left out.
+    """
+    if bins < 1:
+        raise ValueError(f"bins: must be >= 1, got {bins}")
+    members: list[list[tuple[float, bool]]] = [[] for _ in range(bins)]
+    for p, positive in zip(probs, positives):
+        members[min(int(p * bins), bins - 1)].append((p, positive))
+    return [{"bin": index, "lower": index / bins, "upper": (index + 1) / bins,
+             "confidence": sum(p for p, _ in m) / len(m), "accuracy": sum(pos for _, pos in m) / len(m),
+             "count": len(m)} for index, m in enumerate(members) if m]
+
+
+def expected_calibration_error(probs: list[float], positives: list[bool], bins: int = 10) -> float:
+    """ECE: the count-weighted mean gap between confidence and observed positive rate per bin."""
+    if not probs:
+        return math.nan
+    return sum(b["count"] * abs(b["accuracy"] - b["confidence"])
+               for b in reliability_bins(probs, positives, bins)) / len(probs)
+
+
+def choose_threshold(step_scores: list[list[float]], first_errors: list[int]) -> tuple[float, float]:
+    """The threshold with the best first-error F1 on these (validation) solutions: (threshold, F1).
+
+    Candidates are every distinct score (a step is `-` when its score is below the threshold)
+    plus one above them all; ties go to the lowest threshold.
+    """
+    candidates = sorted({s for scores in step_scores for s in scores})
+    if not candidates:
+        raise ValueError("choose_threshold: no step scores")
+    candidates.append(math.nextafter(candidates[-1], math.inf))
+    # Only the running minimum matters: the first step below t is the first whose prefix-minimum is.
+    running = [[min(scores[: i + 1]) for i in range(len(scores))] for scores in step_scores]
+    best = (candidates[0], -1.0)
+    for threshold in candidates:
+        predicted = [next((i for i, m in enumerate(mins) if m < threshold), -1) for mins in running]
+        f1 = first_error_f1(predicted, first_errors)["first_error_f1"]
+        if f1 > best[1]:
+            best = (threshold, f1)
+    return best
+
+
+def best_of_n_curve(groups: list[list[tuple[float, str, bool]]], sizes: list[int]) -> dict[int, dict[str, float]]:
+    """`best_of_n` on the first N samples of every group, for each N (a smaller group gives all it has)."""
+    return {n: best_of_n([g[:n] for g in groups]) for n in sizes}
+
+
+def powers_of_two_up_to(n: int) -> list[int]:
+    """1, 2, 4, ... up to n, and n itself when it is not a power of two."""
+    sizes = [1 << k for k in range(max(n, 1).bit_length()) if 1 << k <= n]
+    return sizes + ([n] if sizes and sizes[-1] != n else [])

@@ -41,6 +41,11 @@ def train_corpus_tokenizer(texts: list[str], vocab_size: int):
     return PreTrainedTokenizerFast(tokenizer_object=tok, **SPECIAL_TOKENS)
 
 
+def gguf_kwargs(params: ModelParams) -> dict:
+    """transformers dequantizes a GGUF checkpoint on load; the PRM is then saved as a plain HF model."""
+    return {"gguf_file": params.gguf_file} if params.gguf_file else {}
+
+
 def prepare_tokenizer(params: ModelParams, corpus: list[str]):
     """The base tokenizer (corpus-trained for `builtin`) with the step tag added as one special token."""
     from tokenizers import AddedToken
@@ -49,7 +54,7 @@ def prepare_tokenizer(params: ModelParams, corpus: list[str]):
     if params.base_model == "builtin":
         tokenizer = train_corpus_tokenizer(corpus, params.vocab_size)
     else:
-        tokenizer = AutoTokenizer.from_pretrained(params.base_model)
+        tokenizer = AutoTokenizer.from_pretrained(params.base_model, **gguf_kwargs(params))
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
     tokenizer.add_tokens([AddedToken(params.step_tag, special=True, normalized=False)], special_tokens=True)
@@ -57,9 +62,19 @@ def prepare_tokenizer(params: ModelParams, corpus: list[str]):
 
 
 def single_token_id(tokenizer, token: str, field: str) -> int:
+    """The id of `token`: a vocabulary entry, or text that encodes to exactly one token.
+
+    Label tokens are only ever read as logit columns, never encoded inside text, so a
+    vocabulary entry is enough: sentencepiece tokenizers encode "+" as ["▁", "+"] yet hold "+".
+    """
+    vocab_id = tokenizer.get_vocab().get(token)
+    if vocab_id is not None:
+        return vocab_id
     ids = tokenizer.encode(token, add_special_tokens=False)
     if len(ids) != 1:
-        raise ValueError(f"{field}: {token!r} must be exactly one token for this tokenizer, got {len(ids)} {ids}")
+        pieces = tokenizer.convert_ids_to_tokens(ids)
+        raise ValueError(f"{field}: {token!r} must be exactly one token for this tokenizer "
+                         f"(a vocabulary entry), got {len(ids)}: {pieces}")
     return ids[0]
 
 
@@ -74,6 +89,7 @@ def prompt_format(tokenizer, params: ModelParams) -> PromptFormat:
         positive_id=single_token_id(tokenizer, params.positive_token, "model.positive_token"),
         negative_id=single_token_id(tokenizer, params.negative_token, "model.negative_token"),
         bos_id=tokenizer.bos_token_id,
+        truncate_problem_left=params.truncate_problem_left,
     )
 
 
@@ -96,7 +112,10 @@ def build_model(params: ModelParams, tokenizer):
             tie_word_embeddings=True,
         )
         return LlamaForCausalLM(config)
-    model = AutoModelForCausalLM.from_pretrained(params.base_model)
+    model = AutoModelForCausalLM.from_pretrained(params.base_model, **gguf_kwargs(params))
+    if params.gguf_file and getattr(model, "hf_quantizer", None) is not None:
+        # GGUF tensors were dequantized to float on load; without the marker the Trainer trains them as-is.
+        model.hf_quantizer.remove_quantization_config(model)
     model.resize_token_embeddings(len(tokenizer))
     return model
 
@@ -107,10 +126,15 @@ def step_tag_logits(logits: torch.Tensor, input_ids: torch.Tensor, fmt: PromptFo
     return at_tags[:, [fmt.positive_id, fmt.negative_id]]
 
 
-def step_loss(pair_logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Soft cross-entropy with target P(+); for hard targets (1.0/0.0) it is plain cross-entropy."""
+def step_loss(pair_logits: torch.Tensor, targets: torch.Tensor, negative_weight: float = 1.0) -> torch.Tensor:
+    """Soft cross-entropy with target P(+); for hard targets (1.0/0.0) it is plain cross-entropy.
+
+    `negative_weight` scales the `-` term; the sum is divided by the total weight, so for hard
+    targets this equals `F.cross_entropy(..., weight=[1, negative_weight])` and at 1.0 the mean.
+    """
     log_probs = torch.log_softmax(pair_logits.float(), dim=-1)
-    return -(targets * log_probs[:, 0] + (1 - targets) * log_probs[:, 1]).mean()
+    negative = negative_weight * (1 - targets)
+    return -(targets * log_probs[:, 0] + negative * log_probs[:, 1]).sum() / (targets + negative).sum()
 
 
 def save_prompt_format(fmt: PromptFormat, directory: str | Path) -> None:
@@ -150,23 +174,22 @@ class ProcessRewardModel:
 
     @torch.no_grad()
     def score_batch(self, solutions: list[tuple[str, list[str]]], batch_size: int = 32) -> list[list[float]]:
-        """P(+) for each scored step of each (problem, steps); trailing steps past the context are left out."""
-        results: list[list[float]] = []
-        for start in range(0, len(solutions), batch_size):
-            chunk = solutions[start: start + batch_size]
-            encoded = [encode_solution(self.tokenizer, self.format, problem, steps) for problem, steps in chunk]
-            kept = [e for e in encoded if e is not None]
-            scores: list[list[float]] = []
-            if kept:
-                input_ids, attention = pad_batch([e.input_ids for e in kept], self.tokenizer.pad_token_id)
-                logits = self.model(input_ids=input_ids.to(self.device), attention_mask=attention.to(self.device)).logits
-                probs = torch.softmax(step_tag_logits(logits, input_ids.to(self.device), self.format).float(), -1)
-                flat = probs[:, 0].tolist()
-                for e in kept:
-                    scores.append(flat[: e.num_steps])
-                    flat = flat[e.num_steps:]
-            it = iter(scores)
-            results += [next(it) if e is not None else [] for e in encoded]
+        """P(+) for each scored step of each (problem, steps); trailing steps past the context are left out.
+
+        Solutions are batched in order of length (results come back in input order), so a batch
+        pads to a similar length instead of to its longest outlier.
+        """
+        encoded = [encode_solution(self.tokenizer, self.format, problem, steps) for problem, steps in solutions]
+        results: list[list[float]] = [[] for _ in solutions]  # unscorable solutions keep []
+        order = sorted((i for i, e in enumerate(encoded) if e is not None), key=lambda i: len(encoded[i].input_ids))
+        for start in range(0, len(order), batch_size):
+            batch = order[start: start + batch_size]
+            input_ids, attention = pad_batch([encoded[i].input_ids for i in batch], self.tokenizer.pad_token_id)
+            input_ids = input_ids.to(self.device)
+            logits = self.model(input_ids=input_ids, attention_mask=attention.to(self.device)).logits
+            flat = torch.softmax(step_tag_logits(logits, input_ids, self.format).float(), -1)[:, 0].tolist()
+            for i in batch:
+                results[i], flat = flat[: encoded[i].num_steps], flat[encoded[i].num_steps:]
         return results
 
     def get_rewards_for_steps(self, problem: str, steps: list[str]) -> list[float]:

@@ -39,11 +39,12 @@ def requirements() -> list[str]:
     return [f"{name}=={version(name).split('+')[0]}" for name in SERVING_PACKAGES]
 
 
-def serving_model_config(params: Params) -> dict:
+def serving_model_config(params: Params, metrics: dict) -> dict:
+    """The served model's config; its first-error threshold is the one evaluate chose on the validation half."""
     from prmflow.serving import ServingConfig
 
     return dataclasses.asdict(ServingConfig(
-        threshold=params.evaluate.threshold,
+        threshold=metrics.get("first_error_threshold", params.evaluate.threshold),
         max_solutions_per_request=params.register.max_solutions_per_request,
         max_steps_per_solution=params.register.max_steps_per_solution,
         batch_size=params.evaluate.batch_size,
@@ -129,7 +130,7 @@ def main(params: Params) -> None:
     heldout = Path(params.base.data_dir) / "rollouts" / "test.jsonl"
     name = params.register.model_name
     with stage_run(params.base, "register", params.register) as run:
-        info = log_prm(Path(params.base.models_dir) / "prm", serving_model_config(params), name)
+        info = log_prm(Path(params.base.models_dir) / "prm", serving_model_config(params, metrics), name)
         version = str(info.registered_model_version)
         client = MlflowClient()
         heldout_md5 = file_md5(heldout)

@@ -2,23 +2,37 @@
 
     prmflow train             # reads params.yaml: base, model, train
 
+    accelerate launch --cpu --num_processes 2 -m prmflow.cli train   # DDP (gloo on CPU, NCCL on GPUs)
+
 Loss: cross-entropy over the logits of `+` and `-` at the tag positions (hard labels), or
-soft cross-entropy on the MC values (`train.label_type: soft`). Writes `models/prm/`
-(save_pretrained + tokenizer + prm_config.json) and `reports/train.json`.
+soft cross-entropy on the MC values (`train.label_type: soft`), `-` weighted by
+`train.negative_class_weight`. Full fine-tuning, or LoRA (`train.lora_r > 0`, merged before
+saving so the saved model is a plain causal LM). Checkpoints go to `<models_dir>/prm-checkpoints`
+(outside the DVC out) every `train.save_steps`; a rerun with the same params and data resumes
+from the last one, and they are deleted once training finishes. Writes `models/prm/`
+(save_pretrained + tokenizer + prm_config.json) and `reports/train.json` (loss, tokens/s, peak
+memory, and the kept/dropped counts of the tokenize stage).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
-import tempfile
+import os
+import resource
+import shutil
 import time
 from pathlib import Path
 
 import torch
 
-from prmflow.config import Params
+from prmflow.config import Params, TrainParams
 from prmflow.modeling import pad_batch, step_loss, step_tag_logits
-from prmflow.tokenization import PromptFormat
+from prmflow.tokenization import COUNTS_FILE, PromptFormat
+
+CHECKPOINTS = "prm-checkpoints"  # under base.models_dir, beside the DVC out models/prm
+CHECKPOINT_STAMP = "params.json"  # what the checkpoints were trained with: resume only on a match
 
 
 class StepTagCollator:
@@ -34,14 +48,42 @@ class StepTagCollator:
         return {"input_ids": input_ids, "attention_mask": attention, "step_targets": targets}
 
 
-def make_trainer(model, tokenizer, fmt: PromptFormat, train_dataset, params: Params, output_dir: str):
+def apply_lora(model, t: TrainParams, step_tag_id: int):
+    """Wrap `model` in LoRA adapters on every linear layer (peft); `merge_lora` undoes the wrapping.
+
+    The step tag is a new token: its input embedding is trained too, or every tag would stay
+    at the resize's initial vector.
+    """
+    from peft import LoraConfig, get_peft_model
+
+    config = LoraConfig(r=t.lora_r, lora_alpha=t.lora_alpha, target_modules="all-linear", task_type="CAUSAL_LM",
+                        trainable_token_indices=[step_tag_id])
+    return get_peft_model(model, config)
+
+
+def merge_lora(model):
+    """A plain causal LM with the adapters folded in, so ProcessRewardModel loads it like any other."""
+    return model.merge_and_unload() if hasattr(model, "merge_and_unload") else model
+
+
+def make_trainer(model, tokenizer, fmt: PromptFormat, train_dataset, params: Params, output_dir: str,
+                 callbacks: tuple = ()):
     from transformers import Trainer, TrainerCallback, TrainingArguments
 
+    t = params.train
+
     class PRMTrainer(Trainer):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            # Our loss is a per-batch mean that ignores num_items_in_batch: the Trainer must divide it
+            # by the accumulation steps itself (and not rescale it for the number of processes).
+            self.model_accepts_loss_kwargs = False
+
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             targets = inputs.pop("step_targets")
             outputs = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"])
-            loss = step_loss(step_tag_logits(outputs.logits, inputs["input_ids"], fmt), targets)
+            pair_logits = step_tag_logits(outputs.logits, inputs["input_ids"], fmt)
+            loss = step_loss(pair_logits, targets, t.negative_class_weight)
             return (loss, outputs) if return_outputs else loss
 
     class MlflowMetrics(TrainerCallback):
@@ -49,20 +91,24 @@ def make_trainer(model, tokenizer, fmt: PromptFormat, train_dataset, params: Par
             import mlflow
 
             numeric = {k: float(v) for k, v in (logs or {}).items() if isinstance(v, (int, float))}
-            if numeric:
+            # Only inside a stage run: other DDP ranks, and trainers built outside a stage, have none.
+            if numeric and mlflow.active_run() is not None:
                 mlflow.log_metrics(numeric, step=state.global_step)
 
-    t = params.train
     args = TrainingArguments(
         output_dir=output_dir,
         num_train_epochs=t.epochs,
         per_device_train_batch_size=t.batch_size,
+        gradient_accumulation_steps=t.gradient_accumulation_steps,
         learning_rate=t.learning_rate,
         weight_decay=t.weight_decay,
         warmup_steps=t.warmup_ratio,  # transformers 5 reads a float < 1 here as a ratio of the total steps
         lr_scheduler_type="cosine",
         logging_steps=10,
-        save_strategy="no",
+        save_strategy="steps" if t.save_steps else "no",
+        save_steps=t.save_steps or 500,  # unused when save_strategy is "no"
+        save_total_limit=2,
+        include_num_input_tokens_seen="non_padding",
         report_to=[],
         remove_unused_columns=False,
         train_sampling_strategy="group_by_length",  # uses the `length` column written by tokenize
@@ -71,6 +117,7 @@ def make_trainer(model, tokenizer, fmt: PromptFormat, train_dataset, params: Par
         bf16=torch.cuda.is_available(),
         dataloader_num_workers=0,
         disable_tqdm=True,
+        ddp_find_unused_parameters=False,  # every parameter takes part in the loss
     )
     column = "hard_targets" if t.label_type == "hard" else "soft_targets"
     return PRMTrainer(
@@ -79,48 +126,94 @@ def make_trainer(model, tokenizer, fmt: PromptFormat, train_dataset, params: Par
         train_dataset=train_dataset,
         data_collator=StepTagCollator(tokenizer.pad_token_id, column),
         processing_class=tokenizer,
-        callbacks=[MlflowMetrics()],
+        callbacks=[MlflowMetrics(), *callbacks],
     )
 
 
-def main(params: Params) -> None:
+def resume_checkpoint(checkpoints: Path, stamp: dict) -> str | None:
+    """The last checkpoint of an interrupted run with these params and data; stale ones are wiped."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    stamp_file = checkpoints / CHECKPOINT_STAMP
+    if stamp_file.exists() and json.loads(stamp_file.read_text()) == stamp:
+        return get_last_checkpoint(str(checkpoints))
+    shutil.rmtree(checkpoints, ignore_errors=True)
+    checkpoints.mkdir(parents=True)
+    stamp_file.write_text(json.dumps(stamp, sort_keys=True))
+    return None
+
+
+def peak_memory_mb() -> float:
+    """Peak GPU memory allocated, or on CPU the process's peak resident set size (Linux: KiB)."""
+    if torch.cuda.is_available():
+        return torch.cuda.max_memory_allocated() / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def train_stage(params: Params, callbacks: tuple = ()) -> dict | None:
+    """Train and save models/prm; returns the report (None on DDP ranks other than 0, which save nothing)."""
     import datasets
-    import mlflow
     from transformers import AutoTokenizer, set_seed
 
-    from prmflow.jsonl import write_json
     from prmflow.modeling import build_model, prompt_format, save_prompt_format
-    from prmflow.tracking import stage_run
 
     torch.set_num_threads(params.base.num_threads)
     set_seed(params.base.seed)
     tokenized = Path(params.base.data_dir) / "tokenized"
     out = Path(params.base.models_dir) / "prm"
+    checkpoints = Path(params.base.models_dir) / CHECKPOINTS
     tokenizer = AutoTokenizer.from_pretrained(tokenized / "tokenizer")
     fmt = prompt_format(tokenizer, params.model)
     train_set = datasets.load_from_disk(str(tokenized / "train"))
+    model = build_model(params.model, tokenizer)
+    if params.train.lora_r:
+        model = apply_lora(model, params.train, fmt.step_tag_id)
+    trainer = make_trainer(model, tokenizer, fmt, train_set, params, str(checkpoints), callbacks)
+    processes = trainer.args.world_size  # > 1 under `accelerate launch`
+    stamp = {"seed": params.base.seed, "model": dataclasses.asdict(params.model),
+             "train": dataclasses.asdict(params.train), "data": train_set._fingerprint, "processes": processes}
+    with trainer.args.main_process_first(local=False):  # rank 0 wipes stale checkpoints before the others look
+        resume = resume_checkpoint(checkpoints, stamp)
+    started = time.perf_counter()
+    result = trainer.train(resume_from_checkpoint=resume)
+    seconds = time.perf_counter() - started
+    if not trainer.is_world_process_zero():
+        return None
+    model = merge_lora(trainer.model)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    save_prompt_format(fmt, out)
+    shutil.rmtree(checkpoints, ignore_errors=True)  # finished: a later run must start fresh
+    tokens = trainer.state.num_input_tokens_seen - trainer._initial_num_input_tokens_seen
+    return {
+        "train_loss": result.training_loss,
+        "final_loss": _last_logged_loss(trainer),
+        "steps": result.global_step,
+        "resumed_from": resume,
+        "seconds": seconds,
+        "tokens_per_second": tokens / seconds,
+        "peak_memory_mb": peak_memory_mb(),
+        "processes": processes,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "examples": len(train_set),
+        "tokenize": json.loads((tokenized / COUNTS_FILE).read_text()),
+    }
+
+
+def main(params: Params) -> None:
+    import mlflow
+
+    from prmflow.jsonl import write_json
+    from prmflow.tracking import stage_run
+
+    if os.environ.get("RANK", "0") != "0":  # set by `accelerate launch`: only rank 0 talks to MLflow
+        train_stage(params)
+        return
     with stage_run(params.base, "train", params.train) as run:
         mlflow.log_params({f"model.{k}": v for k, v in vars(params.model).items()})
-        model = build_model(params.model, tokenizer)
-        trainer = make_trainer(model, tokenizer, fmt, train_set, params, output_dir=tempfile.mkdtemp())
-        started = time.perf_counter()
-        result = trainer.train()
-        seconds = time.perf_counter() - started
-        tokens = sum(len(ids) for ids in train_set["input_ids"]) * params.train.epochs
-        trainer.save_model(str(out))
-        tokenizer.save_pretrained(out)
-        save_prompt_format(fmt, out)
-        report = {
-            "train_loss": result.training_loss,
-            "final_loss": _last_logged_loss(trainer),
-            "steps": result.global_step,
-            "seconds": seconds,
-            "tokens_per_second": tokens / seconds,
-            "parameters": sum(p.numel() for p in model.parameters()),
-            "examples": len(train_set),
-            "mlflow_run_id": run.info.run_id,
-        }
-        mlflow.log_metrics({k: v for k, v in report.items() if isinstance(v, (int, float))})
+        report = {**train_stage(params), "mlflow_run_id": run.info.run_id}
+        dropped = {f"{split}_{k}": v for split, counts in report["tokenize"].items() for k, v in counts.items()}
+        mlflow.log_metrics({k: v for k, v in report.items() if isinstance(v, (int, float))} | dropped)
         write_json(Path(params.base.reports_dir) / "train.json", report)
         print(f"train: {report}")
 

@@ -1,0 +1,112 @@
+"""The evaluate stage's pictures and summary table, from its `Evaluation`s (one per scorer).
+
+PNG plots (matplotlib, Agg: no display needed): ROC and reliability diagram with one curve per
+scorer, best-of-N accuracy against N per aggregation beside majority vote, pass@1 and oracle.
+`summary_markdown` is the short table a reviewer reads first (`reports/summary.md`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prmflow.metrics import AGGREGATIONS
+
+LABELS = {"prm": "trained PRM", "zero_shot": "zero-shot prompt (base model)", "champion": "registry champion"}
+
+
+def write_plots(evaluations: dict, directory: Path) -> list[Path]:
+    """roc.png, reliability.png, best_of_n.png under `directory`; returns their paths."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = []
+
+    fig, ax = plt.subplots(figsize=(5, 5))
+    ax.plot([0, 1], [0, 1], ls=":", color="grey", label="chance")
+    for key, ev in evaluations.items():
+        ax.plot([p["fpr"] for p in ev.roc], [p["tpr"] for p in ev.roc],
+                label=f"{LABELS[key]} (AUROC {ev.metrics['step_auroc']:.3f})")
+    ax.set(xlabel='false positive rate ("-" steps scored "+")', ylabel='true positive rate ("+" steps)',
+           title="Step-level ROC", xlim=(0, 1), ylim=(0, 1))
+    ax.legend(loc="lower right", fontsize=8)
+    paths.append(_save(fig, directory / "roc.png"))
+
+    fig, ax = plt.subplots(figsize=(5, 5))
+    ax.plot([0, 1], [0, 1], ls=":", color="grey", label="perfect calibration")
+    for key, ev in evaluations.items():
+        ax.plot([b["confidence"] for b in ev.reliability], [b["accuracy"] for b in ev.reliability], marker="o",
+                label=f"{LABELS[key]} (ECE {ev.metrics['step_ece']:.3f})")
+    ax.set(xlabel="mean predicted P(+) in bin", ylabel='observed share of "+" steps',
+           title="Reliability diagram", xlim=(0, 1), ylim=(0, 1))
+    ax.legend(loc="upper left", fontsize=8)
+    paths.append(_save(fig, directory / "reliability.png"))
+
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    table = evaluations["prm"].best_of_n
+    sizes = sorted(table)
+    for how in AGGREGATIONS:
+        ax.plot(sizes, [table[n][f"prm_{how}"] for n in sizes], marker="o", label=f"PRM best-of-N ({how})")
+    if "zero_shot" in evaluations and evaluations["zero_shot"].best_of_n:
+        zs = evaluations["zero_shot"].best_of_n
+        ax.plot(sorted(zs), [zs[n]["prm_min"] for n in sorted(zs)], marker="x", ls="-.",
+                label="zero-shot best-of-N (min)")
+    for key, style in (("majority", "--"), ("oracle", ":"), ("pass_at_1", (0, (1, 3)))):
+        ax.plot(sizes, [table[n][key] for n in sizes], ls=style, color="black" if key != "oracle" else "grey",
+                label={"majority": "majority vote", "oracle": "oracle pass@N", "pass_at_1": "pass@1"}[key])
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(sizes, [str(n) for n in sizes])
+    ax.set(xlabel="N (samples per problem)", ylabel="accuracy of the picked answer", title="Best-of-N",
+           ylim=(0, 1.02))
+    ax.legend(fontsize=7, loc="lower right")
+    paths.append(_save(fig, directory / "best_of_n.png"))
+    return paths
+
+
+def _save(fig, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _cell(value: float) -> str:
+    return "n/a" if value != value else f"{value:.3f}"
+
+
+def summary_markdown(evaluations: dict, externals: dict[str, dict], notes: list[str]) -> str:
+    """Scorers side by side on the reported split, then best-of-N by N, then each external set."""
+    prm = evaluations["prm"].metrics
+    n = prm["best_of_n_n"]
+    lines = [
+        "# Evaluation summary",
+        "",
+        f"Held-out test part: {prm['test_solutions']} solutions ({prm['test_steps']} steps); the first-error threshold "
+        f"was chosen on {prm['validation_solutions']} other held-out solutions (validation part).",
+        "",
+        f"| scorer | step AUROC | step ECE | `-` F1 | first-error F1 (threshold) | best-of-{n} (min) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for key, ev in evaluations.items():
+        m = ev.metrics
+        lines.append(f"| {LABELS[key]} | {_cell(m['step_auroc'])} | {_cell(m['step_ece'])} | "
+                     f"{_cell(m['negative_f1'])} | {_cell(m['first_error_f1'])} ({m['first_error_threshold']:.3f}) "
+                     f"| {_cell(m.get('best_of_n_prm_min', float('nan')))} |")
+    table = evaluations["prm"].best_of_n
+    lines += ["", "Best-of-N accuracy (first N samples of each problem):", "",
+              "| N | " + " | ".join(f"PRM {how}" for how in AGGREGATIONS) + " | majority | pass@1 | oracle |",
+              "|---" * (len(AGGREGATIONS) + 4) + "|"]
+    for size in sorted(table):
+        row = table[size]
+        lines.append(f"| {size} | " + " | ".join(_cell(row[f"prm_{how}"]) for how in AGGREGATIONS)
+                     + f" | {_cell(row['majority'])} | {_cell(row['pass_at_1'])} | {_cell(row['oracle'])} |")
+    for name, metrics in externals.items():
+        lines += ["", f"External set `{name}`:", ""]
+        lines += [f"- {k}: {_cell(v) if isinstance(v, float) else v}" for k, v in sorted(metrics.items())
+                  if "_at_" not in k]
+    lines += ["", *[f"- {note}" for note in notes], ""]
+    return "\n".join(lines)

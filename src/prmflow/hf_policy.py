@@ -1,0 +1,90 @@
+"""The `transformers` rollout policy: batched sampling from a local causal LM.
+
+The prompt is the problem and the prefix, one step per line; the model writes the remaining
+steps, one per line, and stops at the line that states the final answer (`#### x`,
+`The answer is x`, `\\boxed{x}`) or at EOS or `max_new_tokens`. Prompts of one batch are left-padded
+(so every row's new tokens start at the same column) and sampled in one `generate` call. The
+true first error of a real model is unknown: `first_slip` is None.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+
+from prmflow.answers import extract_final_answer
+from prmflow.policy import Continuation
+
+# A final-answer statement, complete once its line ends.
+FINAL_ANSWER_LINE = re.compile(r"(?:####|[Tt]he (?:final )?answer is|\\boxed\{)[^\n]*\n")
+
+
+def prompt_text(problem: dict, prefix: list[str]) -> str:
+    return f"Question: {problem['problem']}\nAnswer:\n" + "".join(f"{step}\n" for step in prefix)
+
+
+def finish(generated: str) -> tuple[list[str], str]:
+    """The new steps (up to and including the final-answer line) and the extracted answer ("" if none)."""
+    end = FINAL_ANSWER_LINE.search(generated)
+    text = generated[:end.end()] if end else generated
+    steps = [line.strip() for line in text.split("\n") if line.strip()]
+    return steps, extract_final_answer(text) or ""
+
+
+class _StopAtFinalAnswer:
+    """Per-row stop: the row's new text holds a complete final-answer line."""
+
+    def __init__(self, tokenizer, prompt_width: int):
+        self.tokenizer, self.prompt_width = tokenizer, prompt_width
+
+    def __call__(self, input_ids, scores, **kwargs):
+        import torch
+
+        texts = self.tokenizer.batch_decode(input_ids[:, self.prompt_width:], skip_special_tokens=True)
+        return torch.tensor([bool(FINAL_ANSWER_LINE.search(t)) for t in texts], device=input_ids.device)
+
+
+class TransformersPolicy:
+    name = "transformers"
+
+    def __init__(self, model_dir: str, max_new_tokens: int = 256, temperature: float = 0.7, batch_size: int = 16):
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        self.tokenizer.padding_side = "left"
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+        self.max_new_tokens, self.temperature, self.batch_size = max_new_tokens, temperature, batch_size
+        self.generate_calls = 0
+        self.generated_tokens = 0
+
+    def sample_trajectory(self, problem: dict, rng: random.Random) -> Continuation:
+        return self.complete(problem, [[]], rng)[0]
+
+    def complete(self, problem: dict, prefixes: list[list[str]], rng: random.Random) -> list[Continuation]:
+        out = []
+        for start in range(0, len(prefixes), self.batch_size):
+            batch = [prompt_text(problem, prefix) for prefix in prefixes[start:start + self.batch_size]]
+            for generated in self._generate(batch, rng):
+                steps, answer = finish(generated)
+                out.append(Continuation(steps=steps, final_answer=answer, first_slip=None))
+        return out
+
+    def _generate(self, prompts: list[str], rng: random.Random) -> list[str]:
+        import torch
+        from transformers import StoppingCriteriaList
+
+        inputs = self.tokenizer(prompts, return_tensors="pt", padding=True)
+        width = inputs["input_ids"].shape[1]
+        sampling = {"do_sample": True, "temperature": self.temperature} if self.temperature > 0 else {
+            "do_sample": False}
+        torch.manual_seed(rng.getrandbits(63))  # the per-problem stream decides the samples
+        with torch.no_grad():
+            output = self.model.generate(
+                **inputs, max_new_tokens=self.max_new_tokens, pad_token_id=self.tokenizer.pad_token_id,
+                stopping_criteria=StoppingCriteriaList([_StopAtFinalAnswer(self.tokenizer, width)]), **sampling)
+        new_tokens = output[:, width:]
+        self.generate_calls += 1
+        self.generated_tokens += int((new_tokens != self.tokenizer.pad_token_id).sum())
+        return self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)

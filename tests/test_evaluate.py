@@ -1,0 +1,188 @@
+"""The evaluate stage: the validation/test split, external sets, the zero-shot baseline, the whole stage."""
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from prmflow.config import ConfigError, EvaluateParams, ModelParams, params_from_dict
+from prmflow.evaluate import evaluate_external, evaluate_solutions, in_validation, read_external
+
+from tiny_models import build_tiny_prm, log_version, tracking_store
+
+FIXTURES = Path(__file__).parent / "fixtures" / "evaluate"
+TINY_MODEL = ModelParams(vocab_size=300, hidden_size=16, num_layers=1, num_heads=2, intermediate_size=32,
+                         max_length=512)
+
+
+def problem_ids(validation: bool, count: int = 1) -> list[str]:
+    return [p for p in (f"p{i}" for i in range(100)) if in_validation(p, 0.5) == validation][:count]
+
+
+def rollout(problem_id: str, labels: list[str], first_error: int, answer: str, correct: bool) -> dict:
+    return {"problem_id": problem_id, "problem": f"problem {problem_id}", "steps": [f"step {i}" for i in
+                                                                                     range(len(labels))],
+            "labels": labels, "first_error": first_error, "predicted_answer": answer, "correct": correct}
+
+
+def test_threshold_is_chosen_on_the_validation_problems_and_reported_on_the_others():
+    (val,), (test,) = problem_ids(True), problem_ids(False)
+    rows = [rollout(val, ["+", "-"], 1, "8", False), rollout(val, ["+", "+"], -1, "7", True),
+            rollout(test, ["+", "-"], 1, "8", False), rollout(test, ["+", "+"], -1, "7", True)]
+    scores = [[0.9, 0.3], [0.8, 0.6], [0.9, 0.5], [0.7, 0.55]]
+    m = evaluate_solutions(rows, scores, EvaluateParams(threshold=0.5, validation_fraction=0.5)).metrics
+    # validation: 0.6 catches the error at step 1 and passes the correct solution (F1 1)
+    assert (m["first_error_threshold"], m["first_error_validation_f1"]) == (0.6, 1.0)
+    # on the test problem 0.55 would be perfect, but 0.6 flags the correct solution: F1 0 is what gets reported
+    assert (m["first_error_accuracy_erroneous"], m["first_error_accuracy_correct"], m["first_error_f1"]) == (
+        1.0, 0.0, 0.0)
+    assert (m["solutions"], m["validation_solutions"], m["test_solutions"], m["test_steps"]) == (4, 2, 2, 4)
+    # step level on the test part at the fixed threshold 0.5: nothing is below it
+    assert (m["step_accuracy"], m["negative_f1"], m["step_auroc"]) == (0.75, 0.0, 1.0)
+    # bins 5 {0.5 -, 0.55 +}, 7 {0.7 +}, 9 {0.9 +}
+    assert m["step_ece"] == pytest.approx((2 * 0.025 + 0.3 + 0.1) / 4)
+    # best-of-N on the test problem: N=1 takes the wrong first sample; at N=2 min picks 0.55 (right), the
+    # vote tie "8"/"7" goes to the first answer (wrong)
+    assert (m["best_of_n_prm_min_at_1"], m["best_of_n_oracle_at_1"]) == (0.0, 0.0)
+    assert (m["best_of_n_prm_min"], m["best_of_n_majority"], m["best_of_n_pass_at_1"], m["best_of_n_oracle"],
+            m["best_of_n_n"]) == (1.0, 0.0, 0.5, 1.0, 2)
+    assert (m["answers_repeated_right_share"], m["answers_repeated_wrong_share"]) == (0.0, 0.0)
+
+
+def test_answer_agreement_counts_problems_where_two_samples_agree():
+    from prmflow.evaluate import answer_agreement
+
+    rows = [rollout("a", ["+"], -1, "7", True), rollout("a", ["+"], -1, "7", True), rollout("a", ["-"], 0, "8", False),
+            rollout("b", ["-"], 0, "3", False), rollout("b", ["-"], 0, "3", False), rollout("b", ["+"], -1, "5", True),
+            rollout("c", ["-"], 0, "1", False), rollout("c", ["-"], 0, "2", False)]
+    assert answer_agreement([(r, [0.5]) for r in rows]) == {
+        "answers_repeated_right_share": 1 / 3, "answers_repeated_wrong_share": 1 / 3}
+
+
+def test_too_few_problems_to_split_reports_everything_at_the_fixed_threshold():
+    (test,) = problem_ids(False)
+    rows = [rollout(test, ["+", "-"], 1, "8", False), rollout(test, ["+", "+"], -1, "7", True),
+            rollout(test, ["-"], 0, "9", False)]
+    m = evaluate_solutions(rows, [[0.9, 0.4], [0.8, 0.7], []], EvaluateParams(threshold=0.5)).metrics
+    assert (m["first_error_threshold"], m["validation_solutions"], m["test_solutions"], m["unscored_solutions"]) == (
+        0.5, 0, 2, 1)
+    assert math.isnan(m["first_error_validation_f1"]) and m["first_error_f1"] == 1.0
+
+
+def test_external_outcome_and_processbench_sets():
+    outcome = read_external({"name": "bon", "path": str(FIXTURES / "outcome.jsonl"), "format": "outcome"})
+    m = evaluate_external("outcome", outcome, [[0.9, 0.8], [0.9, 0.2], [0.7, 0.3], [0.8, 0.6]], 0.5, "min")
+    # min picks the right solution of g1 (0.8 > 0.2) and the wrong one of g2 (0.6 > 0.3); vote ties go first
+    assert (m["best_of_n_prm_min"], m["best_of_n_majority"], m["best_of_n_oracle"], m["best_of_n_pass_at_1"]) == (
+        0.5, 1.0, 1.0, 0.5)
+    assert m["solution_auroc"] == 0.75  # right {0.8, 0.3} against wrong {0.2, 0.6}: 3 of 4 pairs ordered
+    bench = read_external({"name": "pb", "path": str(FIXTURES / "processbench.jsonl"), "format": "processbench"})
+    m = evaluate_external("processbench", bench, [[0.9, 0.4], [0.8, 0.7], [0.6, 0.9]], 0.5, "min")
+    assert (m["first_error_accuracy_erroneous"], m["first_error_accuracy_correct"]) == (0.5, 1.0)
+    assert m["first_error_f1"] == pytest.approx(2 / 3) and m["solutions"] == 3
+
+
+def test_external_errors_name_the_file_line_and_field(tmp_path):
+    bad = tmp_path / "bench.jsonl"
+    bad.write_text('{"problem": "p", "steps": ["a"], "label": -1}\n{"problem": "p", "steps": ["a"], "label": 3}\n')
+    with pytest.raises(ValueError, match=rf"{bad}:2: label: expected -1 or a step index below 1, got 3"):
+        read_external({"name": "pb", "path": str(bad), "format": "processbench"})
+    with pytest.raises(FileNotFoundError, match="evaluate.external 'gone'"):
+        read_external({"name": "gone", "path": str(tmp_path / "none.jsonl"), "format": "outcome"})
+    with pytest.raises(ConfigError) as err:
+        params_from_dict({"evaluate": {"validation_fraction": 1.0, "external": [
+            {"name": "a", "path": "x.jsonl", "format": "csv"}, {"name": "a", "path": "y.jsonl", "format": "outcome",
+                                                                 "limit": 3}]}})
+    message = str(err.value)
+    for expected in ("evaluate.validation_fraction: must be below 1", "evaluate.external[0].format: 'csv'",
+                     "evaluate.external[1].limit: unknown key", "evaluate.external: name 'a' is listed twice"):
+        assert expected in message
+
+
+@pytest.fixture(scope="module")
+def tiny_prm_dir(tmp_path_factory):
+    return build_tiny_prm(tmp_path_factory.mktemp("prm") / "prm", seed=5, max_length=TINY_MODEL.max_length)
+
+
+def test_zero_shot_rebuilds_the_base_model_and_batches_prefixes_exactly(tiny_prm_dir):
+    import torch
+    from transformers import AutoTokenizer, set_seed
+
+    from prmflow.modeling import build_model
+    from prmflow.zero_shot import ZeroShotVerifier
+
+    verifier = ZeroShotVerifier.untrained_base(TINY_MODEL, tiny_prm_dir, seed=3)
+    set_seed(3)  # as train.main: the PRM's starting weights
+    start = build_model(TINY_MODEL, AutoTokenizer.from_pretrained(tiny_prm_dir)).state_dict()
+    assert all(torch.equal(start[k], v) for k, v in verifier.model.state_dict().items())
+
+    solutions = [("Ava has 3 apples and buys 2 more.", ["Ava buys 2 apples.", "Ava has 3 + 2 = <<3+2=5>>5 apples."]),
+                 ("Tom has 9 pens.", ["Tom gives away 4 - 1 = <<4-1=3>>3 pens."]),
+                 ("Tom has 1 pen.", ["Tom has " + "1 + 1 = 2, " * 15] * 4)]  # only a prefix fits 512 tokens
+    batched = verifier.score_batch(solutions, batch_size=64)
+    assert [len(s) for s in batched[:2]] == [2, 1] and 0 < len(batched[2]) < 4
+    one_by_one = verifier.score_batch(solutions, batch_size=1)  # no padding at all
+    assert [len(s) for s in one_by_one] == [len(s) for s in batched]
+    assert sum(batched, []) == pytest.approx(sum(one_by_one, []), abs=1e-5)
+    # one prefix by hand: log p(Yes) - log p(No), each summed over its tokens, through a sigmoid
+    sequence = verifier.prefix_sequences(*solutions[0])[1]
+    with torch.no_grad():
+        def log_p(answer: list[int]) -> float:
+            logits = verifier.model(input_ids=torch.tensor([sequence + answer])).logits[0].log_softmax(-1)
+            return sum(logits[len(sequence) + k - 1, tok].item() for k, tok in enumerate(answer))
+        reward = log_p(verifier.answer_ids[0]) - log_p(verifier.answer_ids[1])
+    assert batched[0][1] == pytest.approx(1 / (1 + math.exp(-reward)), abs=1e-5)
+
+
+def test_stage_writes_metrics_plots_summary_and_adds_the_champion_when_there_is_one(tmp_path, tiny_prm_dir,
+                                                                                    labeled_rows):
+    import shutil
+
+    from mlflow import MlflowClient
+
+    from prmflow import evaluate
+    from prmflow.config import Params
+    from prmflow.jsonl import write_jsonl
+
+    write_jsonl(tmp_path / "data" / "rollouts" / "test.jsonl", labeled_rows)
+    shutil.copytree(tiny_prm_dir, tmp_path / "models" / "prm")
+    with tracking_store(tmp_path) as uri:
+        params = params_from_dict({
+            "base": {"data_dir": str(tmp_path / "data"), "models_dir": str(tmp_path / "models"),
+                     "reports_dir": str(tmp_path / "reports"), "mlflow_tracking_uri": uri,
+                     "mlflow_experiment": "prmflow-test"},
+            "model": {k: getattr(TINY_MODEL, k) for k in ("vocab_size", "hidden_size", "num_layers", "num_heads",
+                                                          "intermediate_size", "max_length")},
+            "evaluate": {"external": [
+                {"name": "bon", "path": str(FIXTURES / "outcome.jsonl"), "format": "outcome"},
+                {"name": "pb", "path": str(FIXTURES / "processbench.jsonl"), "format": "processbench"}]},
+        })
+        assert isinstance(params, Params)
+        evaluate.main(params)
+        reports = tmp_path / "reports"
+        metrics = json.loads((reports / "metrics.json").read_text())
+        assert all(isinstance(v, (int, float)) for v in metrics.values())
+        assert metrics["test_solutions"] + metrics["validation_solutions"] == metrics["solutions"] == len(labeled_rows)
+        assert {"step_ece", "first_error_threshold", "zero_shot_first_error_f1", "zero_shot_step_auroc",
+                "external_bon_best_of_n_prm_min", "external_bon_solution_auroc", "external_pb_first_error_f1",
+                "best_of_n_prm_min_at_1", "best_of_n_prm_mean_at_2"} <= set(metrics)
+        assert not any(k.startswith("champion_") for k in metrics)
+        summary = (reports / "summary.md").read_text()
+        assert "| zero-shot prompt (base model) |" in summary and "champion: skipped, no prm@champion" in summary
+        assert "ORM: not trained yet" in summary and "External set `pb`" in summary
+        curve = json.loads((reports / "plots" / "best_of_n.json").read_text())
+        assert [row["n"] for row in curve] == [1, 2, 3]
+        for name in ("roc", "reliability", "best_of_n"):
+            assert (reports / "plots" / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        run = MlflowClient().search_runs([MlflowClient().get_experiment_by_name("prmflow-test").experiment_id])[0]
+        assert {"metrics.json", "summary.md", "roc.png", "reliability.png", "best_of_n.png"} <= {
+            a.path for a in MlflowClient().list_artifacts(run.info.run_id)}
+
+        # The same model as champion: its row matches the PRM's exactly.
+        MlflowClient().set_registered_model_alias("prm", "champion", log_version(tiny_prm_dir))
+        evaluate.main(params)
+        metrics = json.loads((reports / "metrics.json").read_text())
+        assert metrics["champion_step_auroc"] == metrics["step_auroc"]
+        assert metrics["champion_first_error_f1"] == metrics["first_error_f1"]
+        assert "| registry champion |" in (reports / "summary.md").read_text()

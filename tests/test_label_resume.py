@@ -1,0 +1,79 @@
+"""Killing the labeling (SIGKILL) and rerunning it gives exactly the rows of an uninterrupted run."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from prmflow.config import IngestParams, LabelParams
+from prmflow.ingest import build_splits
+from prmflow.label import label_split
+
+PARAMS = LabelParams(trajectories_per_problem=2, completions_per_step=4)
+SEED = 3
+
+# The real labeling loop, with a policy slowed down so the kill lands mid-run.
+SLOW_LABELING = """
+import json, sys, time
+from pathlib import Path
+import prmflow.label as label
+from prmflow.config import LabelParams
+from prmflow.policy import SimulatedPolicy
+
+class SlowPolicy(SimulatedPolicy):
+    def sample_trajectory(self, problem, rng):
+        time.sleep(0.02)
+        return super().sample_trajectory(problem, rng)
+
+label.make_policy = lambda params: SlowPolicy(params.slip_rate, params.operation_slip_fraction)
+problems = [json.loads(line) for line in open(sys.argv[1])]
+label.label_split(problems, LabelParams(trajectories_per_problem=2, completions_per_step=4), 3, Path(sys.argv[2]))
+"""
+
+
+def _lines(path):
+    return path.read_text().splitlines() if path.exists() else []
+
+
+def test_killed_labeling_resumes_without_lost_or_duplicated_rows(tmp_path):
+    problems = build_splits(IngestParams(num_train=120, num_test=1), seed=5).splits["train"]
+    source, partial = tmp_path / "problems.jsonl", tmp_path / ".label_partial" / "train.jsonl"
+    source.write_text("".join(json.dumps(p) + "\n" for p in problems))
+    worker = subprocess.Popen([sys.executable, "-c", SLOW_LABELING, str(source), str(partial)],
+                              env={**os.environ, "OMP_NUM_THREADS": "1"})
+    deadline = time.monotonic() + 60
+    while len(_lines(partial)) < 10 and time.monotonic() < deadline and worker.poll() is None:
+        time.sleep(0.01)
+    worker.send_signal(signal.SIGKILL)
+    assert worker.wait() == -signal.SIGKILL  # killed while still labeling, not after it finished
+    done_before = len(_lines(partial))
+    assert 10 <= done_before < len(problems)
+    with partial.open("a") as handle:  # what a kill in the middle of a write leaves behind
+        handle.write('{"problem_id": "torn", "rows": [')
+
+    resumed = label_split(problems, PARAMS, SEED, partial)
+    uninterrupted = label_split(problems, PARAMS, SEED)
+
+    assert [r.rows for r in resumed] == [r.rows for r in uninterrupted]
+    assert [r.policy_calls for r in resumed] == [r.policy_calls for r in uninterrupted]
+    ids = [json.loads(line)["problem_id"] for line in _lines(partial)]
+    assert ids == [p["id"] for p in problems]  # each problem once: the torn line was cut, none redone twice
+    rows = [row["id"] for r in resumed for row in r.rows]
+    assert len(rows) == len(set(rows)) == 2 * len(problems)
+
+
+def test_label_stage_leaves_no_partial_file_and_reruns_as_a_no_op(tmp_path):
+    from tiny_project import make_project, run
+
+    project = make_project(tmp_path, {"ingest": {"num_train": 20, "num_test": 6},
+                                      "label": {"method": "binary_search", "trajectories_per_problem": 2}})
+    first = run(["dvc", "repro", "label"], project)
+    assert first.returncode == 0, first.stderr
+    report = json.loads((project / "reports" / "labeling.json").read_text())
+    assert (report["method"], report["train"]["solutions"], report["test"]["solutions"]) == ("binary_search", 40, 12)
+    assert 0 < report["train"]["policy_calls_per_labeled_step"] < 4
+    assert not (project / "data" / ".label_partial").exists()
+    second = run(["dvc", "repro", "label"], project)
+    assert second.returncode == 0 and "Stage 'label' didn't change, skipping" in second.stdout

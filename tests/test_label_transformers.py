@@ -1,0 +1,98 @@
+"""The transformers policy with a tiny random GPT-2 built here: the mechanics, not the quality.
+
+Its samples are garbage; what is checked is batching (one `generate` per batch), left padding
+(a batched greedy decode equals one prompt at a time), the stop at the final-answer line,
+answer extraction, and the labeling counts that flow from them.
+"""
+
+import random
+
+import pytest
+
+from prmflow.config import LabelParams
+from prmflow.hf_policy import TransformersPolicy, _StopAtFinalAnswer, finish, prompt_text
+from prmflow.label import label_problem
+from prmflow.policy import Continuation
+from prmflow.step_labels import AnswerChecker, binary_search_labels, mc_labels
+from tiny_tokenizers import build_family
+
+PROBLEM = {"id": "p1", "problem": "Ava has 12 apples and buys 5 more. How many apples does she have?",
+           "answer": "17", "reference_steps": ["Ava has 12 + 5 = <<12+5=17>>17 apples.", "#### 17"]}
+CORPUS = [f"Question: Ava has {a} apples and buys {b} more.\nAnswer:\nShe has {a} + {b} = {a + b} apples.\n"
+          f"#### {a + b}\nThe answer is {a + b}." for a in range(1, 12) for b in range(1, 12)]
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    return build_family("gpt2", CORPUS, tmp_path_factory.mktemp("tiny-gpt2"), with_weights=True)
+
+
+def test_finish_keeps_the_steps_up_to_the_final_answer_line():
+    assert finish("She has 3 + 4 = 7.\n\n#### 7\nrambling on\n") == (["She has 3 + 4 = 7.", "#### 7"], "7")
+    assert finish("So \\boxed{\\frac{1}{2}} it is.\nmore") == (["So \\boxed{\\frac{1}{2}} it is."], "\\frac{1}{2}")
+    assert finish("no answer\nat all") == (["no answer", "at all"], "")
+
+
+def test_stop_criterion_fires_per_row_once_the_answer_line_is_complete(model_dir):
+    policy = TransformersPolicy(str(model_dir), max_new_tokens=4)
+    prompts = policy.tokenizer(["Q", "Q", "Q"], return_tensors="pt", padding=True)["input_ids"]
+    width = prompts.shape[1]
+    rows = policy.tokenizer(["x\n#### 5\n", "x\n#### 5", "The answer is 6\n"], return_tensors="pt", padding=True)
+    import torch
+
+    ids = torch.cat([prompts, rows["input_ids"]], dim=1)
+    assert _StopAtFinalAnswer(policy.tokenizer, width)(ids, None).tolist() == [True, False, True]
+
+
+def test_batches_are_left_padded_and_sampled_in_one_generate_call_each(model_dir):
+    prefixes = [[], ["She has 3 apples."], ["She has 3 apples.", "Then 3 + 5 = 8 apples, and she eats some of them."],
+                ["x"], ["one", "two", "three"]]
+    batched = TransformersPolicy(str(model_dir), max_new_tokens=12, temperature=0.0, batch_size=2)
+    assert batched.tokenizer.padding_side == "left"
+    together = batched.complete(PROBLEM, prefixes, random.Random(0))
+    assert (len(together), batched.generate_calls) == (5, 3)  # 2 + 2 + 1
+    single = TransformersPolicy(str(model_dir), max_new_tokens=12, temperature=0.0, batch_size=1)
+    alone = single.complete(PROBLEM, prefixes, random.Random(0))
+    assert single.generate_calls == 5
+    assert [c.steps for c in together] == [c.steps for c in alone]  # padding changed no row's decode
+    assert all(c.first_slip is None for c in together)  # a real model's first error is unknown
+    assert 0 < batched.generated_tokens <= 5 * 12
+
+
+def test_sampling_follows_the_per_problem_stream(model_dir):
+    policy = TransformersPolicy(str(model_dir), max_new_tokens=10, temperature=1.0, batch_size=4)
+    first = policy.complete(PROBLEM, [[]] * 4, random.Random(5))
+    again = policy.complete(PROBLEM, [[]] * 4, random.Random(5))
+    assert [c.steps for c in first] == [c.steps for c in again]
+    assert prompt_text(PROBLEM, ["a", "b"]).endswith("Answer:\na\nb\n")
+
+
+@pytest.mark.parametrize("method", ["mc", "binary_search"])
+def test_labeling_with_the_transformers_policy_counts_calls_and_unparseable_answers(model_dir, method):
+    params = LabelParams(policy="transformers", method=method, model_dir=str(model_dir), trajectories_per_problem=2,
+                         completions_per_step=2, max_new_tokens=24, temperature=1.0, batch_size=8)
+    policy = TransformersPolicy(params.model_dir, params.max_new_tokens, params.temperature, params.batch_size)
+    result = label_problem(policy, PROBLEM, params, seed=0)
+    assert len(result.rows) == 2
+    for row in result.rows:
+        assert len(row["steps"]) == len(row["labels"]) == len(row["values"])
+        assert row["true_first_error"] is None and row["policy"] == "transformers"
+    # Every sampled sequence is one call, and one generate call holds all completions of a probe or of a
+    # trajectory's prefixes (mc) or of one probe (binary_search): never more calls than sequences.
+    assert policy.generate_calls <= result.policy_calls
+    assert 0 <= result.unparseable_answers <= result.answer_checks
+    if method == "mc":  # each completion, the trajectory's own answer, and the row's `correct` are checked
+        assert result.answer_checks == result.policy_calls + 2
+
+
+def test_methods_batch_their_prefixes_into_generate_calls(model_dir):
+    trajectory = Continuation(steps=["She has 12 apples.", "She buys 5 more.", "12 + 5 = 17.", "#### 16"],
+                              final_answer="16", first_slip=None)
+    policy = TransformersPolicy(str(model_dir), max_new_tokens=8, temperature=1.0, batch_size=4)
+    mc = mc_labels(policy, PROBLEM, trajectory, 3, random.Random(0), AnswerChecker())
+    assert (mc.policy_calls, policy.generate_calls) == (9, 3)  # 3 prefixes x 3 completions, 4 per generate
+    assert len(mc.labels) == len(mc.values) == 4 and mc.labels[-1] == "-"  # 16 is not 17
+    policy.generate_calls = 0
+    search = binary_search_labels(policy, PROBLEM, trajectory, 3, random.Random(0), AnswerChecker())
+    assert (search.policy_calls, policy.generate_calls) == (3 * len(search.probed), len(search.probed))
+    assert len(search.probed) == 2 and search.labels[-1] == "-"
