@@ -5,10 +5,15 @@ __version__ = "0.1.0"
 STAGES = ("ingest", "label", "validate", "tokenize", "train", "evaluate", "register")
 
 
+# The public reward-model API (prmflow.rewards); its tag-mode ProcessRewardModel extends modeling's.
+REWARD_API = ("ProcessRewardModel", "ZeroShotProcessRewardModel", "OutcomeRewardModel", "CombinedRewardModel",
+              "EnsembleRewardModel", "load_reward_model", "reward_function", "shaped_reward")
+
+
 def __getattr__(name: str):
     # Lazy: importing prmflow must stay cheap; torch/transformers load only when a model is used.
-    if name == "ProcessRewardModel":
-        from prmflow.modeling import ProcessRewardModel
+    if name in REWARD_API:
+        from prmflow import rewards
 
-        return ProcessRewardModel
+        return getattr(rewards, name)
     raise AttributeError(name)

@@ -4,6 +4,7 @@
     prmflow score solutions.jsonl --model models:/prm@champion   # score a JSON-lines file as the server does
     prmflow promote VERSION --reason "..."                        # move @champion by hand
     prmflow rollback --reason "..."                               # move @champion back to its previous version
+    prmflow pairs data/rollouts/train.jsonl --output pairs.jsonl  # step-level DPO pairs from labeled rollouts
 """
 
 from __future__ import annotations
@@ -91,6 +92,13 @@ def alias_main(args: argparse.Namespace) -> None:
         sys.exit(1)
 
 
+def pairs_main(args: argparse.Namespace) -> None:
+    from prmflow.pairs import write_pairs
+
+    count = write_pairs(args.inputs, args.output, args.separator)
+    print(f"pairs: {count} step-level preference pairs -> {args.output}")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="prmflow", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -115,6 +123,11 @@ def main(argv: list[str] | None = None) -> None:
         p.add_argument("--reason", required=True, help="why; stored as a tag on the version")
         p.add_argument("--who", default=None, help="who (default: the current user)")
         p.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+    pairs = sub.add_parser("pairs", help="step-level preference pairs {prompt, chosen, rejected} from labeled "
+                                         "rollouts, for TRL's DPOTrainer (Step-DPO)")
+    pairs.add_argument("inputs", nargs="+", help="labeled rollout files (data/rollouts/*.jsonl)")
+    pairs.add_argument("--output", required=True, help="where to write the pairs (JSON lines)")
+    pairs.add_argument("--separator", default="\n", help="what ends the problem and each shared step in the prompt")
     args = parser.parse_args(argv)
     _quiet_environment()
 
@@ -128,6 +141,9 @@ def main(argv: list[str] | None = None) -> None:
             return
         if args.command in ("promote", "rollback"):
             alias_main(args)
+            return
+        if args.command == "pairs":
+            pairs_main(args)
             return
         params = load_params(args.params)
         importlib.import_module(STAGE_MODULES[args.command]).main(params)

@@ -28,8 +28,10 @@ ANSWERS = ("Yes", "No")
 class ZeroShotVerifier:
     """Scores steps with a verification prompt; the same `score_batch` interface as ProcessRewardModel."""
 
-    def __init__(self, model, tokenizer, max_length: int, bos_id: int | None, step_template: str):
+    def __init__(self, model, tokenizer, max_length: int, bos_id: int | None, step_template: str,
+                 prompt: str = VERIFICATION_PROMPT):
         self.model = model.eval()
+        self.prompt = prompt
         self.tokenizer = tokenizer
         self.max_length = max_length
         self.bos_id = bos_id
@@ -49,11 +51,14 @@ class ZeroShotVerifier:
         set_seed(seed)  # as train.main does right before build_model: the same initial weights
         return cls(build_model(params, tokenizer), tokenizer, fmt.max_length, fmt.bos_id, fmt.step_template)
 
-    def prefix_sequences(self, problem: str, steps: list[str]) -> list[list[int]]:
-        """One token sequence per step prefix, ending with the prompt; stops at the first that does not fit."""
+    def prefix_sequences(self, problem: str, steps: list[str], final_only: bool = False) -> list[list[int]]:
+        """One token sequence per step prefix, ending with the prompt; stops at the first that does not fit.
+
+        `final_only` keeps just the whole solution's sequence (an outcome question), if it fits.
+        """
         context = ([self.bos_id] if self.bos_id is not None else []) + \
             self.tokenizer.encode(problem + "\n", add_special_tokens=False)
-        prompt = self.tokenizer.encode("\n" + VERIFICATION_PROMPT, add_special_tokens=False)
+        prompt = self.tokenizer.encode("\n" + self.prompt, add_special_tokens=False)
         longest_answer = max(len(a) for a in self.answer_ids)
         sequences = []
         for index, step in enumerate(steps):
@@ -61,7 +66,8 @@ class ZeroShotVerifier:
             context = context + self.tokenizer.encode(piece, add_special_tokens=False)
             if len(context) + len(prompt) + longest_answer > self.max_length:
                 break
-            sequences.append(context + prompt)
+            if not final_only or index == len(steps) - 1:
+                sequences.append(context + prompt)
         return sequences
 
     @torch.no_grad()
@@ -74,19 +80,27 @@ class ZeroShotVerifier:
         for start in range(0, len(jobs), batch_size):
             chunk = jobs[start: start + batch_size]
             input_ids, attention = pad_batch([ids for _, _, ids in chunk], pad_id)
-            log_probs = torch.log_softmax(self.model(input_ids=input_ids, attention_mask=attention).logits.float(), -1)
+            device = self.model.device
+            logits = self.model(input_ids=input_ids.to(device), attention_mask=attention.to(device)).logits
+            log_probs = torch.log_softmax(logits.float(), -1)
             for b, (row, a, ids) in enumerate(chunk):
                 answer = self.answer_ids[a]
                 first = len(ids) - len(answer)  # the answer's tokens are predicted from the position before each
                 out[row][a] = sum(log_probs[b, first + k - 1, tok].item() for k, tok in enumerate(answer))
         return out
 
+    def log_odds_batch(self, solutions: list[tuple[str, list[str]]], batch_size: int = 32,
+                       final_only: bool = False) -> list[list[float]]:
+        """log p(Yes) - log p(No) per scored step (or for the whole solution); past the context: left out."""
+        per_solution = [self.prefix_sequences(problem, steps, final_only) for problem, steps in solutions]
+        flat = self.answer_log_probs([s for seqs in per_solution for s in seqs], batch_size)
+        log_odds, position = [], 0
+        for seqs in per_solution:
+            log_odds.append([yes - no for yes, no in flat[position: position + len(seqs)]])
+            position += len(seqs)
+        return log_odds
+
     def score_batch(self, solutions: list[tuple[str, list[str]]], batch_size: int = 32) -> list[list[float]]:
         """sigmoid(log p(Yes) - log p(No)) per scored step (via tanh: no overflow); past the context: left out."""
-        per_solution = [self.prefix_sequences(problem, steps) for problem, steps in solutions]
-        flat = self.answer_log_probs([s for seqs in per_solution for s in seqs], batch_size)
-        scores, position = [], 0
-        for seqs in per_solution:
-            scores.append([0.5 * (1 + math.tanh((yes - no) / 2)) for yes, no in flat[position: position + len(seqs)]])
-            position += len(seqs)
-        return scores
+        log_odds = self.log_odds_batch(solutions, batch_size)
+        return [[0.5 * (1 + math.tanh(r / 2)) for r in rewards] for rewards in log_odds]

@@ -1,0 +1,299 @@
+"""The reward-model family: process, outcome, combined and ensemble scorers, usable without the pipeline.
+
+    from prmflow import ProcessRewardModel, OutcomeRewardModel, CombinedRewardModel, load_reward_model
+    prm = ProcessRewardModel("models/prm")                        # trained tag mode: P(+) per step
+    prm.get_reward_for_text("3 + 2 = 5\\n5 * 2 = 10", problem="...")
+    zs = ZeroShotProcessRewardModel("any/causal-lm")              # verification prompt: log-odds per step
+    orm = OutcomeRewardModel("any/causal-lm")                     # one log-odds for the whole solution
+    both = CombinedRewardModel(prm, orm)                          # 0.7 * aggregate(steps) + 0.3 * outcome
+    both.save("models/combined"); load_reward_model("models/combined").get_reward(problem, text)
+
+Every model answers `get_reward(problem, solution_text) -> float`, which is what the ensemble and
+the TRL reward function (`reward_function`) use, and saves a `reward_config.json` that
+`load_reward_model` dispatches on. Scales differ by mode: the trained PRM gives P(+) in [0, 1], the
+verification prompt gives log p(Yes) - log p(No); combine or ensemble models of one scale, or
+choose the weights with that in mind.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from prmflow import modeling
+from prmflow.metrics import AGGREGATIONS, aggregate
+
+REWARD_CONFIG = "reward_config.json"
+STEP_PROMPT = "Is this step correct? Yes or No: "
+OUTCOME_PROMPT = "Is this solution correct? Yes or No: "
+DEFAULT_DELIMITER = "\n"
+DEFAULT_STEP_TEMPLATE = "Step {i}: {step}"  # as ModelParams.step_template
+
+
+def split_steps(text: str, delimiter: str, max_steps: int | None = None) -> list[str]:
+    """Non-empty, stripped steps of `text`; the first `max_steps` when given."""
+    steps = [s.strip() for s in text.split(delimiter) if s.strip()]
+    return steps[:max_steps] if max_steps is not None else steps
+
+
+def _check_aggregation(aggregation: str) -> str:
+    if aggregation not in AGGREGATIONS:
+        raise ValueError(f"aggregation: {aggregation!r} is not one of {list(AGGREGATIONS)}")
+    return aggregation
+
+
+def _write_config(path: Path, config: dict) -> None:
+    path.mkdir(parents=True, exist_ok=True)
+    (path / REWARD_CONFIG).write_text(json.dumps(config, indent=2) + "\n")
+
+
+def _read_config(path: str | Path, kind: str | None = None) -> dict:
+    file = Path(path, REWARD_CONFIG)
+    if not file.exists():
+        raise FileNotFoundError(f"{file}: no reward-model config (save the model with .save(path) first)")
+    config = json.loads(file.read_text())
+    if kind is not None and config.get("kind") != kind:
+        raise ValueError(f"{file}: kind: expected {kind!r}, got {config.get('kind')!r}")
+    return config
+
+
+class _StepScorer:
+    """What the two process modes share: text splitting and one solution reward from the step rewards."""
+
+    delimiter: str
+    aggregation: str
+
+    def get_rewards_for_steps(self, problem: str, steps: list[str]) -> list[float]:
+        raise NotImplementedError
+
+    def get_reward_for_text(self, text: str, problem: str = "", delimiter: str | None = None) -> list[float]:
+        """Step rewards of a solution written as one text, steps split on `delimiter` (default: the model's)."""
+        return self.get_rewards_for_steps(problem, split_steps(text, delimiter or self.delimiter))
+
+    def get_reward(self, problem: str, solution: str) -> float:
+        return aggregate(self.get_reward_for_text(solution, problem), self.aggregation)
+
+
+class ProcessRewardModel(modeling.ProcessRewardModel, _StepScorer):
+    """Trained tag mode: P(+) at each step tag, all steps in one forward pass (the pipeline's PRM)."""
+
+    def __init__(self, model_name_or_path: str | Path, device: str = "cpu", delimiter: str = DEFAULT_DELIMITER,
+                 aggregation: str = "min"):
+        super().__init__(model_name_or_path, device)
+        self.delimiter = delimiter
+        self.aggregation = _check_aggregation(aggregation)
+
+    def save(self, path: str | Path) -> None:
+        path = Path(path)
+        self.model.save_pretrained(path)
+        self.tokenizer.save_pretrained(path)
+        modeling.save_prompt_format(self.format, path)
+        _write_config(path, {"kind": "process", "mode": "tag", "delimiter": self.delimiter,
+                             "aggregation": self.aggregation})
+
+    @classmethod
+    def load(cls, path: str | Path, device: str = "cpu"):
+        """A saved process model in the mode it was saved in (tag, or verification prompt)."""
+        config = _read_config(path, "process")
+        if config["mode"] == "verification":
+            return ZeroShotProcessRewardModel.load(path, device)
+        return cls(path, device, config["delimiter"], config["aggregation"])
+
+
+class _VerificationPrompt:
+    """Any causal LM asked a Yes/No question after the problem and steps (zero_shot.ZeroShotVerifier)."""
+
+    kind = ""
+    default_prompt = ""
+
+    def __init__(self, model_name_or_path: str | Path, device: str = "cpu", prompt: str | None = None,
+                 delimiter: str = DEFAULT_DELIMITER, step_template: str = DEFAULT_STEP_TEMPLATE,
+                 max_length: int | None = None, aggregation: str = "min"):
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        from prmflow.zero_shot import ZeroShotVerifier
+
+        tokenizer = AutoTokenizer.from_pretrained(model_name_or_path)
+        model = AutoModelForCausalLM.from_pretrained(model_name_or_path).to(device)
+        # Without a stated length the model's own context is the limit.
+        max_length = max_length or getattr(model.config, "max_position_embeddings", None) or tokenizer.model_max_length
+        self.verifier = ZeroShotVerifier(model, tokenizer, max_length, tokenizer.bos_token_id, step_template,
+                                         prompt or self.default_prompt)
+        self.delimiter = delimiter
+        self.aggregation = _check_aggregation(aggregation)
+
+    @property
+    def prompt(self) -> str:
+        return self.verifier.prompt
+
+    def config(self) -> dict:
+        v = self.verifier
+        return {"kind": self.kind, "mode": "verification", "prompt": v.prompt, "delimiter": self.delimiter,
+                "step_template": v.step_template, "max_length": v.max_length, "aggregation": self.aggregation}
+
+    def save(self, path: str | Path) -> None:
+        path = Path(path)
+        self.verifier.model.save_pretrained(path)
+        self.verifier.tokenizer.save_pretrained(path)
+        _write_config(path, self.config())
+
+    @classmethod
+    def load(cls, path: str | Path, device: str = "cpu"):
+        config = _read_config(path, cls.kind)
+        return cls(path, device, config["prompt"], config["delimiter"], config["step_template"],
+                   config["max_length"], config["aggregation"])
+
+
+class ZeroShotProcessRewardModel(_VerificationPrompt, _StepScorer):
+    """Verification-prompt mode of the process model: reward of step t = log p(Yes) - log p(No)."""
+
+    kind = "process"
+    default_prompt = STEP_PROMPT
+
+    def get_rewards_for_steps(self, problem: str, steps: list[str]) -> list[float]:
+        return self.verifier.log_odds_batch([(problem, steps)])[0]
+
+
+class OutcomeRewardModel(_VerificationPrompt):
+    """One reward for a whole solution: log p(Yes) - log p(No) after `Is this solution correct? Yes or No: `."""
+
+    kind = "outcome"
+    default_prompt = OUTCOME_PROMPT
+
+    def get_reward_for_problem_solution(self, problem: str, solution: str | list[str]) -> float:
+        steps = split_steps(solution, self.delimiter) if isinstance(solution, str) else solution
+        scored = self.verifier.log_odds_batch([(problem, steps)], final_only=True)[0]
+        if not scored:
+            raise ValueError(f"solution: does not fit the model's context of {self.verifier.max_length} tokens")
+        return scored[0]
+
+    def get_reward(self, problem: str, solution: str) -> float:
+        return self.get_reward_for_problem_solution(problem, solution)
+
+
+class CombinedRewardModel:
+    """process_weight * aggregate(step rewards) + outcome_weight * outcome reward."""
+
+    def __init__(self, process, outcome: OutcomeRewardModel, process_weight: float = 0.7,
+                 outcome_weight: float = 0.3, delimiter: str = DEFAULT_DELIMITER, max_steps: int | None = None,
+                 aggregation: str = "min"):
+        self.process, self.outcome = process, outcome
+        self.process_weight, self.outcome_weight = process_weight, outcome_weight
+        self.delimiter, self.max_steps = delimiter, max_steps
+        self.aggregation = _check_aggregation(aggregation)
+
+    def extract_and_aggregate_steps(self, text: str, problem: str = "") -> tuple[list[str], list[float], float]:
+        """(steps, their rewards, the aggregate); steps past `max_steps` or the model's context are not scored."""
+        steps = split_steps(text, self.delimiter, self.max_steps)
+        rewards = self.process.get_rewards_for_steps(problem, steps)
+        return steps, rewards, aggregate(rewards, self.aggregation)
+
+    def get_reward(self, problem: str, solution: str) -> float:
+        _, _, process_reward = self.extract_and_aggregate_steps(solution, problem)
+        outcome_reward = self.outcome.get_reward_for_problem_solution(problem, solution)
+        return self.process_weight * process_reward + self.outcome_weight * outcome_reward
+
+    def save(self, path: str | Path) -> None:
+        path = Path(path)
+        self.process.save(path / "process")
+        self.outcome.save(path / "outcome")
+        _write_config(path, {"kind": "combined", "process_weight": self.process_weight,
+                             "outcome_weight": self.outcome_weight, "delimiter": self.delimiter,
+                             "max_steps": self.max_steps, "aggregation": self.aggregation})
+
+    @classmethod
+    def load(cls, path: str | Path, device: str = "cpu") -> CombinedRewardModel:
+        config = _read_config(path, "combined")
+        return cls(ProcessRewardModel.load(Path(path, "process"), device),
+                   OutcomeRewardModel.load(Path(path, "outcome"), device),
+                   config["process_weight"], config["outcome_weight"], config["delimiter"], config["max_steps"],
+                   config["aggregation"])
+
+
+class EnsembleRewardModel:
+    """The weighted mean of the `get_reward` of saved reward models of any kind (weights need not sum to 1)."""
+
+    def __init__(self, paths: list[str | Path], weights: list[float] | None = None, device: str = "cpu"):
+        weights = [1.0] * len(paths) if weights is None else list(weights)
+        if not paths or len(weights) != len(paths):
+            raise ValueError(f"weights: {len(weights)} weights for {len(paths)} models (need one per model, >= 1)")
+        if any(w < 0 for w in weights) or sum(weights) <= 0:
+            raise ValueError(f"weights: must be >= 0 with a positive sum, got {weights}")
+        self.members = [load_reward_model(p, device) for p in paths]
+        self.weights = weights
+
+    def get_reward(self, problem: str, solution: str) -> float:
+        total = sum(w * m.get_reward(problem, solution) for m, w in zip(self.members, self.weights))
+        return total / sum(self.weights)
+
+    def save(self, path: str | Path) -> None:
+        """Each member in its own folder `member_<i>`, so the saved ensemble stands alone."""
+        path = Path(path)
+        for index, member in enumerate(self.members):
+            member.save(path / f"member_{index}")
+        _write_config(path, {"kind": "ensemble", "weights": self.weights})
+
+    @classmethod
+    def load(cls, path: str | Path, device: str = "cpu") -> EnsembleRewardModel:
+        config = _read_config(path, "ensemble")
+        return cls([Path(path, f"member_{i}") for i in range(len(config["weights"]))], config["weights"], device)
+
+
+LOADERS = {"process": ProcessRewardModel, "outcome": OutcomeRewardModel, "combined": CombinedRewardModel,
+           "ensemble": EnsembleRewardModel}
+
+
+def load_reward_model(path: str | Path, device: str = "cpu"):
+    """Any saved reward model, by the `kind` in its reward_config.json.
+
+    A pipeline PRM directory (prm_config.json only, never `.save`d) loads as a tag-mode ProcessRewardModel.
+    """
+    if not Path(path, REWARD_CONFIG).exists() and Path(path, modeling.PRM_CONFIG).exists():
+        return ProcessRewardModel(path, device)
+    kind = _read_config(path).get("kind")
+    if kind not in LOADERS:
+        raise ValueError(f"{Path(path, REWARD_CONFIG)}: kind: {kind!r} is not one of {list(LOADERS)}")
+    return LOADERS[kind].load(path, device)
+
+
+def shaped_reward(base_reward: float, confidence: float = 1.0, complexity: float = 0.0,
+                  complexity_penalty: float = 0.01) -> float:
+    """A shaping hook: `confidence * base_reward - complexity_penalty * complexity`.
+
+    `confidence` in [0, 1] shrinks a reward the scorer is unsure of toward 0 (no signal either way);
+    `complexity` >= 0 (e.g. the number of steps) costs `complexity_penalty` per unit, so a policy
+    gains nothing by padding a solution with steps. Defaults leave the reward unchanged but for
+    that small cost; replace this function to shape differently.
+    """
+    if not 0.0 <= confidence <= 1.0:
+        raise ValueError(f"confidence: must be in [0, 1], got {confidence}")
+    if complexity < 0:
+        raise ValueError(f"complexity: must be >= 0, got {complexity}")
+    return confidence * base_reward - complexity_penalty * complexity
+
+
+def _text(message) -> str:
+    """A plain completion, or the content of the last message of a conversational one (TRL passes both)."""
+    if isinstance(message, str):
+        return message
+    return message[-1]["content"]
+
+
+def reward_function(model, shaping=None):
+    """`reward_fn(prompts, completions, **kwargs) -> list[float]`, the signature TRL's online trainers call.
+
+    The prompt is the problem, the completion the solution; `shaping(reward, completion)` may adjust each.
+    """
+    def reward_fn(prompts: list, completions: list, **kwargs) -> list[float]:
+        rewards = []
+        for prompt, completion in zip(prompts, completions):
+            reward = model.get_reward(_text(prompt), _text(completion))
+            rewards.append(shaping(reward, _text(completion)) if shaping else reward)
+        return rewards
+
+    reward_fn.__name__ = f"prmflow_{type(model).__name__}"  # TRL logs each reward function under its name
+    return reward_fn
+
+
+__all__ = ["ProcessRewardModel", "ZeroShotProcessRewardModel", "OutcomeRewardModel", "CombinedRewardModel",
+           "EnsembleRewardModel", "load_reward_model", "reward_function", "shaped_reward", "split_steps"]
