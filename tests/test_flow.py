@@ -9,17 +9,15 @@ states, task runs and the summary artifact.
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
 
 import pytest
-import requests
 import yaml
 
 from conftest import BIN, REPO
-from prmflow.model_server import free_port
+from prmflow.model_server import free_port, loopback_process, stop_process_group
 from tiny_project import make_project, run
 
 sys.path.insert(0, str(REPO / "flows"))
@@ -39,16 +37,6 @@ def project(tmp_path_factory):
     return root
 
 
-def _stop(proc: subprocess.Popen) -> None:
-    """SIGTERM to the process group we started (the process and its children), by PID."""
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
-
-
 @pytest.fixture(scope="module")
 def prefect_env(tmp_path_factory):
     """A real `prefect server` on a free loopback port; yields the environment that points at it."""
@@ -57,24 +45,9 @@ def prefect_env(tmp_path_factory):
     api = f"http://127.0.0.1:{port}/api"
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "PREFECT_HOME": str(home),
            "PREFECT_API_URL": api}
-    log = open(home / "server.log", "w")
-    server = subprocess.Popen([str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-                              env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            assert server.poll() is None, (home / "server.log").read_text()[-3000:]
-            try:
-                if requests.get(f"{api}/health", timeout=2).status_code == 200:
-                    break
-            except requests.ConnectionError:
-                time.sleep(0.5)
-        else:
-            pytest.fail("prefect server did not answer /api/health in 90 s")
+    cmd = [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)]
+    with loopback_process(cmd, f"{api}/health", env, None, home / "server.log", ready_timeout=90):
         yield env
-    finally:
-        _stop(server)
-        log.close()
 
 
 @pytest.fixture(scope="module")
@@ -104,7 +77,7 @@ def deployment(prefect_env, client, project):
             time.sleep(0.5)
         yield client.read_deployment_by_name(DEPLOYMENT)
     finally:
-        _stop(serve)
+        stop_process_group(serve)
         log.close()
 
 

@@ -79,12 +79,22 @@ def math_verify_text(answer: str) -> str:
     return f"${normalize_answer(answer)}$"
 
 
-def answers_equivalent(predicted: str, reference: str) -> bool:
-    """Whether two answers have the same value, by math-verify (exact text match when it cannot parse)."""
-    from math_verify import parse, verify  # sympy warm-up (~0.4 s) only when answers are compared
+def parse_answer(answer: str) -> list | None:
+    """math-verify's reading of an answer, or None when it reads nothing (it falls back to the raw text)."""
+    from math_verify import parse  # sympy warm-up (~0.4 s) only when an answer needs it
 
-    left, right = normalize_answer(predicted), normalize_answer(reference)
-    if left == right:
+    parsed = parse(math_verify_text(answer))
+    return None if all(isinstance(item, str) for item in parsed) else parsed
+
+
+def answers_equivalent(predicted: str, reference: str) -> bool | None:
+    """Whether two answers have the same value, by math-verify; None when `predicted` cannot be read."""
+    from math_verify import verify
+
+    if normalize_answer(predicted) == normalize_answer(reference):
         return True
-    gold, guess = parse(f"${right}$"), parse(f"${left}$")
-    return bool(gold and guess and verify(gold, guess))
+    guess = parse_answer(predicted)
+    if guess is None:
+        return None
+    gold = parse_answer(reference)
+    return bool(gold and verify(gold, guess))

@@ -1,4 +1,4 @@
-"""A real `mlflow models serve` process on loopback, for tests and the load benchmark.
+"""Real server processes on loopback (`mlflow models serve`, `prefect server`), for tests and benchmarks.
 
     with model_server("models:/prm@champion", env, cwd, log_path) as url:
         requests.post(f"{url}/invocations", json=...)
@@ -25,40 +25,50 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def stop_process_group(proc: subprocess.Popen, timeout: float = 30.0) -> None:
+    """SIGTERM to the process group started with `start_new_session=True` (the process and its children)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=timeout)
+
+
 @contextlib.contextmanager
-def model_server(model_uri: str, env: dict[str, str], cwd: str | Path, log_path: str | Path,
-                 ready_timeout: float = 120.0) -> Iterator[str]:
-    """Serve `model_uri` (`env` needs MLFLOW_TRACKING_URI and the venv on PATH); yield its base URL."""
+def loopback_process(cmd: list[str], health_url: str, env: dict[str, str], cwd: str | Path | None,
+                     log_path: str | Path, ready_timeout: float = 120.0) -> Iterator[subprocess.Popen]:
+    """Start `cmd` in its own session, wait until `health_url` answers 200, stop it by process group on exit."""
     import requests
 
-    port = free_port()
+    name = " ".join(cmd[:3])
     with open(log_path, "w") as log:
-        proc = subprocess.Popen(
-            ["mlflow", "models", "serve", "-m", model_uri, "--env-manager", "local", "-h", "127.0.0.1",
-             "-p", str(port)],
-            cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        )
-        url = f"http://127.0.0.1:{port}"
+        proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         try:
             deadline = time.monotonic() + ready_timeout
             while True:
                 if proc.poll() is not None:
-                    raise RuntimeError(f"mlflow models serve exited {proc.returncode}: "
-                                       f"{Path(log_path).read_text()[-3000:]}")
+                    raise RuntimeError(f"{name} exited {proc.returncode}: {Path(log_path).read_text()[-3000:]}")
                 try:
-                    if requests.get(f"{url}/ping", timeout=2).status_code == 200:
+                    if requests.get(health_url, timeout=2).status_code == 200:
                         break
                 except requests.ConnectionError:
                     pass
                 if time.monotonic() > deadline:
-                    raise TimeoutError(f"mlflow models serve did not answer /ping in {ready_timeout} s")
+                    raise TimeoutError(f"{name} did not answer {health_url} in {ready_timeout} s")
                 time.sleep(0.5)
-            yield url
+            yield proc
         finally:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)  # the server and its uvicorn workers, by PID
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=30)
+            stop_process_group(proc)
+
+
+@contextlib.contextmanager
+def model_server(model_uri: str, env: dict[str, str], cwd: str | Path, log_path: str | Path,
+                 ready_timeout: float = 120.0) -> Iterator[str]:
+    """Serve `model_uri` (`env` needs MLFLOW_TRACKING_URI and the venv on PATH); yield its base URL."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    cmd = ["mlflow", "models", "serve", "-m", model_uri, "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)]
+    with loopback_process(cmd, f"{url}/ping", env, cwd, log_path, ready_timeout):
+        yield url

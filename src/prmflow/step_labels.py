@@ -22,6 +22,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
+from prmflow.answers import answers_equivalent
 from prmflow.calc import to_number
 from prmflow.policy import NO_ANSWER, Continuation, Policy
 
@@ -60,20 +61,8 @@ class AnswerChecker:
             pass
         key = (predicted, reference)
         if key not in self._verdicts:
-            self._verdicts[key] = _math_verify(predicted, reference)
+            self._verdicts[key] = answers_equivalent(predicted, reference)
         return self._verdicts[key]
-
-
-def _math_verify(predicted: str, reference: str) -> bool | None:
-    from math_verify import parse, verify  # sympy warm-up only when a non-numeric answer shows up
-
-    from prmflow.answers import math_verify_text
-
-    guess = parse(math_verify_text(predicted))
-    if all(isinstance(item, str) for item in guess):  # only the raw text came back: nothing parsed
-        return None
-    gold = parse(math_verify_text(reference))
-    return bool(gold and verify(gold, guess))
 
 
 @dataclass

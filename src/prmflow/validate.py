@@ -84,13 +84,9 @@ def _is_number(value: object) -> bool:
 
 def answers_parse(answers: Iterable[object]) -> dict[str, bool]:
     """math-verify verdict per distinct answer; each is parsed once (the first parse warms sympy up)."""
-    from math_verify import parse
+    from prmflow.answers import parse_answer
 
-    verdicts = {}
-    for answer in {a for a in answers if isinstance(a, str)}:
-        # parse() falls back to the raw string when it cannot read the LaTeX: that is not an answer.
-        verdicts[answer] = any(not isinstance(p, str) for p in parse(f"${answer}$"))
-    return verdicts
+    return {answer: parse_answer(answer) is not None for answer in {a for a in answers if isinstance(a, str)}}
 
 
 def _answer_verdict(row: dict, parses: dict[str, bool], labeled: bool) -> bool | None:
