@@ -37,6 +37,19 @@ def run_method(problems: dict[str, list[dict]], label_params, seed: int) -> tupl
     return {**summary, "wall_s": wall, "labeled_steps_per_s": summary["steps"] / wall}, rows
 
 
+def miss_kinds(rows: list[dict]) -> dict[str, int]:
+    """Trajectories whose predicted first error is not the true one, by how it is wrong."""
+    kinds = {"late": 0, "early": 0, "missed_slip": 0, "invented_slip": 0}
+    for row in rows:
+        predicted, true = row["first_error"], row["true_first_error"]
+        if predicted == true:
+            continue
+        kind = ("invented_slip" if true < 0 else "missed_slip" if predicted < 0
+                else "late" if predicted > true else "early")
+        kinds[kind] += 1
+    return kinds
+
+
 def main() -> None:
     sys.path.insert(0, str(ROOT / "src"))
     from prmflow.config import load_params
@@ -61,6 +74,7 @@ def main() -> None:
             "only_mc_finds_first_error": sum(a and not b for a, b in zip(hits["mc"], hits["binary_search"])),
             "only_binary_search_finds_first_error": sum(b and not a for a, b in zip(hits["mc"], hits["binary_search"])),
             "call_ratio": by_method["binary_search"]["policy_calls"] / by_method["mc"]["policy_calls"],
+            "first_error_misses": {m: miss_kinds(rows[m]) for m in METHODS},
         })
         print(json.dumps(runs[-1], indent=1))
     totals = {m: {"policy_calls": sum(r[m]["policy_calls"] for r in runs),

@@ -37,7 +37,7 @@ def test_all_problems_are_reported_at_once():
     assert "p.yaml: 4 problem(s)" in message
     assert "train.learning_rate: expected float, got str 'fast'" in message
     assert "train.epochz: unknown key" in message
-    assert "label.policy: 'gpt' is not one of ['simulated', 'transformers']" in message
+    assert "label.policy: 'gpt' is not one of ['openai', 'simulated', 'transformers']" in message
     assert "serving: unknown section" in message
 
 
@@ -61,3 +61,14 @@ def test_ints_are_accepted_as_floats_but_bools_are_not_ints():
 def test_missing_file_names_the_path(tmp_path):
     with pytest.raises(ConfigError, match="nope.yaml: not found"):
         load_params(tmp_path / "nope.yaml")
+
+
+def test_combine_weights_and_model_kind_are_checked():
+    with pytest.raises(ConfigError) as err:
+        params_from_dict({"combine": {"process_weight": -0.5, "outcome_weight": 0.0}, "train_orm": {"epochs": 0}})
+    message = str(err.value)
+    for expected in ("combine.process_weight: must be >= 0, got -0.5", "combine.process_weight + "
+                     "combine.outcome_weight must be > 0", "train_orm.epochs: must be > 0"):
+        assert expected in message
+    with pytest.raises(ConfigError, match=r"register.model_kind: 'orm' is not one of \['combined', 'prm'\]"):
+        params_from_dict({"register": {"model_kind": "orm"}})

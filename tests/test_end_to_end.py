@@ -24,11 +24,15 @@ def project(tmp_path_factory):
 def test_every_stage_wrote_its_outputs(project):
     for path in ("data/problems/train.jsonl", "data/problems/rejects.jsonl", "data/rollouts/test.jsonl",
                  "data/tokenized/train", "models/prm/prm_config.json", "reports/validation.json",
-                 "reports/train.json", "reports/metrics.json", "reports/plots/roc.json", "reports/registry.json",
+                 "reports/train.json", "models/orm/reward_config.json", "reports/train_orm.json",
+                 "reports/metrics.json", "reports/plots/roc.json", "reports/registry.json",
                  "dvc.lock"):
         assert (project / path).exists(), path
     metrics = json.loads((project / "reports/metrics.json").read_text())
     assert metrics["solutions"] == 12 * 4 and 0 <= metrics["step_auroc"] <= 1
+    assert metrics["compare_solutions"] == metrics["test_solutions"]
+    assert all(0 <= metrics[f"compare_{s}_solution_auroc"] <= 1 for s in ("zero_shot", "prm", "orm", "combined"))
+    assert "| combined PRM + ORM |" in (project / "reports/summary.md").read_text()
     assert json.loads((project / "reports/validation.json").read_text())["success"] is True
 
 
@@ -51,7 +55,7 @@ def test_registry_holds_champion_and_stage_runs_are_grouped(project):
     assert len(parents) == 1
     children = {r.data.tags["prmflow.stage"] for r in runs
                 if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id}
-    assert children == {"ingest", "label", "validate", "tokenize", "train", "evaluate", "register"}
+    assert children == {"ingest", "label", "validate", "tokenize", "train", "train_orm", "evaluate", "register"}
 
 
 @pytest.fixture(scope="module")
@@ -92,3 +96,33 @@ def test_bad_requests_get_a_400_that_names_the_field(server, payload, message):
     response = requests.post(f"{server}/invocations", json=payload, timeout=60)
     assert response.status_code == 400
     assert message in response.json()["message"]
+
+
+def test_register_with_model_kind_combined_logs_both_models(project):
+    """`register.model_kind: combined` (another params file, so the DVC state stays as the flow left it):
+    the version carries the ORM and answers the outcome score; the gate still compares the PRM's metric."""
+    import yaml
+    from mlflow import MlflowClient
+
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["register"]["model_kind"] = "combined"
+    (project / "params-combined.yaml").write_text(yaml.safe_dump(params))
+    before = json.loads((project / "reports/registry.json").read_text())
+    proc = run(["prmflow", "register", "--params", "params-combined.yaml"], project)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    record = json.loads((project / "reports/registry.json").read_text())
+    assert record["model_kind"] == "combined" and record["version"] == before["version"] + 1
+    assert not record["promoted"]  # the same PRM: its gate metric equals the champion's
+    assert record["gate"]["challenger"] == pytest.approx(record["gate"]["champion"], abs=1e-6)
+    client = MlflowClient(tracking_uri=f"sqlite:///{project}/mlflow/mlflow.db")
+    assert client.get_model_version("prm", str(record["version"])).tags["model_kind"] == "combined"
+    # `prmflow score` answers exactly what a server of that version answers.
+    proc = run(["prmflow", "score", "data/rollouts/test.jsonl", "--model", f"models:/prm/{record['version']}"],
+               project)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    predictions = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert len(predictions) == 12 * 4
+    for prediction in predictions:
+        assert 0 <= prediction["outcome_score"] <= 1
+        assert prediction["score"] == pytest.approx(0.7 * min(prediction["step_scores"])
+                                                    + 0.3 * prediction["outcome_score"])

@@ -6,10 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from prmflow.config import ConfigError, EvaluateParams, ModelParams, params_from_dict
-from prmflow.evaluate import evaluate_external, evaluate_solutions, in_validation, read_external
+from prmflow.config import CombineParams, ConfigError, EvaluateParams, ModelParams, params_from_dict
+from prmflow.evaluate import (
+    compare_scorers, comparison, evaluate_external, evaluate_solutions, in_validation, read_external,
+)
 
-from tiny_models import build_tiny_prm, log_version, tracking_store
+from tiny_models import build_tiny_orm, build_tiny_prm, log_version, tracking_store
 
 FIXTURES = Path(__file__).parent / "fixtures" / "evaluate"
 TINY_MODEL = ModelParams(vocab_size=300, hidden_size=16, num_layers=1, num_heads=2, intermediate_size=32,
@@ -48,6 +50,36 @@ def test_threshold_is_chosen_on_the_validation_problems_and_reported_on_the_othe
     assert (m["best_of_n_prm_min"], m["best_of_n_majority"], m["best_of_n_pass_at_1"], m["best_of_n_oracle"],
             m["best_of_n_n"]) == (1.0, 0.0, 0.5, 1.0, 2)
     assert (m["answers_repeated_right_share"], m["answers_repeated_wrong_share"]) == (0.0, 0.0)
+
+
+def test_comparison_scores_every_scorer_on_the_same_reported_solutions():
+    (t1, t2), (v1,) = problem_ids(False, 2), problem_ids(True)
+    rows = [rollout(t1, ["+", "-"], 1, "8", False), rollout(t1, ["+", "+"], -1, "7", True),
+            rollout(t2, ["-"], 0, "3", False), rollout(t2, ["+"], -1, "5", True),
+            rollout(v1, ["+"], -1, "1", True),   # validation part: not reported
+            rollout(t2, ["+"], -1, "5", True)]   # the ORM cannot score it: left out for every scorer
+    prm = [[0.9, 0.3], [0.8, 0.6], [0.7], [0.4], [0.5], [0.95]]
+    orm = [[0.6, 0.2], [0.5, 0.9], [0.35], [0.8], [0.1], []]
+    compared = comparison(prm, 0.5, orm, "min", CombineParams(process_weight=0.5, outcome_weight=0.5))
+    assert compared["combined"].solution == pytest.approx([0.25, 0.75, 0.525, 0.6, 0.3, None])
+    m = compare_scorers(rows, compared, validation_fraction=0.5)
+    assert m["compare_solutions"] == 4 and not any(k.startswith("compare_zero_shot") for k in m)
+    # PRM (min): right {0.6, 0.4} against wrong {0.3, 0.7}: 2 of 4 pairs ordered; N=2 picks r1 (right), r2 (wrong)
+    assert (m["compare_prm_solution_auroc"], m["compare_prm_best_of_n_at_1"], m["compare_prm_best_of_n_at_2"]) == (
+        0.5, 0.0, 0.5)
+    # steps {0.9, 0.8, 0.6, 0.4} `+` against {0.3, 0.7} `-`: 6 of 8; first errors at 0.5: 1 of 2 each way
+    assert (m["compare_prm_step_auroc"], m["compare_prm_first_error_f1"]) == (0.75, 0.5)
+    # ORM (last tag): right {0.9, 0.8} above wrong {0.2, 0.35}; its tags are values: a separate key, no F1
+    assert (m["compare_orm_solution_auroc"], m["compare_orm_best_of_n_at_2"], m["compare_orm_step_value_auroc"]) == (
+        1.0, 1.0, 1.0)
+    assert "compare_orm_step_auroc" not in m and "compare_orm_first_error_f1" not in m
+    assert (m["compare_combined_solution_auroc"], m["compare_combined_best_of_n_at_2"]) == (1.0, 1.0)
+    assert "compare_combined_step_auroc" not in m
+    # references at N=2: the vote ties go to the first (wrong) answer; sizes stop at 2 (r5 is out)
+    assert (m["compare_majority_best_of_n_at_2"], m["compare_pass_at_1_best_of_n_at_2"],
+            m["compare_oracle_best_of_n_at_2"]) == (0.0, 0.5, 1.0)
+    assert sorted(k for k in m if k.startswith("compare_prm_best_of_n")) == [
+        "compare_prm_best_of_n_at_1", "compare_prm_best_of_n_at_2"]
 
 
 def test_answer_agreement_counts_problems_where_two_samples_agree():
@@ -147,6 +179,7 @@ def test_stage_writes_metrics_plots_summary_and_adds_the_champion_when_there_is_
 
     write_jsonl(tmp_path / "data" / "rollouts" / "test.jsonl", labeled_rows)
     shutil.copytree(tiny_prm_dir, tmp_path / "models" / "prm")
+    build_tiny_orm(tmp_path / "models" / "orm", seed=6, max_length=TINY_MODEL.max_length)
     with tracking_store(tmp_path) as uri:
         params = params_from_dict({
             "base": {"data_dir": str(tmp_path / "data"), "models_dir": str(tmp_path / "models"),
@@ -166,11 +199,18 @@ def test_stage_writes_metrics_plots_summary_and_adds_the_champion_when_there_is_
         assert metrics["test_solutions"] + metrics["validation_solutions"] == metrics["solutions"] == len(labeled_rows)
         assert {"step_ece", "first_error_threshold", "zero_shot_first_error_f1", "zero_shot_step_auroc",
                 "external_bon_best_of_n_prm_min", "external_bon_solution_auroc", "external_pb_first_error_f1",
-                "best_of_n_prm_min_at_1", "best_of_n_prm_mean_at_2"} <= set(metrics)
+                "best_of_n_prm_min_at_1", "best_of_n_prm_mean_at_2", "compare_solutions"} <= set(metrics)
+        for scorer in ("zero_shot", "prm", "orm", "combined"):
+            assert {f"compare_{scorer}_solution_auroc", f"compare_{scorer}_best_of_n_at_1",
+                    f"compare_{scorer}_best_of_n_at_2"} <= set(metrics), scorer
+        assert {"compare_prm_step_auroc", "compare_zero_shot_step_auroc", "compare_orm_step_value_auroc"} <= set(
+            metrics)
+        assert metrics["compare_solutions"] == metrics["test_solutions"]  # every scorer scored every solution
         assert not any(k.startswith("champion_") for k in metrics)
         summary = (reports / "summary.md").read_text()
         assert "| zero-shot prompt (base model) |" in summary and "champion: skipped, no prm@champion" in summary
-        assert "ORM: not trained yet" in summary and "External set `pb`" in summary
+        assert "| trained ORM |" in summary and "| combined PRM + ORM |" in summary and "(values)" in summary
+        assert "ORM: its solution score is P(+) at the last step tag" in summary and "External set `pb`" in summary
         curve = json.loads((reports / "plots" / "best_of_n.json").read_text())
         assert [row["n"] for row in curve] == [1, 2, 3]
         for name in ("roc", "reliability", "best_of_n"):

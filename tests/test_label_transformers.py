@@ -9,22 +9,19 @@ import random
 
 import pytest
 
+from prmflow.completion_text import finish, prompt_text
 from prmflow.config import LabelParams
-from prmflow.hf_policy import TransformersPolicy, _StopAtFinalAnswer, finish, prompt_text
+from prmflow.hf_policy import TransformersPolicy, _StopAtFinalAnswer
 from prmflow.label import label_problem
 from prmflow.policy import Continuation
 from prmflow.step_labels import AnswerChecker, binary_search_labels, mc_labels
-from tiny_tokenizers import build_family
-
-PROBLEM = {"id": "p1", "problem": "Ava has 12 apples and buys 5 more. How many apples does she have?",
-           "answer": "17", "reference_steps": ["Ava has 12 + 5 = <<12+5=17>>17 apples.", "#### 17"]}
-CORPUS = [f"Question: Ava has {a} apples and buys {b} more.\nAnswer:\nShe has {a} + {b} = {a + b} apples.\n"
-          f"#### {a + b}\nThe answer is {a + b}." for a in range(1, 12) for b in range(1, 12)]
+from tiny_models import POLICY_PROBLEM as PROBLEM
+from tiny_models import build_tiny_policy_lm
 
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-    return build_family("gpt2", CORPUS, tmp_path_factory.mktemp("tiny-gpt2"), with_weights=True)
+    return build_tiny_policy_lm(tmp_path_factory.mktemp("tiny-gpt2"))
 
 
 def test_finish_keeps_the_steps_up_to_the_final_answer_line():
@@ -81,6 +78,7 @@ def test_labeling_with_the_transformers_policy_counts_calls_and_unparseable_answ
     # trajectory's prefixes (mc) or of one probe (binary_search): never more calls than sequences.
     assert policy.generate_calls <= result.policy_calls
     assert 0 <= result.unparseable_answers <= result.answer_checks
+    assert result.generated_tokens == policy.generated_tokens > 0  # the policy was fresh: all of its tokens
     if method == "mc":  # each completion, the trajectory's own answer, and the row's `correct` are checked
         assert result.answer_checks == result.policy_calls + 2
 
@@ -93,6 +91,7 @@ def test_methods_batch_their_prefixes_into_generate_calls(model_dir):
     assert (mc.policy_calls, policy.generate_calls) == (9, 3)  # 3 prefixes x 3 completions, 4 per generate
     assert len(mc.labels) == len(mc.values) == 4 and mc.labels[-1] == "-"  # 16 is not 17
     policy.generate_calls = 0
-    search = binary_search_labels(policy, PROBLEM, trajectory, 3, random.Random(0), AnswerChecker())
-    assert (search.policy_calls, policy.generate_calls) == (3 * len(search.probed), len(search.probed))
+    # The random model never reaches 17: each probe draws its first round (2) and then the last one.
+    search = binary_search_labels(policy, PROBLEM, trajectory, 3, random.Random(0), AnswerChecker(), first_round=2)
+    assert (search.policy_calls, policy.generate_calls) == (3 * len(search.probed), 2 * len(search.probed))
     assert len(search.probed) == 2 and search.labels[-1] == "-"

@@ -3,7 +3,9 @@
 Two small real PRMs (random weights, two seeds) are logged exactly as the register stage logs
 them, into a sqlite store under tmp. One server answers the contract, every bad-request case,
 truncation and a burst of malformed requests; `prmflow score` must print what it answers.
-Then a rollback must change which version a restarted server serves.
+Then a rollback must change which version a restarted server serves, and a combined model (a PRM
+and a trained ORM, logged as register logs `model_kind: combined`) must answer the outcome score and
+the weighted score computed in process.
 """
 
 import json
@@ -13,7 +15,7 @@ import pytest
 import requests
 
 from prmflow.model_server import model_server
-from tiny_models import build_tiny_prm, log_version, server_env, tracking_store
+from tiny_models import build_tiny_orm, build_tiny_prm, log_version, server_env, tracking_store
 
 LIMITS = {"max_solutions_per_request": 4, "max_steps_per_solution": 12}
 PROBLEM = "Ava has 3 apples. Then Ava buys 2 more apples. How many apples does Ava have at the end?"
@@ -132,3 +134,38 @@ def test_rollback_changes_what_a_restarted_server_serves(store):
                 for v in (first, second)]
     assert served_first == pytest.approx(expected[0], abs=1e-6)
     assert served_second == pytest.approx(expected[1], abs=1e-6)
+
+
+def test_combined_model_serves_the_outcome_score_and_the_weighted_score(store, server, tmp_path, capsys):
+    from prmflow.cli import main
+    from prmflow.metrics import aggregate, predicted_first_error
+    from prmflow.modeling import ProcessRewardModel
+    from prmflow.rewards import TrainedOutcomeRewardModel
+
+    root = store["root"]
+    prm_dir, orm_dir = root / "seed0", build_tiny_orm(root / "orm", seed=2)
+    version = log_version(prm_dir, "prm-combined", orm_dir, process_weight=0.6, outcome_weight=0.4, **LIMITS)
+    prm, orm = ProcessRewardModel(prm_dir), TrainedOutcomeRewardModel(orm_dir)
+    plain = invoke(server, {"inputs": SOLUTIONS[:1]}).json()["predictions"][0]
+    assert set(plain) == {"step_scores", "score", "first_error", "scored_steps"}  # the PRM alone: no outcome
+    with model_server(f"models:/prm-combined/{version}", server_env(store["uri"]), root,
+                      root / "combined.log") as url:
+        served = {}
+        for how in ("min", "mean"):
+            response = invoke(url, {"inputs": SOLUTIONS, "params": {"aggregation": how}})
+            assert response.status_code == 200, response.text
+            served[how] = response.json()["predictions"]
+            for solution, prediction in zip(SOLUTIONS, served[how]):
+                steps = prm.get_rewards_for_steps(solution["problem"], solution["steps"])
+                outcome = orm.get_reward_for_problem_solution(solution["problem"], solution["steps"])
+                assert prediction["step_scores"] == pytest.approx(steps, abs=1e-5)  # the PRM's, as before
+                assert prediction["first_error"] == predicted_first_error(prediction["step_scores"], 0.5)
+                assert prediction["outcome_score"] == pytest.approx(outcome, abs=1e-5)
+                assert abs(prediction["outcome_score"] - steps[-1]) > 1e-4  # another model than the PRM
+                assert prediction["score"] == pytest.approx(0.6 * aggregate(steps, how) + 0.4 * outcome, abs=1e-5)
+        bad = invoke(url, {"inputs": [{"problem": "p", "steps": ["a", " "]}]})
+        assert bad.status_code == 400 and "inputs[0].steps[1]: empty step" in bad.json()["message"]
+    path = tmp_path / "solutions.jsonl"
+    path.write_text("".join(json.dumps(s) + "\n" for s in SOLUTIONS))
+    main(["score", str(path), "--model", f"models:/prm-combined/{version}", "--aggregation", "mean"])
+    assert [json.loads(line) for line in capsys.readouterr().out.splitlines()] == served["mean"]

@@ -19,12 +19,13 @@ def tokenizer_and_format(labeled_rows):
 def test_step_tags_equal_labels_for_every_example(labeled_rows, tokenizer_and_format):
     tokenizer, fmt = tokenizer_and_format
     tricky = {"id": "t", "problem": "A - B +", "steps": TRICKY_STEPS,
-              "labels": ["+", "-"] * 3 + ["+"], "values": [1.0, 0.0] * 3 + [1.0]}
+              "labels": ["+", "-"] * 3 + ["+"], "values": [1.0, 0.0] * 3 + [1.0], "correct": False}
     for row in labeled_rows + [tricky]:
         out = tokenize_row(tokenizer, fmt, row)
         assert out["input_ids"].count(fmt.step_tag_id) == len(out["hard_targets"]) == len(row["labels"])
         assert out["hard_targets"] == [1.0 if x == "+" else 0.0 for x in row["labels"]]
         assert out["soft_targets"] == row["values"]
+        assert out["correct"] is row["correct"]  # the outcome reward model's target (train_orm)
 
 
 def test_the_tag_is_one_token_and_digits_are_split(tokenizer_and_format):
@@ -48,7 +49,8 @@ def test_truncation_drops_whole_trailing_steps(tokenizer_and_format):
     assert short.input_ids.count(fmt.step_tag_id) == short.num_steps
 
     tiny_fmt = type(fmt)(**{**fmt.__dict__, "max_length": 3})
-    row = {"id": "r", "problem": "Problem.", "steps": steps, "labels": ["+"] * 10, "values": [1.0] * 10}
+    row = {"id": "r", "problem": "Problem.", "steps": steps, "labels": ["+"] * 10, "values": [1.0] * 10,
+           "correct": True}
     kept, counts = tokenize_rows(tokenizer, tiny_fmt, [row])
     assert kept == [] and counts == {"examples": 0, "dropped_examples": 1, "dropped_steps": 10,
                                      "truncated_problems": 0}
@@ -58,7 +60,8 @@ def test_a_long_problem_keeps_its_tail_when_configured(tokenizer_and_format):
     tokenizer, fmt = tokenizer_and_format
     problem = " ".join(f"fact {i} is {i * 7}." for i in range(40)) + " How many apples are left?"
     steps = ["3 + 4 = 7", "7 - 2 = 5"]
-    row = {"id": "long", "problem": problem, "steps": steps, "labels": ["+", "-"], "values": [1.0, 0.0]}
+    row = {"id": "long", "problem": problem, "steps": steps, "labels": ["+", "-"], "values": [1.0, 0.0],
+           "correct": False}
     first_step = len(tokenizer.encode("Step 1: 3 + 4 = 7", add_special_tokens=False)) + 1
     limit = first_step + 1 + 20  # bos + first step + 20 tokens of the problem: the rest must go
     dropping = type(fmt)(**{**fmt.__dict__, "max_length": limit})

@@ -19,7 +19,7 @@ TRICKY = {"id": "tricky", "problem": "Ann has 3 + 4 - 1 apples.  ",
           "steps": ["ends with a space ", "ends with a newline\n", "ends with digits 42", "ends with +",
                     "ends with -", "3 + 4 = <<3+4=7>>7", "  ", "7 - 1 = 6-", "+"],
           "labels": ["+", "-", "+", "-", "+", "-", "+", "-", "+"],
-          "values": [1.0, 0.0, 0.75, 0.0, 1.0, 0.25, 1.0, 0.0, 0.5]}
+          "values": [1.0, 0.0, 0.75, 0.0, 1.0, 0.25, 1.0, 0.0, 0.5], "correct": False}
 
 
 @pytest.fixture(scope="module", params=FAMILIES)

@@ -1,7 +1,8 @@
-"""Small real PRMs and a throwaway MLflow store, for the registry and serving tests.
+"""Small real PRMs, a tiny policy LM and a throwaway MLflow store, for the registry, serving and policy tests.
 
 The models are untrained (random weights from a seed): what these tests check is packaging,
-the registry and the server, and two seeds give two versions whose scores differ.
+the registry, the servers and the policies' mechanics, and two seeds give two PRM versions
+whose scores differ.
 """
 
 from __future__ import annotations
@@ -12,6 +13,19 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from conftest import BIN
+
+
+POLICY_PROBLEM = {"id": "p1", "problem": "Ava has 12 apples and buys 5 more. How many apples does she have?",
+                  "answer": "17", "reference_steps": ["Ava has 12 + 5 = <<12+5=17>>17 apples.", "#### 17"]}
+POLICY_CORPUS = [f"Question: Ava has {a} apples and buys {b} more.\nAnswer:\nShe has {a} + {b} = {a + b} apples.\n"
+                 f"#### {a + b}\nThe answer is {a + b}." for a in range(1, 12) for b in range(1, 12)]
+
+
+def build_tiny_policy_lm(directory: Path) -> Path:
+    """A random GPT-2 (one layer) with a byte-level tokenizer trained on POLICY_CORPUS, saved as a model dir."""
+    from tiny_tokenizers import build_family
+
+    return build_family("gpt2", POLICY_CORPUS, directory, with_weights=True)
 
 
 def build_tiny_prm(directory: Path, seed: int, max_length: int = 192) -> Path:
@@ -31,6 +45,14 @@ def build_tiny_prm(directory: Path, seed: int, max_length: int = 192) -> Path:
     model.save_pretrained(directory)
     tokenizer.save_pretrained(directory)
     save_prompt_format(prompt_format(tokenizer, params), directory)
+    return directory
+
+
+def build_tiny_orm(directory: Path, seed: int, max_length: int = 192) -> Path:
+    """A tiny PRM-architecture model saved as a trained (tag-mode) outcome reward model, as train_orm saves one."""
+    from prmflow.rewards import write_outcome_config
+
+    write_outcome_config(build_tiny_prm(directory, seed, max_length))
     return directory
 
 
@@ -56,8 +78,9 @@ def tracking_store(root: Path) -> Iterator[str]:
             os.environ["MLFLOW_TRACKING_URI"] = previous_env
 
 
-def log_version(model_dir: Path, name: str = "prm", **serving) -> str:
-    """Log `model_dir` exactly as the register stage does and register it; return the version."""
+def log_version(model_dir: Path, name: str = "prm", outcome_dir: Path | None = None, **serving) -> str:
+    """Log `model_dir` (with `outcome_dir`: a combined model) exactly as the register stage does and
+    register it; return the version."""
     import dataclasses
 
     import mlflow
@@ -66,7 +89,7 @@ def log_version(model_dir: Path, name: str = "prm", **serving) -> str:
     from prmflow.serving import ServingConfig
 
     with mlflow.start_run():
-        info = log_prm(model_dir, dataclasses.asdict(ServingConfig(**serving)), name)
+        info = log_prm(model_dir, dataclasses.asdict(ServingConfig(**serving)), name, outcome_dir)
     return str(info.registered_model_version)
 
 

@@ -18,6 +18,7 @@ TINY = {
     "label": {"trajectories_per_problem": 4, "completions_per_step": 4},
     "model": {"vocab_size": 320, "hidden_size": 32, "num_layers": 1, "num_heads": 2, "intermediate_size": 64},
     "train": {"epochs": 2.0, "batch_size": 8},
+    "train_orm": {"epochs": 2.0},
 }
 
 

@@ -2,12 +2,12 @@
 
 __version__ = "0.1.0"
 
-STAGES = ("ingest", "label", "validate", "tokenize", "train", "evaluate", "register")
+STAGES = ("ingest", "label", "validate", "tokenize", "train", "train_orm", "evaluate", "register")
 
 
 # The public reward-model API (prmflow.rewards); its tag-mode ProcessRewardModel extends modeling's.
-REWARD_API = ("ProcessRewardModel", "ZeroShotProcessRewardModel", "OutcomeRewardModel", "CombinedRewardModel",
-              "EnsembleRewardModel", "load_reward_model", "reward_function", "shaped_reward")
+REWARD_API = ("ProcessRewardModel", "ZeroShotProcessRewardModel", "OutcomeRewardModel", "TrainedOutcomeRewardModel",
+              "CombinedRewardModel", "EnsembleRewardModel", "load_reward_model", "reward_function", "shaped_reward")
 
 
 def __getattr__(name: str):

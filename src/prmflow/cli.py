@@ -1,6 +1,6 @@
 """`prmflow <stage>`: run one pipeline stage from params.yaml (this is each dvc.yaml `cmd`).
 
-    prmflow ingest | label | validate | tokenize | train | evaluate | register
+    prmflow ingest | label | validate | tokenize | train | train_orm | evaluate | register
     prmflow score solutions.jsonl --model models:/prm@champion   # score a JSON-lines file as the server does
     prmflow promote VERSION --reason "..."                        # move @champion by hand
     prmflow rollback --reason "..."                               # move @champion back to its previous version

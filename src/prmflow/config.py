@@ -72,8 +72,9 @@ class IngestParams:
 class LabelParams:
     policy: str = field(
         default="simulated",
-        metadata={"help": "Rollout policy: simulated (offline, knows its true first error) or transformers "
-                          "(a local causal LM in label.model_dir)."},
+        metadata={"help": "Rollout policy: simulated (offline, knows its true first error), transformers "
+                          "(a local causal LM in label.model_dir) or openai (an OpenAI-compatible /v1/completions "
+                          "server at label.endpoint, e.g. vLLM)."},
     )
     method: str = field(
         default="mc",
@@ -84,6 +85,17 @@ class LabelParams:
     completions_per_step: int = field(
         default=8, metadata={"help": "Completions sampled from each step prefix (Math-Shepherd's N)."}
     )
+    compare_methods_on: int = field(
+        default=200,
+        metadata={"help": "simulated policy: also label this many train problems with every method and report "
+                          "their agreement with the true first error and calls (reports/labeling.json); 0: off."},
+    )
+    first_round_completions: int = field(
+        default=2,
+        metadata={"help": "binary_search: completions drawn first at a probed prefix; the rest of "
+                          "completions_per_step only if none of these reaches the answer (same hard label, "
+                          "fewer calls: bench/labeling.py)."},
+    )
     slip_rate: float = field(
         default=0.15, metadata={"help": "Per-step probability that the simulated policy slips."}
     )
@@ -93,14 +105,42 @@ class LabelParams:
     model_dir: str = field(
         default="", metadata={"help": "transformers policy: local model directory (tokenizer + causal LM)."}
     )
+    gguf_file: str = field(
+        default="", metadata={"help": "transformers policy: a GGUF file in label.model_dir to load (dequantized) "
+                                      "instead of a transformers checkpoint, e.g. SmolLM2-135M-Instruct.Q4_1.gguf."}
+    )
     max_new_tokens: int = field(
-        default=256, metadata={"help": "transformers policy: most tokens generated per completion."}
+        default=256, metadata={"help": "transformers and openai policies: most tokens generated per completion."}
     )
     temperature: float = field(
-        default=0.7, metadata={"help": "transformers policy: sampling temperature; 0 decodes greedily."}
+        default=0.7, metadata={"help": "transformers and openai policies: sampling temperature; 0 decodes greedily."}
     )
     batch_size: int = field(
         default=16, metadata={"help": "transformers policy: prompts (prefix completions) per generate call."}
+    )
+    endpoint: str = field(
+        default="", metadata={"help": "openai policy: base URL of the server, e.g. http://127.0.0.1:8000/v1."}
+    )
+    model_name: str = field(
+        default="", metadata={"help": "openai policy: model id sent with each request; empty sends none "
+                                      "(a server that serves one model uses it)."}
+    )
+    concurrency: int = field(default=8, metadata={"help": "openai policy: requests in flight at once."})
+    request_timeout_s: float = field(
+        default=120.0, metadata={"help": "openai policy: seconds a request waits on the server (to connect, or "
+                                         "for the next bytes of its answer) before it is retried."}
+    )
+    max_retries: int = field(
+        default=5, metadata={"help": "openai policy: retries of a request after a connection error, timeout, "
+                                     "429 or 5xx; other 4xx answers fail at once."}
+    )
+    retry_backoff_s: float = field(
+        default=1.0, metadata={"help": "openai policy: wait before the first retry; doubled each retry "
+                                       "(capped at 30 s), with random jitter."}
+    )
+    api_key_env: str = field(
+        default="", metadata={"help": "openai policy: name of the environment variable holding the API key, "
+                                      "sent as a Bearer token; empty sends none."}
     )
 
 
@@ -185,6 +225,26 @@ class TrainParams:
 
 
 @dataclass
+class TrainOrmParams:
+    epochs: float = field(
+        default=2.0,
+        metadata={"help": "Passes over the training set for the outcome reward model (stage train_orm); it "
+                          "replaces train.epochs, every other train.* and model.* value is shared with the PRM."},
+    )
+
+
+@dataclass
+class CombineParams:
+    process_weight: float = field(
+        default=0.7,
+        metadata={"help": "Combined score = this x PRM aggregate (P(+)) + outcome_weight x ORM P(correct)."},
+    )
+    outcome_weight: float = field(
+        default=0.3, metadata={"help": "Weight of the trained ORM's score in the combined score (evaluate, register)."}
+    )
+
+
+@dataclass
 class EvaluateParams:
     threshold: float = field(default=0.5, metadata={"help": "Step score below this predicts '-'."})
     aggregation: str = field(default="min", metadata={"help": "Step-score aggregation for best-of-N."})
@@ -231,6 +291,11 @@ class RegisterParams:
     max_steps_per_solution: int = field(
         default=64, metadata={"help": "Served model: more steps in one solution is a 400."}
     )
+    model_kind: str = field(
+        default="prm",
+        metadata={"help": "What is registered and served: prm (models/prm alone) or combined (models/prm and "
+                          "models/orm, score = combine weights; the response adds outcome_score)."},
+    )
 
 
 @dataclass
@@ -241,15 +306,18 @@ class Params:
     validate: ValidateParams = field(default_factory=ValidateParams)
     model: ModelParams = field(default_factory=ModelParams)
     train: TrainParams = field(default_factory=TrainParams)
+    train_orm: TrainOrmParams = field(default_factory=TrainOrmParams)
+    combine: CombineParams = field(default_factory=CombineParams)
     evaluate: EvaluateParams = field(default_factory=EvaluateParams)
     register: RegisterParams = field(default_factory=RegisterParams)
 
 
 # Values that are only legal from a fixed set; checked after types.
 CHOICES = {
-    ("label", "policy"): {"simulated", "transformers"},
+    ("label", "policy"): {"simulated", "transformers", "openai"},
     ("label", "method"): {"mc", "binary_search"},
     ("train", "label_type"): {"hard", "soft"},
+    ("register", "model_kind"): {"prm", "combined"},
     ("evaluate", "aggregation"): {"min", "prod", "last", "mean"},
     # Higher-is-better keys of reports/metrics.json.
     ("register", "gate_metric"): {"first_error_f1", "step_auroc", "negative_f1", "step_accuracy",
@@ -307,10 +375,13 @@ def _check_ranges(p: Params, problems: list[str]) -> None:
         ("ingest.min_steps", p.ingest.min_steps), ("ingest.max_operand", p.ingest.max_operand),
         ("label.trajectories_per_problem", p.label.trajectories_per_problem),
         ("label.completions_per_step", p.label.completions_per_step),
+        ("label.first_round_completions", p.label.first_round_completions),
         ("label.max_new_tokens", p.label.max_new_tokens), ("label.batch_size", p.label.batch_size),
+        ("label.concurrency", p.label.concurrency), ("label.request_timeout_s", p.label.request_timeout_s),
         ("model.hidden_size", p.model.hidden_size), ("model.num_layers", p.model.num_layers),
         ("model.num_heads", p.model.num_heads), ("model.max_length", p.model.max_length),
         ("train.batch_size", p.train.batch_size), ("train.epochs", p.train.epochs),
+        ("train_orm.epochs", p.train_orm.epochs),
         ("train.learning_rate", p.train.learning_rate), ("base.num_threads", p.base.num_threads),
         ("train.negative_class_weight", p.train.negative_class_weight),
         ("train.gradient_accumulation_steps", p.train.gradient_accumulation_steps),
@@ -352,13 +423,23 @@ def _check_ranges(p: Params, problems: list[str]) -> None:
         problems.append(
             f"model.hidden_size: {p.model.hidden_size} is not divisible by model.num_heads {p.model.num_heads}"
         )
+    weights = [("combine.process_weight", p.combine.process_weight),
+               ("combine.outcome_weight", p.combine.outcome_weight)]
+    problems += [f"{name}: must be >= 0, got {value!r}" for name, value in weights if value < 0]
+    if p.combine.process_weight + p.combine.outcome_weight <= 0:
+        problems.append("combine.outcome_weight: combine.process_weight + combine.outcome_weight must be > 0")
     if p.register.alias == p.register.challenger_alias:
         problems.append(f"register.challenger_alias: must differ from register.alias {p.register.alias!r}")
     problems += [f"{name}: must be >= 0, got {value!r}" for name, value in
                  [("train.lora_r", p.train.lora_r), ("train.save_steps", p.train.save_steps),
-                  ("label.temperature", p.label.temperature)] if value < 0]
+                  ("label.temperature", p.label.temperature), ("label.max_retries", p.label.max_retries),
+                  ("label.retry_backoff_s", p.label.retry_backoff_s),
+                  ("label.compare_methods_on", p.label.compare_methods_on)] if value < 0]
     if p.label.policy == "transformers" and not p.label.model_dir:
         problems.append("label.model_dir: the transformers policy needs a local model directory")
+    if p.label.policy == "openai" and not p.label.endpoint.startswith(("http://", "https://")):
+        problems.append(f"label.endpoint: the openai policy needs the server's base URL (http://host:port/v1), "
+                        f"got {p.label.endpoint!r}")
     if p.model.positive_token == p.model.negative_token:
         problems.append("model.negative_token: must differ from model.positive_token")
     if "{step}" not in p.model.step_template:

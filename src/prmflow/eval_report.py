@@ -11,7 +11,11 @@ from pathlib import Path
 
 from prmflow.metrics import AGGREGATIONS
 
-LABELS = {"prm": "trained PRM", "zero_shot": "zero-shot prompt (base model)", "champion": "registry champion"}
+LABELS = {"prm": "trained PRM", "zero_shot": "zero-shot prompt (base model)", "champion": "registry champion",
+          "orm": "trained ORM", "combined": "combined PRM + ORM"}
+# Rows of the comparison table, in order, then the scorer-free reference rows (best-of-N columns only).
+COMPARED = ("zero_shot", "prm", "orm", "combined")
+REFERENCES = {"majority": "majority vote", "pass_at_1": "pass@1 (random sample)", "oracle": "oracle pass@N"}
 
 
 def write_plots(evaluations: dict, directory: Path) -> list[Path]:
@@ -78,8 +82,34 @@ def _cell(value: float) -> str:
     return "n/a" if value != value else f"{value:.3f}"
 
 
-def summary_markdown(evaluations: dict, externals: dict[str, dict], notes: list[str]) -> str:
-    """Scorers side by side on the reported split, then best-of-N by N, then each external set."""
+def comparison_markdown(metrics: dict[str, float]) -> list[str]:
+    """The `compare_*` metrics as a table: one row per scorer, then the best-of-N references."""
+    sizes = sorted(int(k.rsplit("_", 1)[1]) for k in metrics if k.startswith("compare_prm_best_of_n_at_"))
+    lines = ["", f"Comparison on the same {metrics['compare_solutions']} reported-part solutions (best-of-N: first "
+                 f"N samples of each problem; the ORM's step AUROC is of its value estimates):", "",
+             "| scorer | solution AUROC | " + " | ".join(f"best-of-{n}" for n in sizes)
+             + " | step AUROC | first-error F1 |", "|---" * (len(sizes) + 4) + "|"]
+    nan = float("nan")
+    for name in COMPARED:
+        if f"compare_{name}_solution_auroc" not in metrics:
+            continue
+        if f"compare_{name}_step_value_auroc" in metrics:  # the ORM: value estimates, labelled as such
+            step = f"{_cell(metrics[f'compare_{name}_step_value_auroc'])} (values)"
+        else:
+            step = _cell(metrics.get(f"compare_{name}_step_auroc", nan))
+        lines.append(f"| {LABELS[name]} | {_cell(metrics[f'compare_{name}_solution_auroc'])} | "
+                     + " | ".join(_cell(metrics[f"compare_{name}_best_of_n_at_{n}"]) for n in sizes)
+                     + f" | {step} | {_cell(metrics.get(f'compare_{name}_first_error_f1', nan))} |")
+    for key, label in REFERENCES.items():
+        lines.append(f"| {label} | | " + " | ".join(_cell(metrics[f"compare_{key}_best_of_n_at_{n}"]) for n in sizes)
+                     + " | | |")
+    return lines
+
+
+def summary_markdown(evaluations: dict, externals: dict[str, dict], notes: list[str],
+                     metrics: dict[str, float] | None = None) -> str:
+    """Scorers side by side on the reported split, the PRM/ORM/combined comparison when `metrics` holds it,
+    then best-of-N by N, then each external set."""
     prm = evaluations["prm"].metrics
     n = prm["best_of_n_n"]
     lines = [
@@ -96,6 +126,8 @@ def summary_markdown(evaluations: dict, externals: dict[str, dict], notes: list[
         lines.append(f"| {LABELS[key]} | {_cell(m['step_auroc'])} | {_cell(m['step_ece'])} | "
                      f"{_cell(m['negative_f1'])} | {_cell(m['first_error_f1'])} ({m['first_error_threshold']:.3f}) "
                      f"| {_cell(m.get('best_of_n_prm_min', float('nan')))} |")
+    if metrics and "compare_solutions" in metrics:
+        lines += comparison_markdown(metrics)
     table = evaluations["prm"].best_of_n
     lines += ["", "Best-of-N accuracy (first N samples of each problem):", "",
               "| N | " + " | ".join(f"PRM {how}" for how in AGGREGATIONS) + " | majority | pass@1 | oracle |",

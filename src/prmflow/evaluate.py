@@ -1,6 +1,6 @@
 """Stage `evaluate`: score the held-out rollouts with the trained PRM and its baselines.
 
-    prmflow evaluate          # reads params.yaml: base, model, evaluate, register.model_name/alias
+    prmflow evaluate          # reads params.yaml: base, model, evaluate, combine, register.model_name/alias
 
 The held-out problems are split by a hash of their id: on the validation part the first-error
 threshold is chosen (ProcessBench protocol: best first-error F1), every number is reported on
@@ -11,6 +11,12 @@ best-of-N for N = 1, 2, 4, ... (the first N samples of each problem) under each 
 beside pass@1, majority vote and oracle pass@N. The same numbers for the zero-shot verification
 prompt on the untrained base model and for the registry's champion go in the same report with
 the prefixes `zero_shot_` and `champion_`; `evaluate.external` files get `external_<name>_`.
+
+The comparison (`compare_<scorer>_*`) puts the zero-shot verification prompt, the trained PRM, the
+trained ORM (models/orm) and the combined score (`combine` weights x the PRM's aggregate and the ORM's
+P(correct)) side by side on the same reported-part solutions: solution-level correctness AUROC,
+best-of-N at N = 1, 2, 4, ..., and, where a scorer has step scores, step AUROC and first-error F1
+(the ORM's per-tag scores are value estimates: `compare_orm_step_value_auroc`).
 
 Writes `reports/metrics.json` (flat, for `dvc metrics diff`), `reports/plots/{roc,reliability,
 best_of_n}.json` (DVC plots), PNG plots and `reports/summary.md` (eval_report.py), and logs them
@@ -24,10 +30,10 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from prmflow.config import EvaluateParams, Params
+from prmflow.config import CombineParams, EvaluateParams, Params
 from prmflow.metrics import (
-    AGGREGATIONS, aggregate, auroc, best_of_n_curve, choose_threshold, expected_calibration_error, first_error_f1,
-    powers_of_two_up_to, predicted_first_error, reliability_bins, roc_points, step_metrics,
+    AGGREGATIONS, aggregate, auroc, best_of_n_curve, choose_threshold, combine, expected_calibration_error,
+    first_error_f1, powers_of_two_up_to, predicted_first_error, reliability_bins, roc_points, step_metrics,
 )
 
 EXTERNAL_FORMATS = {
@@ -59,13 +65,18 @@ def scored_first_error(row: dict, scores: list[float]) -> int:
     return row["first_error"] if row["first_error"] < len(scores) else -1
 
 
-def best_of_n_groups(pairs: list[tuple[dict, list[float]]], how: str) -> list[list[tuple[float, str, bool]]]:
-    """Per problem, in file order: (aggregated score, answer, correct) of each sampled solution."""
+def solution_groups(pairs: list[tuple[dict, float]]) -> list[list[tuple[float, str, bool]]]:
+    """Per problem, in file order: (solution score, answer, correct) of each sampled solution."""
     groups: dict[str, list] = defaultdict(list)
-    for row, scores in pairs:
+    for row, score in pairs:
         groups[str(row.get("problem_id", row["problem"]))].append(
-            (aggregate(scores, how), str(row["predicted_answer"]), bool(row["correct"])))
+            (score, str(row["predicted_answer"]), bool(row["correct"])))
     return list(groups.values())
+
+
+def best_of_n_groups(pairs: list[tuple[dict, list[float]]], how: str) -> list[list[tuple[float, str, bool]]]:
+    """`solution_groups` with each solution scored by aggregating its step scores."""
+    return solution_groups([(row, aggregate(scores, how)) for row, scores in pairs])
 
 
 def best_of_n_table(pairs: list[tuple[dict, list[float]]]) -> dict[int, dict[str, float]]:
@@ -139,6 +150,73 @@ def evaluate_scores(rows: list[dict], scores: list[list[float]], params: Evaluat
     return evaluate_solutions(rows, scores, params).metrics
 
 
+@dataclass
+class Compared:
+    """One scorer of the comparison: a score per held-out solution (None: not scored) and its step scores."""
+
+    solution: list[float | None]
+    steps: list[list[float]] | None = None
+    step_metric: str = "step_auroc"  # the ORM's per-tag P(+) are value estimates: "step_value_auroc"
+    threshold: float | None = None   # first-error threshold chosen on the validation part (step scorers)
+
+
+def compare_scorers(rows: list[dict], compared: dict[str, Compared], validation_fraction: float) -> dict[str, float]:
+    """`compare_*` metrics of every scorer on the same solutions: the reported part, scored by all of them.
+
+    Solution-level correctness AUROC and best-of-N by N (the selection of the best-of-N table); step AUROC
+    and first-error F1 where a scorer has step scores. Majority vote, pass@1 and oracle at each N beside them.
+    """
+    scored = [i for i in range(len(rows)) if all(c.solution[i] is not None for c in compared.values())]
+    test = [i for i in scored if not in_validation(rows[i]["problem_id"], validation_fraction)]
+    if not test or len(test) == len(scored):  # too few problems to split: reported on all, as evaluate_solutions
+        test = scored
+    correct = [bool(rows[i]["correct"]) for i in test]
+    metrics: dict[str, float] = {"compare_solutions": len(test)}
+    curve: dict[int, dict[str, float]] = {}
+    for name, c in compared.items():
+        pairs = [(rows[i], c.solution[i]) for i in test]
+        metrics[f"compare_{name}_solution_auroc"] = auroc([score for _, score in pairs], correct)
+        groups = solution_groups(pairs)
+        curve = best_of_n_curve(groups, powers_of_two_up_to(max((len(g) for g in groups), default=0)))
+        metrics |= {f"compare_{name}_best_of_n_at_{n}": result["prm"] for n, result in curve.items()}
+        if c.steps is not None:
+            labels = [label == "+" for i in test for label in rows[i]["labels"][: len(c.steps[i])]]
+            metrics[f"compare_{name}_{c.step_metric}"] = auroc([x for i in test for x in c.steps[i]], labels)
+        if c.threshold is not None:
+            metrics[f"compare_{name}_first_error_f1"] = first_error_f1(
+                [predicted_first_error(c.steps[i], c.threshold) for i in test],
+                [scored_first_error(rows[i], c.steps[i]) for i in test])["first_error_f1"]
+    for n, result in curve.items():  # scorer-free: the same for every scorer's groups
+        metrics |= {f"compare_{k}_best_of_n_at_{n}": result[k] for k in ("majority", "pass_at_1", "oracle")}
+    return metrics
+
+
+def comparison(prm: list[list[float]], prm_threshold: float, orm: list[list[float]], aggregation: str,
+               weights: CombineParams, zero_shot: tuple[list[list[float]], float] | None = None) -> dict[str, Compared]:
+    """The scorers of the comparison from their step scores (the ORM's: values at each tag) and the
+    first-error thresholds chosen for them; `zero_shot` is (its step scores, its threshold), if run.
+
+    PRM and zero-shot solutions are scored by `aggregation` of their steps, the ORM by its last tag, and
+    the combined score is `combine` of those two probabilities.
+    """
+    def solution(scores: list[list[float]], score) -> list[float | None]:
+        return [score(s) if s else None for s in scores]
+
+    prm_solution = solution(prm, lambda s: aggregate(s, aggregation))
+    orm_solution = solution(orm, lambda s: s[-1])
+    compared = {}
+    if zero_shot is not None:
+        steps, threshold = zero_shot
+        compared["zero_shot"] = Compared(solution(steps, lambda s: aggregate(s, aggregation)), steps,
+                                         threshold=threshold)
+    compared["prm"] = Compared(prm_solution, prm, threshold=prm_threshold)
+    compared["orm"] = Compared(orm_solution, orm, step_metric="step_value_auroc")
+    compared["combined"] = Compared([None if p is None or o is None else
+                                     combine(p, o, weights.process_weight, weights.outcome_weight)
+                                     for p, o in zip(prm_solution, orm_solution)])
+    return compared
+
+
 def baseline_metrics(prefix: str, evaluation: Evaluation) -> dict[str, float]:
     return {f"{prefix}_{k}": v for k, v in evaluation.metrics.items() if not k.startswith(SCORER_FREE)}
 
@@ -199,21 +277,31 @@ def main(params: Params) -> None:
     from prmflow.eval_report import summary_markdown, write_plots
     from prmflow.jsonl import read_jsonl, write_json
     from prmflow.modeling import ProcessRewardModel
+    from prmflow.rewards import TrainedOutcomeRewardModel
     from prmflow.tracking import stage_run
     from prmflow.zero_shot import ZeroShotVerifier
 
     torch.set_num_threads(params.base.num_threads)
     e = params.evaluate
     reports, model_dir = Path(params.base.reports_dir), Path(params.base.models_dir) / "prm"
+    orm_dir = Path(params.base.models_dir) / "orm"
+    if not orm_dir.is_dir():
+        raise FileNotFoundError(f"{orm_dir}: no trained outcome reward model (run `prmflow train_orm` first)")
     rows = read_jsonl(Path(params.base.data_dir) / "rollouts" / "test.jsonl",
                       required=("problem_id", "problem", "steps", "labels", "first_error", "correct"))
     externals = [(spec, read_external(spec)) for spec in e.external]
     solutions = [(r["problem"], r["steps"]) for r in rows]
     with stage_run(params.base, "evaluate", e):
         prm = ProcessRewardModel(model_dir)
-        evaluations = {"prm": evaluate_solutions(rows, prm.score_batch(solutions, e.batch_size), e)}
+        prm_scores = prm.score_batch(solutions, e.batch_size)
+        evaluations = {"prm": evaluate_solutions(rows, prm_scores, e)}
         metrics = dict(evaluations["prm"].metrics)
-        notes = ["ORM: not trained yet (no outcome reward model in the pipeline), so no ORM row."]
+        orm_scores = TrainedOutcomeRewardModel.load(orm_dir).score_batch(solutions, e.batch_size)
+        zero_shot = None  # (step scores, first-error threshold) of the zero-shot baseline, when it runs
+        notes = [f"ORM: its solution score is P(+) at the last step tag; its earlier tags are value estimates "
+                 f"(P(the solution ends correct | prefix)), so its step AUROC is against step labels it was not "
+                 f"trained on. Combined = {params.combine.process_weight} x PRM {e.aggregation} + "
+                 f"{params.combine.outcome_weight} x ORM (both probabilities)."]
         if metrics.get(f"best_of_n_prm_{e.aggregation}", 1.0) < metrics.get("best_of_n_majority", 0.0):
             notes.append(
                 f"majority vote ({metrics['best_of_n_majority']:.3f}) beats PRM best-of-{metrics['best_of_n_n']} "
@@ -225,7 +313,9 @@ def main(params: Params) -> None:
         if e.zero_shot_baseline:
             started = time.perf_counter()
             verifier = ZeroShotVerifier.untrained_base(params.model, model_dir, params.base.seed)
-            evaluations["zero_shot"] = evaluate_solutions(rows, verifier.score_batch(solutions, e.batch_size), e)
+            zero_shot_scores = verifier.score_batch(solutions, e.batch_size)
+            evaluations["zero_shot"] = evaluate_solutions(rows, zero_shot_scores, e)
+            zero_shot = (zero_shot_scores, evaluations["zero_shot"].metrics["first_error_threshold"])
             metrics |= baseline_metrics("zero_shot", evaluations["zero_shot"])
             metrics["zero_shot_seconds"] = time.perf_counter() - started
         if e.champion_baseline:
@@ -236,6 +326,9 @@ def main(params: Params) -> None:
                 evaluations["champion"] = evaluate_solutions(rows, champion.score_batch(solutions, e.batch_size), e)
                 metrics |= baseline_metrics("champion", evaluations["champion"])
                 notes.append(f"champion: {where}.")
+        compared = comparison(prm_scores, metrics["first_error_threshold"], orm_scores, e.aggregation, params.combine,
+                              zero_shot)
+        metrics |= compare_scorers(rows, compared, e.validation_fraction)
         externals_metrics = {}
         for spec, ext_rows in externals:
             ext_scores = prm.score_batch([(r["problem"], r["steps"]) for r in ext_rows], e.batch_size)
@@ -249,12 +342,12 @@ def main(params: Params) -> None:
         write_json(plots / "reliability.json", prm_eval.reliability)
         write_json(plots / "best_of_n.json", [{"n": n, **row} for n, row in sorted(prm_eval.best_of_n.items())])
         pngs = write_plots(evaluations, plots)
-        (reports / "summary.md").write_text(summary_markdown(evaluations, externals_metrics, notes))
+        (reports / "summary.md").write_text(summary_markdown(evaluations, externals_metrics, notes, metrics))
         mlflow.log_metrics(metrics)
         for path in [reports / "metrics.json", reports / "summary.md", *pngs]:
             mlflow.log_artifact(str(path))
-        print("evaluate: " + ", ".join(f"{k}={metrics[k]:.3f}" for k in (
-            "step_auroc", "step_ece", "first_error_f1", "first_error_threshold", "best_of_n_prm_min",
-            "best_of_n_majority") + tuple(k for k in ("zero_shot_first_error_f1", "champion_first_error_f1")
-                                          if k in metrics)))
+        headline = ("step_auroc", "step_ece", "first_error_f1", "first_error_threshold", "best_of_n_prm_min",
+                    "best_of_n_majority", "compare_prm_solution_auroc", "compare_orm_solution_auroc",
+                    "compare_combined_solution_auroc", "zero_shot_first_error_f1", "champion_first_error_f1")
+        print("evaluate: " + ", ".join(f"{k}={metrics[k]:.3f}" for k in headline if k in metrics))
         print("\n".join(notes))

@@ -1,8 +1,7 @@
 """The `transformers` rollout policy: batched sampling from a local causal LM.
 
-The prompt is the problem and the prefix, one step per line; the model writes the remaining
-steps, one per line, and stops at the line that states the final answer (`#### x`,
-`The answer is x`, `\\boxed{x}`) or at EOS or `max_new_tokens`. Prompts of one batch are left-padded
+Prompts and completions use the text format of completion_text.py; generation stops at the
+final-answer line or at EOS or `max_new_tokens`. Prompts of one batch are left-padded
 (so every row's new tokens start at the same column) and sampled in one `generate` call. The
 true first error of a real model is unknown: `first_slip` is None.
 """
@@ -10,25 +9,9 @@ true first error of a real model is unknown: `first_slip` is None.
 from __future__ import annotations
 
 import random
-import re
 
-from prmflow.answers import extract_final_answer
+from prmflow.completion_text import FINAL_ANSWER_LINE, finish, prompt_text
 from prmflow.policy import Continuation
-
-# A final-answer statement, complete once its line ends.
-FINAL_ANSWER_LINE = re.compile(r"(?:####|[Tt]he (?:final )?answer is|\\boxed\{)[^\n]*\n")
-
-
-def prompt_text(problem: dict, prefix: list[str]) -> str:
-    return f"Question: {problem['problem']}\nAnswer:\n" + "".join(f"{step}\n" for step in prefix)
-
-
-def finish(generated: str) -> tuple[list[str], str]:
-    """The new steps (up to and including the final-answer line) and the extracted answer ("" if none)."""
-    end = FINAL_ANSWER_LINE.search(generated)
-    text = generated[:end.end()] if end else generated
-    steps = [line.strip() for line in text.split("\n") if line.strip()]
-    return steps, extract_final_answer(text) or ""
 
 
 class _StopAtFinalAnswer:
@@ -47,14 +30,17 @@ class _StopAtFinalAnswer:
 class TransformersPolicy:
     name = "transformers"
 
-    def __init__(self, model_dir: str, max_new_tokens: int = 256, temperature: float = 0.7, batch_size: int = 16):
+    def __init__(self, model_dir: str, max_new_tokens: int = 256, temperature: float = 0.7, batch_size: int = 16,
+                 gguf_file: str = ""):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        # A GGUF file holds the tokenizer and the (dequantized on load) weights, as for modeling.build_model.
+        load = {"gguf_file": gguf_file} if gguf_file else {}
+        self.tokenizer = AutoTokenizer.from_pretrained(model_dir, **load)
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+        self.model = AutoModelForCausalLM.from_pretrained(model_dir, **load).eval()
         self.max_new_tokens, self.temperature, self.batch_size = max_new_tokens, temperature, batch_size
         self.generate_calls = 0
         self.generated_tokens = 0

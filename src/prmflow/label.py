@@ -4,7 +4,8 @@
 
 For each problem, sample trajectories with the policy and label their steps with `label.method`
 (step_labels.py). The simulated policy also gives the true first error, kept beside the
-labeled one so label quality can be measured (reports/labeling.json).
+labeled one so label quality can be measured (reports/labeling.json); with it, every method
+also labels the first `label.compare_methods_on` train problems, side by side in the report.
 
 Resumable: each labeled problem is appended, as one line, to a partial file outside
 data/rollouts (data/.label_partial/<split>-<hash of params, seed and input>.jsonl) and flushed.
@@ -23,9 +24,11 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
+from tqdm.auto import tqdm
+
 from prmflow.config import LabelParams, Params
 from prmflow.policy import Policy, make_policy
-from prmflow.step_labels import LABELERS, AnswerChecker
+from prmflow.step_labels import METHODS, AnswerChecker, make_labeler
 
 SPLITS = ("train", "test")
 
@@ -43,6 +46,7 @@ class ProblemLabels:
     policy_calls: int = 0
     answer_checks: int = 0
     unparseable_answers: int = 0
+    generated_tokens: int = 0  # model policies only; the simulated policy writes text, not tokens
 
 
 def label_problem(policy: Policy, problem: dict, params: LabelParams, seed: int) -> ProblemLabels:
@@ -51,11 +55,12 @@ def label_problem(policy: Policy, problem: dict, params: LabelParams, seed: int)
     rng = random.Random(f"{seed}:{problem['id']}")
     completion_rng = random.Random(f"{seed}:{problem['id']}:completions")
     check = AnswerChecker()
-    labeler = LABELERS[params.method]
+    labeler = make_labeler(params)
     rows, calls = [], 0
+    tokens_before = getattr(policy, "generated_tokens", 0)
     for k in range(params.trajectories_per_problem):
         trajectory = policy.sample_trajectory(problem, rng)
-        step_labels = labeler(policy, problem, trajectory, params.completions_per_step, completion_rng, check)
+        step_labels = labeler(policy, problem, trajectory, rng=completion_rng, check=check)
         calls += 1 + step_labels.policy_calls
         rows.append({
             "id": f"{problem['id']}-{k}",
@@ -71,7 +76,8 @@ def label_problem(policy: Policy, problem: dict, params: LabelParams, seed: int)
             "true_first_error": trajectory.first_slip,
             "policy": policy.name,
         })
-    return ProblemLabels(problem["id"], rows, calls, check.checks, check.unparseable)
+    return ProblemLabels(problem["id"], rows, calls, check.checks, check.unparseable,
+                         getattr(policy, "generated_tokens", 0) - tokens_before)
 
 
 def prelabeled_row(problem: dict) -> dict:
@@ -125,9 +131,12 @@ def label_split(problems: list[dict], params: LabelParams, seed: int,
     if partial:
         partial.parent.mkdir(parents=True, exist_ok=True)
         handle = partial.open("a")
+    # Rate and ETA on a terminal; off in logs (disable=None), where dvc/Prefect capture the output.
+    progress = tqdm(problems, desc=f"label ({params.method}, {policy.name})", unit="problem", disable=None,
+                    mininterval=1.0)
     try:
-        results = []
-        for problem in problems:
+        results, calls = [], 0
+        for problem in progress:
             result = done.get(problem["id"])
             if result is None:
                 result = label_one(policy, problem, params, seed)
@@ -135,8 +144,11 @@ def label_split(problems: list[dict], params: LabelParams, seed: int,
                     handle.write(json.dumps(dataclasses.asdict(result), ensure_ascii=False) + "\n")
                     handle.flush()
             results.append(result)
+            calls += result.policy_calls
+            progress.set_postfix(calls=calls, refresh=False)
         return results
     finally:
+        progress.close()
         if handle:
             handle.close()
 
@@ -174,8 +186,18 @@ def label_summary(rows: list[dict], results: list[ProblemLabels] = ()) -> dict[s
         "policy_calls": calls,
         "policy_calls_per_labeled_step": calls / max(len(steps), 1),
         "answer_checks": sum(r.answer_checks for r in results),
+        "generated_tokens": sum(r.generated_tokens for r in results),
         "unparseable_answers": sum(r.unparseable_answers for r in results),
     }
+
+
+def compare_methods(problems: list[dict], params: LabelParams, seed: int) -> dict[str, dict[str, float]]:
+    """Every method's label summary on the same problems and trajectories (simulated policy: cheap)."""
+    comparison = {}
+    for method in METHODS:
+        results = label_split(problems, dataclasses.replace(params, method=method), seed)
+        comparison[method] = label_summary([row for r in results for row in r.rows], results)
+    return comparison
 
 
 def main(params: Params) -> None:
@@ -201,4 +223,9 @@ def main(params: Params) -> None:
             report[split] = summary = label_summary(rows, results)
             mlflow.log_metrics({f"{split}_{k}": v for k, v in summary.items()})
             print(f"label {split}: {summary}")
+        if params.label.policy == "simulated" and params.label.compare_methods_on > 0:
+            sample = read_jsonl(data / "problems" / "train.jsonl")[:params.label.compare_methods_on]
+            report["method_comparison"] = comparison = compare_methods(sample, params.label, params.base.seed)
+            mlflow.log_metrics({f"{method}_{key}": comparison[method][key] for method in METHODS
+                                for key in ("first_error_agreement", "policy_calls_per_labeled_step")})
         write_json(Path(params.base.reports_dir) / "labeling.json", report)

@@ -23,6 +23,11 @@ def aggregate(step_scores: list[float], how: str) -> float:
     return sum(step_scores) / len(step_scores)
 
 
+def combine(process_score: float, outcome_score: float, process_weight: float, outcome_weight: float) -> float:
+    """The combined reward: process_weight * the PRM's aggregate + outcome_weight * the outcome score."""
+    return process_weight * process_score + outcome_weight * outcome_score
+
+
 def predicted_first_error(step_scores: list[float], threshold: float) -> int:
     """Index of the first step scored below `threshold`, or -1."""
     return next((i for i, s in enumerate(step_scores) if s < threshold), -1)

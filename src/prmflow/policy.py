@@ -141,5 +141,12 @@ def make_policy(params: LabelParams) -> Policy:
     if params.policy == "transformers":
         from prmflow.hf_policy import TransformersPolicy  # torch + transformers only when asked for
 
-        return TransformersPolicy(params.model_dir, params.max_new_tokens, params.temperature, params.batch_size)
+        return TransformersPolicy(params.model_dir, params.max_new_tokens, params.temperature, params.batch_size,
+                                  params.gguf_file)
+    if params.policy == "openai":
+        from prmflow.openai_policy import OpenAIPolicy
+
+        return OpenAIPolicy(params.endpoint, params.model_name, params.max_new_tokens, params.temperature,
+                            params.concurrency, params.request_timeout_s, params.max_retries, params.retry_backoff_s,
+                            params.api_key_env)
     raise ValueError(f"label.policy: unknown policy {params.policy!r}")

@@ -1,6 +1,10 @@
 """Stage `register`: log the PRM as an MLflow pyfunc, tag its lineage, and gate its promotion.
 
-    prmflow register          # reads params.yaml: base, register, evaluate, and dvc.lock
+    prmflow register          # reads params.yaml: base, register, evaluate, combine, and dvc.lock
+
+`register.model_kind: combined` logs the trained ORM (models/orm) beside the PRM, with the `combine`
+weights: the served response then adds `outcome_score` and `score` is the weighted combination
+(serving.py). The gate is the same for both kinds: metrics of the PRM's step scores.
 
 Every new version of `register.model_name` gets the alias `register.challenger_alias` and
 tags that trace it (git commit, DVC hashes of its data, params, stage run ids, metrics, the
@@ -29,7 +33,7 @@ INPUT_EXAMPLE_PARAMS = {"aggregation": "min"}
 # Served-model dependencies; prmflow itself travels with the model as code (code_paths).
 SERVING_PACKAGES = ("torch", "transformers", "tokenizers", "mlflow", "pydantic")
 # Stages whose MLflow run ids are tagged on the version (register's own run is the version's run).
-LINEAGE_STAGES = ("ingest", "label", "validate", "tokenize", "train", "evaluate")
+LINEAGE_STAGES = ("ingest", "label", "validate", "tokenize", "train", "train_orm", "evaluate")
 
 
 def requirements() -> list[str]:
@@ -48,22 +52,30 @@ def serving_model_config(params: Params, metrics: dict) -> dict:
         max_solutions_per_request=params.register.max_solutions_per_request,
         max_steps_per_solution=params.register.max_steps_per_solution,
         batch_size=params.evaluate.batch_size,
+        process_weight=params.combine.process_weight,
+        outcome_weight=params.combine.outcome_weight,
     ))
 
 
-def log_prm(model_dir: str | Path, model_config: dict, registered_model_name: str | None = None):
+def log_prm(model_dir: str | Path, model_config: dict, registered_model_name: str | None = None,
+            outcome_dir: str | Path | None = None):
     """Log the PRM from code (no pickle): the model directory (weights, tokenizer, prm_config.json) as an
-    artifact, prmflow's source as code, a signature with the `aggregation` param, pinned requirements."""
+    artifact, prmflow's source as code, a signature with the `aggregation` param, pinned requirements.
+
+    With `outcome_dir` (a trained ORM) the logged model is the combined one: both directories travel as
+    artifacts and `model_config` holds the weights."""
     import mlflow
 
     import prmflow
+    from prmflow.serving import OUTCOME_ARTIFACT
 
     package = Path(prmflow.__file__).parent
+    artifacts = {"model_dir": str(model_dir)} | ({OUTCOME_ARTIFACT: str(outcome_dir)} if outcome_dir else {})
     return mlflow.pyfunc.log_model(
         name="prm",
         python_model=str(package / "pyfunc_entry.py"),
         code_paths=[str(package)],
-        artifacts={"model_dir": str(model_dir)},
+        artifacts=artifacts,
         model_config=model_config,
         input_example=(INPUT_EXAMPLE_ROWS, INPUT_EXAMPLE_PARAMS),
         pip_requirements=requirements(),
@@ -129,23 +141,26 @@ def main(params: Params) -> None:
     metrics = json.loads((reports / "metrics.json").read_text())
     heldout = Path(params.base.data_dir) / "rollouts" / "test.jsonl"
     name = params.register.model_name
+    models = Path(params.base.models_dir)
+    outcome_dir = models / "orm" if params.register.model_kind == "combined" else None
     with stage_run(params.base, "register", params.register) as run:
-        info = log_prm(Path(params.base.models_dir) / "prm", serving_model_config(params, metrics), name)
+        info = log_prm(models / "prm", serving_model_config(params, metrics), name, outcome_dir)
         version = str(info.registered_model_version)
         client = MlflowClient()
         heldout_md5 = file_md5(heldout)
         run_ids = stage_run_ids(client, run.info.experiment_id, LINEAGE_STAGES, os.environ.get(PARENT_RUN_ENV))
         sections = {s: dataclasses.asdict(getattr(params, s)) for s in ("ingest", "label", "model", "train",
-                                                                       "evaluate")}
+                                                                       "train_orm", "combine", "evaluate")}
         tags = lineage_tags(git_commit(), dvc_hashes("dvc.lock", (params.base.data_dir, params.base.models_dir)),
                             sections, run_ids, metrics, heldout_md5)
+        tags["model_kind"] = params.register.model_kind
         for key, value in tags.items():
             client.set_model_version_tag(name, version, key, value)
         rows = read_jsonl(heldout, required=("problem_id", "problem", "steps", "labels", "first_error", "correct"))
         decision = gate_new_version(client, params.register, version, metrics, heldout_md5,
                                     rescore_on(rows, params), who=f"prmflow register (run {run.info.run_id})")
         mlflow.log_metric("promoted", int(decision["promoted"]))
-        record = {"model_name": name, "alias": params.register.alias,
+        record = {"model_name": name, "model_kind": params.register.model_kind, "alias": params.register.alias,
                   "challenger_alias": params.register.challenger_alias,
                   "model_uri": f"models:/{name}@{params.register.alias}", "run_id": run.info.run_id,
                   "source": info.model_uri, **decision, "lineage": tags}

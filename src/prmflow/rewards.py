@@ -5,14 +5,15 @@
     prm.get_reward_for_text("3 + 2 = 5\\n5 * 2 = 10", problem="...")
     zs = ZeroShotProcessRewardModel("any/causal-lm")              # verification prompt: log-odds per step
     orm = OutcomeRewardModel("any/causal-lm")                     # one log-odds for the whole solution
+    orm = OutcomeRewardModel.load("models/orm")                   # trained (train_orm): P(correct) at the last tag
     both = CombinedRewardModel(prm, orm)                          # 0.7 * aggregate(steps) + 0.3 * outcome
     both.save("models/combined"); load_reward_model("models/combined").get_reward(problem, text)
 
 Every model answers `get_reward(problem, solution_text) -> float`, which is what the ensemble and
 the TRL reward function (`reward_function`) use, and saves a `reward_config.json` that
-`load_reward_model` dispatches on. Scales differ by mode: the trained PRM gives P(+) in [0, 1], the
-verification prompt gives log p(Yes) - log p(No); combine or ensemble models of one scale, or
-choose the weights with that in mind.
+`load_reward_model` dispatches on. Scales differ by mode: the trained PRM and the trained ORM give
+probabilities in [0, 1], the verification prompt gives log p(Yes) - log p(No); combine or ensemble
+models of one scale, or choose the weights with that in mind.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import json
 from pathlib import Path
 
 from prmflow import modeling
-from prmflow.metrics import AGGREGATIONS, aggregate
+from prmflow.metrics import AGGREGATIONS, aggregate, combine
 
 REWARD_CONFIG = "reward_config.json"
 STEP_PROMPT = "Is this step correct? Yes or No: "
@@ -74,6 +75,14 @@ class _StepScorer:
         return aggregate(self.get_reward_for_text(solution, problem), self.aggregation)
 
 
+def _save_tag_model(scorer: modeling.ProcessRewardModel, path: Path, config: dict) -> None:
+    """A trained tag-mode model as the train stages write it (weights, tokenizer, prm_config.json) plus `config`."""
+    scorer.model.save_pretrained(path)
+    scorer.tokenizer.save_pretrained(path)
+    modeling.save_prompt_format(scorer.format, path)
+    _write_config(path, config)
+
+
 class ProcessRewardModel(modeling.ProcessRewardModel, _StepScorer):
     """Trained tag mode: P(+) at each step tag, all steps in one forward pass (the pipeline's PRM)."""
 
@@ -84,12 +93,8 @@ class ProcessRewardModel(modeling.ProcessRewardModel, _StepScorer):
         self.aggregation = _check_aggregation(aggregation)
 
     def save(self, path: str | Path) -> None:
-        path = Path(path)
-        self.model.save_pretrained(path)
-        self.tokenizer.save_pretrained(path)
-        modeling.save_prompt_format(self.format, path)
-        _write_config(path, {"kind": "process", "mode": "tag", "delimiter": self.delimiter,
-                             "aggregation": self.aggregation})
+        _save_tag_model(self, Path(path), {"kind": "process", "mode": "tag", "delimiter": self.delimiter,
+                                           "aggregation": self.aggregation})
 
     @classmethod
     def load(cls, path: str | Path, device: str = "cpu"):
@@ -155,7 +160,10 @@ class ZeroShotProcessRewardModel(_VerificationPrompt, _StepScorer):
 
 
 class OutcomeRewardModel(_VerificationPrompt):
-    """One reward for a whole solution: log p(Yes) - log p(No) after `Is this solution correct? Yes or No: `."""
+    """One reward for a whole solution: log p(Yes) - log p(No) after `Is this solution correct? Yes or No: `.
+
+    `OutcomeRewardModel.load(path)` also reads a trained ORM (models/orm): a TrainedOutcomeRewardModel.
+    """
 
     kind = "outcome"
     default_prompt = OUTCOME_PROMPT
@@ -170,11 +178,64 @@ class OutcomeRewardModel(_VerificationPrompt):
     def get_reward(self, problem: str, solution: str) -> float:
         return self.get_reward_for_problem_solution(problem, solution)
 
+    @classmethod
+    def load(cls, path: str | Path, device: str = "cpu"):
+        """A saved outcome model in the mode it was saved in: trained (tag, e.g. models/orm) or verification prompt."""
+        if _read_config(path, cls.kind)["mode"] == "tag":
+            return TrainedOutcomeRewardModel.load(path, device)
+        return super().load(path, device)
+
+
+def write_outcome_config(path: str | Path, delimiter: str = DEFAULT_DELIMITER) -> None:
+    """The reward_config.json of a trained ORM (the train_orm stage writes it into models/orm)."""
+    _write_config(Path(path), {"kind": "outcome", "mode": "tag", "delimiter": delimiter})
+
+
+class TrainedOutcomeRewardModel(modeling.ProcessRewardModel):
+    """Trained tag mode of the outcome model (stage train_orm): the PRM's architecture, trained with every
+    step tag's target = the rollout's final-answer correctness (Cobbe et al. 2021 verifier style).
+
+    The solution's reward is P(+) at its last tag, a probability like the trained PRM's. The earlier
+    tags' P(+) (`get_rewards_for_steps`, `score_batch`) are value estimates, P(ends correct | prefix),
+    not step-correctness judgements.
+    """
+
+    def __init__(self, model_name_or_path: str | Path, device: str = "cpu", delimiter: str = DEFAULT_DELIMITER):
+        super().__init__(model_name_or_path, device)
+        self.delimiter = delimiter
+
+    def outcome_batch(self, solutions: list[tuple[str, list[str]]], batch_size: int = 32) -> list[float | None]:
+        """P(correct) of each (problem, steps) at its last scored tag; None where not even the first step fits."""
+        return [values[-1] if values else None for values in self.score_batch(solutions, batch_size)]
+
+    def get_reward_for_problem_solution(self, problem: str, solution: str | list[str]) -> float:
+        steps = split_steps(solution, self.delimiter) if isinstance(solution, str) else solution
+        (reward,) = self.outcome_batch([(problem, steps)])
+        if reward is None:
+            raise ValueError(f"solution: does not fit the model's context of {self.format.max_length} tokens")
+        return reward
+
+    def get_reward(self, problem: str, solution: str) -> float:
+        return self.get_reward_for_problem_solution(problem, solution)
+
+    def save(self, path: str | Path) -> None:
+        _save_tag_model(self, Path(path), {"kind": "outcome", "mode": "tag", "delimiter": self.delimiter})
+
+    @classmethod
+    def load(cls, path: str | Path, device: str = "cpu") -> TrainedOutcomeRewardModel:
+        config = _read_config(path, "outcome")
+        if config["mode"] != "tag":
+            raise ValueError(f"{Path(path, REWARD_CONFIG)}: mode: expected 'tag', got {config['mode']!r}")
+        return cls(path, device, config["delimiter"])
+
 
 class CombinedRewardModel:
-    """process_weight * aggregate(step rewards) + outcome_weight * outcome reward."""
+    """process_weight * aggregate(step rewards) + outcome_weight * outcome reward.
 
-    def __init__(self, process, outcome: OutcomeRewardModel, process_weight: float = 0.7,
+    `outcome` is an OutcomeRewardModel (verification prompt) or a TrainedOutcomeRewardModel.
+    """
+
+    def __init__(self, process, outcome, process_weight: float = 0.7,
                  outcome_weight: float = 0.3, delimiter: str = DEFAULT_DELIMITER, max_steps: int | None = None,
                  aggregation: str = "min"):
         self.process, self.outcome = process, outcome
@@ -191,7 +252,7 @@ class CombinedRewardModel:
     def get_reward(self, problem: str, solution: str) -> float:
         _, _, process_reward = self.extract_and_aggregate_steps(solution, problem)
         outcome_reward = self.outcome.get_reward_for_problem_solution(problem, solution)
-        return self.process_weight * process_reward + self.outcome_weight * outcome_reward
+        return combine(process_reward, outcome_reward, self.process_weight, self.outcome_weight)
 
     def save(self, path: str | Path) -> None:
         path = Path(path)
@@ -295,5 +356,6 @@ def reward_function(model, shaping=None):
     return reward_fn
 
 
-__all__ = ["ProcessRewardModel", "ZeroShotProcessRewardModel", "OutcomeRewardModel", "CombinedRewardModel",
-           "EnsembleRewardModel", "load_reward_model", "reward_function", "shaped_reward", "split_steps"]
+__all__ = ["ProcessRewardModel", "ZeroShotProcessRewardModel", "OutcomeRewardModel", "TrainedOutcomeRewardModel",
+           "CombinedRewardModel", "EnsembleRewardModel", "load_reward_model", "reward_function", "shaped_reward",
+           "split_steps", "write_outcome_config"]

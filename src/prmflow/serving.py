@@ -4,6 +4,11 @@
     {"inputs": [{"problem": "...", "steps": ["...", "..."]}], "params": {"aggregation": "min"}}
     -> {"predictions": [{"step_scores": [...], "score": ..., "first_error": ..., "scored_steps": ...}]}
 
+A combined model (`register.model_kind: combined`) carries the trained ORM beside the PRM: each
+prediction adds `outcome_score` (the ORM's P(correct) at the last scored step) and `score` becomes
+process_weight * aggregate(step_scores) + outcome_weight * outcome_score; `step_scores` and
+`first_error` stay the PRM's.
+
 Logged from code (`pyfunc_entry.py`), never pickled. `Scorer.score` is the one function
 behind both the server and `prmflow score`, so the two can never answer differently. A bad
 request is answered 400 with a message that names the field; solutions longer than the model
@@ -17,9 +22,10 @@ from dataclasses import dataclass
 import mlflow.pyfunc
 from pydantic import BaseModel
 
-from prmflow.metrics import AGGREGATIONS, aggregate, predicted_first_error
+from prmflow.metrics import AGGREGATIONS, aggregate, combine, predicted_first_error
 
 DEFAULT_AGGREGATION = "min"
+OUTCOME_ARTIFACT = "outcome_model_dir"  # the pyfunc artifact of a combined model's ORM (register.log_prm)
 
 
 class Solution(BaseModel):
@@ -34,6 +40,12 @@ class Prediction(BaseModel):
     scored_steps: int
 
 
+class CombinedPrediction(Prediction):
+    """A combined model's answer: `score` is the weighted combination, `outcome_score` the ORM's."""
+
+    outcome_score: float
+
+
 @dataclass(frozen=True)
 class ServingConfig:
     """What the served model needs besides its weights; stored as the pyfunc's `model_config`."""
@@ -42,6 +54,8 @@ class ServingConfig:
     max_solutions_per_request: int = 64
     max_steps_per_solution: int = 64
     batch_size: int = 32
+    process_weight: float = 0.7  # a combined model only: score = process_weight * aggregate + outcome_weight * ORM
+    outcome_weight: float = 0.3
 
     @classmethod
     def from_model_config(cls, config: dict | None) -> ServingConfig:
@@ -72,34 +86,43 @@ def check_request(solutions: list[Solution], aggregation: str, config: ServingCo
 
 
 class Scorer:
-    """A loaded PRM plus its serving config: validates a request and scores it in padded batches."""
+    """A loaded PRM (and, for a combined model, the trained ORM) plus its serving config: validates a
+    request and scores it in padded batches."""
 
-    def __init__(self, prm, config: ServingConfig):
+    def __init__(self, prm, config: ServingConfig, outcome=None):
         self.prm = prm
         self.config = config
+        self.outcome = outcome  # a rewards.TrainedOutcomeRewardModel, or None for the PRM alone
 
     def score(self, solutions: list[Solution], aggregation: str = DEFAULT_AGGREGATION) -> list[Prediction]:
         check_request(solutions, aggregation, self.config)
-        all_scores = self.prm.score_batch([(s.problem, s.steps) for s in solutions], self.config.batch_size)
+        pairs = [(s.problem, s.steps) for s in solutions]
+        all_scores = self.prm.score_batch(pairs, self.config.batch_size)
+        outcomes = self.outcome.outcome_batch(pairs, self.config.batch_size) if self.outcome else None
         predictions = []
         for index, scores in enumerate(all_scores):
-            if not scores:
+            if not scores or (outcomes is not None and outcomes[index] is None):
                 raise ValueError(f"inputs[{index}]: the problem and first step do not fit the model context")
-            predictions.append(Prediction(
-                step_scores=scores,
-                score=aggregate(scores, aggregation),
-                first_error=predicted_first_error(scores, self.config.threshold),
-                scored_steps=len(scores),
-            ))
+            fields = {"step_scores": scores, "score": aggregate(scores, aggregation),
+                      "first_error": predicted_first_error(scores, self.config.threshold), "scored_steps": len(scores)}
+            if outcomes is None:
+                predictions.append(Prediction(**fields))
+                continue
+            fields["score"] = combine(fields["score"], outcomes[index], self.config.process_weight,
+                                      self.config.outcome_weight)
+            predictions.append(CombinedPrediction(**fields, outcome_score=outcomes[index]))
         return predictions
 
 
 class PRMPyfunc(mlflow.pyfunc.PythonModel):
     def load_context(self, context):
         from prmflow.modeling import ProcessRewardModel
+        from prmflow.rewards import TrainedOutcomeRewardModel
 
+        outcome_dir = context.artifacts.get(OUTCOME_ARTIFACT)
         self.scorer = Scorer(ProcessRewardModel(context.artifacts["model_dir"]),
-                             ServingConfig.from_model_config(context.model_config))
+                             ServingConfig.from_model_config(context.model_config),
+                             TrainedOutcomeRewardModel(outcome_dir) if outcome_dir else None)
 
     def predict(self, context, model_input: list[Solution], params: dict | None = None) -> list[Prediction]:
         from mlflow.exceptions import MlflowException

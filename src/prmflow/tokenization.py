@@ -80,7 +80,8 @@ def encode_solution(tokenizer, fmt: PromptFormat, problem: str, steps: list[str]
 
 
 def tokenize_row(tokenizer, fmt: PromptFormat, row: dict) -> dict | None:
-    """One labeled rollout -> `input_ids` and per-step targets (P(+) as 1.0/0.0, and MC values)."""
+    """One labeled rollout -> `input_ids`, per-step targets (P(+) as 1.0/0.0, and MC values) and its
+    final-answer correctness (the outcome reward model's target, train_orm)."""
     encoded = encode_solution(tokenizer, fmt, row["problem"], row["steps"])
     if encoded is None:
         return None
@@ -95,6 +96,7 @@ def tokenize_row(tokenizer, fmt: PromptFormat, row: dict) -> dict | None:
         "length": len(encoded.input_ids),
         "hard_targets": labels,
         "soft_targets": [float(v) for v in row["values"][:n]],
+        "correct": bool(row["correct"]),
         "dropped_steps": encoded.dropped_steps,
         "truncated_problem": encoded.truncated_problem,
     }
@@ -133,7 +135,7 @@ def main(params: Params) -> None:
     data = Path(params.base.data_dir)
     out = data / "tokenized"
     rollouts = {s: read_jsonl(data / "rollouts" / f"{s}.jsonl", required=("id", "problem", "steps", "labels",
-                                                                           "values")) for s in SPLITS}
+                                                                           "values", "correct")) for s in SPLITS}
     with stage_run(params.base, "tokenize", params.model):
         tokenizer = prepare_tokenizer(params.model, corpus_texts(rollouts["train"], params.model))
         fmt = prompt_format(tokenizer, params.model)

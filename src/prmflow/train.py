@@ -12,6 +12,15 @@ saving so the saved model is a plain causal LM). Checkpoints go to `<models_dir>
 from the last one, and they are deleted once training finishes. Writes `models/prm/`
 (save_pretrained + tokenizer + prm_config.json) and `reports/train.json` (loss, tokens/s, peak
 memory, and the kept/dropped counts of the tokenize stage).
+
+    prmflow train_orm         # reads params.yaml: base, model, train, train_orm
+
+The outcome reward model (ORM, Cobbe et al. 2021 verifier style) goes through the same code: same
+model, same tags, same loss, but every step tag's target is the rollout's final-answer correctness
+(`outcome_targets`) and `train_orm.epochs` replaces `train.epochs`. Its per-tag predictions are value
+estimates (P(the solution ends correct | prefix)); its solution score is P(+) at the last tag.
+Writes `models/orm/` (as models/prm, plus a reward_config.json: kind outcome, mode tag) and
+`reports/train_orm.json`; checkpoints in `<models_dir>/orm-checkpoints`.
 """
 
 from __future__ import annotations
@@ -31,20 +40,39 @@ from prmflow.config import Params, TrainParams
 from prmflow.modeling import pad_batch, step_loss, step_tag_logits
 from prmflow.tokenization import COUNTS_FILE, PromptFormat
 
-CHECKPOINTS = "prm-checkpoints"  # under base.models_dir, beside the DVC out models/prm
 CHECKPOINT_STAMP = "params.json"  # what the checkpoints were trained with: resume only on a match
+
+
+def hard_targets(example: dict) -> list[float]:
+    return example["hard_targets"]
+
+
+def soft_targets(example: dict) -> list[float]:
+    return example["soft_targets"]
+
+
+def outcome_targets(example: dict) -> list[float]:
+    """The ORM's target at every step tag: the rollout's final-answer correctness (1.0 or 0.0)."""
+    return [1.0 if example["correct"] else 0.0] * len(example["hard_targets"])
+
+
+# What each tag is trained to predict, by name: `train.label_type` for the PRM, "outcome" for the ORM.
+TARGETS = {"hard": hard_targets, "soft": soft_targets, "outcome": outcome_targets}
+# The two models the stages train: directory under base.models_dir, and the stage (its MLflow run, report
+# reports/<stage>.json and params section).
+MODELS = {"process": ("prm", "train"), "outcome": ("orm", "train_orm")}
 
 
 class StepTagCollator:
     """Dynamic padding; targets flattened in (solution, step) order to match `step_tag_logits`."""
 
-    def __init__(self, pad_id: int, target_column: str):
+    def __init__(self, pad_id: int, targets):
         self.pad_id = pad_id
-        self.target_column = target_column
+        self.targets = targets  # example -> one target P(+) per step tag
 
     def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
         input_ids, attention = pad_batch([f["input_ids"] for f in features], self.pad_id)
-        targets = torch.tensor([t for f in features for t in f[self.target_column]], dtype=torch.float)
+        targets = torch.tensor([t for f in features for t in self.targets(f)], dtype=torch.float)
         return {"input_ids": input_ids, "attention_mask": attention, "step_targets": targets}
 
 
@@ -67,7 +95,8 @@ def merge_lora(model):
 
 
 def make_trainer(model, tokenizer, fmt: PromptFormat, train_dataset, params: Params, output_dir: str,
-                 callbacks: tuple = ()):
+                 callbacks: tuple = (), target: str | None = None):
+    """The Trainer; `target` names what the tags learn (a TARGETS key), by default `train.label_type`."""
     from transformers import Trainer, TrainerCallback, TrainingArguments
 
     t = params.train
@@ -119,12 +148,11 @@ def make_trainer(model, tokenizer, fmt: PromptFormat, train_dataset, params: Par
         disable_tqdm=True,
         ddp_find_unused_parameters=False,  # every parameter takes part in the loss
     )
-    column = "hard_targets" if t.label_type == "hard" else "soft_targets"
     return PRMTrainer(
         model=model,
         args=args,
         train_dataset=train_dataset,
-        data_collator=StepTagCollator(tokenizer.pad_token_id, column),
+        data_collator=StepTagCollator(tokenizer.pad_token_id, TARGETS[target or t.label_type]),
         processing_class=tokenizer,
         callbacks=[MlflowMetrics(), *callbacks],
     )
@@ -150,27 +178,37 @@ def peak_memory_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def train_stage(params: Params, callbacks: tuple = ()) -> dict | None:
-    """Train and save models/prm; returns the report (None on DDP ranks other than 0, which save nothing)."""
+def orm_params(params: Params) -> Params:
+    """The PRM's params with what the ORM changes (`train_orm`)."""
+    return dataclasses.replace(params, train=dataclasses.replace(params.train, epochs=params.train_orm.epochs))
+
+
+def train_stage(params: Params, callbacks: tuple = (), kind: str = "process") -> dict | None:
+    """Train and save models/prm (kind "process") or models/orm ("outcome"); returns the report (None on
+    DDP ranks other than 0, which save nothing)."""
     import datasets
     from transformers import AutoTokenizer, set_seed
 
     from prmflow.modeling import build_model, prompt_format, save_prompt_format
 
+    name = MODELS[kind][0]
+    target = "outcome" if kind == "outcome" else params.train.label_type
+    if kind == "outcome":
+        params = orm_params(params)
     torch.set_num_threads(params.base.num_threads)
     set_seed(params.base.seed)
     tokenized = Path(params.base.data_dir) / "tokenized"
-    out = Path(params.base.models_dir) / "prm"
-    checkpoints = Path(params.base.models_dir) / CHECKPOINTS
+    out = Path(params.base.models_dir) / name
+    checkpoints = Path(params.base.models_dir) / f"{name}-checkpoints"  # beside the DVC out, not inside it
     tokenizer = AutoTokenizer.from_pretrained(tokenized / "tokenizer")
     fmt = prompt_format(tokenizer, params.model)
     train_set = datasets.load_from_disk(str(tokenized / "train"))
     model = build_model(params.model, tokenizer)
     if params.train.lora_r:
         model = apply_lora(model, params.train, fmt.step_tag_id)
-    trainer = make_trainer(model, tokenizer, fmt, train_set, params, str(checkpoints), callbacks)
+    trainer = make_trainer(model, tokenizer, fmt, train_set, params, str(checkpoints), callbacks, target)
     processes = trainer.args.world_size  # > 1 under `accelerate launch`
-    stamp = {"seed": params.base.seed, "model": dataclasses.asdict(params.model),
+    stamp = {"seed": params.base.seed, "model": dataclasses.asdict(params.model), "target": target,
              "train": dataclasses.asdict(params.train), "data": train_set._fingerprint, "processes": processes}
     with trainer.args.main_process_first(local=False):  # rank 0 wipes stale checkpoints before the others look
         resume = resume_checkpoint(checkpoints, stamp)
@@ -183,6 +221,10 @@ def train_stage(params: Params, callbacks: tuple = ()) -> dict | None:
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     save_prompt_format(fmt, out)
+    if kind == "outcome":
+        from prmflow.rewards import write_outcome_config
+
+        write_outcome_config(out)  # load_reward_model / OutcomeRewardModel.load read it as a trained ORM
     shutil.rmtree(checkpoints, ignore_errors=True)  # finished: a later run must start fresh
     tokens = trainer.state.num_input_tokens_seen - trainer._initial_num_input_tokens_seen
     return {
@@ -196,26 +238,30 @@ def train_stage(params: Params, callbacks: tuple = ()) -> dict | None:
         "processes": processes,
         "parameters": sum(p.numel() for p in model.parameters()),
         "examples": len(train_set),
+        "target": target,
         "tokenize": json.loads((tokenized / COUNTS_FILE).read_text()),
     }
 
 
-def main(params: Params) -> None:
+def main(params: Params, kind: str = "process") -> None:
+    """The `train` stage (kind "process"), or with kind "outcome" the `train_orm` stage (train_orm.py)."""
     import mlflow
 
     from prmflow.jsonl import write_json
     from prmflow.tracking import stage_run
 
     if os.environ.get("RANK", "0") != "0":  # set by `accelerate launch`: only rank 0 talks to MLflow
-        train_stage(params)
+        train_stage(params, kind=kind)
         return
-    with stage_run(params.base, "train", params.train) as run:
-        mlflow.log_params({f"model.{k}": v for k, v in vars(params.model).items()})
-        report = {**train_stage(params), "mlflow_run_id": run.info.run_id}
+    stage = MODELS[kind][1]
+    with stage_run(params.base, stage, getattr(params, stage)) as run:
+        logged = {"model": params.model} | ({"train": params.train} if kind == "outcome" else {})
+        mlflow.log_params({f"{name}.{k}": v for name, values in logged.items() for k, v in vars(values).items()})
+        report = {**train_stage(params, kind=kind), "mlflow_run_id": run.info.run_id}
         dropped = {f"{split}_{k}": v for split, counts in report["tokenize"].items() for k, v in counts.items()}
         mlflow.log_metrics({k: v for k, v in report.items() if isinstance(v, (int, float))} | dropped)
-        write_json(Path(params.base.reports_dir) / "train.json", report)
-        print(f"train: {report}")
+        write_json(Path(params.base.reports_dir) / f"{stage}.json", report)
+        print(f"{stage}: {report}")
 
 
 def _last_logged_loss(trainer) -> float:

@@ -1,0 +1,28 @@
+"""The text format of the language-model policies (`transformers`, `openai`).
+
+The prompt is the problem and the prefix, one step per line; the model writes the remaining
+steps, one per line, and its answer ends at the line that states the final answer (`#### x`,
+`The answer is x`, `\\boxed{x}`). Both policies build prompts and read completions here, so a
+local model and a served one see and are judged on the same text.
+"""
+
+from __future__ import annotations
+
+import re
+
+from prmflow.answers import extract_final_answer
+
+# A final-answer statement, complete once its line ends.
+FINAL_ANSWER_LINE = re.compile(r"(?:####|[Tt]he (?:final )?answer is|\\boxed\{)[^\n]*\n")
+
+
+def prompt_text(problem: dict, prefix: list[str]) -> str:
+    return f"Question: {problem['problem']}\nAnswer:\n" + "".join(f"{step}\n" for step in prefix)
+
+
+def finish(generated: str) -> tuple[list[str], str]:
+    """The new steps (up to and including the final-answer line) and the extracted answer ("" if none)."""
+    end = FINAL_ANSWER_LINE.search(generated)
+    text = generated[:end.end()] if end else generated
+    steps = [line.strip() for line in text.split("\n") if line.strip()]
+    return steps, extract_final_answer(text) or ""

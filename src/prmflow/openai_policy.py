@@ -1,0 +1,124 @@
+"""The `openai` rollout policy: any OpenAI-compatible `/v1/completions` server (vLLM to scale out).
+
+One request per completion, `concurrency` of them in flight from a thread pool. One prompt per
+request because every such server takes that: `transformers serve` refuses a list of prompts and
+ignores `n`, and vLLM batches concurrent requests itself (continuous batching), so lists would
+gain nothing there. Prompts and completions use the text format of completion_text.py, as the
+transformers policy does. Each request carries a seed drawn from the caller's stream, in prompt
+order before anything is sent, so a run is reproducible where the server honours `seed` (vLLM
+per request; `transformers serve` reseeds its one global generator, so only at concurrency 1).
+
+Connection errors, timeouts, 429 and 5xx are retried up to `max_retries` times with exponential
+backoff and jitter; any other answer fails at once with the endpoint, status and the server's
+message. The true first error of a real model is unknown: `first_slip` is None.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+
+from prmflow.completion_text import finish, prompt_text
+from prmflow.policy import Continuation
+
+MAX_BACKOFF_S = 30.0
+# A model that follows the prompt format starts the next problem here, and nothing after it is
+# part of the answer, so the server may stop. Servers differ on whether the stop string comes
+# back in the text (vLLM drops it, `transformers serve` keeps it): it is cut off below.
+STOP = "\nQuestion:"
+
+
+class EndpointError(RuntimeError):
+    """The server refused a request, answered nonsense, or kept failing past `label.max_retries`."""
+
+
+class OpenAIPolicy:
+    name = "openai"
+
+    def __init__(self, endpoint: str, model_name: str = "", max_new_tokens: int = 256, temperature: float = 0.7,
+                 concurrency: int = 8, request_timeout_s: float = 120.0, max_retries: int = 5,
+                 retry_backoff_s: float = 1.0, api_key_env: str = ""):
+        self.url = endpoint.rstrip("/") + "/completions"
+        headers = {}
+        if api_key_env:
+            key = os.environ.get(api_key_env)
+            if not key:
+                raise ValueError(f"label.api_key_env: environment variable {api_key_env} is not set")
+            headers["Authorization"] = f"Bearer {key}"
+        # One client (thread-safe, keeps connections alive) with as many connections as requests in flight.
+        self.client = httpx.Client(headers=headers, timeout=request_timeout_s,
+                                   limits=httpx.Limits(max_connections=concurrency))
+        self.model_name, self.max_new_tokens, self.temperature = model_name, max_new_tokens, temperature
+        self.concurrency, self.max_retries, self.retry_backoff_s = concurrency, max_retries, retry_backoff_s
+        self._jitter = random.Random()  # retry timing only: the sampling streams never see it
+        self.generate_calls = 0  # requests answered with a completion
+        self.generated_tokens = 0  # from the responses' `usage`, where the server reports it
+        self.retries = 0  # counted as they happen (from the request threads), failed requests' too
+        self._retries_lock = threading.Lock()
+
+    def sample_trajectory(self, problem: dict, rng: random.Random) -> Continuation:
+        return self.complete(problem, [[]], rng)[0]
+
+    def complete(self, problem: dict, prefixes: list[list[str]], rng: random.Random) -> list[Continuation]:
+        jobs = [(prompt_text(problem, prefix), rng.getrandbits(31)) for prefix in prefixes]
+        with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
+            futures = [pool.submit(self._request, prompt, seed) for prompt, seed in jobs]
+            try:
+                answers = [future.result() for future in futures]
+            finally:  # after a failure send nothing more; requests in flight end on their own
+                for future in futures:
+                    future.cancel()
+        out = []
+        for text, tokens in answers:
+            self.generate_calls += 1
+            self.generated_tokens += tokens
+            steps, answer = finish(text.split(STOP)[0])
+            out.append(Continuation(steps=steps, final_answer=answer, first_slip=None))
+        return out
+
+    def _backoff(self, retry: int) -> float:
+        """Exponential (doubling from retry_backoff_s, capped) times a jitter in [0.5, 1.5) that spreads out
+        the retries of concurrent requests."""
+        return min(MAX_BACKOFF_S, self.retry_backoff_s * 2 ** (retry - 1)) * (0.5 + self._jitter.random())
+
+    def _request(self, prompt: str, seed: int) -> tuple[str, int]:
+        """(generated text, generated tokens) for one prompt."""
+        body = {"prompt": prompt, "max_tokens": self.max_new_tokens, "temperature": self.temperature, "seed": seed,
+                "stop": [STOP]}
+        if self.model_name:
+            body["model"] = self.model_name
+        failure = ""
+        for attempt in range(self.max_retries + 1):
+            if attempt:
+                with self._retries_lock:
+                    self.retries += 1
+                time.sleep(self._backoff(attempt))
+            try:
+                response = self.client.post(self.url, json=body)
+            except httpx.TransportError as error:  # refused, reset, timed out
+                failure = f"{type(error).__name__}: {error}"
+                continue
+            if response.is_success:
+                return self._read(response)
+            failure = f"HTTP {response.status_code}: {response.text[:500].strip()}"
+            if response.status_code != 429 and response.status_code < 500:
+                raise EndpointError(f"label.endpoint {self.url} refused the request: {failure}")
+        raise EndpointError(f"label.endpoint {self.url}: no completion after {self.max_retries + 1} attempts "
+                            f"(label.max_retries = {self.max_retries}); last failure: {failure}")
+
+    def _read(self, response: httpx.Response) -> tuple[str, int]:
+        try:
+            body = response.json()
+            text = body["choices"][0]["text"]
+            tokens = (body.get("usage") or {}).get("completion_tokens") or 0
+        except (ValueError, KeyError, IndexError, TypeError, AttributeError) as error:
+            raise EndpointError(f"label.endpoint {self.url}: not a completions response "
+                                f"({type(error).__name__}: {error}): {response.text[:500]}") from error
+        if not isinstance(text, str):
+            raise EndpointError(f"label.endpoint {self.url}: choices[0].text is not a string: {response.text[:500]}")
+        return text, int(tokens)
