@@ -4,14 +4,9 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 
 from prmflow.config import BaseParams, ModelParams, Params, TrainOrmParams, TrainParams
-from prmflow.modeling import build_model, prepare_tokenizer, prompt_format, save_prompt_format
-from prmflow.tokenization import corpus_texts, tokenize_rows
-
-TINY_MODEL = ModelParams(vocab_size=300, max_length=2048, hidden_size=32, num_layers=1, num_heads=2,
-                         intermediate_size=64)
+from tiny_models import assert_trained, train_tiny_model
 
 
 def test_outcome_targets_put_the_final_correctness_at_every_tag():
@@ -30,36 +25,16 @@ def test_outcome_targets_put_the_final_correctness_at_every_tag():
 
 @pytest.fixture(scope="module")
 def trained_orm(labeled_rows, tmp_path_factory):
-    import datasets
-
     from prmflow.rewards import write_outcome_config
-    from prmflow.train import make_trainer
 
-    torch.manual_seed(0)
-    params = Params(model=TINY_MODEL, train=TrainParams(epochs=3, batch_size=8, learning_rate=3e-3))
-    tokenizer = prepare_tokenizer(TINY_MODEL, corpus_texts(labeled_rows, TINY_MODEL))
-    fmt = prompt_format(tokenizer, TINY_MODEL)
-    rows, _ = tokenize_rows(tokenizer, fmt, labeled_rows)
-    assert {r["correct"] for r in rows} == {True, False}  # tokenize carries the outcome of every rollout
-    model = build_model(TINY_MODEL, tokenizer)
-    before = {k: v.clone() for k, v in model.state_dict().items()}
-    out = tmp_path_factory.mktemp("orm")
-    trainer = make_trainer(model, tokenizer, fmt, datasets.Dataset.from_list(rows), params, str(out / "ckpt"),
-                           target="outcome")
-    trainer.train()
-    trainer.save_model(str(out))
-    tokenizer.save_pretrained(out)
-    save_prompt_format(fmt, out)
-    write_outcome_config(out)
-    return {"before": before, "model": model, "trainer": trainer, "dir": out}
+    run = train_tiny_model(labeled_rows, tmp_path_factory.mktemp("orm"), target="outcome")
+    write_outcome_config(run["dir"])
+    return run
 
 
 def test_orm_training_changes_parameters_and_lowers_the_loss(trained_orm):
-    after = trained_orm["model"].state_dict()
-    changed = [k for k in trained_orm["before"] if not torch.equal(trained_orm["before"][k], after[k])]
-    assert len(changed) == len(after)
-    losses = [e["loss"] for e in trained_orm["trainer"].state.log_history if "loss" in e]
-    assert losses[-1] < losses[0]
+    assert {r["correct"] for r in trained_orm["rows"]} == {True, False}  # tokenize carries every outcome
+    assert_trained(trained_orm)
 
 
 def test_trained_orm_loads_by_mode_and_scores_the_last_tag(trained_orm, labeled_rows, tmp_path):

@@ -3,11 +3,12 @@
 import pytest
 import torch
 
-from prmflow.config import ModelParams, Params, TrainParams
+from prmflow.config import ModelParams, TrainParams
 from prmflow.modeling import (
-    ProcessRewardModel, build_model, prepare_tokenizer, prompt_format, save_prompt_format, step_loss, step_tag_logits,
+    ProcessRewardModel, build_model, prepare_tokenizer, prompt_format, step_loss, step_tag_logits,
 )
 from prmflow.tokenization import corpus_texts, tokenize_rows
+from tiny_models import assert_trained, train_tiny_model
 
 
 def test_step_loss_on_hand_computed_logits():
@@ -35,33 +36,11 @@ def test_negative_class_weight_on_hand_computed_logits():
 
 @pytest.fixture(scope="module")
 def trained(labeled_rows, tmp_path_factory):
-    import datasets
-
-    from prmflow.train import make_trainer
-
-    torch.manual_seed(0)
-    model_params = ModelParams(vocab_size=300, max_length=2048, hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64)
-    params = Params(model=model_params, train=TrainParams(epochs=3, batch_size=8, learning_rate=3e-3))
-    tokenizer = prepare_tokenizer(model_params, corpus_texts(labeled_rows, model_params))
-    fmt = prompt_format(tokenizer, model_params)
-    rows, _ = tokenize_rows(tokenizer, fmt, labeled_rows)
-    model = build_model(model_params, tokenizer)
-    before = {k: v.clone() for k, v in model.state_dict().items()}
-    out = tmp_path_factory.mktemp("prm")
-    trainer = make_trainer(model, tokenizer, fmt, datasets.Dataset.from_list(rows), params, str(out / "ckpt"))
-    trainer.train()
-    trainer.save_model(str(out))
-    tokenizer.save_pretrained(out)
-    save_prompt_format(fmt, out)
-    return {"before": before, "model": model, "trainer": trainer, "dir": out}
+    return train_tiny_model(labeled_rows, tmp_path_factory.mktemp("prm"))
 
 
 def test_training_changes_parameters_and_lowers_the_loss(trained):
-    after = trained["model"].state_dict()
-    changed = [k for k in trained["before"] if not torch.equal(trained["before"][k], after[k])]
-    assert len(changed) == len(after)
-    losses = [e["loss"] for e in trained["trainer"].state.log_history if "loss" in e]
-    assert losses[-1] < losses[0]
+    assert_trained(trained)
 
 
 def test_one_pass_scores_equal_per_prefix_scores(trained, labeled_rows):

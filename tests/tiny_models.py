@@ -56,6 +56,49 @@ def build_tiny_orm(directory: Path, seed: int, max_length: int = 192) -> Path:
     return directory
 
 
+def train_tiny_model(labeled_rows: list[dict], directory: Path, target: str | None = None) -> dict:
+    """A real tiny training run on `labeled_rows`, saved to `directory` as the train stage saves.
+
+    `target` is a train.TARGETS name (default: train.label_type, so the PRM); returns the parameters
+    before training, the model, the trainer (its loss history), the tokenized rows and the directory.
+    """
+    import datasets
+    import torch
+
+    from prmflow.config import ModelParams, Params, TrainParams
+    from prmflow.modeling import build_model, prepare_tokenizer, prompt_format, save_prompt_format
+    from prmflow.tokenization import corpus_texts, tokenize_rows
+    from prmflow.train import make_trainer
+
+    torch.manual_seed(0)
+    model_params = ModelParams(vocab_size=300, max_length=2048, hidden_size=32, num_layers=1, num_heads=2,
+                               intermediate_size=64)
+    params = Params(model=model_params, train=TrainParams(epochs=3, batch_size=8, learning_rate=3e-3))
+    tokenizer = prepare_tokenizer(model_params, corpus_texts(labeled_rows, model_params))
+    fmt = prompt_format(tokenizer, model_params)
+    rows, _ = tokenize_rows(tokenizer, fmt, labeled_rows)
+    model = build_model(model_params, tokenizer)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    trainer = make_trainer(model, tokenizer, fmt, datasets.Dataset.from_list(rows), params,
+                           str(directory / "ckpt"), target=target)
+    trainer.train()
+    trainer.save_model(str(directory))
+    tokenizer.save_pretrained(directory)
+    save_prompt_format(fmt, directory)
+    return {"before": before, "model": model, "trainer": trainer, "rows": rows, "dir": directory}
+
+
+def assert_trained(run: dict) -> None:
+    """Every parameter changed and the loss fell."""
+    import torch
+
+    after = run["model"].state_dict()
+    changed = [k for k in run["before"] if not torch.equal(run["before"][k], after[k])]
+    assert len(changed) == len(after)
+    losses = [e["loss"] for e in run["trainer"].state.log_history if "loss" in e]
+    assert losses[-1] < losses[0]
+
+
 @contextlib.contextmanager
 def tracking_store(root: Path) -> Iterator[str]:
     """A sqlite tracking store under `root`, made current (in process and for child processes)."""
