@@ -6,45 +6,29 @@ continuation per prefix, the counters, seeding, the labeling stage on top, and t
 against a port where nothing listens and against a server that comes up late.
 """
 
-import os
 import random
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from conftest import BIN
 from prmflow.config import ConfigError, LabelParams, params_from_dict
 from prmflow.label import label_split
-from prmflow.model_server import free_port, loopback_process
+from prmflow.model_server import free_port
 from prmflow.openai_policy import EndpointError, OpenAIPolicy
 from prmflow.policy import Continuation
 from prmflow.step_labels import AnswerChecker, mc_labels
 from tiny_models import POLICY_PROBLEM as PROBLEM
-from tiny_models import build_tiny_policy_lm
+from tiny_models import build_tiny_policy_lm, sample_by_default
+from tiny_models import serve_policy_lm as serve
 
 PREFIXES = [[], ["She has 3 apples."], ["She has 3 apples.", "Then 3 + 5 = 8 apples."], ["x"], ["one", "two"]]
 
 
-def serve(model_dir, port: int, log_path):
-    """`transformers serve` pinned to the local model dir, on 127.0.0.1:port, stopped by process group on exit."""
-    cmd = [str(BIN / "transformers"), "serve", str(model_dir), "--host", "127.0.0.1", "--port", str(port),
-           "--device", "cpu"]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    return loopback_process(cmd, f"http://127.0.0.1:{port}/health", env, None, log_path, ready_timeout=90)
-
-
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-    from transformers import GenerationConfig
-
-    directory = build_tiny_policy_lm(tmp_path_factory.mktemp("tiny-gpt2"))
-    # `transformers serve` samples only where the model's generation config says so (vLLM samples
-    # whenever temperature > 0); without it every request would decode greedily and seeds would not show.
-    config = GenerationConfig.from_pretrained(directory)
-    config.do_sample = True
-    config.save_pretrained(directory)
-    return directory
+    # Sampling by default, or seeds would not show.
+    return sample_by_default(build_tiny_policy_lm(tmp_path_factory.mktemp("tiny-gpt2")))
 
 
 @pytest.fixture(scope="module")

@@ -28,6 +28,27 @@ def build_tiny_policy_lm(directory: Path) -> Path:
     return build_family("gpt2", POLICY_CORPUS, directory, with_weights=True)
 
 
+def sample_by_default(directory: Path) -> Path:
+    """Make the model dir's generation config sample: `transformers serve` samples only where it says so
+    (vLLM samples whenever temperature > 0), so without it every request would decode greedily."""
+    from transformers import GenerationConfig
+
+    config = GenerationConfig.from_pretrained(directory)
+    config.do_sample = True
+    config.save_pretrained(directory)
+    return directory
+
+
+def serve_policy_lm(model_dir: Path, port: int, log_path: Path, extra_args: tuple[str, ...] = ()):
+    """`transformers serve` pinned to the local model dir, on 127.0.0.1:port, stopped by process group on exit."""
+    from prmflow.model_server import loopback_process
+
+    cmd = [str(BIN / "transformers"), "serve", str(model_dir), "--host", "127.0.0.1", "--port", str(port),
+           "--device", "cpu", *extra_args]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    return loopback_process(cmd, f"http://127.0.0.1:{port}/health", env, None, log_path, ready_timeout=90)
+
+
 def build_tiny_prm(directory: Path, seed: int, max_length: int = 192) -> Path:
     import torch
 
