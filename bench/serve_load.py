@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/serve_load.py                       # models/prm, data/rollouts/test.jsonl
     .venv/bin/python bench/serve_load.py --requests 400 --concurrency 16
+    .venv/bin/python bench/serve_load.py --outcome-dir models/orm --out bench/results/serve_load_combined.json
 
 Logs the model exactly as the register stage does, into a throwaway sqlite store (the project's
 mlflow/ is never touched), serves it, and for 1 and 16 solutions per request sends a fixed number
@@ -81,6 +82,8 @@ def load(url: str, requests_: list[dict], concurrency: int) -> tuple[list[float]
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model-dir", default=str(ROOT / "models" / "prm"))
+    parser.add_argument("--outcome-dir", default=None,
+                        help="a trained ORM (models/orm): serve the combined model (register.model_kind: combined)")
     parser.add_argument("--rollouts", default=str(ROOT / "data" / "rollouts" / "test.jsonl"))
     parser.add_argument("--requests", type=int, default=200, help="requests per payload size")
     parser.add_argument("--concurrency", type=int, default=8, help="concurrent clients")
@@ -102,7 +105,7 @@ def main() -> None:
     torch.set_num_threads(1)
     rows = read_jsonl(args.rollouts, required=("problem", "steps"))
     config = ServingConfig(max_solutions_per_request=max(args.sizes), batch_size=32)
-    result = {"model_dir": args.model_dir, "rollouts": args.rollouts, "concurrency": args.concurrency,
+    result = {"model_dir": args.model_dir, "outcome_dir": args.outcome_dir, "rollouts": args.rollouts, "concurrency": args.concurrency,
               "server": "mlflow models serve --env-manager local (1 uvicorn worker), OMP_NUM_THREADS=1",
               "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                           "mlflow": mlflow.__version__, "torch": torch.__version__},
@@ -112,7 +115,8 @@ def main() -> None:
         mlflow.set_tracking_uri(uri)
         mlflow.set_experiment(experiment_id=mlflow.create_experiment("bench", artifact_location=Path(tmp, "a").as_uri()))
         with mlflow.start_run():
-            version = log_prm(args.model_dir, dataclasses.asdict(config), "prm").registered_model_version
+            version = log_prm(args.model_dir, dataclasses.asdict(config), "prm",
+                              outcome_dir=args.outcome_dir).registered_model_version
         model_uri = f"models:/prm/{version}"
         env = {**os.environ, "MLFLOW_TRACKING_URI": uri,
                "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
