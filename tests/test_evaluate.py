@@ -9,6 +9,7 @@ import pytest
 from prmflow.config import CombineParams, ConfigError, EvaluateParams, ModelParams, params_from_dict
 from prmflow.evaluate import (
     compare_scorers, comparison, evaluate_external, evaluate_solutions, in_validation, read_external,
+    validated_process_weight,
 )
 
 from tiny_models import build_tiny_orm, build_tiny_prm, log_version, tracking_store
@@ -80,6 +81,20 @@ def test_comparison_scores_every_scorer_on_the_same_reported_solutions():
             m["compare_oracle_best_of_n_at_2"]) == (0.0, 0.5, 1.0)
     assert sorted(k for k in m if k.startswith("compare_prm_best_of_n")) == [
         "compare_prm_best_of_n_at_1", "compare_prm_best_of_n_at_2"]
+
+
+def test_validated_process_weight_is_the_best_solution_auroc_on_the_validation_part():
+    v1, v2, v3, v4 = problem_ids(True, 4)
+    (t1,) = problem_ids(False)
+    rows = [rollout(v1, ["+"], -1, "1", True), rollout(v2, ["-"], 0, "2", False), rollout(v3, ["-"], 0, "3", False),
+            rollout(v4, ["+"], -1, "4", True),
+            rollout(t1, ["-"], 0, "5", False)]  # reported part: would pull the weight to 0 if it counted
+    prm = [0.9, 0.1, 0.6, 0.4, 0.95]
+    orm = [0.5, 0.5, 0.1, 0.85, 0.0]
+    # PRM alone orders 3 of 4 (right, wrong) pairs, the ORM 3.5; w x PRM + (1 - w) x ORM orders all four for
+    # 0 < w < 0.79, so the grid's largest such weight wins.
+    assert validated_process_weight(rows, prm, orm, validation_fraction=0.5) == 0.7
+    assert validated_process_weight(rows[:1] + rows[3:], prm[:1] + prm[3:], orm[:1] + orm[3:], 0.5) is None
 
 
 def test_answer_agreement_counts_problems_where_two_samples_agree():

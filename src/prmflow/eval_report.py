@@ -12,9 +12,10 @@ from pathlib import Path
 from prmflow.metrics import AGGREGATIONS
 
 LABELS = {"prm": "trained PRM", "zero_shot": "zero-shot prompt (base model)", "champion": "registry champion",
-          "orm": "trained ORM", "combined": "combined PRM + ORM"}
+          "orm": "trained ORM", "combined": "combined PRM + ORM",
+          "combined_validated": "combined, weights chosen on validation"}
 # Rows of the comparison table, in order, then the scorer-free reference rows (best-of-N columns only).
-COMPARED = ("zero_shot", "prm", "orm", "combined")
+COMPARED = ("zero_shot", "prm", "orm", "combined", "combined_validated")
 REFERENCES = {"majority": "majority vote", "pass_at_1": "pass@1 (random sample)", "oracle": "oracle pass@N"}
 
 

@@ -40,6 +40,9 @@ EXTERNAL_FORMATS = {
     "outcome": ("problem", "steps", "predicted_answer", "correct"),  # final-answer correctness only
     "processbench": ("problem", "steps", "label"),                    # label: first error index or -1
 }
+# Process weights tried for the validated combined score (outcome weight = 1 - w), coarse on purpose:
+# the validation part is a few hundred solutions.
+PROCESS_WEIGHT_GRID = [i / 10 for i in range(11)]
 # Metrics that do not depend on the scorer: reported once, not again for each baseline.
 SCORER_FREE = ("best_of_n_majority", "best_of_n_oracle", "best_of_n_pass_at_1", "best_of_n_n", "answers_repeated")
 
@@ -211,10 +214,26 @@ def comparison(prm: list[list[float]], prm_threshold: float, orm: list[list[floa
                                          threshold=threshold)
     compared["prm"] = Compared(prm_solution, prm, threshold=prm_threshold)
     compared["orm"] = Compared(orm_solution, orm, step_metric="step_value_auroc")
-    compared["combined"] = Compared([None if p is None or o is None else
-                                     combine(p, o, weights.process_weight, weights.outcome_weight)
-                                     for p, o in zip(prm_solution, orm_solution)])
+    compared["combined"] = Compared(combined_solution(prm_solution, orm_solution, weights.process_weight,
+                                                      weights.outcome_weight))
     return compared
+
+
+def combined_solution(prm: list[float | None], orm: list[float | None], process_weight: float,
+                      outcome_weight: float) -> list[float | None]:
+    return [None if p is None or o is None else combine(p, o, process_weight, outcome_weight) for p, o in zip(prm, orm)]
+
+
+def validated_process_weight(rows: list[dict], prm: list[float | None], orm: list[float | None],
+                             validation_fraction: float) -> float | None:
+    """The process weight (outcome weight = 1 - it) of PROCESS_WEIGHT_GRID whose combined score has the best
+    solution AUROC on the validation part, ties to the larger process weight; None without both classes there."""
+    part = [i for i in range(len(rows)) if prm[i] is not None and orm[i] is not None
+            and in_validation(rows[i]["problem_id"], validation_fraction)]
+    correct = [bool(rows[i]["correct"]) for i in part]
+    if len(set(correct)) < 2:
+        return None
+    return max(PROCESS_WEIGHT_GRID, key=lambda w: (auroc([combine(prm[i], orm[i], w, 1 - w) for i in part], correct), w))
 
 
 def baseline_metrics(prefix: str, evaluation: Evaluation) -> dict[str, float]:
@@ -328,6 +347,14 @@ def main(params: Params) -> None:
                 notes.append(f"champion: {where}.")
         compared = comparison(prm_scores, metrics["first_error_threshold"], orm_scores, e.aggregation, params.combine,
                               zero_shot)
+        weight = validated_process_weight(rows, compared["prm"].solution, compared["orm"].solution,
+                                          e.validation_fraction)
+        if weight is not None:  # what the configured `combine` weights would be if chosen on held-out data
+            compared["combined_validated"] = Compared(combined_solution(compared["prm"].solution,
+                                                                        compared["orm"].solution, weight, 1 - weight))
+            metrics["combined_validated_process_weight"] = weight
+            notes.append(f"combined, validated: process weight {weight:.1f} (outcome {1 - weight:.1f}), the best "
+                         f"solution AUROC on the validation part of the grid 0, 0.1, ..., 1.")
         metrics |= compare_scorers(rows, compared, e.validation_fraction)
         externals_metrics = {}
         for spec, ext_rows in externals:
