@@ -2,6 +2,7 @@
 
 import json
 import math
+import subprocess
 
 import pytest
 import yaml
@@ -36,6 +37,26 @@ def test_dvc_hashes_come_from_the_lock_under_data_and_models(tmp_path):
 
 def test_git_commit_outside_a_repository_is_none(tmp_path):
     assert git_commit(tmp_path) == "none"
+
+
+def test_git_commit_is_dirty_for_changed_code_but_not_for_what_the_pipeline_writes(tmp_path):
+    def git(*args):
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    (tmp_path / "reports").mkdir()
+    for name in ("code.py", "dvc.lock", "reports/metrics.json"):
+        (tmp_path / name).write_text("1\n")
+    git("init", "-q")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "first")
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=tmp_path, capture_output=True, text=True).stdout.strip()
+    generated = ("dvc.lock", "reports")
+    (tmp_path / "dvc.lock").write_text("2\n")
+    (tmp_path / "reports" / "metrics.json").write_text("2\n")
+    assert git_commit(tmp_path, generated) == head
+    assert git_commit(tmp_path) == f"{head}-dirty"
+    (tmp_path / "code.py").write_text("2\n")
+    assert git_commit(tmp_path, generated) == f"{head}-dirty"
 
 
 def test_lineage_tags_name_code_data_params_runs_and_metrics():

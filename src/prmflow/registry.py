@@ -51,14 +51,19 @@ def file_md5(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def git_commit(cwd: str | Path = ".") -> str:
-    """`git rev-parse HEAD`, with `-dirty` when tracked files changed; 'none' outside git or before a commit."""
+def git_commit(cwd: str | Path = ".", generated: tuple[str, ...] = ()) -> str:
+    """`git rev-parse HEAD`, with `-dirty` when tracked files changed; 'none' outside git or before a commit.
+
+    Changes under `generated` (what the pipeline run itself writes: dvc.lock, the reports) do not count:
+    a `dvc repro` from a clean commit would otherwise always register a "dirty" version.
+    """
+    excluded = [f":(exclude){path}" for path in generated]
     try:
         head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=30)
         if head.returncode != 0:
             return "none"
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
-                               capture_output=True, text=True, timeout=30).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", *excluded],
+                               cwd=cwd, capture_output=True, text=True, timeout=30).stdout.strip()
     except (FileNotFoundError, subprocess.TimeoutExpired):
         return "none"
     return head.stdout.strip() + ("-dirty" if dirty else "")
