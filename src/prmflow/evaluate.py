@@ -233,7 +233,11 @@ def validated_process_weight(rows: list[dict], prm: list[float | None], orm: lis
     correct = [bool(rows[i]["correct"]) for i in part]
     if len(set(correct)) < 2:
         return None
-    return max(PROCESS_WEIGHT_GRID, key=lambda w: (auroc([combine(prm[i], orm[i], w, 1 - w) for i in part], correct), w))
+
+    def validation_auroc(weight: float) -> float:
+        return auroc([combine(prm[i], orm[i], weight, 1 - weight) for i in part], correct)
+
+    return max(PROCESS_WEIGHT_GRID, key=lambda w: (validation_auroc(w), w))
 
 
 def baseline_metrics(prefix: str, evaluation: Evaluation) -> dict[str, float]:

@@ -151,7 +151,8 @@ def main(params: Params) -> None:
         run_ids = stage_run_ids(client, run.info.experiment_id, LINEAGE_STAGES, os.environ.get(PARENT_RUN_ENV))
         sections = {s: dataclasses.asdict(getattr(params, s)) for s in ("ingest", "label", "model", "train",
                                                                        "train_orm", "combine", "evaluate")}
-        tags = lineage_tags(git_commit(generated=("dvc.lock", params.base.reports_dir)), dvc_hashes("dvc.lock", (params.base.data_dir, params.base.models_dir)),
+        commit = git_commit(generated=("dvc.lock", params.base.reports_dir))  # the run's own outputs
+        tags = lineage_tags(commit, dvc_hashes("dvc.lock", (params.base.data_dir, params.base.models_dir)),
                             sections, run_ids, metrics, heldout_md5)
         tags["model_kind"] = params.register.model_kind
         for key, value in tags.items():

@@ -186,9 +186,13 @@ class OutcomeRewardModel(_VerificationPrompt):
         return super().load(path, device)
 
 
+def _trained_outcome_config(delimiter: str) -> dict:
+    return {"kind": "outcome", "mode": "tag", "delimiter": delimiter}
+
+
 def write_outcome_config(path: str | Path, delimiter: str = DEFAULT_DELIMITER) -> None:
     """The reward_config.json of a trained ORM (the train_orm stage writes it into models/orm)."""
-    _write_config(Path(path), {"kind": "outcome", "mode": "tag", "delimiter": delimiter})
+    _write_config(Path(path), _trained_outcome_config(delimiter))
 
 
 class TrainedOutcomeRewardModel(modeling.ProcessRewardModel):
@@ -219,7 +223,7 @@ class TrainedOutcomeRewardModel(modeling.ProcessRewardModel):
         return self.get_reward_for_problem_solution(problem, solution)
 
     def save(self, path: str | Path) -> None:
-        _save_tag_model(self, Path(path), {"kind": "outcome", "mode": "tag", "delimiter": self.delimiter})
+        _save_tag_model(self, Path(path), _trained_outcome_config(self.delimiter))
 
     @classmethod
     def load(cls, path: str | Path, device: str = "cpu") -> TrainedOutcomeRewardModel:
