@@ -27,7 +27,7 @@ METHODS = ("mc", "binary_search")
 
 
 def run_method(problems: dict[str, list[dict]], label_params, seed: int) -> tuple[dict, list[dict]]:
-    from prmflow.label import label_split, label_summary
+    from prmflow.labeling.label import label_split, label_summary
 
     start = time.perf_counter()
     results = [r for split in problems.values() for r in label_split(split, label_params, seed)]
@@ -53,7 +53,7 @@ def miss_kinds(rows: list[dict]) -> dict[str, int]:
 def main() -> None:
     sys.path.insert(0, str(ROOT / "src"))
     from prmflow.config import load_params
-    from prmflow.ingest import build_splits
+    from prmflow.data.ingest import build_splits
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=3)

@@ -10,7 +10,7 @@ steps on average in 16 samples, against 3.4 after training), which leaves `mc` f
 complete. The samples are still mostly wrong; what is measured is the labeling work, not its quality.
 
 The same fixed generator problems are labeled with `label.policy: openai`, method `mc`, through
-`prmflow.label.label_problem`, at each concurrency, against `transformers serve` pinned to that
+`prmflow.labeling.label.label_problem`, at each concurrency, against `transformers serve` pinned to that
 model dir (one uvicorn worker, `OMP_NUM_THREADS=1`); then with `--continuous-batching`, if that
 server works on this CPU (else its error is recorded); and in process with the `transformers`
 policy on the same model dir (batch 1 and the default batch 16) for reference. Per run: wall
@@ -45,7 +45,7 @@ LABEL = {"method": "mc", "trajectories_per_problem": 2, "completions_per_step": 
 
 def solution_texts(problems: list[dict]) -> list[str]:
     """Problems with their reference solutions in the policies' prompt format, ending at a final-answer line."""
-    from prmflow.completion_text import prompt_text
+    from prmflow.labeling.completion_text import prompt_text
 
     return [prompt_text(p, [*p["reference_steps"], f"#### {p['answer']}"]) for p in problems]
 
@@ -53,12 +53,12 @@ def solution_texts(problems: list[dict]) -> list[str]:
 def build_policy_lm(directory: Path) -> dict:
     """Train the small GPT-2 on generator solutions (other problems than the workload's) and save it."""
     import torch
+    from tiny_models import sample_by_default
+    from tiny_tokenizers import build_family
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     from prmflow.config import IngestParams
-    from prmflow.ingest import build_splits
-    from tiny_models import sample_by_default
-    from tiny_tokenizers import build_family
+    from prmflow.data.ingest import build_splits
 
     start = time.perf_counter()
     corpus = solution_texts(build_splits(IngestParams(num_train=400, num_test=1, min_steps=INGEST["min_steps"],
@@ -92,7 +92,7 @@ def build_policy_lm(directory: Path) -> dict:
 
 def label_run(policy, problems: list[dict], label_params) -> dict:
     """Label `problems` with `policy` (one made per run, so its counters are this run's)."""
-    from prmflow.label import label_problem
+    from prmflow.labeling.label import label_problem
 
     load_before = os.getloadavg()
     start = time.perf_counter()
@@ -111,10 +111,11 @@ def label_run(policy, problems: list[dict], label_params) -> dict:
 def server_sweep(model_dir: Path, problems: list[dict], label_params, concurrencies: list[int], extra_args: tuple,
                  log_path: Path) -> tuple[list[dict], dict]:
     """Serve `model_dir` with `extra_args`, probe it with one request, then label at each concurrency."""
-    from prmflow.model_server import free_port
-    from prmflow.openai_policy import OpenAIPolicy
-    from prmflow.policy import make_policy
     from tiny_models import serve_policy_lm
+
+    from prmflow.labeling.openai_policy import OpenAIPolicy
+    from prmflow.labeling.policies import make_policy
+    from prmflow.serving.model_server import free_port
 
     port = free_port()
     endpoint = f"http://127.0.0.1:{port}/v1"
@@ -148,8 +149,8 @@ def main() -> None:
     import torch
 
     from prmflow.config import IngestParams, LabelParams
-    from prmflow.ingest import build_splits
-    from prmflow.policy import make_policy
+    from prmflow.data.ingest import build_splits
+    from prmflow.labeling.policies import make_policy
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--problems", type=int, default=INGEST["num_train"])

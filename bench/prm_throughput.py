@@ -28,8 +28,9 @@ def train_tokens_per_second(project: Path, params, steps: int) -> dict:
     import torch
     from transformers import AutoTokenizer, set_seed
 
-    from prmflow.modeling import build_model, prompt_format
-    from prmflow.train import make_trainer
+    from prmflow.model.modeling import build_model
+    from prmflow.model.tokenization import prompt_format
+    from prmflow.model.train import make_trainer
 
     torch.set_num_threads(params.base.num_threads)
     set_seed(params.base.seed)
@@ -54,7 +55,7 @@ def scoring_steps_per_second(project: Path, params) -> dict:
     import torch
 
     from prmflow.jsonl import read_jsonl
-    from prmflow.modeling import ProcessRewardModel
+    from prmflow.model.modeling import ProcessRewardModel
 
     torch.set_num_threads(params.base.num_threads)
     prm = ProcessRewardModel(project / params.base.models_dir / "prm")

@@ -25,8 +25,8 @@ from pathlib import Path
 import torch
 
 from prmflow.jsonl import read_jsonl
-from prmflow.modeling import ProcessRewardModel, pad_batch
-from prmflow.tokenization import encode_solution
+from prmflow.model.modeling import ProcessRewardModel, pad_batch
+from prmflow.model.tokenization import encode_solution
 
 ROOT = Path(__file__).resolve().parent.parent
 

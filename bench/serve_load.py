@@ -93,14 +93,14 @@ def main() -> None:
     for key, value in {"OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
                        "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}.items():
         os.environ.setdefault(key, value)
-    import mlflow
     import requests
     import torch
 
+    import mlflow
     from prmflow.jsonl import read_jsonl
-    from prmflow.model_server import model_server
-    from prmflow.register import log_prm
-    from prmflow.serving import ServingConfig, Solution, load_scorer
+    from prmflow.serving.model_server import model_server
+    from prmflow.serving.register import log_prm
+    from prmflow.serving.scorer import ServingConfig, Solution, load_scorer
 
     torch.set_num_threads(1)
     rows = read_jsonl(args.rollouts, required=("problem", "steps"))

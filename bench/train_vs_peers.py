@@ -41,8 +41,7 @@ def load(project: Path, count: int):
 
     from prmflow.config import load_params
     from prmflow.jsonl import read_jsonl
-    from prmflow.modeling import prompt_format
-    from prmflow.tokenization import tokenize_rows
+    from prmflow.model.tokenization import prompt_format, tokenize_rows
 
     params = load_params(project / "params.yaml")
     tokenizer = AutoTokenizer.from_pretrained(project / params.base.data_dir / "tokenized" / "tokenizer")
@@ -71,10 +70,10 @@ def one_epoch(params):
 
 def run_prmflow(params, tokenizer, fmt, rows, tokenized) -> float:
     import datasets
-    import mlflow  # noqa: F401  the train stage has it loaded before training; its logging callback imports it
 
-    from prmflow.modeling import build_model
-    from prmflow.train import make_trainer
+    import mlflow  # noqa: F401  the train stage has it loaded before training; its logging callback imports it
+    from prmflow.model.modeling import build_model
+    from prmflow.model.train import make_trainer
 
     trainer = make_trainer(build_model(params.model, tokenizer), tokenizer, fmt, datasets.Dataset.from_list(tokenized),
                            one_epoch(params), output_dir=tempfile.mkdtemp())
@@ -87,9 +86,9 @@ def run_trl(params, tokenizer, fmt, rows, tokenized) -> float:
     import datasets
     import torch
     from transformers import LlamaForTokenClassification
-
-    from prmflow.modeling import build_model
     from trl.experimental.prm import PRMConfig, PRMTrainer
+
+    from prmflow.model.modeling import build_model
 
     t = params.train
     config = build_model(params.model, tokenizer).config
@@ -118,8 +117,8 @@ def run_prefix_recipe(params, tokenizer, fmt, rows, tokenized) -> float:
     import torch
     from transformers import get_cosine_schedule_with_warmup, set_seed
 
-    from prmflow.modeling import build_model, step_loss
-    from prmflow.tokenization import encode_solution
+    from prmflow.model.modeling import build_model, step_loss
+    from prmflow.model.tokenization import encode_solution
 
     t, width = params.train, params.model.max_length
     set_seed(params.base.seed)
@@ -153,7 +152,7 @@ def run_prefix_recipe(params, tokenizer, fmt, rows, tokenized) -> float:
 def child(runner: str, project: Path, count: int) -> None:
     import torch
 
-    from prmflow.train import peak_memory_mb  # on CPU: this process's peak RSS
+    from prmflow.model.train import peak_memory_mb  # on CPU: this process's peak RSS
 
     os.environ["TRL_EXPERIMENTAL_SILENCE"] = "1"
     torch.set_num_threads(1)

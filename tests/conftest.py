@@ -24,8 +24,8 @@ def rng():
 def labeled_rows():
     """A small labeled dataset from the real generator and simulated policy."""
     from prmflow.config import IngestParams, LabelParams
-    from prmflow.ingest import build_splits
-    from prmflow.label import label_problems
+    from prmflow.data.ingest import build_splits
+    from prmflow.labeling.label import label_problems
 
     splits = build_splits(IngestParams(num_train=40, num_test=10), seed=7).splits
     return label_problems(splits["train"], LabelParams(trajectories_per_problem=3, completions_per_step=4), seed=7)

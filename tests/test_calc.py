@@ -1,6 +1,6 @@
 from fractions import Fraction
 
-from prmflow.calc import annotation_result, evaluate, format_number, parse_step, render_step, tokenize_expression
+from prmflow.data.calc import annotation_result, evaluate, format_number, parse_step, render_step, tokenize_expression
 
 
 def test_evaluate_is_exact_with_precedence_and_parentheses():

@@ -46,7 +46,7 @@ def test_range_problems_are_listed_together():
         params_from_dict({"ingest": {"num_train": 0, "min_steps": 4, "max_steps": 2},
                           "label": {"slip_rate": 1.5}, "model": {"hidden_size": 30, "num_heads": 4}})
     message = str(err.value)
-    for expected in ("ingest.num_train: must be > 0", "ingest.max_steps: 2 is below ingest.min_steps 4",
+    for expected in ("ingest.num_train: must be > 0", "ingest.max_steps: 2 is below min_steps 4",
                      "label.slip_rate: must be in [0, 1]", "model.hidden_size: 30 is not divisible"):
         assert expected in message
 
@@ -67,8 +67,8 @@ def test_combine_weights_and_model_kind_are_checked():
     with pytest.raises(ConfigError) as err:
         params_from_dict({"combine": {"process_weight": -0.5, "outcome_weight": 0.0}, "train_orm": {"epochs": 0}})
     message = str(err.value)
-    for expected in ("combine.process_weight: must be >= 0, got -0.5", "combine.process_weight + "
-                     "combine.outcome_weight must be > 0", "train_orm.epochs: must be > 0"):
+    for expected in ("combine.process_weight: must be >= 0, got -0.5", "combine.outcome_weight: process_weight + "
+                     "outcome_weight must be > 0", "train_orm.epochs: must be > 0"):
         assert expected in message
     with pytest.raises(ConfigError, match=r"register.model_kind: 'orm' is not one of \['combined', 'prm'\]"):
         params_from_dict({"register": {"model_kind": "orm"}})

@@ -31,10 +31,3 @@ def test_every_stage_runs_its_console_script_and_its_deps_exist():
         for param in stage.get("params", []):
             section, _, key = param.partition(".")
             assert section in params and (not key or key in params[section]), f"{name}: unknown param {param}"
-
-
-def test_each_stage_module_source_is_a_dep_of_its_stage():
-    dvc = yaml.safe_load((REPO / "dvc.yaml").read_text())
-    for name, stage in dvc["stages"].items():
-        module = STAGE_MODULES[name].removeprefix("prmflow.")
-        assert f"src/prmflow/{module}.py" in stage["deps"]

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from prmflow.config import CombineParams, ConfigError, EvaluateParams, ModelParams, params_from_dict
-from prmflow.evaluate import (
+from prmflow.evaluation.evaluate import (
     compare_scorers, comparison, evaluate_external, evaluate_solutions, in_validation, read_external,
     validated_process_weight,
 )
@@ -98,7 +98,7 @@ def test_validated_process_weight_is_the_best_solution_auroc_on_the_validation_p
 
 
 def test_answer_agreement_counts_problems_where_two_samples_agree():
-    from prmflow.evaluate import answer_agreement
+    from prmflow.evaluation.evaluate import answer_agreement
 
     rows = [rollout("a", ["+"], -1, "7", True), rollout("a", ["+"], -1, "7", True), rollout("a", ["-"], 0, "8", False),
             rollout("b", ["-"], 0, "3", False), rollout("b", ["-"], 0, "3", False), rollout("b", ["+"], -1, "5", True),
@@ -156,8 +156,8 @@ def test_zero_shot_rebuilds_the_base_model_and_batches_prefixes_exactly(tiny_prm
     import torch
     from transformers import AutoTokenizer, set_seed
 
-    from prmflow.modeling import build_model
-    from prmflow.zero_shot import ZeroShotVerifier
+    from prmflow.model.modeling import build_model
+    from prmflow.model.zero_shot import ZeroShotVerifier
 
     verifier = ZeroShotVerifier.untrained_base(TINY_MODEL, tiny_prm_dir, seed=3)
     set_seed(3)  # as train.main: the PRM's starting weights
@@ -188,7 +188,7 @@ def test_stage_writes_metrics_plots_summary_and_adds_the_champion_when_there_is_
 
     from mlflow import MlflowClient
 
-    from prmflow import evaluate
+    from prmflow.evaluation import evaluate
     from prmflow.config import Params
     from prmflow.jsonl import write_jsonl
 

@@ -1,12 +1,12 @@
 import random
 from fractions import Fraction
 
-from prmflow.calc import ANNOTATION, annotation_result, parse_step
+from prmflow.data.calc import ANNOTATION, annotation_result, parse_step
 from prmflow.config import IngestParams, LabelParams
-from prmflow.generator import GeneratorSettings, generate_problems
-from prmflow.ingest import build_splits, check_problem
-from prmflow.label import first_error, label_problem, label_summary
-from prmflow.policy import SimulatedPolicy
+from prmflow.data.generator import GeneratorSettings, generate_problems
+from prmflow.data.ingest import build_splits, check_problem
+from prmflow.labeling.label import first_error, label_problem, label_summary
+from prmflow.labeling.simulated import SimulatedPolicy
 
 
 def test_generator_is_deterministic_and_within_bounds():

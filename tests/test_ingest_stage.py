@@ -6,10 +6,10 @@ from pathlib import Path
 import pytest
 
 from prmflow.config import IngestParams, LabelParams, params_from_dict
-from prmflow.ingest import build_splits, hashed_split, main
-from prmflow.sources import content_id
+from prmflow.data.ingest import build_splits, hashed_split, main
+from prmflow.data.sources import content_id
 from prmflow.jsonl import RecordError, read_jsonl
-from prmflow.label import label_problems
+from prmflow.labeling.label import label_problems
 
 from conftest import REPO
 
@@ -174,7 +174,7 @@ def test_gsm8k_from_the_shared_folder():
 
 def test_prelabeled_sources_pass_validation_without_reference_solutions():
     from prmflow.config import ValidateParams
-    from prmflow.validate import failed_checks, validate_datasets
+    from prmflow.labeling.validate import failed_checks, validate_datasets
 
     sources = [{"format": fmt, "path": str(FIXTURES / f"{fmt}.jsonl")}
                for fmt in ("prm800k", "math_shepherd", "trl_stepwise", "input_value_label")]

@@ -5,11 +5,11 @@ from collections import Counter
 
 import pytest
 
-from prmflow.answers import extract_final_answer
+from prmflow.data.answers import extract_final_answer
 from prmflow.config import LabelParams
-from prmflow.label import label_problem, label_summary
-from prmflow.policy import NO_ANSWER, Continuation
-from prmflow.step_labels import AnswerChecker, binary_search_labels, mc_labels
+from prmflow.labeling.label import label_problem, label_summary
+from prmflow.labeling.policy import NO_ANSWER, Continuation
+from prmflow.labeling.step_labels import AnswerChecker, binary_search_labels, mc_labels
 
 PROBLEM = {"id": "p1", "problem": "a scripted problem", "answer": "10", "reference_steps": ["s1", "s2", "s3", "s4"]}
 
@@ -142,8 +142,8 @@ def test_final_answer_extraction(text, answer):
 
 def test_compare_methods_labels_the_same_trajectories_with_each_method():
     from prmflow.config import IngestParams
-    from prmflow.ingest import build_splits
-    from prmflow.label import compare_methods
+    from prmflow.data.ingest import build_splits
+    from prmflow.labeling.label import compare_methods
 
     problems = build_splits(IngestParams(num_train=30, num_test=5), seed=5).splits["train"]
     comparison = compare_methods(problems, LabelParams(trajectories_per_problem=2, completions_per_step=4), seed=5)

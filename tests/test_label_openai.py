@@ -13,11 +13,11 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from prmflow.config import ConfigError, LabelParams, params_from_dict
-from prmflow.label import label_split
-from prmflow.model_server import free_port
-from prmflow.openai_policy import EndpointError, OpenAIPolicy
-from prmflow.policy import Continuation
-from prmflow.step_labels import AnswerChecker, mc_labels
+from prmflow.labeling.label import label_split
+from prmflow.serving.model_server import free_port
+from prmflow.labeling.openai_policy import EndpointError, OpenAIPolicy
+from prmflow.labeling.policy import Continuation
+from prmflow.labeling.step_labels import AnswerChecker, mc_labels
 from tiny_models import POLICY_PROBLEM as PROBLEM
 from tiny_models import build_tiny_policy_lm, sample_by_default
 from tiny_models import serve_policy_lm as serve

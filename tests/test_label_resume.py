@@ -8,8 +8,8 @@ import sys
 import time
 
 from prmflow.config import IngestParams, LabelParams
-from prmflow.ingest import build_splits
-from prmflow.label import label_split
+from prmflow.data.ingest import build_splits
+from prmflow.labeling.label import label_split
 
 PARAMS = LabelParams(trajectories_per_problem=2, completions_per_step=4)
 SEED = 3
@@ -18,9 +18,9 @@ SEED = 3
 SLOW_LABELING = """
 import json, sys, time
 from pathlib import Path
-import prmflow.label as label
+import prmflow.labeling.label as label
 from prmflow.config import LabelParams
-from prmflow.policy import SimulatedPolicy
+from prmflow.labeling.simulated import SimulatedPolicy
 
 class SlowPolicy(SimulatedPolicy):
     def sample_trajectory(self, problem, rng):

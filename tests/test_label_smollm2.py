@@ -14,10 +14,10 @@ import pytest
 import torch
 
 from prmflow.config import LabelParams
-from prmflow.label import label_problem
-from prmflow.model_server import free_port
-from prmflow.openai_policy import OpenAIPolicy
-from prmflow.policy import make_policy
+from prmflow.labeling.label import label_problem
+from prmflow.serving.model_server import free_port
+from prmflow.labeling.openai_policy import OpenAIPolicy
+from prmflow.labeling.policies import make_policy
 from test_label_openai import serve
 from test_smollm2 import GGUF_FILE, SMOLLM2
 

@@ -9,12 +9,12 @@ import random
 
 import pytest
 
-from prmflow.completion_text import finish, prompt_text
+from prmflow.labeling.completion_text import finish, prompt_text
 from prmflow.config import LabelParams
-from prmflow.hf_policy import TransformersPolicy, _StopAtFinalAnswer
-from prmflow.label import label_problem
-from prmflow.policy import Continuation
-from prmflow.step_labels import AnswerChecker, binary_search_labels, mc_labels
+from prmflow.labeling.hf_policy import TransformersPolicy, _StopAtFinalAnswer
+from prmflow.labeling.label import label_problem
+from prmflow.labeling.policy import Continuation
+from prmflow.labeling.step_labels import AnswerChecker, binary_search_labels, mc_labels
 from tiny_models import POLICY_PROBLEM as PROBLEM
 from tiny_models import build_tiny_policy_lm
 

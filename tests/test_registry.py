@@ -8,8 +8,8 @@ import pytest
 import yaml
 
 from prmflow.config import EvaluateParams, RegisterParams
-from prmflow.register import gate_new_version, rescore_on
-from prmflow.registry import alias_version, dvc_hashes, gate, git_commit, lineage_tags, promote
+from prmflow.serving.register import gate_new_version, rescore_on
+from prmflow.serving.registry import alias_version, dvc_hashes, gate, git_commit, lineage_tags, promote
 from tiny_models import build_tiny_prm, log_version, tracking_store
 
 
@@ -25,7 +25,7 @@ def test_gate_promotes_only_a_challenger_that_beats_the_champion_by_the_margin()
 
 def test_dvc_hashes_come_from_the_lock_under_data_and_models(tmp_path):
     lock = {"schema": "2.0", "stages": {
-        "label": {"deps": [{"path": "data/problems", "md5": "a.dir"}, {"path": "src/prmflow/label.py", "md5": "s"}],
+        "label": {"deps": [{"path": "data/problems", "md5": "a.dir"}, {"path": "src/prmflow/labeling/label.py", "md5": "s"}],
                   "outs": [{"path": "data/rollouts", "md5": "b.dir"}]},
         "evaluate": {"deps": [{"path": "data/rollouts/test.jsonl", "md5": "c"}, {"path": "models/prm", "md5": "d.dir"}],
                      "outs": []}}}
@@ -134,8 +134,8 @@ def heldout_rows() -> list[dict]:
 
 def test_champion_from_another_heldout_set_is_rescored_on_the_current_one(registry):
     from prmflow.config import Params
-    from prmflow.evaluate import evaluate_scores
-    from prmflow.modeling import ProcessRewardModel
+    from prmflow.evaluation.evaluate import evaluate_scores
+    from prmflow.model.modeling import ProcessRewardModel
 
     client, new_version = registry["client"], registry["new_version"]
     promote(client, "prm", new_version("old-heldout", {"first_error_f1": 0.99}), "champion", "test", "setup")

@@ -8,7 +8,7 @@ import pytest
 import torch
 from tiny_models import build_tiny_prm
 
-from prmflow.rewards import (
+from prmflow.model.rewards import (
     OUTCOME_PROMPT, STEP_PROMPT, CombinedRewardModel, EnsembleRewardModel, OutcomeRewardModel, ProcessRewardModel,
     ZeroShotProcessRewardModel, load_reward_model, reward_function, shaped_reward,
 )

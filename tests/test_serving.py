@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
-from prmflow.model_server import model_server
+from prmflow.serving.model_server import model_server
 from tiny_models import build_tiny_orm, build_tiny_prm, log_version, server_env, tracking_store
 
 LIMITS = {"max_solutions_per_request": 4, "max_steps_per_solution": 12}
@@ -113,7 +113,7 @@ def test_score_command_prints_what_the_server_answers(server, store, tmp_path, c
 def test_rollback_changes_what_a_restarted_server_serves(store):
     from mlflow import MlflowClient
 
-    from prmflow.registry import promote, rollback
+    from prmflow.serving.registry import promote, rollback
 
     client, first, second = MlflowClient(), store["versions"][0], store["versions"][1]
     promote(client, "prm", first, "champion", "test", "first champion")
@@ -128,7 +128,7 @@ def test_rollback_changes_what_a_restarted_server_serves(store):
     assert rollback(client, "prm", "champion", "test", "bad outputs") == first
     served_first = champion_scores()
     assert served_first != served_second
-    from prmflow.serving import Solution, load_scorer
+    from prmflow.serving.scorer import Solution, load_scorer
 
     expected = [load_scorer(f"models:/prm/{v}").score([Solution(**SOLUTIONS[2])])[0].step_scores
                 for v in (first, second)]
@@ -138,9 +138,9 @@ def test_rollback_changes_what_a_restarted_server_serves(store):
 
 def test_combined_model_serves_the_outcome_score_and_the_weighted_score(store, server, tmp_path, capsys):
     from prmflow.cli import main
-    from prmflow.metrics import aggregate, predicted_first_error
-    from prmflow.modeling import ProcessRewardModel
-    from prmflow.rewards import TrainedOutcomeRewardModel
+    from prmflow.model.aggregation import aggregate, predicted_first_error
+    from prmflow.model.modeling import ProcessRewardModel
+    from prmflow.model.rewards import TrainedOutcomeRewardModel
 
     root = store["root"]
     prm_dir, orm_dir = root / "seed0", build_tiny_orm(root / "orm", seed=2)

@@ -6,12 +6,12 @@ from fractions import Fraction
 
 import pytest
 
-from prmflow.answers import answers_equivalent, extract_boxed, normalize_answer
-from prmflow.calc import format_number, parse_step, to_number
+from prmflow.data.answers import answers_equivalent, extract_boxed, normalize_answer
+from prmflow.data.calc import format_number, parse_step, to_number
 from prmflow.config import ConfigError, params_from_dict
-from prmflow.generator import GeneratorSettings, generate_problems
-from prmflow.policy import SimulatedPolicy
-from prmflow.sources import content_id, read_source
+from prmflow.data.generator import GeneratorSettings, generate_problems
+from prmflow.labeling.simulated import SimulatedPolicy
+from prmflow.data.sources import content_id, read_source
 
 from conftest import REPO
 

@@ -1,8 +1,8 @@
 import pytest
 
 from prmflow.config import ModelParams
-from prmflow.modeling import prepare_tokenizer, prompt_format
-from prmflow.tokenization import corpus_texts, encode_solution, tokenize_row, tokenize_rows
+from prmflow.model.tokenization import prepare_tokenizer, prompt_format
+from prmflow.model.tokenization import corpus_texts, encode_solution, tokenize_row, tokenize_rows
 
 # Steps that end the way real steps do, including in the label tokens themselves.
 TRICKY_STEPS = ["ends with a space ", "ends with a newline\n", "ends with digits 42", "ends with +", "ends with -",

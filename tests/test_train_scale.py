@@ -53,8 +53,8 @@ def tokenize_and_train(params: Params, callbacks: tuple = ()) -> dict:
 def test_local_base_model_trains_through_the_stage(project, labeled_rows, family, weight, lora_r, accumulation):
     from transformers import AutoModelForCausalLM
 
-    from prmflow.modeling import ProcessRewardModel
-    from prmflow.tokenization import corpus_texts
+    from prmflow.model.modeling import ProcessRewardModel
+    from prmflow.model.tokenization import corpus_texts
 
     base = build_family(family, corpus_texts(labeled_rows, ModelParams()), project / "base", with_weights=True)
     params = stage_params({"base_model": str(base)}, lora_r=lora_r, gradient_accumulation_steps=accumulation,
@@ -103,7 +103,7 @@ def test_an_interrupted_run_resumes_from_its_last_checkpoint(project):
 
 
 def test_two_process_accelerate_launch(project):
-    from prmflow import tokenization
+    from prmflow.model import tokenization
 
     params = stage_params()
     Path("params.yaml").write_text(yaml.safe_dump(dataclasses.asdict(params)))

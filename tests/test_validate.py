@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from prmflow.config import ConfigError, ValidateParams, params_from_dict
-from prmflow.validate import failed_checks, summary, validate_datasets, warned_checks
+from prmflow.labeling.validate import failed_checks, summary, validate_datasets, warned_checks
 
 from conftest import BIN, REPO
 
@@ -17,8 +17,8 @@ from conftest import BIN, REPO
 def clean():
     """Problems and labeled rollouts of both splits, from the real generator and simulated policy."""
     from prmflow.config import IngestParams, LabelParams
-    from prmflow.ingest import build_splits
-    from prmflow.label import label_problems
+    from prmflow.data.ingest import build_splits
+    from prmflow.labeling.label import label_problems
 
     problems = build_splits(IngestParams(num_train=30, num_test=8), seed=7).splits
     label = LabelParams(trajectories_per_problem=3, completions_per_step=8)

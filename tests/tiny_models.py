@@ -41,7 +41,7 @@ def sample_by_default(directory: Path) -> Path:
 
 def serve_policy_lm(model_dir: Path, port: int, log_path: Path, extra_args: tuple[str, ...] = ()):
     """`transformers serve` pinned to the local model dir, on 127.0.0.1:port, stopped by process group on exit."""
-    from prmflow.model_server import loopback_process
+    from prmflow.serving.model_server import loopback_process
 
     cmd = [str(BIN / "transformers"), "serve", str(model_dir), "--host", "127.0.0.1", "--port", str(port),
            "--device", "cpu", *extra_args]
@@ -53,7 +53,8 @@ def build_tiny_prm(directory: Path, seed: int, max_length: int = 192) -> Path:
     import torch
 
     from prmflow.config import ModelParams
-    from prmflow.modeling import build_model, prepare_tokenizer, prompt_format, save_prompt_format
+    from prmflow.model.modeling import build_model
+    from prmflow.model.tokenization import prepare_tokenizer, prompt_format, save_prompt_format
 
     # A fixed corpus keeps the tokenizer (and so these tests) independent of the data generator.
     corpus = [f"Step {a}: {name} has {a} + {b} = <<{a}+{b}={a + b}>>{a + b} apples, then gives away {b} - {a}."
@@ -71,7 +72,7 @@ def build_tiny_prm(directory: Path, seed: int, max_length: int = 192) -> Path:
 
 def build_tiny_orm(directory: Path, seed: int, max_length: int = 192) -> Path:
     """A tiny PRM-architecture model saved as a trained (tag-mode) outcome reward model, as train_orm saves one."""
-    from prmflow.rewards import write_outcome_config
+    from prmflow.model.reward_config import write_outcome_config
 
     write_outcome_config(build_tiny_prm(directory, seed, max_length))
     return directory
@@ -87,9 +88,10 @@ def train_tiny_model(labeled_rows: list[dict], directory: Path, target: str | No
     import torch
 
     from prmflow.config import ModelParams, Params, TrainParams
-    from prmflow.modeling import build_model, prepare_tokenizer, prompt_format, save_prompt_format
-    from prmflow.tokenization import corpus_texts, tokenize_rows
-    from prmflow.train import make_trainer
+    from prmflow.model.modeling import build_model
+    from prmflow.model.tokenization import prepare_tokenizer, prompt_format, save_prompt_format
+    from prmflow.model.tokenization import corpus_texts, tokenize_rows
+    from prmflow.model.train import make_trainer
 
     torch.manual_seed(0)
     model_params = ModelParams(vocab_size=300, max_length=2048, hidden_size=32, num_layers=1, num_heads=2,
@@ -149,8 +151,8 @@ def log_version(model_dir: Path, name: str = "prm", outcome_dir: Path | None = N
 
     import mlflow
 
-    from prmflow.register import log_prm
-    from prmflow.serving import ServingConfig
+    from prmflow.serving.register import log_prm
+    from prmflow.serving.scorer import ServingConfig
 
     with mlflow.start_run():
         info = log_prm(model_dir, dataclasses.asdict(ServingConfig(**serving)), name, outcome_dir)

@@ -5,7 +5,7 @@ __version__ = "0.1.0"
 STAGES = ("ingest", "label", "validate", "tokenize", "train", "train_orm", "evaluate", "register")
 
 
-# The public reward-model API (prmflow.rewards); its tag-mode ProcessRewardModel extends modeling's.
+# The public reward-model API (prmflow.model.rewards); its tag-mode ProcessRewardModel extends modeling's.
 REWARD_API = ("ProcessRewardModel", "ZeroShotProcessRewardModel", "OutcomeRewardModel", "TrainedOutcomeRewardModel",
               "CombinedRewardModel", "EnsembleRewardModel", "load_reward_model", "reward_function", "shaped_reward")
 
@@ -13,7 +13,7 @@ REWARD_API = ("ProcessRewardModel", "ZeroShotProcessRewardModel", "OutcomeReward
 def __getattr__(name: str):
     # Lazy: importing prmflow must stay cheap; torch/transformers load only when a model is used.
     if name in REWARD_API:
-        from prmflow import rewards
+        from prmflow.model import rewards
 
         return getattr(rewards, name)
     raise AttributeError(name)

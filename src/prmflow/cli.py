@@ -17,8 +17,11 @@ import sys
 
 from prmflow import STAGES
 
-# The module that holds each stage's `main(params)`.
-STAGE_MODULES = {stage: f"prmflow.{stage}" for stage in STAGES} | {"tokenize": "prmflow.tokenization"}
+# The module that holds each stage's `main(params)`: the subpackage of its part of the pipeline.
+STAGE_MODULES = {"ingest": "prmflow.data.ingest", "label": "prmflow.labeling.label",
+                 "validate": "prmflow.labeling.validate", "tokenize": "prmflow.model.tokenize",
+                 "train": "prmflow.model.train", "train_orm": "prmflow.model.train_orm",
+                 "evaluate": "prmflow.evaluation.evaluate", "register": "prmflow.serving.register"}
 
 
 def _quiet_environment() -> None:
@@ -39,7 +42,7 @@ def score_main(args: argparse.Namespace) -> None:
     import pydantic
 
     from prmflow.jsonl import RecordError, read_jsonl
-    from prmflow.serving import Solution, load_scorer
+    from prmflow.serving.scorer import Solution, load_scorer
 
     rows = read_jsonl(args.input, required=("problem", "steps"))
     solutions = []
@@ -70,12 +73,11 @@ def score_main(args: argparse.Namespace) -> None:
 def alias_main(args: argparse.Namespace) -> None:
     import getpass
 
-    from mlflow import MlflowClient
-
-    from prmflow.config import load_params
-    from prmflow.registry import promote, rollback
-
     from mlflow.exceptions import MlflowException
+
+    from mlflow import MlflowClient
+    from prmflow.config import load_params
+    from prmflow.serving.registry import promote, rollback
 
     register = load_params(args.params).register
     client = MlflowClient(tracking_uri=_tracking_uri(args))
@@ -93,7 +95,7 @@ def alias_main(args: argparse.Namespace) -> None:
 
 
 def pairs_main(args: argparse.Namespace) -> None:
-    from prmflow.pairs import write_pairs
+    from prmflow.model.pairs import write_pairs
 
     count = write_pairs(args.inputs, args.output, args.separator)
     print(f"pairs: {count} step-level preference pairs -> {args.output}")
@@ -133,7 +135,7 @@ def main(argv: list[str] | None = None) -> None:
 
     from prmflow.config import ConfigError, load_params
     from prmflow.jsonl import RecordError
-    from prmflow.validate import ValidationFailed
+    from prmflow.labeling.validate import ValidationFailed
 
     try:
         if args.command == "score":

@@ -23,8 +23,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 
-from prmflow.completion_text import finish, prompt_text
-from prmflow.policy import Continuation
+from prmflow.labeling.completion_text import finish, prompt_text
+from prmflow.labeling.policy import Continuation
 
 MAX_BACKOFF_S = 30.0
 # A model that follows the prompt format starts the next problem here, and nothing after it is

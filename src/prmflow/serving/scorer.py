@@ -22,7 +22,12 @@ from dataclasses import dataclass
 import mlflow.pyfunc
 from pydantic import BaseModel
 
-from prmflow.metrics import AGGREGATIONS, aggregate, combine, predicted_first_error
+from prmflow.model.aggregation import (
+    AGGREGATIONS,
+    aggregate,
+    combine,
+    predicted_first_error,
+)
 
 DEFAULT_AGGREGATION = "min"
 OUTCOME_ARTIFACT = "outcome_model_dir"  # the pyfunc artifact of a combined model's ORM (register.log_prm)
@@ -116,8 +121,8 @@ class Scorer:
 
 class PRMPyfunc(mlflow.pyfunc.PythonModel):
     def load_context(self, context):
-        from prmflow.modeling import ProcessRewardModel
-        from prmflow.rewards import TrainedOutcomeRewardModel
+        from prmflow.model.modeling import ProcessRewardModel
+        from prmflow.model.rewards import TrainedOutcomeRewardModel
 
         outcome_dir = context.artifacts.get(OUTCOME_ARTIFACT)
         self.scorer = Scorer(ProcessRewardModel(context.artifacts["model_dir"]),
@@ -143,6 +148,6 @@ def load_scorer(model: str, threshold: float | None = None) -> Scorer:
     """
     if ":/" in model:
         return mlflow.pyfunc.load_model(model).unwrap_python_model().scorer
-    from prmflow.modeling import ProcessRewardModel
+    from prmflow.model.modeling import ProcessRewardModel
 
     return Scorer(ProcessRewardModel(model), ServingConfig(threshold=0.5 if threshold is None else threshold))

@@ -18,16 +18,17 @@ models of one scale, or choose the weights with that in mind.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from prmflow import modeling
-from prmflow.metrics import AGGREGATIONS, aggregate, combine
+from prmflow.model import modeling
+from prmflow.model.aggregation import AGGREGATIONS, aggregate, combine
+from prmflow.model.reward_config import (
+    DEFAULT_DELIMITER, REWARD_CONFIG, read_config, trained_outcome_config, write_config,
+)
+from prmflow.model.tokenization import PRM_CONFIG, save_prompt_format
 
-REWARD_CONFIG = "reward_config.json"
 STEP_PROMPT = "Is this step correct? Yes or No: "
 OUTCOME_PROMPT = "Is this solution correct? Yes or No: "
-DEFAULT_DELIMITER = "\n"
 DEFAULT_STEP_TEMPLATE = "Step {i}: {step}"  # as ModelParams.step_template
 
 
@@ -41,21 +42,6 @@ def _check_aggregation(aggregation: str) -> str:
     if aggregation not in AGGREGATIONS:
         raise ValueError(f"aggregation: {aggregation!r} is not one of {list(AGGREGATIONS)}")
     return aggregation
-
-
-def _write_config(path: Path, config: dict) -> None:
-    path.mkdir(parents=True, exist_ok=True)
-    (path / REWARD_CONFIG).write_text(json.dumps(config, indent=2) + "\n")
-
-
-def _read_config(path: str | Path, kind: str | None = None) -> dict:
-    file = Path(path, REWARD_CONFIG)
-    if not file.exists():
-        raise FileNotFoundError(f"{file}: no reward-model config (save the model with .save(path) first)")
-    config = json.loads(file.read_text())
-    if kind is not None and config.get("kind") != kind:
-        raise ValueError(f"{file}: kind: expected {kind!r}, got {config.get('kind')!r}")
-    return config
 
 
 class _StepScorer:
@@ -79,8 +65,8 @@ def _save_tag_model(scorer: modeling.ProcessRewardModel, path: Path, config: dic
     """A trained tag-mode model as the train stages write it (weights, tokenizer, prm_config.json) plus `config`."""
     scorer.model.save_pretrained(path)
     scorer.tokenizer.save_pretrained(path)
-    modeling.save_prompt_format(scorer.format, path)
-    _write_config(path, config)
+    save_prompt_format(scorer.format, path)
+    write_config(path, config)
 
 
 class ProcessRewardModel(modeling.ProcessRewardModel, _StepScorer):
@@ -99,7 +85,7 @@ class ProcessRewardModel(modeling.ProcessRewardModel, _StepScorer):
     @classmethod
     def load(cls, path: str | Path, device: str = "cpu"):
         """A saved process model in the mode it was saved in (tag, or verification prompt)."""
-        config = _read_config(path, "process")
+        config = read_config(path, "process")
         if config["mode"] == "verification":
             return ZeroShotProcessRewardModel.load(path, device)
         return cls(path, device, config["delimiter"], config["aggregation"])
@@ -116,7 +102,7 @@ class _VerificationPrompt:
                  max_length: int | None = None, aggregation: str = "min"):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        from prmflow.zero_shot import ZeroShotVerifier
+        from prmflow.model.zero_shot import ZeroShotVerifier
 
         tokenizer = AutoTokenizer.from_pretrained(model_name_or_path)
         model = AutoModelForCausalLM.from_pretrained(model_name_or_path).to(device)
@@ -140,11 +126,11 @@ class _VerificationPrompt:
         path = Path(path)
         self.verifier.model.save_pretrained(path)
         self.verifier.tokenizer.save_pretrained(path)
-        _write_config(path, self.config())
+        write_config(path, self.config())
 
     @classmethod
     def load(cls, path: str | Path, device: str = "cpu"):
-        config = _read_config(path, cls.kind)
+        config = read_config(path, cls.kind)
         return cls(path, device, config["prompt"], config["delimiter"], config["step_template"],
                    config["max_length"], config["aggregation"])
 
@@ -181,18 +167,9 @@ class OutcomeRewardModel(_VerificationPrompt):
     @classmethod
     def load(cls, path: str | Path, device: str = "cpu"):
         """A saved outcome model in the mode it was saved in: trained (tag, e.g. models/orm) or verification prompt."""
-        if _read_config(path, cls.kind)["mode"] == "tag":
+        if read_config(path, cls.kind)["mode"] == "tag":
             return TrainedOutcomeRewardModel.load(path, device)
         return super().load(path, device)
-
-
-def _trained_outcome_config(delimiter: str) -> dict:
-    return {"kind": "outcome", "mode": "tag", "delimiter": delimiter}
-
-
-def write_outcome_config(path: str | Path, delimiter: str = DEFAULT_DELIMITER) -> None:
-    """The reward_config.json of a trained ORM (the train_orm stage writes it into models/orm)."""
-    _write_config(Path(path), _trained_outcome_config(delimiter))
 
 
 class TrainedOutcomeRewardModel(modeling.ProcessRewardModel):
@@ -223,11 +200,11 @@ class TrainedOutcomeRewardModel(modeling.ProcessRewardModel):
         return self.get_reward_for_problem_solution(problem, solution)
 
     def save(self, path: str | Path) -> None:
-        _save_tag_model(self, Path(path), _trained_outcome_config(self.delimiter))
+        _save_tag_model(self, Path(path), trained_outcome_config(self.delimiter))
 
     @classmethod
     def load(cls, path: str | Path, device: str = "cpu") -> TrainedOutcomeRewardModel:
-        config = _read_config(path, "outcome")
+        config = read_config(path, "outcome")
         if config["mode"] != "tag":
             raise ValueError(f"{Path(path, REWARD_CONFIG)}: mode: expected 'tag', got {config['mode']!r}")
         return cls(path, device, config["delimiter"])
@@ -262,13 +239,13 @@ class CombinedRewardModel:
         path = Path(path)
         self.process.save(path / "process")
         self.outcome.save(path / "outcome")
-        _write_config(path, {"kind": "combined", "process_weight": self.process_weight,
+        write_config(path, {"kind": "combined", "process_weight": self.process_weight,
                              "outcome_weight": self.outcome_weight, "delimiter": self.delimiter,
                              "max_steps": self.max_steps, "aggregation": self.aggregation})
 
     @classmethod
     def load(cls, path: str | Path, device: str = "cpu") -> CombinedRewardModel:
-        config = _read_config(path, "combined")
+        config = read_config(path, "combined")
         return cls(ProcessRewardModel.load(Path(path, "process"), device),
                    OutcomeRewardModel.load(Path(path, "outcome"), device),
                    config["process_weight"], config["outcome_weight"], config["delimiter"], config["max_steps"],
@@ -296,11 +273,11 @@ class EnsembleRewardModel:
         path = Path(path)
         for index, member in enumerate(self.members):
             member.save(path / f"member_{index}")
-        _write_config(path, {"kind": "ensemble", "weights": self.weights})
+        write_config(path, {"kind": "ensemble", "weights": self.weights})
 
     @classmethod
     def load(cls, path: str | Path, device: str = "cpu") -> EnsembleRewardModel:
-        config = _read_config(path, "ensemble")
+        config = read_config(path, "ensemble")
         return cls([Path(path, f"member_{i}") for i in range(len(config["weights"]))], config["weights"], device)
 
 
@@ -313,9 +290,9 @@ def load_reward_model(path: str | Path, device: str = "cpu"):
 
     A pipeline PRM directory (prm_config.json only, never `.save`d) loads as a tag-mode ProcessRewardModel.
     """
-    if not Path(path, REWARD_CONFIG).exists() and Path(path, modeling.PRM_CONFIG).exists():
+    if not Path(path, REWARD_CONFIG).exists() and Path(path, PRM_CONFIG).exists():
         return ProcessRewardModel(path, device)
-    kind = _read_config(path).get("kind")
+    kind = read_config(path).get("kind")
     if kind not in LOADERS:
         raise ValueError(f"{Path(path, REWARD_CONFIG)}: kind: {kind!r} is not one of {list(LOADERS)}")
     return LOADERS[kind].load(path, device)
@@ -362,4 +339,4 @@ def reward_function(model, shaping=None):
 
 __all__ = ["ProcessRewardModel", "ZeroShotProcessRewardModel", "OutcomeRewardModel", "TrainedOutcomeRewardModel",
            "CombinedRewardModel", "EnsembleRewardModel", "load_reward_model", "reward_function", "shaped_reward",
-           "split_steps", "write_outcome_config"]
+           "split_steps"]

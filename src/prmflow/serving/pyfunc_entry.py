@@ -2,6 +2,6 @@
 
 from mlflow.models import set_model
 
-from prmflow.serving import PRMPyfunc
+from prmflow.serving.scorer import PRMPyfunc
 
 set_model(PRMPyfunc())

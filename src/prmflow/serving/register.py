@@ -24,7 +24,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 from prmflow.config import Params, RegisterParams
-from prmflow.registry import HELDOUT_TAG, METRIC_TAG, alias_version, gate, move_alias
+from prmflow.serving.registry import (
+    HELDOUT_TAG,
+    METRIC_TAG,
+    alias_version,
+    gate,
+    move_alias,
+)
 
 # Gives the served model a signature that declares `params`, so MLflow passes them to predict.
 INPUT_EXAMPLE_ROWS = [{"problem": "Ava has 3 apples. She buys 2 more. How many apples does she have?",
@@ -45,7 +51,7 @@ def requirements() -> list[str]:
 
 def serving_model_config(params: Params, metrics: dict) -> dict:
     """The served model's config; its first-error threshold is the one evaluate chose on the validation half."""
-    from prmflow.serving import ServingConfig
+    from prmflow.serving.scorer import ServingConfig
 
     return dataclasses.asdict(ServingConfig(
         threshold=metrics.get("first_error_threshold", params.evaluate.threshold),
@@ -65,9 +71,8 @@ def log_prm(model_dir: str | Path, model_config: dict, registered_model_name: st
     With `outcome_dir` (a trained ORM) the logged model is the combined one: both directories travel as
     artifacts and `model_config` holds the weights."""
     import mlflow
-
     import prmflow
-    from prmflow.serving import OUTCOME_ARTIFACT
+    from prmflow.serving.scorer import OUTCOME_ARTIFACT
 
     package = Path(prmflow.__file__).parent
     artifacts = {"model_dir": str(model_dir)} | ({OUTCOME_ARTIFACT: str(outcome_dir)} if outcome_dir else {})
@@ -118,8 +123,8 @@ def gate_new_version(client, params: RegisterParams, version: str, metrics: dict
 def rescore_on(rows: list[dict], params: Params) -> Callable[[str], dict]:
     """Metrics of a registered version on `rows`, computed as the evaluate stage computes them."""
     def rescore(version: str) -> dict:
-        from prmflow.evaluate import evaluate_scores
-        from prmflow.serving import load_scorer
+        from prmflow.evaluation.evaluate import evaluate_scores
+        from prmflow.serving.scorer import load_scorer
 
         prm = load_scorer(f"models:/{params.register.model_name}/{version}").prm
         scores = prm.score_batch([(r["problem"], r["steps"]) for r in rows], params.evaluate.batch_size)
@@ -128,12 +133,18 @@ def rescore_on(rows: list[dict], params: Params) -> Callable[[str], dict]:
 
 
 def main(params: Params) -> None:
-    import mlflow
     import torch
-    from mlflow import MlflowClient
 
+    import mlflow
+    from mlflow import MlflowClient
     from prmflow.jsonl import read_jsonl, write_json
-    from prmflow.registry import dvc_hashes, file_md5, git_commit, lineage_tags, stage_run_ids
+    from prmflow.serving.registry import (
+        dvc_hashes,
+        file_md5,
+        git_commit,
+        lineage_tags,
+        stage_run_ids,
+    )
     from prmflow.tracking import PARENT_RUN_ENV, stage_run
 
     torch.set_num_threads(params.base.num_threads)

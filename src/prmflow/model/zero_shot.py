@@ -19,7 +19,8 @@ from pathlib import Path
 import torch
 
 from prmflow.config import ModelParams
-from prmflow.modeling import build_model, load_prompt_format, pad_batch
+from prmflow.model.modeling import build_model, pad_batch
+from prmflow.model.tokenization import load_prompt_format
 
 VERIFICATION_PROMPT = "Is this step correct? Yes or No: "
 ANSWERS = ("Yes", "No")

@@ -30,16 +30,13 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from prmflow.config import CombineParams, EvaluateParams, Params
-from prmflow.metrics import (
-    AGGREGATIONS, aggregate, auroc, best_of_n_curve, choose_threshold, combine, expected_calibration_error,
-    first_error_f1, powers_of_two_up_to, predicted_first_error, reliability_bins, roc_points, step_metrics,
+from prmflow.config import EXTERNAL_FORMATS, CombineParams, EvaluateParams, Params
+from prmflow.evaluation.metrics import (
+    auroc, best_of_n_curve, choose_threshold, expected_calibration_error, first_error_f1, powers_of_two_up_to,
+    reliability_bins, roc_points, step_metrics,
 )
+from prmflow.model.aggregation import AGGREGATIONS, aggregate, combine, predicted_first_error
 
-EXTERNAL_FORMATS = {
-    "outcome": ("problem", "steps", "predicted_answer", "correct"),  # final-answer correctness only
-    "processbench": ("problem", "steps", "label"),                    # label: first error index or -1
-}
 # Process weights tried for the validated combined score (outcome weight = 1 - w), coarse on purpose:
 # the validation part is a few hundred solutions.
 PROCESS_WEIGHT_GRID = [i / 10 for i in range(11)]
@@ -277,32 +274,35 @@ def read_external(spec: dict) -> list[dict]:
 
 
 def load_champion(params: Params):
-    """The registry's `<model_name>@<alias>` PRM, or None (with the reason) when there is none."""
+    """The registry's `<model_name>@<alias>` PRM, or None (with the reason) when there is none.
+
+    Loaded through MLflow exactly as the server loads it; evaluation imports nothing from serving.
+    """
+    import mlflow.pyfunc
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
-
-    from prmflow.serving import load_scorer
 
     name, alias = params.register.model_name, params.register.alias
     try:
         MlflowClient().get_model_version_by_alias(name, alias)
     except MlflowException as err:
         return None, f"no {name}@{alias} in the registry ({err.error_code})"
-    return load_scorer(f"models:/{name}@{alias}").prm, f"models:/{name}@{alias}"
+    uri = f"models:/{name}@{alias}"
+    return mlflow.pyfunc.load_model(uri).unwrap_python_model().scorer.prm, uri
 
 
 def main(params: Params) -> None:
     import time
 
-    import mlflow
     import torch
 
-    from prmflow.eval_report import summary_markdown, write_plots
+    import mlflow
+    from prmflow.evaluation.report import summary_markdown, write_plots
     from prmflow.jsonl import read_jsonl, write_json
-    from prmflow.modeling import ProcessRewardModel
-    from prmflow.rewards import TrainedOutcomeRewardModel
+    from prmflow.model.modeling import ProcessRewardModel
+    from prmflow.model.rewards import TrainedOutcomeRewardModel
+    from prmflow.model.zero_shot import ZeroShotVerifier
     from prmflow.tracking import stage_run
-    from prmflow.zero_shot import ZeroShotVerifier
 
     torch.set_num_threads(params.base.num_threads)
     e = params.evaluate

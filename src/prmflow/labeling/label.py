@@ -27,8 +27,9 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from prmflow.config import LabelParams, Params
-from prmflow.policy import Policy, make_policy
-from prmflow.step_labels import METHODS, AnswerChecker, make_labeler
+from prmflow.labeling.policies import make_policy
+from prmflow.labeling.policy import Policy
+from prmflow.labeling.step_labels import METHODS, AnswerChecker, make_labeler
 
 SPLITS = ("train", "test")
 
@@ -203,7 +204,7 @@ def compare_methods(problems: list[dict], params: LabelParams, seed: int) -> dic
 def main(params: Params) -> None:
     import mlflow
 
-    from prmflow.ingest import REQUIRED_FIELDS
+    from prmflow.data.contract import PROBLEM_FIELDS
     from prmflow.jsonl import read_jsonl, write_json, write_jsonl
     from prmflow.tracking import stage_run
 
@@ -212,7 +213,7 @@ def main(params: Params) -> None:
     with stage_run(params.base, "label", params.label):
         for split in SPLITS:
             source = data / "problems" / f"{split}.jsonl"
-            problems = read_jsonl(source, required=REQUIRED_FIELDS)
+            problems = read_jsonl(source, required=PROBLEM_FIELDS)
             partial = partial_path(data, split, params.label, params.base.seed, source)
             results = label_split(problems, params.label, params.base.seed, partial)
             rows = [row for result in results for row in result.rows]

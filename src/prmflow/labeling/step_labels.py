@@ -28,10 +28,10 @@ import functools
 import random
 from dataclasses import dataclass, field
 
-from prmflow.answers import answers_equivalent
-from prmflow.calc import to_number
 from prmflow.config import LabelParams
-from prmflow.policy import NO_ANSWER, Continuation, Policy
+from prmflow.data.answers import answers_equivalent
+from prmflow.data.calc import to_number
+from prmflow.labeling.policy import NO_ANSWER, Continuation, Policy
 
 METHODS = ("mc", "binary_search")
 

@@ -37,8 +37,8 @@ from pathlib import Path
 import torch
 
 from prmflow.config import Params, TrainParams
-from prmflow.modeling import pad_batch, step_loss, step_tag_logits
-from prmflow.tokenization import COUNTS_FILE, PromptFormat
+from prmflow.model.modeling import pad_batch, step_loss, step_tag_logits
+from prmflow.model.tokenization import COUNTS_FILE, PromptFormat
 
 CHECKPOINT_STAMP = "params.json"  # what the checkpoints were trained with: resume only on a match
 
@@ -189,7 +189,8 @@ def train_stage(params: Params, callbacks: tuple = (), kind: str = "process") ->
     import datasets
     from transformers import AutoTokenizer, set_seed
 
-    from prmflow.modeling import build_model, prompt_format, save_prompt_format
+    from prmflow.model.modeling import build_model
+    from prmflow.model.tokenization import prompt_format, save_prompt_format
 
     name = MODELS[kind][0]
     target = "outcome" if kind == "outcome" else params.train.label_type
@@ -222,7 +223,7 @@ def train_stage(params: Params, callbacks: tuple = (), kind: str = "process") ->
     tokenizer.save_pretrained(out)
     save_prompt_format(fmt, out)
     if kind == "outcome":
-        from prmflow.rewards import write_outcome_config
+        from prmflow.model.reward_config import write_outcome_config
 
         write_outcome_config(out)  # load_reward_model / OutcomeRewardModel.load read it as a trained ORM
     shutil.rmtree(checkpoints, ignore_errors=True)  # finished: a later run must start fresh
@@ -246,7 +247,6 @@ def train_stage(params: Params, callbacks: tuple = (), kind: str = "process") ->
 def main(params: Params, kind: str = "process") -> None:
     """The `train` stage (kind "process"), or with kind "outcome" the `train_orm` stage (train_orm.py)."""
     import mlflow
-
     from prmflow.jsonl import write_json
     from prmflow.tracking import stage_run
 

@@ -23,14 +23,10 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from prmflow.answers import extract_boxed, normalize_answer
-from prmflow.generator import GeneratorSettings, generate_problems
+from prmflow.config import NEUTRAL_LABELS
+from prmflow.data.answers import extract_boxed, normalize_answer
+from prmflow.data.generator import GeneratorSettings, generate_problems
 
-PROBLEM_FORMATS = ("generator", "gsm8k", "math")
-LABELED_FORMATS = ("prm800k", "math_shepherd", "trl_stepwise", "input_value_label")
-FORMATS = PROBLEM_FORMATS + LABELED_FORMATS
-SPLITS = ("train", "test", "auto")
-NEUTRAL_LABELS = {"positive": "+", "negative": "-"}
 FILE_SUFFIXES = (".jsonl", ".json")
 MATH_SHEPHERD_TAG = "ки"
 _ANSWER_SENTENCE = re.compile(r"The answer is:?\s*(.+?)\s*$", re.IGNORECASE | re.DOTALL)
@@ -264,7 +260,9 @@ def local_files(path: Path) -> list[Path]:
 
 
 def _hub_records(name: str, split: str) -> Iterator[RawRecord]:
-    from datasets import load_dataset  # only for `hub:` sources; needs the network or a warm cache
+    from datasets import (
+        load_dataset,  # only for `hub:` sources; needs the network or a warm cache
+    )
 
     for index, row in enumerate(load_dataset(name, split="train" if split == "auto" else split), start=1):
         yield RawRecord(f"hub:{name}", index, row, json.dumps(row, ensure_ascii=False, default=str))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-from prmflow.answers import extract_final_answer
+from prmflow.data.answers import extract_final_answer
 
 # A final-answer statement, complete once its line ends.
 FINAL_ANSWER_LINE = re.compile(r"(?:####|[Tt]he (?:final )?answer is|\\boxed\{)[^\n]*\n")

@@ -7,90 +7,17 @@ through `step_tag_logits`, so they can never disagree about where a label lives.
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
 from prmflow.config import ModelParams
-from prmflow.tokenization import PromptFormat, encode_solution
-
-PRM_CONFIG = "prm_config.json"
-SPECIAL_TOKENS = {"pad_token": "<pad>", "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"}
-
-
-def train_corpus_tokenizer(texts: list[str], vocab_size: int):
-    """A byte-level BPE tokenizer trained on the corpus, digits split one per token."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Digits(individual_digits=True),
-        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
-    ])
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        special_tokens=list(SPECIAL_TOKENS.values()),
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tok.train_from_iterator(texts, trainer=trainer)
-    return PreTrainedTokenizerFast(tokenizer_object=tok, **SPECIAL_TOKENS)
-
-
-def gguf_kwargs(params: ModelParams) -> dict:
-    """transformers dequantizes a GGUF checkpoint on load; the PRM is then saved as a plain HF model."""
-    return {"gguf_file": params.gguf_file} if params.gguf_file else {}
-
-
-def prepare_tokenizer(params: ModelParams, corpus: list[str]):
-    """The base tokenizer (corpus-trained for `builtin`) with the step tag added as one special token."""
-    from tokenizers import AddedToken
-    from transformers import AutoTokenizer
-
-    if params.base_model == "builtin":
-        tokenizer = train_corpus_tokenizer(corpus, params.vocab_size)
-    else:
-        tokenizer = AutoTokenizer.from_pretrained(params.base_model, **gguf_kwargs(params))
-        if tokenizer.pad_token is None:
-            tokenizer.pad_token = tokenizer.eos_token
-    tokenizer.add_tokens([AddedToken(params.step_tag, special=True, normalized=False)], special_tokens=True)
-    return tokenizer
-
-
-def single_token_id(tokenizer, token: str, field: str) -> int:
-    """The id of `token`: a vocabulary entry, or text that encodes to exactly one token.
-
-    Label tokens are only ever read as logit columns, never encoded inside text, so a
-    vocabulary entry is enough: sentencepiece tokenizers encode "+" as ["▁", "+"] yet hold "+".
-    """
-    vocab_id = tokenizer.get_vocab().get(token)
-    if vocab_id is not None:
-        return vocab_id
-    ids = tokenizer.encode(token, add_special_tokens=False)
-    if len(ids) != 1:
-        pieces = tokenizer.convert_ids_to_tokens(ids)
-        raise ValueError(f"{field}: {token!r} must be exactly one token for this tokenizer "
-                         f"(a vocabulary entry), got {len(ids)}: {pieces}")
-    return ids[0]
-
-
-def prompt_format(tokenizer, params: ModelParams) -> PromptFormat:
-    return PromptFormat(
-        step_tag=params.step_tag,
-        step_template=params.step_template,
-        positive_token=params.positive_token,
-        negative_token=params.negative_token,
-        max_length=params.max_length,
-        step_tag_id=single_token_id(tokenizer, params.step_tag, "model.step_tag"),
-        positive_id=single_token_id(tokenizer, params.positive_token, "model.positive_token"),
-        negative_id=single_token_id(tokenizer, params.negative_token, "model.negative_token"),
-        bos_id=tokenizer.bos_token_id,
-        truncate_problem_left=params.truncate_problem_left,
-    )
+from prmflow.model.tokenization import (
+    PromptFormat,
+    encode_solution,
+    gguf_kwargs,
+    load_prompt_format,
+)
 
 
 def build_model(params: ModelParams, tokenizer):
@@ -135,14 +62,6 @@ def step_loss(pair_logits: torch.Tensor, targets: torch.Tensor, negative_weight:
     log_probs = torch.log_softmax(pair_logits.float(), dim=-1)
     negative = negative_weight * (1 - targets)
     return -(targets * log_probs[:, 0] + negative * log_probs[:, 1]).sum() / (targets + negative).sum()
-
-
-def save_prompt_format(fmt: PromptFormat, directory: str | Path) -> None:
-    Path(directory, PRM_CONFIG).write_text(json.dumps(asdict(fmt), indent=2) + "\n")
-
-
-def load_prompt_format(directory: str | Path) -> PromptFormat:
-    return PromptFormat(**json.loads(Path(directory, PRM_CONFIG).read_text()))
 
 
 def pad_batch(sequences: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,4 +1,4 @@
-"""Rollout policies. `simulated` is the offline default with a known ground truth.
+"""The simulated policy: the offline default, with a known ground truth.
 
 The simulated policy works on any reference solution written with calculator annotations.
 Given a step prefix, it re-derives the remaining reference steps from the values the
@@ -10,41 +10,21 @@ first error.
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
 from fractions import Fraction
-from typing import Protocol
 
-from prmflow.calc import (
-    CalcStep, annotation_result, evaluate, format_number, parse_step, render_step, to_number, tokenize_expression,
+from prmflow.data.calc import (
+    CalcStep,
+    annotation_result,
+    evaluate,
+    format_number,
+    parse_step,
+    render_step,
+    to_number,
+    tokenize_expression,
 )
-from prmflow.config import LabelParams
+from prmflow.labeling.policy import NO_ANSWER, Continuation
 
 OPERATORS = ["+", "-", "*", "/"]
-
-
-NO_ANSWER = "undefined"
-
-
-@dataclass(frozen=True)
-class Continuation:
-    steps: list[str]  # the new steps only
-    final_answer: str
-    first_slip: int | None  # index among the new steps of the first slip, -1 when none, None when unknown
-
-
-class Policy(Protocol):
-    """What a labeling method needs from a policy; each returned Continuation is one policy call.
-
-    `complete` continues every prefix of the list once (repeat a prefix for N completions), so
-    a batched policy can sample them together. `final_answer` is the extracted final answer, ""
-    (or NO_ANSWER) when there is none; the labeling method judges it.
-    """
-
-    name: str
-
-    def sample_trajectory(self, problem: dict, rng: random.Random) -> Continuation: ...
-
-    def complete(self, problem: dict, prefixes: list[list[str]], rng: random.Random) -> list[Continuation]: ...
 
 
 class SimulatedPolicy:
@@ -133,20 +113,3 @@ class SimulatedPolicy:
 
     def complete(self, problem: dict, prefixes: list[list[str]], rng: random.Random) -> list[Continuation]:
         return [self.continue_from(problem, prefix, rng) for prefix in prefixes]
-
-
-def make_policy(params: LabelParams) -> Policy:
-    if params.policy == "simulated":
-        return SimulatedPolicy(params.slip_rate, params.operation_slip_fraction)
-    if params.policy == "transformers":
-        from prmflow.hf_policy import TransformersPolicy  # torch + transformers only when asked for
-
-        return TransformersPolicy(params.model_dir, params.max_new_tokens, params.temperature, params.batch_size,
-                                  params.gguf_file)
-    if params.policy == "openai":
-        from prmflow.openai_policy import OpenAIPolicy
-
-        return OpenAIPolicy(params.endpoint, params.model_name, params.max_new_tokens, params.temperature,
-                            params.concurrency, params.request_timeout_s, params.max_retries, params.retry_backoff_s,
-                            params.api_key_env)
-    raise ValueError(f"label.policy: unknown policy {params.policy!r}")

@@ -1,27 +1,25 @@
-"""Stage `tokenize`: one sequence per solution, a step tag after every step, labels at the tags.
-
-    prmflow tokenize          # reads params.yaml: base, model
+"""Solution text to token ids: the prompt format shared by training and inference, and the tokenizer.
 
 The text is the problem, then each step rendered with `model.step_template` and followed by
 the step tag: a single special token. Every piece is encoded on its own and the ids are
 concatenated, so a step can never merge with its tag or its neighbour, and the number of tags
 always equals the number of labels. Truncation drops trailing steps whole and counts them; with
 `model.truncate_problem_left` a problem too long for its first step keeps its tail instead of
-dropping the example.
-
-Writes `data/tokenized/{train,test}` (datasets.save_to_disk), `data/tokenized/tokenizer` and
-`data/tokenized/counts.json` (kept/dropped examples and steps per split; the train stage reports them).
+dropping the example. The `PromptFormat` (tag and label ids, template, context) is saved as
+`prm_config.json` beside every trained model.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from prmflow.config import ModelParams, Params
+from prmflow.config import ModelParams
 
-SPLITS = ("train", "test")
+PRM_CONFIG = "prm_config.json"
 COUNTS_FILE = "counts.json"  # in data/tokenized: what truncation dropped, per split
+SPECIAL_TOKENS = {"pad_token": "<pad>", "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"}
 
 
 @dataclass(frozen=True)
@@ -124,27 +122,82 @@ def corpus_texts(rows: list[dict], params: ModelParams) -> list[str]:
     return texts
 
 
-def main(params: Params) -> None:
-    import datasets
-    import mlflow
+def train_corpus_tokenizer(texts: list[str], vocab_size: int):
+    """A byte-level BPE tokenizer trained on the corpus, digits split one per token."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
 
-    from prmflow.jsonl import read_jsonl, write_json
-    from prmflow.modeling import prepare_tokenizer, prompt_format
-    from prmflow.tracking import stage_run
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Digits(individual_digits=True),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
+    ])
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=list(SPECIAL_TOKENS.values()),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(texts, trainer=trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, **SPECIAL_TOKENS)
 
-    data = Path(params.base.data_dir)
-    out = data / "tokenized"
-    rollouts = {s: read_jsonl(data / "rollouts" / f"{s}.jsonl", required=("id", "problem", "steps", "labels",
-                                                                           "values", "correct")) for s in SPLITS}
-    with stage_run(params.base, "tokenize", params.model):
-        tokenizer = prepare_tokenizer(params.model, corpus_texts(rollouts["train"], params.model))
-        fmt = prompt_format(tokenizer, params.model)
-        tokenizer.save_pretrained(out / "tokenizer")
-        all_counts = {}
-        for split in SPLITS:
-            rows, counts = tokenize_rows(tokenizer, fmt, rollouts[split])
-            datasets.Dataset.from_list(rows).save_to_disk(str(out / split))
-            mlflow.log_metrics({f"{split}_{k}": v for k, v in counts.items()})
-            print(f"tokenize {split}: {counts}")
-            all_counts[split] = counts
-        write_json(out / COUNTS_FILE, all_counts)
+
+def gguf_kwargs(params: ModelParams) -> dict:
+    """transformers dequantizes a GGUF checkpoint on load; the PRM is then saved as a plain HF model."""
+    return {"gguf_file": params.gguf_file} if params.gguf_file else {}
+
+
+def prepare_tokenizer(params: ModelParams, corpus: list[str]):
+    """The base tokenizer (corpus-trained for `builtin`) with the step tag added as one special token."""
+    from tokenizers import AddedToken
+    from transformers import AutoTokenizer
+
+    if params.base_model == "builtin":
+        tokenizer = train_corpus_tokenizer(corpus, params.vocab_size)
+    else:
+        tokenizer = AutoTokenizer.from_pretrained(params.base_model, **gguf_kwargs(params))
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.add_tokens([AddedToken(params.step_tag, special=True, normalized=False)], special_tokens=True)
+    return tokenizer
+
+
+def single_token_id(tokenizer, token: str, field: str) -> int:
+    """The id of `token`: a vocabulary entry, or text that encodes to exactly one token.
+
+    Label tokens are only ever read as logit columns, never encoded inside text, so a
+    vocabulary entry is enough: sentencepiece tokenizers encode "+" as ["▁", "+"] yet hold "+".
+    """
+    vocab_id = tokenizer.get_vocab().get(token)
+    if vocab_id is not None:
+        return vocab_id
+    ids = tokenizer.encode(token, add_special_tokens=False)
+    if len(ids) != 1:
+        pieces = tokenizer.convert_ids_to_tokens(ids)
+        raise ValueError(f"{field}: {token!r} must be exactly one token for this tokenizer "
+                         f"(a vocabulary entry), got {len(ids)}: {pieces}")
+    return ids[0]
+
+
+def prompt_format(tokenizer, params: ModelParams) -> PromptFormat:
+    return PromptFormat(
+        step_tag=params.step_tag,
+        step_template=params.step_template,
+        positive_token=params.positive_token,
+        negative_token=params.negative_token,
+        max_length=params.max_length,
+        step_tag_id=single_token_id(tokenizer, params.step_tag, "model.step_tag"),
+        positive_id=single_token_id(tokenizer, params.positive_token, "model.positive_token"),
+        negative_id=single_token_id(tokenizer, params.negative_token, "model.negative_token"),
+        bos_id=tokenizer.bos_token_id,
+        truncate_problem_left=params.truncate_problem_left,
+    )
+
+
+def save_prompt_format(fmt: PromptFormat, directory: str | Path) -> None:
+    Path(directory, PRM_CONFIG).write_text(json.dumps(asdict(fmt), indent=2) + "\n")
+
+
+def load_prompt_format(directory: str | Path) -> PromptFormat:
+    return PromptFormat(**json.loads(Path(directory, PRM_CONFIG).read_text()))

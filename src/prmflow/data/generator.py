@@ -8,7 +8,7 @@ integer problems divide evenly; decimal problems (opt-in, `decimal_rate`) are ab
 measured amounts with at most two decimal places, which `calc.format_number` writes back
 exactly. Wording varies over several sentence templates per operation, names, and things.
 
-    from prmflow.generator import GeneratorSettings, generate_problems
+    from prmflow.data.generator import GeneratorSettings, generate_problems
     problems = generate_problems(10, seed=0, settings=GeneratorSettings(max_steps=8, fraction_rate=0.2))
 """
 
@@ -18,7 +18,7 @@ import random
 from dataclasses import dataclass
 from fractions import Fraction
 
-from prmflow.calc import format_number
+from prmflow.data.calc import format_number
 
 NAMES = ["Ava", "Ben", "Chloe", "Dev", "Emma", "Farid", "Grace", "Hugo", "Iris", "Jamal", "Kira", "Leo",
          "Mei", "Nora", "Omar", "Priya", "Quinn", "Rosa", "Sam", "Tariq", "Uma", "Victor", "Wen", "Yara"]
@@ -71,7 +71,6 @@ OPS = {"+": ADD, "-": SUB, "*": MUL, "/": DIV, "frac": FRACTION}
 SIMPLE_FRACTIONS = [Fraction(1, 2), Fraction(1, 3), Fraction(2, 3), Fraction(1, 4), Fraction(3, 4),
                     Fraction(1, 5), Fraction(2, 5), Fraction(3, 5), Fraction(4, 5)]
 DECIMAL_PARTS = [Fraction(1, 4), Fraction(1, 2), Fraction(3, 4), Fraction(1, 5), Fraction(1, 10)]
-MAX_STEPS = 8
 
 
 @dataclass(frozen=True)

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import random
 
-from prmflow.completion_text import FINAL_ANSWER_LINE, finish, prompt_text
-from prmflow.policy import Continuation
+from prmflow.labeling.completion_text import FINAL_ANSWER_LINE, finish, prompt_text
+from prmflow.labeling.policy import Continuation
 
 
 class _StopAtFinalAnswer:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from prmflow.metrics import AGGREGATIONS
+from prmflow.model.aggregation import AGGREGATIONS
 
 LABELS = {"prm": "trained PRM", "zero_shot": "zero-shot prompt (base model)", "champion": "registry champion",
           "orm": "trained ORM", "combined": "combined PRM + ORM",

@@ -1,0 +1,1 @@
+"""How good a reward model is: metrics on plain lists, the `evaluate` stage and its report."""

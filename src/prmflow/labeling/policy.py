@@ -1,0 +1,36 @@
+"""The rollout-policy interface: what a labeling method asks of a policy and what one call returns.
+
+Policies: `simulated.py` (offline default, knows its true first error), `hf_policy.py` (a local
+causal LM), `openai_policy.py` (an OpenAI-compatible server); `policies.make_policy` builds one
+from the `label` params.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Protocol
+
+NO_ANSWER = "undefined"
+
+
+@dataclass(frozen=True)
+class Continuation:
+    steps: list[str]  # the new steps only
+    final_answer: str
+    first_slip: int | None  # index among the new steps of the first slip, -1 when none, None when unknown
+
+
+class Policy(Protocol):
+    """What a labeling method needs from a policy; each returned Continuation is one policy call.
+
+    `complete` continues every prefix of the list once (repeat a prefix for N completions), so
+    a batched policy can sample them together. `final_answer` is the extracted final answer, ""
+    (or NO_ANSWER) when there is none; the labeling method judges it.
+    """
+
+    name: str
+
+    def sample_trajectory(self, problem: dict, rng: random.Random) -> Continuation: ...
+
+    def complete(self, problem: dict, prefixes: list[list[str]], rng: random.Random) -> list[Continuation]: ...

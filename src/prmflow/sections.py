@@ -1,0 +1,428 @@
+"""The `params.yaml` sections: one dataclass each, its knobs with their help text and rules beside them.
+
+A field's metadata carries its help text, and where it has one its rule (`POSITIVE`, `NON_NEGATIVE`,
+`FRACTION`) or its `choices`; relations between a section's fields are its `check`, a short list of
+(holds, message) requirements. Adding a knob touches one place: its field here (and params.yaml).
+config.py reads the file and applies all of it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+# Names that params may use and other layers read (sources.py, evaluate.py): kept here so that the
+# one module that validates params depends on no stage.
+SOURCE_FORMATS = ("generator", "gsm8k", "math", "prm800k", "math_shepherd", "trl_stepwise", "input_value_label")
+SOURCE_SPLITS = ("train", "test", "auto")
+SOURCE_KEYS = ("format", "path", "hub", "split", "limit", "name", "neutral")
+NEUTRAL_LABELS = {"positive": "+", "negative": "-"}  # prm800k rating 0 becomes this label
+GENERATOR_MAX_STEPS = 8  # the bundled generator's templates chain at most this many steps
+EXTERNAL_FORMATS = {  # evaluate.external formats and the fields each record needs
+    "outcome": ("problem", "steps", "predicted_answer", "correct"),  # final-answer correctness only
+    "processbench": ("problem", "steps", "label"),                    # label: first error index or -1
+}
+EXTERNAL_KEYS = ("name", "path", "format")
+AGGREGATIONS = ("min", "prod", "last", "mean")  # step scores to a solution score: prmflow.model.aggregation
+GATE_METRICS = ("first_error_f1", "step_auroc", "negative_f1", "step_accuracy",  # higher-is-better metrics.json keys
+                *(f"best_of_n_prm_{how}" for how in AGGREGATIONS))
+
+# The rule a numeric field's value must pass, named in its metadata ("rule"); "choices" lists legal values.
+POSITIVE, NON_NEGATIVE, FRACTION = "> 0", ">= 0", "in [0, 1]"
+RULES = {POSITIVE: lambda v: v > 0, NON_NEGATIVE: lambda v: v >= 0, FRACTION: lambda v: 0 <= v <= 1}
+
+
+def unmet(requirements: list[tuple[bool, str]]) -> list[str]:
+    """The messages of the requirements that do not hold: a section's `check` lists (holds, message) pairs."""
+    return [message for holds, message in requirements if not holds]
+
+
+@dataclass
+class BaseParams:
+    seed: int = field(default=1234, metadata={"help": "Global seed; every stage derives its RNG from it."})
+    data_dir: str = field(default="data", metadata={"help": "Root of the DVC-tracked data outputs."})
+    models_dir: str = field(default="models", metadata={"help": "Where trained models are saved."})
+    reports_dir: str = field(default="reports", metadata={"help": "Metrics, validation results, plots."})
+    mlflow_tracking_uri: str = field(
+        default="sqlite:///mlflow/mlflow.db",
+        metadata={"help": "MLflow backend store; the file store refuses to start in MLflow 3.17."},
+    )
+    mlflow_artifacts_dir: str = field(default="mlflow/artifacts", metadata={"help": "MLflow artifact root."})
+    mlflow_experiment: str = field(default="prmflow", metadata={"help": "MLflow experiment name."})
+    num_threads: int = field(
+        default=1, metadata={"rule": POSITIVE, "help": "torch CPU threads; 1 is fastest for tiny models (STACK.md)."}
+    )
+
+
+@dataclass
+class IngestParams:
+    num_train: int = field(default=2000, metadata={"rule": POSITIVE, "help": "Generated problems in the train split."})
+    num_test: int = field(default=100, metadata={"rule": POSITIVE, "help": "Generated problems in the test split."})
+    min_steps: int = field(default=2, metadata={"rule": POSITIVE,
+                                                "help": "Fewest reference steps per generated problem."})
+    max_steps: int = field(default=5, metadata={"help": "Most reference steps per generated problem."})
+    max_operand: int = field(default=20, metadata={"rule": POSITIVE, "help": "Largest operand the generator draws."})
+    decimal_rate: float = field(
+        default=0.0, metadata={"rule": FRACTION,
+                               "help": "Share of generated problems about measured amounts with decimals."}
+    )
+    fraction_rate: float = field(
+        default=0.0, metadata={"rule": FRACTION,
+                               "help": "Share of generated steps that keep a simple fraction p/q of the amount."}
+    )
+    sources: list[dict] = field(
+        default_factory=lambda: [{"format": "generator"}],
+        metadata={"help": "Problem sources, combined: {format: generator} or {format: gsm8k|math|prm800k|"
+                          "math_shepherd|trl_stepwise|input_value_label, path: file-or-folder | hub: dataset, "
+                          "split: train|test|auto, limit: N, name: label, neutral: positive|negative (prm800k)}."},
+    )
+    test_fraction: float = field(
+        default=0.1, metadata={"rule": FRACTION,
+                               "help": "Share of problems of `split: auto` sources that go to test, by problem id."}
+    )
+    max_reject_fraction: float = field(
+        default=0.2, metadata={"rule": FRACTION,
+                               "help": "The stage fails when any source rejects more than this share of records."}
+    )
+
+    def check(self) -> list[str]:
+        names = [str(spec.get("name") or spec.get("format")) for spec in self.sources]
+        return unmet([
+            (self.max_steps >= self.min_steps, f"max_steps: {self.max_steps} is below min_steps {self.min_steps}"),
+            (self.max_operand >= 2, f"max_operand: must be >= 2, got {self.max_operand}"),
+            (self.max_steps <= GENERATOR_MAX_STEPS,
+             f"max_steps: at most {GENERATOR_MAX_STEPS}, got {self.max_steps}"),
+            (bool(self.sources), "sources: must list at least one source"),
+            *((names.count(name) == 1, f"sources: {name!r} is listed twice (give one a distinct name)")
+              for name in sorted(set(names))),
+        ]) + [p for i, spec in enumerate(self.sources) for p in _source_problems(f"sources[{i}]", spec)]
+
+
+@dataclass
+class LabelParams:
+    policy: str = field(
+        default="simulated",
+        metadata={"choices": ("simulated", "transformers", "openai"),
+                  "help": "Rollout policy: simulated (offline, knows its true first error), transformers "
+                          "(a local causal LM in label.model_dir) or openai (an OpenAI-compatible /v1/completions "
+                          "server at label.endpoint, e.g. vLLM)."},
+    )
+    method: str = field(
+        default="mc",
+        metadata={"choices": ("mc", "binary_search"),
+                  "help": "Step labeling: mc (N completions from every prefix, Math-Shepherd) or binary_search "
+                          "(OmegaPRM: completions only at the prefixes a binary search for the first error probes)."},
+    )
+    trajectories_per_problem: int = field(default=4, metadata={"rule": POSITIVE,
+                                                               "help": "Sampled solutions per problem."})
+    completions_per_step: int = field(
+        default=8, metadata={"rule": POSITIVE, "help": "Completions sampled from each step prefix (Math-Shepherd's N)."}
+    )
+    compare_methods_on: int = field(
+        default=200,
+        metadata={"rule": NON_NEGATIVE,
+                  "help": "simulated policy: also label this many train problems with every method and report "
+                          "their agreement with the true first error and calls (reports/labeling.json); 0: off."},
+    )
+    first_round_completions: int = field(
+        default=2,
+        metadata={"rule": POSITIVE, "help": "binary_search: completions drawn first at a probed prefix; the rest of "
+                          "completions_per_step only if none of these reaches the answer (same hard label, "
+                          "fewer calls: bench/labeling.py)."},
+    )
+    slip_rate: float = field(
+        default=0.15, metadata={"rule": FRACTION, "help": "Per-step probability that the simulated policy slips."}
+    )
+    operation_slip_fraction: float = field(
+        default=0.5, metadata={"rule": FRACTION,
+                               "help": "Share of slips that use the wrong operation; the rest get a wrong result."}
+    )
+    model_dir: str = field(
+        default="", metadata={"help": "transformers policy: local model directory (tokenizer + causal LM)."}
+    )
+    gguf_file: str = field(
+        default="", metadata={"help": "transformers policy: a GGUF file in label.model_dir to load (dequantized) "
+                                      "instead of a transformers checkpoint, e.g. SmolLM2-135M-Instruct.Q4_1.gguf."}
+    )
+    max_new_tokens: int = field(
+        default=256, metadata={"rule": POSITIVE,
+                               "help": "transformers and openai policies: most tokens generated per completion."}
+    )
+    temperature: float = field(
+        default=0.7, metadata={"rule": NON_NEGATIVE,
+                               "help": "transformers and openai policies: sampling temperature; 0 decodes greedily."}
+    )
+    batch_size: int = field(
+        default=16, metadata={"rule": POSITIVE,
+                              "help": "transformers policy: prompts (prefix completions) per generate call."}
+    )
+    endpoint: str = field(
+        default="", metadata={"help": "openai policy: base URL of the server, e.g. http://127.0.0.1:8000/v1."}
+    )
+    model_name: str = field(
+        default="", metadata={"help": "openai policy: model id sent with each request; empty sends none "
+                                      "(a server that serves one model uses it)."}
+    )
+    concurrency: int = field(default=8, metadata={"rule": POSITIVE,
+                                                  "help": "openai policy: requests in flight at once."})
+    request_timeout_s: float = field(
+        default=120.0, metadata={"rule": POSITIVE,
+                                 "help": "openai policy: seconds a request waits on the server (to connect, or "
+                                         "for the next bytes of its answer) before it is retried."}
+    )
+    max_retries: int = field(
+        default=5, metadata={"rule": NON_NEGATIVE,
+                             "help": "openai policy: retries of a request after a connection error, timeout, "
+                                     "429 or 5xx; other 4xx answers fail at once."}
+    )
+    retry_backoff_s: float = field(
+        default=1.0, metadata={"rule": NON_NEGATIVE,
+                               "help": "openai policy: wait before the first retry; doubled each retry "
+                                       "(capped at 30 s), with random jitter."}
+    )
+    api_key_env: str = field(
+        default="", metadata={"help": "openai policy: name of the environment variable holding the API key, "
+                                      "sent as a Bearer token; empty sends none."}
+    )
+
+    def check(self) -> list[str]:
+        return unmet([
+            (self.policy != "transformers" or bool(self.model_dir),
+             "model_dir: the transformers policy needs a local model directory"),
+            (self.policy != "openai" or self.endpoint.startswith(("http://", "https://")),
+             f"endpoint: the openai policy needs the server's base URL (http://host:port/v1), got {self.endpoint!r}"),
+        ])
+
+
+@dataclass
+class ValidateParams:
+    min_steps: int = field(default=1, metadata={"help": "Fewest steps a labeled solution may have."})
+    max_steps: int = field(default=20, metadata={"help": "Most steps a labeled solution may have."})
+    max_step_chars: int = field(default=400, metadata={"help": "Longest step text allowed."})
+    min_negative_fraction: float = field(
+        default=0.02, metadata={"rule": FRACTION, "help": "Fewer '-' labels than this fraction means a labeling bug."}
+    )
+    max_negative_fraction: float = field(
+        default=0.9, metadata={"rule": FRACTION, "help": "More '-' labels than this fraction means a labeling bug."}
+    )
+    warn_min_negative_fraction: float = field(
+        default=0.05, metadata={"rule": FRACTION,
+                                "help": "Fewer '-' labels than this is legal but skewed: a warning, not a failure."}
+    )
+    warn_max_negative_fraction: float = field(
+        default=0.6, metadata={"rule": FRACTION,
+                               "help": "More '-' labels than this is legal but skewed: a warning, not a failure."}
+    )
+    max_label_conflict_fraction: float = field(
+        default=0.1,
+        metadata={"rule": FRACTION,
+                  "help": "Most solutions whose identical twin (same problem, same steps) has other hard labels; "
+                          "Monte-Carlo noise gives ~3% with 4 completions per step, a labeling bug far more."},
+    )
+    max_duplicate_fraction: float = field(
+        default=0.6,
+        metadata={"rule": FRACTION,
+                  "help": "Above this share of solutions repeating an earlier one of their problem: a warning "
+                          "(the policy legitimately resamples slip-free trajectories)."},
+    )
+
+    def check(self) -> list[str]:
+        ordered = [("min_steps", "max_steps"), ("min_negative_fraction", "max_negative_fraction"),
+                   ("warn_min_negative_fraction", "warn_max_negative_fraction")]
+        return unmet([(getattr(self, upper) >= getattr(self, lower),
+                       f"{upper}: {getattr(self, upper)} is below {lower} {getattr(self, lower)}")
+                      for lower, upper in ordered])
+
+
+@dataclass
+class ModelParams:
+    base_model: str = field(
+        default="builtin",
+        metadata={"help": "'builtin' (small Llama from a config, corpus tokenizer), a local HF model dir, "
+                          "or a hub id (online only)."},
+    )
+    gguf_file: str = field(
+        default="", metadata={"help": "A GGUF file inside base_model's folder to load from (needs `gguf`); '' = none."}
+    )
+    step_tag: str = field(default="<step>", metadata={"help": "Special token appended after every step."})
+    positive_token: str = field(default="+", metadata={"help": "Label token for a correct step."})
+    negative_token: str = field(default="-", metadata={"help": "Label token for an incorrect step."})
+    step_template: str = field(default="Step {i}: {step}", metadata={"help": "How each step is rendered."})
+    vocab_size: int = field(default=512, metadata={"help": "Corpus tokenizer size (builtin model only)."})
+    hidden_size: int = field(default=64, metadata={"rule": POSITIVE, "help": "Builtin model width."})
+    num_layers: int = field(default=2, metadata={"rule": POSITIVE, "help": "Builtin model depth."})
+    num_heads: int = field(default=4, metadata={"rule": POSITIVE, "help": "Builtin model attention heads."})
+    intermediate_size: int = field(default=192, metadata={"help": "Builtin model MLP width."})
+    max_length: int = field(default=512, metadata={"rule": POSITIVE,
+                                                   "help": "Context length; longer solutions lose whole steps."})
+    truncate_problem_left: bool = field(
+        default=False,
+        metadata={"help": "A problem too long for its first step keeps its tail (else the example is dropped)."},
+    )
+
+    def check(self) -> list[str]:
+        return unmet([
+            (self.hidden_size % max(self.num_heads, 1) == 0,
+             f"hidden_size: {self.hidden_size} is not divisible by num_heads {self.num_heads}"),
+            (self.positive_token != self.negative_token, "negative_token: must differ from positive_token"),
+            ("{step}" in self.step_template, f"step_template: {self.step_template!r} has no {{step}} placeholder"),
+        ])
+
+
+@dataclass
+class TrainParams:
+    epochs: float = field(default=4.0, metadata={"rule": POSITIVE, "help": "Passes over the training set."})
+    batch_size: int = field(default=16, metadata={"rule": POSITIVE, "help": "Solutions per optimizer step."})
+    learning_rate: float = field(default=3e-3, metadata={"rule": POSITIVE, "help": "AdamW peak learning rate."})
+    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay."})
+    warmup_ratio: float = field(default=0.05, metadata={"rule": FRACTION,
+                                                        "help": "Fraction of steps with linear warmup."})
+    label_type: str = field(
+        default="hard", metadata={"choices": ("hard", "soft"),
+                                  "help": "'hard' (Math-Shepherd +/-) or 'soft' (MC value) targets."}
+    )
+    negative_class_weight: float = field(
+        default=1.0, metadata={"rule": POSITIVE,
+                               "help": "Loss weight of the '-' class relative to '+' (>1 favours catching errors)."}
+    )
+    gradient_accumulation_steps: int = field(
+        default=1, metadata={"rule": POSITIVE,
+                             "help": "Batches per optimizer step (effective batch = batch_size x this x processes)."}
+    )
+    lora_r: int = field(default=0, metadata={"rule": NON_NEGATIVE,
+                                             "help": "LoRA rank (peft, merged before saving); 0 = full fine-tuning."})
+    lora_alpha: int = field(default=16, metadata={"help": "LoRA scaling alpha (used only when lora_r > 0)."})
+    save_steps: int = field(
+        default=500,
+        metadata={"rule": NON_NEGATIVE,
+                  "help": "Checkpoint every N optimizer steps to <models_dir>/prm-checkpoints (last 2 kept); "
+                          "an interrupted train stage resumes from there. 0 = no checkpoints."},
+    )
+
+
+@dataclass
+class TrainOrmParams:
+    epochs: float = field(
+        default=2.0,
+        metadata={"rule": POSITIVE,
+                  "help": "Passes over the training set for the outcome reward model (stage train_orm); it "
+                          "replaces train.epochs, every other train.* and model.* value is shared with the PRM."},
+    )
+
+
+@dataclass
+class CombineParams:
+    process_weight: float = field(
+        default=0.7,
+        metadata={"rule": NON_NEGATIVE,
+                  "help": "Combined score = this x PRM aggregate (P(+)) + outcome_weight x ORM P(correct)."},
+    )
+    outcome_weight: float = field(
+        default=0.3, metadata={"rule": NON_NEGATIVE,
+                               "help": "Weight of the trained ORM's score in the combined score (evaluate, register)."}
+    )
+
+    def check(self) -> list[str]:
+        return unmet([(self.process_weight + self.outcome_weight > 0,
+                       "outcome_weight: process_weight + outcome_weight must be > 0")])
+
+
+@dataclass
+class EvaluateParams:
+    threshold: float = field(default=0.5, metadata={"rule": FRACTION, "help": "Step score below this predicts '-'."})
+    aggregation: str = field(default="min", metadata={"choices": AGGREGATIONS,
+                                                      "help": "Step-score aggregation for best-of-N."})
+    batch_size: int = field(default=32, metadata={"rule": POSITIVE, "help": "Solutions scored per forward pass."})
+    validation_fraction: float = field(
+        default=0.5,
+        metadata={"rule": FRACTION,
+                  "help": "Share of held-out problems (by a hash of the problem id) on which the first-error "
+                          "threshold is chosen; metrics are reported on the rest. 0: use `threshold`."},
+    )
+    calibration_bins: int = field(
+        default=10, metadata={"rule": POSITIVE, "help": "Equal-width bins of P(+) for the expected calibration error."}
+    )
+    zero_shot_baseline: bool = field(
+        default=True, metadata={"help": "Also score the untrained base model with the verification prompt."}
+    )
+    champion_baseline: bool = field(
+        default=True, metadata={"help": "Also score the registry's current champion, when there is one."}
+    )
+    external: list[dict] = field(
+        default_factory=list,
+        metadata={"help": "Extra held-out files, each reported as its own section: {name, path, format: "
+                          "outcome (problem, steps, correct; best-of-N) | processbench (problem, steps, "
+                          "label = first error or -1)}."},
+    )
+
+    def check(self) -> list[str]:
+        problems = unmet([(self.validation_fraction < 1, f"validation_fraction: must be below 1 (some problems "
+                                                          f"must be left to report), got {self.validation_fraction}")])
+        for i, spec in enumerate(self.external):
+            where = f"external[{i}]"
+            problems += [f"{where}.{key}: unknown key (known: {', '.join(EXTERNAL_KEYS)})"
+                         for key in sorted(set(spec) - set(EXTERNAL_KEYS))]
+            problems += [f"{where}.{key}: expected a non-empty string, got {spec.get(key)!r}"
+                         for key in EXTERNAL_KEYS if not (isinstance(spec.get(key), str) and spec[key].strip())]
+            if isinstance(spec.get("format"), str) and spec["format"] not in EXTERNAL_FORMATS:
+                problems.append(f"{where}.format: {spec['format']!r} is not one of {list(EXTERNAL_FORMATS)}")
+        names = [spec.get("name") for spec in self.external]
+        return problems + [f"external: name {name!r} is listed twice"
+                           for name in sorted({n for n in names if isinstance(n, str) and names.count(n) > 1})]
+
+
+@dataclass
+class RegisterParams:
+    model_name: str = field(default="prm", metadata={"help": "Registered model name."})
+    alias: str = field(
+        default="champion", metadata={"help": "Alias that serving follows; moved only when the gate passes."}
+    )
+    challenger_alias: str = field(default="challenger", metadata={"help": "Alias set on every new version."})
+    gate_metric: str = field(
+        default="first_error_f1",
+        metadata={"choices": GATE_METRICS,
+                  "help": "reports/metrics.json key (higher is better) that decides promotion."},
+    )
+    promotion_margin: float = field(
+        default=0.01, metadata={"rule": FRACTION,
+                                "help": "The challenger must beat the champion's gate metric by more than this."}
+    )
+    max_solutions_per_request: int = field(
+        default=64, metadata={"rule": POSITIVE, "help": "Served model: more solutions in one request is a 400."}
+    )
+    max_steps_per_solution: int = field(
+        default=64, metadata={"rule": POSITIVE, "help": "Served model: more steps in one solution is a 400."}
+    )
+    model_kind: str = field(
+        default="prm",
+        metadata={"choices": ("prm", "combined"),
+                  "help": "What is registered and served: prm (models/prm alone) or combined (models/prm and "
+                          "models/orm, score = combine weights; the response adds outcome_score)."},
+    )
+
+    def check(self) -> list[str]:
+        return unmet([(self.alias != self.challenger_alias,
+                       f"challenger_alias: must differ from alias {self.alias!r}")])
+
+
+def _source_problems(where: str, spec: dict) -> list[str]:
+    """One `ingest.sources` entry: a known format, one place to read it from, legal options."""
+    problems = [f"{where}.{key}: unknown key (known: {', '.join(sorted(SOURCE_KEYS))})"
+                for key in sorted(set(spec) - set(SOURCE_KEYS))]
+    fmt = spec.get("format")
+    if fmt not in SOURCE_FORMATS:
+        problems.append(f"{where}.format: {fmt!r} is not one of {list(SOURCE_FORMATS)}")
+    if fmt == "generator":
+        problems += [f"{where}.{key}: the generator takes no {key} (num_train/num_test set its splits)"
+                     for key in ("path", "hub", "split", "limit") if key in spec]
+    elif fmt in SOURCE_FORMATS and len([key for key in ("path", "hub") if key in spec]) != 1:
+        problems.append(f"{where}: give exactly one of path (a local file or folder) or hub (a dataset name)")
+    problems += [f"{where}.{key}: expected a non-empty string, got {spec[key]!r}" for key in ("path", "hub", "name")
+                 if key in spec and not (isinstance(spec[key], str) and spec[key].strip())]
+    if "split" in spec and spec["split"] not in SOURCE_SPLITS:
+        problems.append(f"{where}.split: {spec['split']!r} is not one of {list(SOURCE_SPLITS)}")
+    limit = spec.get("limit", 1)
+    if not (isinstance(limit, int) and not isinstance(limit, bool) and limit > 0):
+        problems.append(f"{where}.limit: must be a positive integer, got {limit!r}")
+    if "neutral" in spec and (fmt != "prm800k" or spec["neutral"] not in NEUTRAL_LABELS):
+        problems.append(f"{where}.neutral: only for prm800k, one of {list(NEUTRAL_LABELS)}; got {spec['neutral']!r}")
+    return problems

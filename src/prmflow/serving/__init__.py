@@ -1,0 +1,1 @@
+"""The served model: the scorer behind the pyfunc, the registry and its gate, the `register` stage."""
