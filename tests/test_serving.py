@@ -260,3 +260,33 @@ def test_combined_model_serves_the_outcome_score_and_the_weighted_score(store, s
     path.write_text("".join(json.dumps(s) + "\n" for s in SOLUTIONS))
     main(["score", str(path), "--model", f"models:/prm-combined/{version}", "--aggregation", "mean"])
     assert [json.loads(line) for line in capsys.readouterr().out.splitlines()] == served["mean"]
+
+
+def test_a_model_directory_and_its_registered_version_give_the_same_first_error(store, tmp_path, capsys):
+    """`--model models/prm` takes the threshold evaluate chose (reports/metrics.json), as register stores it."""
+    import shutil
+
+    from prmflow.cli import main
+    from prmflow.model.aggregation import predicted_first_error
+
+    shutil.copytree(store["root"] / "seed0", tmp_path / "models" / "prm")
+    (tmp_path / "reports").mkdir()
+    (tmp_path / "reports" / "metrics.json").write_text(json.dumps({"first_error_threshold": 0.51}))
+    params = tmp_path / "params.yaml"
+    params.write_text(f"base:\n  models_dir: {tmp_path / 'models'}\n  reports_dir: {tmp_path / 'reports'}\n")
+    path = tmp_path / "solutions.jsonl"
+    path.write_text("".join(json.dumps(s) + "\n" for s in SOLUTIONS))
+    version = log_version(store["root"] / "seed0", "prm-threshold", threshold=0.51)
+
+    main(["score", str(path), "--model", str(tmp_path / "models" / "prm"), "--params", str(params)])
+    from_directory, err = capsys.readouterr()
+    assert f"first_error threshold 0.51 from {tmp_path / 'reports' / 'metrics.json'} (chosen by evaluate)" in err
+    main(["score", str(path), "--model", f"models:/prm-threshold/{version}"])
+    from_registry, err = capsys.readouterr()
+    assert "first_error threshold 0.51 from the registered model's config" in err
+    assert from_directory == from_registry
+    for line in from_directory.splitlines():
+        prediction = json.loads(line)
+        assert prediction["first_error"] == predicted_first_error(prediction["step_scores"], 0.51)
+    main(["score", str(path), "--model", str(store["root"] / "seed0"), "--params", str(params)])
+    assert "the default 0.5 (no evaluate threshold for this directory)" in capsys.readouterr().err

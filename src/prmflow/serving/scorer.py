@@ -54,13 +54,14 @@ from prmflow.serving.requests import (
 )
 
 DEFAULT_AGGREGATION = "min"
+REGISTERED_THRESHOLD = "the registered model's config (evaluate's choice, stored by register)"
 OUTCOME_ARTIFACT = "outcome_model_dir"  # the pyfunc artifact of a combined model's ORM (register.log_prm)
 
 
 class Prediction(BaseModel):
     step_scores: list[float]
-    score: float | None  # null: nothing of this candidate fits the model context (see `reason`)
-    first_error: int | None
+    score: float | None = None  # null: nothing of this candidate fits the model context (see `reason`)
+    first_error: int | None = None
     scored_steps: int
     truncated_steps: list[int]  # indices of steps cut inside: their start was scored
     dropped_steps: int  # whole trailing steps beyond the context, not scored
@@ -73,7 +74,7 @@ class Prediction(BaseModel):
 class CombinedPrediction(Prediction):
     """A combined model's answer: `score` is the weighted combination, `outcome_score` the ORM's."""
 
-    outcome_score: float | None
+    outcome_score: float | None = None
 
 
 @dataclass(frozen=True)
@@ -147,7 +148,7 @@ class Scorer:
     """A loaded PRM (and, for a combined model, the trained ORM) plus its serving config: validates a
     request and scores it in padded batches."""
 
-    def __init__(self, prm, config: ServingConfig, outcome=None, threshold_source: str = "the model's config"):
+    def __init__(self, prm, config: ServingConfig, outcome=None, threshold_source: str = REGISTERED_THRESHOLD):
         self.prm = prm
         self.config = config
         self.outcome = outcome  # a rewards.TrainedOutcomeRewardModel, or None for the PRM alone
