@@ -151,10 +151,13 @@ def test_bad_request_is_a_short_400_that_names_the_field(server, payload, messag
     assert len(response.content) < 1024  # whatever the request's size: nothing of it is repeated
 
 
-def test_a_body_over_the_byte_limit_is_a_413_that_names_it(server):
+def test_a_body_over_the_byte_limit_is_a_413_and_csv_a_415(server):
     response = invoke(server, {"inputs": [{"problem": "p", "steps": ["x" * 160_000]}]})
     assert response.status_code == 413 and len(response.content) < 1024
     assert "more than the limit of 150000 (register.max_request_bytes)" in response.json()["message"]
+    csv = requests.post(f"{server}/invocations", data=b"problem,steps\np,a", headers={"Content-Type": "text/csv"},
+                        timeout=60)
+    assert csv.status_code == 415 and "Content-Type: must be application/json" in csv.json()["message"]
 
 
 def test_server_keeps_answering_after_a_burst_of_malformed_requests(server):
