@@ -37,10 +37,26 @@ def _tracking_uri(args: argparse.Namespace) -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or load_params(args.params).base.mlflow_tracking_uri
 
 
+def _checked_line(line: str, config) -> tuple[dict, object, list[str]]:
+    """(row, solution, steps) of one JSON line, by the server's rules; raises RequestError naming the field."""
+    from prmflow.serving.requests import RequestError, check_solution, solution_from_json
+
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError as err:
+        raise RequestError(f"not JSON ({err.msg} at column {err.colno})") from None
+    solution = solution_from_json({k: v for k, v in row.items() if k != "id"} if isinstance(row, dict) else row, "")
+    steps = check_solution(solution, "")
+    if len(steps) > config.max_steps_per_request:
+        raise RequestError(f"steps: {len(steps)} steps, more than the limit of {config.max_steps_per_request} "
+                           f"per request")
+    return row, solution, steps
+
+
 def _read_lines(path: str, config) -> tuple[list[tuple[dict, object, list[str]]], list[dict]]:
-    """Each line of a JSON-lines file checked on its own, by the server's rules: (row, solution, steps) of
-    the good lines in order, and a reject record {line, reason, record} for each bad one."""
-    from prmflow.serving.requests import RequestError, check_solution, clip, solution_from_json
+    """Each line of a JSON-lines file checked on its own: the good lines in order, and a reject record
+    {line, reason, record (the line, clipped to 2,000 characters)} for each bad one."""
+    from prmflow.serving.requests import RequestError, clip
 
     good, rejects = [], []
     with open(path, encoding="utf-8", errors="replace") as lines:
@@ -48,17 +64,7 @@ def _read_lines(path: str, config) -> tuple[list[tuple[dict, object, list[str]]]
             if not line.strip():
                 continue
             try:
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as err:
-                    raise RequestError(f"not JSON ({err.msg} at column {err.colno})") from None
-                solution = solution_from_json({k: v for k, v in row.items() if k != "id"} if isinstance(row, dict)
-                                              else row, "")
-                steps = check_solution(solution, "")
-                if len(steps) > config.max_steps_per_request:
-                    raise RequestError(f"steps: {len(steps)} steps, more than the limit of "
-                                       f"{config.max_steps_per_request} per request")
-                good.append((row, solution, steps))
+                good.append(_checked_line(line, config))
             except RequestError as err:
                 rejects.append({"line": number, "reason": str(err), "record": clip(line.rstrip("\n"), 2000)})
     return good, rejects
