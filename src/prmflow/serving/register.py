@@ -50,7 +50,8 @@ def serving_model_config(params: Params, metrics: dict) -> dict:
     return dataclasses.asdict(ServingConfig(
         threshold=metrics.get("first_error_threshold", params.evaluate.threshold),
         max_solutions_per_request=params.register.max_solutions_per_request,
-        max_steps_per_solution=params.register.max_steps_per_solution,
+        max_steps_per_request=params.register.max_steps_per_request,
+        max_request_bytes=params.register.max_request_bytes,
         batch_size=params.evaluate.batch_size,
         process_weight=params.combine.process_weight,
         outcome_weight=params.combine.outcome_weight,
