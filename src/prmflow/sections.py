@@ -22,6 +22,8 @@ EXTERNAL_FORMATS = {  # evaluate.external formats and the fields each record nee
     "processbench": ("problem", "steps", "label"),                    # label: first error index or -1
 }
 EXTERNAL_KEYS = ("name", "path", "format")
+PRM_FORMATS = ("prmflow", "trl", "math_shepherd", "chat", "zero_shot")  # model/public_prms.py reads each
+SCORER_KEYS = ("name", "path", "format")  # evaluate.scorers entries; format may be left out (detected)
 AGGREGATIONS = ("min", "prod", "last", "mean")  # step scores to a solution score: prmflow.model.aggregation
 GATE_METRICS = ("first_error_f1", "step_auroc", "negative_f1", "step_accuracy",  # higher-is-better metrics.json keys
                 *(f"best_of_n_prm_{how}" for how in AGGREGATIONS))
