@@ -149,3 +149,33 @@ def test_remote_code_and_mismatched_formats_are_refused(tmp_path):
         load_prm(directory)
     with pytest.raises(FileNotFoundError, match="no config.json"):
         load_prm(tmp_path)
+
+
+def test_registered_math_shepherd_checkpoint_is_served_with_the_same_contract_and_scores(tmp_path):
+    import requests
+
+    from prmflow.config import params_from_dict
+    from prmflow.serving.model_server import model_server
+    from prmflow.serving.register import registered_checkpoint
+
+    from tiny_models import log_version, server_env, tracking_store
+
+    directory = build_public_prm(tmp_path / "shepherd", "gpt2")
+    params = params_from_dict({"evaluate": {"scorers": [{"name": "shepherd", "path": str(directory)}]},
+                               "register": {"scorer": "shepherd"}})
+    metrics = {"first_error_f1": 0.9, "scorer_shepherd_first_error_f1": 0.4,
+               "scorer_shepherd_first_error_threshold": 0.6}
+    assert registered_checkpoint(params, metrics) == (directory, "", {"first_error_f1": 0.4,
+                                                                      "first_error_threshold": 0.6})
+    with pytest.raises(KeyError, match="register.scorer: 'shepherd' is not an evaluate.scorers entry"):
+        registered_checkpoint(params, {"first_error_f1": 0.9})
+    expected = load_prm(directory).score_batch(SOLUTIONS)
+    with tracking_store(tmp_path) as uri:
+        version = log_version(directory, prm_format="math_shepherd")
+        with model_server(f"models:/prm/{version}", server_env(uri), tmp_path, tmp_path / "serve.log") as url:
+            inputs = [{"problem": problem, "steps": steps} for problem, steps in SOLUTIONS]
+            response = requests.post(f"{url}/invocations", json={"inputs": inputs}, timeout=60)
+    assert response.status_code == 200, response.text
+    for prediction, scores in zip(response.json()["predictions"], expected):
+        assert prediction["step_scores"] == pytest.approx(scores, abs=1e-5)
+        assert prediction["score"] == pytest.approx(min(scores)) and prediction["scored_steps"] == len(scores)

@@ -373,13 +373,10 @@ class EvaluateParams:
                           "outcome (problem, steps, correct; best-of-N) | processbench (problem, steps, "
                           "label = first error or -1)}."},
     )
-    scorers: list[dict] = field(
-        default_factory=list,
-        metadata={"help": "Other PRM checkpoints scored beside the trained one, in the same comparison: {name, "
-                          "path: a local model directory, format: prmflow|trl|math_shepherd|chat|zero_shot "
-                          "(detected when left out; chat and zero_shot must be named)}. Metrics: scorer_<name>_*, "
-                          "compare_<name>_*."},
-    )
+    scorers: list[dict] = field(default_factory=list, metadata={
+        "help": "Other PRM checkpoints scored beside the trained one, in the same comparison: {name, path: a model "
+                "directory, format: prmflow|trl|math_shepherd|chat|zero_shot (detected when left out; chat and "
+                "zero_shot must be named)}. Metrics: scorer_<name>_*, compare_<name>_*."})
 
     def check(self) -> list[str]:
         problems = unmet([(self.validation_fraction < 1, f"validation_fraction: must be below 1 (some problems "
@@ -420,10 +417,13 @@ class RegisterParams:
                   "help": "What is registered and served: prm (models/prm alone) or combined (models/prm and "
                           "models/orm, score = combine weights; the response adds outcome_score)."},
     )
+    scorer: str = field(default="", metadata={"help": "An evaluate.scorers name: register that checkpoint instead "
+                                                      "of models/prm, gated on its scorer_<name>_* metrics."})
 
     def check(self) -> list[str]:
-        return unmet([(self.alias != self.challenger_alias,
-                       f"challenger_alias: must differ from alias {self.alias!r}")])
+        return unmet([(self.alias != self.challenger_alias, f"challenger_alias: must differ from alias {self.alias!r}"),
+                      (not (self.scorer and self.model_kind == "combined"),
+                       f"scorer: {self.scorer!r} is registered alone; model_kind must be prm")])
 
 
 def _source_problems(where: str, spec: dict) -> list[str]:

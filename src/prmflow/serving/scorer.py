@@ -4,7 +4,9 @@
     {"inputs": [{"problem": "...", "steps": ["...", "..."]}], "params": {"aggregation": "min"}}
     -> {"predictions": [{"step_scores": [...], "score": ..., "first_error": ..., "scored_steps": ...}]}
 
-A combined model (`register.model_kind: combined`) carries the trained ORM beside the PRM: each
+The model directory is any format prmflow.model.public_prms reads (its own trained PRM, or a public
+checkpoint registered with `register.scorer`); the contract is the same. A combined model
+(`register.model_kind: combined`) carries the trained ORM beside the PRM: each
 prediction adds `outcome_score` (the ORM's P(correct) at the last scored step) and `score` becomes
 process_weight * aggregate(step_scores) + outcome_weight * outcome_score; `step_scores` and
 `first_error` stay the PRM's.
@@ -56,6 +58,7 @@ class ServingConfig:
     batch_size: int = 32
     process_weight: float = 0.7  # a combined model only: score = process_weight * aggregate + outcome_weight * ORM
     outcome_weight: float = 0.3
+    prm_format: str = ""  # the model directory's public_prms format; "" = detected from the directory
 
     @classmethod
     def from_model_config(cls, config: dict | None) -> ServingConfig:
@@ -116,12 +119,12 @@ class Scorer:
 
 class PRMPyfunc(mlflow.pyfunc.PythonModel):
     def load_context(self, context):
-        from prmflow.model.modeling import ProcessRewardModel
+        from prmflow.model.public_prms import load_prm
         from prmflow.model.rewards import TrainedOutcomeRewardModel
 
         outcome_dir = context.artifacts.get(OUTCOME_ARTIFACT)
-        self.scorer = Scorer(ProcessRewardModel(context.artifacts["model_dir"]),
-                             ServingConfig.from_model_config(context.model_config),
+        config = ServingConfig.from_model_config(context.model_config)
+        self.scorer = Scorer(load_prm(context.artifacts["model_dir"], config.prm_format or None), config,
                              TrainedOutcomeRewardModel(outcome_dir) if outcome_dir else None)
 
     def predict(self, context, model_input: list[Solution], params: dict | None = None) -> list[Prediction]:
@@ -139,10 +142,11 @@ def load_scorer(model: str, threshold: float | None = None) -> Scorer:
     """The scorer of a registered model (`models:/prm@champion`, `runs:/...`) or of a model directory.
 
     A model URI is loaded through MLflow exactly as the server loads it, with the serving config
-    stored beside it; `threshold` only applies to a bare directory, which has none.
+    stored beside it; `threshold` only applies to a bare directory, which has none, and whose
+    format (public_prms) is detected.
     """
     if ":/" in model:
         return mlflow.pyfunc.load_model(model).unwrap_python_model().scorer
-    from prmflow.model.modeling import ProcessRewardModel
+    from prmflow.model.public_prms import load_prm
 
-    return Scorer(ProcessRewardModel(model), ServingConfig(threshold=0.5 if threshold is None else threshold))
+    return Scorer(load_prm(model), ServingConfig(threshold=0.5 if threshold is None else threshold))
