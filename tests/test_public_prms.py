@@ -111,7 +111,7 @@ def test_trl_token_classification_scores_equal_the_per_prefix_reference(tmp_path
 @pytest.mark.parametrize("template, one_pass", [(CHAT_TEMPLATE, True), (LAST_TURN_TEMPLATE, False)])
 def test_chat_scores_equal_the_per_turn_reference(tmp_path, template, one_pass):
     directory = build_public_prm(tmp_path / "chat", "gpt2", chat_template=template, corpus=PLAIN_CORPUS)
-    with pytest.raises(ValueError, match="pass format 'chat' or 'zero_shot'"):
+    with pytest.raises(ValueError, match="pass format 'chat', 'zero_shot' or 'math_shepherd'"):
         detect_format(directory)  # a causal LM with a template: chat PRM or judge, never guessed
     prm = load_prm(directory, format="chat")
     assert isinstance(prm, ChatPRM) and (len(prm.jobs(0, *SOLUTIONS[0])) == 1) == one_pass
@@ -151,6 +151,20 @@ def test_remote_code_and_mismatched_formats_are_refused(tmp_path):
         load_prm(tmp_path)
 
 
+def test_a_tag_vocabulary_with_a_chat_template_must_be_named_and_token_classifiers_are_not_fine_tuned(tmp_path):
+    from prmflow.config import ModelParams
+    from prmflow.model.tokenization import prepare_tokenizer
+
+    # Multilingual chat models hold `ки` too: with a chat template the tag alone decides nothing.
+    directory = build_public_prm(tmp_path / "chat", "gpt2", chat_template=CHAT_TEMPLATE)
+    with pytest.raises(ValueError, match="cannot tell its PRM format"):
+        load_prm(directory)
+    assert isinstance(load_prm(directory, format="math_shepherd"), MathShepherdPRM)
+    classifier = build_public_prm(tmp_path / "trl", "gpt2", head="token_classification")
+    with pytest.raises(ValueError, match="model.base_model: .* is a token-classification PRM"):
+        prepare_tokenizer(ModelParams(base_model=str(classifier)), [])
+
+
 def test_registered_math_shepherd_checkpoint_is_served_with_the_same_contract_and_scores(tmp_path):
     import requests
 
@@ -179,3 +193,45 @@ def test_registered_math_shepherd_checkpoint_is_served_with_the_same_contract_an
     for prediction, scores in zip(response.json()["predictions"], expected):
         assert prediction["step_scores"] == pytest.approx(scores, abs=1e-5)
         assert prediction["score"] == pytest.approx(min(scores)) and prediction["scored_steps"] == len(scores)
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama"])
+def test_fine_tuning_a_math_shepherd_checkpoint_continues_in_its_own_format(tmp_path, labeled_rows, family):
+    import datasets
+    from transformers import AutoTokenizer
+
+    from prmflow.config import ModelParams, Params, TrainParams
+    from prmflow.model.modeling import ProcessRewardModel, build_model
+    from prmflow.model.tokenization import encode_solution, prepare_tokenizer, prompt_format, save_prompt_format
+    from prmflow.model.tokenization import tokenize_rows
+    from prmflow.model.train import make_trainer
+
+    directory = build_public_prm(tmp_path / "shepherd", family)
+    params = ModelParams(base_model=str(directory), max_length=512)
+    tokenizer = prepare_tokenizer(params, [])
+    fmt = prompt_format(tokenizer, params)
+    assert len(tokenizer) == len(AutoTokenizer.from_pretrained(directory))  # no tag added
+    tag, plus, minus = {"gpt2": "ĠÐºÐ¸", "llama": "▁ки"}[family], *LABEL_TOKENS[family]
+    assert tokenizer.convert_ids_to_tokens([fmt.step_tag_id, fmt.positive_id, fmt.negative_id]) == [tag, plus, minus]
+    # Training reads the labels where the Math-Shepherd scorer reads them: at the checkpoint's own tag token.
+    problem, steps = SOLUTIONS[0]
+    ids = encode_solution(tokenizer, fmt, problem, steps).input_ids
+    assert ids.count(fmt.step_tag_id) == len(steps)
+    scorer = load_prm(directory)
+    assert [scorer.tokenizer(text)["input_ids"][-1] for text in scorer.prefixes(problem, steps)] == [
+        fmt.step_tag_id] * len(steps)
+
+    rows, _ = tokenize_rows(tokenizer, fmt, labeled_rows)
+    model = build_model(params, tokenizer)
+    trainer = make_trainer(model, tokenizer, fmt, datasets.Dataset.from_list(rows),
+                           Params(model=params, train=TrainParams(epochs=2, batch_size=8, learning_rate=3e-3)),
+                           str(tmp_path / "ckpt"))
+    trainer.train()
+    losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
+    assert losses[-1] < losses[0]
+    trainer.save_model(str(tmp_path / "prm"))
+    tokenizer.save_pretrained(tmp_path / "prm")
+    save_prompt_format(fmt, tmp_path / "prm")
+    trained = load_prm(tmp_path / "prm")
+    assert isinstance(trained, ProcessRewardModel) and trained.format == fmt
+    assert [len(s) for s in trained.score_batch(SOLUTIONS)] == [len(s) for _, s in SOLUTIONS]

@@ -8,7 +8,7 @@
 |-----------------|------------------------------------------------|--------------------------------------------|
 | `prmflow`       | `prm_config.json` (what `prmflow train` saves) | ProcessRewardModel: P(+) at its step tag   |
 | `trl`           | an `*ForTokenClassification` architecture      | P(label 1), last token of step + separator |
-| `math_shepherd` | a causal LM whose vocabulary holds `ки`        | softmax(+, -) at the last token of ` ки`   |
+| `math_shepherd` | `ки` in its vocabulary, no chat template       | softmax(+, -) at the last token of ` ки`   |
 | `chat`          | named only (`format="chat"`)                   | softmax(+, -) where the assistant answers  |
 | `zero_shot`     | named only (`format="zero_shot"`)              | zero_shot.ZeroShotVerifier: P(Yes)         |
 
@@ -17,8 +17,8 @@ logits where `ки` stands. TRL's PRMTrainer (`tokenize_row`) writes BOS, the pr
 followed by the separator, labelled at the separator's last token. RLHFlow-style chat PRMs put each
 step in a user turn (the first one prefixed by the problem and a space) and the model answers `+` or `-`.
 A causal LM with a chat template could as well be a verification-prompt judge, so `chat` and
-`zero_shot` are never guessed. Label tokens are the last id of encoding `+` / `-` (`▁+` for
-sentencepiece, as both reference implementations read them).
+`zero_shot` are never guessed (formats.py says how each format is recognised). Label tokens are the
+last id of encoding `+` / `-` (`▁+` for sentencepiece, as both reference implementations read them).
 
 Every format scores all steps of a solution in one forward pass where the tokens allow it: when the
 text up to step t's tag (the chat up to turn t's answer) does not encode to a prefix of the whole
@@ -31,62 +31,18 @@ tokenizer_config.json has `auto_map` is refused.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from prmflow.config import PRM_FORMATS
+from prmflow.model.formats import (  # noqa: F401 (detect_format: re-exported beside load_prm)
+    MATH_SHEPHERD_TAG, detect_format, is_token_classifier, label_token_id, read_checkpoint_config,
+)
 from prmflow.model.modeling import pad_batch
-from prmflow.model.tokenization import PRM_CONFIG
 
-MATH_SHEPHERD_TAG = "ки"
 DEFAULT_STEP_TEMPLATE = "Step {i}: {step}"  # Math-Shepherd's steps carry "Step i:", as model.step_template
-DETECTABLE = {"prmflow": "prm_config.json", "trl": "a *ForTokenClassification architecture in config.json",
-              "math_shepherd": f"{MATH_SHEPHERD_TAG!r} in the tokenizer's vocabulary"}
-
-
-def read_checkpoint_config(path: Path) -> dict:
-    """config.json of a local checkpoint; refuses one that needs remote code (trust_remote_code stays off)."""
-    config_file = path / "config.json"
-    if not config_file.is_file():
-        raise FileNotFoundError(f"{path}: not a model directory (no config.json)")
-    config = json.loads(config_file.read_text())
-    for name in ("config.json", "tokenizer_config.json"):
-        file = path / name
-        if file.is_file() and "auto_map" in json.loads(file.read_text()):
-            raise ValueError(f"{file}: auto_map: this checkpoint needs remote code (trust_remote_code), "
-                             f"which prmflow never runs; convert it to a transformers architecture first")
-    return config
-
-
-def has_math_shepherd_tag(tokenizer) -> bool:
-    """A vocabulary entry holds `ки`, written plainly (sentencepiece) or as GPT-2 byte characters."""
-    from transformers.convert_slow_tokenizer import bytes_to_unicode
-
-    byte_chars = bytes_to_unicode()
-    spellings = (MATH_SHEPHERD_TAG, "".join(byte_chars[b] for b in MATH_SHEPHERD_TAG.encode()))
-    return any(s in token for token in tokenizer.get_vocab() for s in spellings)
-
-
-def detect_format(path: str | Path, tokenizer=None) -> str:
-    """The format of a checkpoint directory (see the module table); chat and zero-shot must be named."""
-    path = Path(path)
-    config = read_checkpoint_config(path)
-    if (path / PRM_CONFIG).is_file():
-        return "prmflow"
-    if any(a.endswith("ForTokenClassification") for a in config.get("architectures") or []):
-        return "trl"
-    if tokenizer is None:
-        from transformers import AutoTokenizer
-
-        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
-    if has_math_shepherd_tag(tokenizer):
-        return "math_shepherd"
-    raise ValueError(f"{path}: cannot tell its PRM format (looked for: {'; '.join(DETECTABLE.values())}); a causal "
-                     f"LM with a chat template may be a chat PRM or a verification judge: pass format 'chat' or "
-                     f"'zero_shot'")
 
 
 def load_prm(path: str | Path, format: str | None = None, device: str = "cpu", dtype: str | None = None,
@@ -104,8 +60,7 @@ def load_prm(path: str | Path, format: str | None = None, device: str = "cpu", d
         raise ValueError(f"format: {format!r} is not one of {list(PRM_FORMATS)}")
     tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
     format = format or detect_format(path, tokenizer)
-    token_classifier = any(a.endswith("ForTokenClassification") for a in config.get("architectures") or [])
-    if token_classifier != (format == "trl"):
+    if is_token_classifier(config) != (format == "trl"):
         raise ValueError(f"{path}: format {format!r} does not fit its architectures {config.get('architectures')}")
     if format == "prmflow":
         from prmflow.model.modeling import ProcessRewardModel
@@ -128,14 +83,6 @@ def _load_model(path: Path, format: str, device: str, dtype: str | None):
     auto = AutoModelForTokenClassification if format == "trl" else AutoModelForCausalLM
     kwargs = {"dtype": dtype} if dtype else {}
     return auto.from_pretrained(path, trust_remote_code=False, **kwargs).to(device).eval()
-
-
-def label_token_id(tokenizer, token: str) -> int:
-    """The id a PRM answers `token` with: the last id of its encoding (`▁+` for sentencepiece, `+` byte-level)."""
-    ids = tokenizer.encode(token, add_special_tokens=False)
-    if not ids:
-        raise ValueError(f"label token {token!r}: encodes to nothing")
-    return ids[-1]
 
 
 @dataclass
