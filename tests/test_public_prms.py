@@ -28,16 +28,16 @@ def last_logits(model, ids: list[int]) -> torch.Tensor:
     return model(input_ids=torch.tensor([ids])).logits[0, -1].float()
 
 
-def math_shepherd_reference(directory, family: str, problem: str, steps: list[str]) -> list[float]:
+def math_shepherd_reference(directory, family: str, problem: str, steps: list[str], tag: str = "ки") -> list[float]:
     """Math-Shepherd's recipe one prefix at a time: `{problem} Step 1: ... ки\\nStep 2: ... ки`, softmax over
-    the `+`/`-` logits at the prefix's last token (the tag's)."""
+    the `+`/`-` logits at the prefix's last token (the tag's last)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer, model = AutoTokenizer.from_pretrained(directory), AutoModelForCausalLM.from_pretrained(directory)
     plus, minus = tokenizer.convert_tokens_to_ids(list(LABEL_TOKENS[family]))
     scores = []
     for k in range(1, len(steps) + 1):
-        text = problem + " " + "\n".join(f"Step {i + 1}: {s} ки" for i, s in enumerate(steps[:k]))
+        text = problem + " " + "\n".join(f"Step {i + 1}: {s} {tag}" for i, s in enumerate(steps[:k]))
         scores.append(torch.softmax(last_logits(model, tokenizer(text)["input_ids"])[[plus, minus]], -1)[0].item())
     return scores
 
@@ -89,6 +89,13 @@ def test_math_shepherd_scores_equal_the_per_prefix_reference(tmp_path, family, o
     # The tiny sentencepiece tokenizer merges `ки` with the next step's text: one pass per step there.
     assert (len(prm.jobs(0, *SOLUTIONS[0])) == 1) == one_pass
     assert_batch_equals_reference(prm, lambda p, s: math_shepherd_reference(directory, family, p, s))
+
+
+def test_a_tag_of_several_tokens_is_read_at_its_last(tmp_path):
+    directory = build_public_prm(tmp_path / "ms", "gpt2")
+    prm = load_prm(directory, step_tag="<step>")
+    assert len(prm.tokenizer(" <step>", add_special_tokens=False)["input_ids"]) > 1
+    assert_batch_equals_reference(prm, lambda p, s: math_shepherd_reference(directory, "gpt2", p, s, tag="<step>"))
 
 
 def test_a_context_too_short_scores_the_steps_that_fit(tmp_path):
