@@ -116,6 +116,7 @@ class _PublicPRM:
         """P(correct) per scored step of each (problem, steps), in input order; steps past the context are
         left out ([] when not even the first fits). Sequences run in order of length, `batch_size` at a time."""
         jobs = [job for i, (problem, steps) in enumerate(solutions) for job in self.jobs(i, problem, steps)]
+        # Stable: a solution's per-step jobs are its prefixes, shortest first, so they stay in step order.
         jobs.sort(key=lambda job: len(job.input_ids))
         results: list[list[float]] = [[] for _ in solutions]
         device = self.model.device
