@@ -27,14 +27,7 @@ from statistics import mean
 from prmflow.config import IngestParams, Params
 from prmflow.data.calc import ANNOTATION, format_number, parse_step, to_number
 from prmflow.data.generator import GeneratorSettings
-from prmflow.data.sources import (
-    Record,
-    content_id,
-    incoming_sources,
-    read_source,
-    reject,
-    source_name,
-)
+from prmflow.data.sources import Record, content_id, incoming_sources, read_source, reject, source_name
 
 def with_ids(row: dict, source: str) -> dict:
     """`problem_id` from the problem; `id` also from the steps of a labeled solution (one problem, many solutions)."""

@@ -13,14 +13,7 @@ import random
 from fractions import Fraction
 
 from prmflow.data.calc import (
-    CalcStep,
-    annotation_result,
-    evaluate,
-    format_number,
-    parse_step,
-    render_step,
-    to_number,
-    tokenize_expression,
+    CalcStep, annotation_result, evaluate, format_number, parse_step, render_step, to_number, tokenize_expression,
 )
 from prmflow.labeling.policy import NO_ANSWER, Continuation
 

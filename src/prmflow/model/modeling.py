@@ -12,12 +12,7 @@ from pathlib import Path
 import torch
 
 from prmflow.config import ModelParams
-from prmflow.model.tokenization import (
-    PromptFormat,
-    encode_solution,
-    gguf_kwargs,
-    load_prompt_format,
-)
+from prmflow.model.tokenization import PromptFormat, encode_solution, gguf_kwargs, load_prompt_format
 
 
 def build_model(params: ModelParams, tokenizer):

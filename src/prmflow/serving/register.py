@@ -24,13 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from prmflow.config import Params, RegisterParams
-from prmflow.serving.registry import (
-    HELDOUT_TAG,
-    METRIC_TAG,
-    alias_version,
-    gate,
-    move_alias,
-)
+from prmflow.serving.registry import HELDOUT_TAG, METRIC_TAG, alias_version, gate, move_alias
 
 # Gives the served model a signature that declares `params`, so MLflow passes them to predict.
 INPUT_EXAMPLE_ROWS = [{"problem": "Ava has 3 apples. She buys 2 more. How many apples does she have?",
@@ -138,13 +132,7 @@ def main(params: Params) -> None:
     import mlflow
     from mlflow import MlflowClient
     from prmflow.jsonl import read_jsonl, write_json
-    from prmflow.serving.registry import (
-        dvc_hashes,
-        file_md5,
-        git_commit,
-        lineage_tags,
-        stage_run_ids,
-    )
+    from prmflow.serving.registry import dvc_hashes, file_md5, git_commit, lineage_tags, stage_run_ids
     from prmflow.tracking import PARENT_RUN_ENV, stage_run
 
     torch.set_num_threads(params.base.num_threads)

@@ -22,12 +22,7 @@ from dataclasses import dataclass
 import mlflow.pyfunc
 from pydantic import BaseModel
 
-from prmflow.model.aggregation import (
-    AGGREGATIONS,
-    aggregate,
-    combine,
-    predicted_first_error,
-)
+from prmflow.model.aggregation import AGGREGATIONS, aggregate, combine, predicted_first_error
 
 DEFAULT_AGGREGATION = "min"
 OUTCOME_ARTIFACT = "outcome_model_dir"  # the pyfunc artifact of a combined model's ORM (register.log_prm)
