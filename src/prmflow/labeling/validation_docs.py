@@ -48,6 +48,8 @@ body { font-family: system-ui, sans-serif; margin: 0; color: #222; }
 .badge { display: inline-block; padding: .1rem .4rem; border-radius: .25rem; background: #6c757d; color: #fff; }
 .nav, .breadcrumb { list-style: none; padding-left: 0; }
 .d-none, .navbar-toggler { display: none; }
+.d-sm-block, .d-md-block { display: block; }
+.d-md-inline-flex { display: inline-flex; }  /* wide-screen rules win: docs are read on a desktop */
 .text-success, .success { color: #28a745; }
 .text-danger, .failed { color: #dc3545; }
 .text-warning { color: #b8860b; }
