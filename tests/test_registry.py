@@ -7,9 +7,12 @@ import subprocess
 import pytest
 import yaml
 
+from conftest import REPO
 from prmflow.config import EvaluateParams, RegisterParams
 from prmflow.serving.register import gate_new_version, rescore_on
-from prmflow.serving.registry import alias_version, dvc_hashes, gate, git_commit, lineage_tags, promote
+from prmflow.serving.registry import (
+    alias_version, dvc_hashes, dvc_md5, file_md5, gate, git_commit, lineage_paths, lineage_tags, promote,
+)
 from tiny_models import build_tiny_prm, log_version, tracking_store
 
 
@@ -23,16 +26,69 @@ def test_gate_promotes_only_a_challenger_that_beats_the_champion_by_the_margin()
     assert "does not beat the champion's 0.6000" in gate(0.55, 0.60, 0.0, "first_error_f1").reason
 
 
-def test_dvc_hashes_come_from_the_lock_under_data_and_models(tmp_path):
-    lock = {"schema": "2.0", "stages": {
-        "label": {"deps": [{"path": "data/problems", "md5": "a.dir"}, {"path": "src/prmflow/labeling/label.py", "md5": "s"}],
-                  "outs": [{"path": "data/rollouts", "md5": "b.dir"}]},
-        "evaluate": {"deps": [{"path": "data/rollouts/test.jsonl", "md5": "c"}, {"path": "models/prm", "md5": "d.dir"}],
-                     "outs": []}}}
-    (tmp_path / "dvc.lock").write_text(yaml.safe_dump(lock))
-    assert dvc_hashes(tmp_path / "dvc.lock", ("data", "models")) == {
-        "data/problems": "a.dir", "data/rollouts": "b.dir", "data/rollouts/test.jsonl": "c", "models/prm": "d.dir"}
-    assert dvc_hashes(tmp_path / "missing.lock", ("data",)) == {}
+def dvc_data_md5(path) -> str:
+    """The md5 dvc_data itself builds for `path` (what `dvc add` / dvc.lock record), for an independent check."""
+    from dvc_data.hashfile.build import build
+    from dvc_data.hashfile.db import HashFileDB
+    from dvc_objects.fs.local import LocalFileSystem
+
+    fs = LocalFileSystem()
+    _, _, obj = build(HashFileDB(fs, str(path.parent / ".cache")), str(path), fs, "md5", dry_run=True)
+    return obj.hash_info.value
+
+
+def test_dvc_md5_is_the_hash_dvc_computes_for_a_file_and_a_directory(tmp_path):
+    folder = tmp_path / "models" / "prm"
+    (folder / "nested" / "deeper").mkdir(parents=True)
+    files = {"config.json": b'{"a": 1}\n', "model.safetensors": bytes(range(256)) * 10, "nested/b.txt": b"b\r\n",
+             "nested/deeper/z.bin": b"", "a b.txt": b"space in the name"}
+    for name, body in files.items():
+        (folder / name).write_bytes(body)
+    assert dvc_md5(folder) == dvc_data_md5(folder)
+    assert dvc_md5(folder / "nested" / "b.txt") == dvc_data_md5(folder / "nested" / "b.txt")
+    before = dvc_md5(folder)
+    (folder / "nested" / "b.txt").write_bytes(b"c\n")
+    assert dvc_md5(folder) != before
+
+
+def test_lineage_paths_are_the_data_and_models_of_dvc_yaml_and_hashes_skip_missing_ones(tmp_path):
+    paths = lineage_paths(REPO / "dvc.yaml", ("data", "models"))
+    assert {"data/problems", "data/rollouts", "data/rollouts/test.jsonl", "models/prm", "models/orm"} <= set(paths)
+    assert all(p.split("/")[0] in ("data", "models") for p in paths) and len(paths) == len(set(paths))
+    (tmp_path / "data" / "rollouts").mkdir(parents=True)
+    (tmp_path / "data" / "rollouts" / "test.jsonl").write_text("{}\n")
+    assert dvc_hashes(paths, tmp_path) == {"data/rollouts": dvc_md5(tmp_path / "data" / "rollouts"),
+                                           "data/rollouts/test.jsonl": file_md5(tmp_path / "data/rollouts/test.jsonl")}
+
+
+def test_a_retrained_version_is_tagged_with_the_hash_of_the_model_it_serves(tmp_path):
+    """Retrain with changed params and register again: the tags are the new files' hashes, not dvc.lock's old ones."""
+    from mlflow import MlflowClient
+
+    from tiny_project import make_project, run
+
+    project = make_project(tmp_path)
+    for cmd in (["git", "add", "-A"], ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "tiny"]):
+        assert run(cmd, project).returncode == 0
+    client = MlflowClient(tracking_uri=f"sqlite:///{project}/mlflow/mlflow.db")
+    tags = []
+    for epochs in (2.0, 3.0):
+        params = yaml.safe_load((project / "params.yaml").read_text())
+        params["train"]["epochs"] = epochs  # the second run changes a tracked file: a dirty tree
+        (project / "params.yaml").write_text(yaml.safe_dump(params))
+        proc = run(["dvc", "repro"], project)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        version = json.loads((project / "reports" / "registry.json").read_text())["version"]
+        tags.append(client.get_model_version("prm", version).tags)
+        lock = yaml.safe_load((project / "dvc.lock").read_text())["stages"]
+        trained = next(out["md5"] for out in lock["train"]["outs"] if out["path"] == "models/prm")
+        assert tags[-1]["dvc.models/prm"] == dvc_data_md5(project / "models" / "prm") == trained
+        assert tags[-1]["dvc.data/rollouts/test.jsonl"] == dvc_data_md5(project / "data/rollouts/test.jsonl")
+        assert tags[-1]["dvc.data/rollouts"] == dvc_data_md5(project / "data" / "rollouts")
+    assert tags[0]["dvc.models/prm"] != tags[1]["dvc.models/prm"]
+    assert tags[0]["dvc.data/rollouts"] == tags[1]["dvc.data/rollouts"]  # same data, retrained model
+    assert (tags[0]["git.dirty"], tags[1]["git.dirty"]) == ("false", "true")
+    assert tags[1]["git.commit"] == tags[0]["git.commit"] + "-dirty"
 
 
 def test_git_commit_outside_a_repository_is_none(tmp_path):
@@ -62,9 +118,12 @@ def test_git_commit_is_dirty_for_changed_code_but_not_for_what_the_pipeline_writ
 def test_lineage_tags_name_code_data_params_runs_and_metrics():
     tags = lineage_tags("abc123", {"data/rollouts": "b.dir"}, {"train": {"epochs": 2.0}}, {"train": "run1"},
                         {"first_error_f1": 0.5, "step_auroc": 0.75, "solutions": 48}, "heldout1")
-    assert tags == {"git.commit": "abc123", "heldout.md5": "heldout1", "dvc.data/rollouts": "b.dir",
+    assert tags == {"git.commit": "abc123", "git.dirty": "false", "heldout.md5": "heldout1",
+                    "dvc.data/rollouts": "b.dir",
                     "params.train": '{"epochs": 2.0}', "run.train": "run1",
                     "metric.first_error_f1": "0.500000", "metric.step_auroc": "0.750000"}
+    assert [lineage_tags(commit, {}, {}, {}, {}, "h")["git.dirty"] for commit in ("abc-dirty", "none")] == ["true",
+                                                                                                      "unknown"]
 
 
 @pytest.fixture(scope="module")

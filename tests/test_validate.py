@@ -2,6 +2,7 @@
 
 import copy
 import json
+import re
 import subprocess
 import sys
 
@@ -168,6 +169,29 @@ def test_the_stage_exits_nonzero_names_the_failure_and_writes_reports(clean, tmp
     pages = {p.name for p in (docs / "validations").rglob("*.html")}
     assert pages == {"problems-problems.html", "rollouts-rollouts.html", "steps-steps.html"}
     assert "labels_are_plus_minus" in (docs / "expectations" / "rollouts.html").read_text()
+    index = (docs / "index.html").read_text()
+    assert '<td>rollouts</td><td><span class="failed">failed</span>' in index
+    assert 'href="validations/rollouts/__none__/latest/rollouts-rollouts.html"' in index
+
+
+def _site(docs):
+    return {p.relative_to(docs).as_posix(): p.read_bytes() for p in sorted(docs.rglob("*")) if p.is_file()}
+
+
+def test_data_docs_open_offline_and_are_identical_for_the_same_data(clean, tmp_path):
+    sites = []
+    for run in ("first", "second"):
+        validate_datasets(*clean, ValidateParams(), tmp_path / run)
+        sites.append(_site(tmp_path / run))
+    assert sites[0].keys() == sites[1].keys() and sites[0] == sites[1]
+    remote = re.compile(r"<(?:script|link|img)\b[^>]*(?:src|href)=[\"']?https?://|url\(\s*['\"]?https?://", re.I)
+    pages = {name: body.decode() for name, body in sites[0].items() if name.endswith(".html")}
+    assert len(pages) == 7 and not [name for name, page in pages.items() if remote.search(page)]
+    assert not [name for name, page in pages.items() if "<script" in page]  # nothing left that needs a CDN library
+    # every local link resolves inside the site
+    for name, page in pages.items():
+        for target in re.findall(r'(?:href|src)="(?!https?:|#|mailto:)([^"#?]+)', page):
+            assert (tmp_path / "first" / name).parent.joinpath(target).resolve().exists(), (name, target)
 
 
 def test_great_expectations_and_math_verify_load_only_in_the_validate_stage():

@@ -1,26 +1,52 @@
-"""Reference answers in a form `math-verify` can compare.
+"""Final answers: extracted from a solution, stripped of presentation, and compared by value.
 
 GSM8K writes `#### 1,200` and sometimes `$18` or `18 dollars`; MATH writes `\\boxed{\\frac{1}{2}}`
-inside a LaTeX solution, sometimes with `\\text{ cm}` units or a `^\\circ`. `normalize_answer`
-strips what is presentation, not value (thousands separators, currency, units, a trailing
-period), and `math_verify_text` wraps the result in `$...$`, without which math-verify reads
-`25\\pi` as 25 (STACK.md).
+inside a LaTeX solution, sometimes with `\\text{ cm}` units or a `^\\circ`; a model may end with
+`A: 18`. `normalize_answer` strips what is presentation, not value (currency, units, degrees,
+thousands separators of a plain number, a trailing period) and keeps a percent sign as `\\%`.
+
+`answers_equivalent` never calls a wrong answer right (issue 16). math-verify 0.9 is the engine,
+but its `parse` searches the text for anything it can read: when `1 - \\frac{1}{\\mathrm{e}}` fails
+to parse it falls back to the `1` at its start, so two different answers "match". Here each
+side is read whole by math-verify's LaTeX normalisation and parser (`parse_latex_cached`), and
+the result is None (unknown) when either side does not parse completely: prose, a lost digit,
+a parse error. A `Reading` that fails is never replaced by a fragment of it.
+
+Conventions, each a row of tests/fixtures/answers/equivalence.jsonl:
+- mixed numbers `1 1/4`, `2\\frac{1}{4}` are their value (5/4, 9/4);
+- `25\\%` equals `0.25` only when the reference is the percentage; a predicted `25%` against a
+  reference `25` compares the written number (GSM8K's "what percent" answers are bare numbers);
+- `115,000` is a number only when the whole answer is one (`[1-9]\\d{0,2}(,\\d{3})+`); `12,34` and
+  `0,1` are lists, `(0,1)` an interval or pair, and a list never equals an interval or a tuple;
+- `1.5e3` is scientific notation (math-verify alone reads it as 1.5·e·3), `\\mathrm{e}` is Euler's e.
 
     normalize_answer("$1,200.")          -> "1200"
-    normalize_answer("\\text{(B) } 5\\text{ cm}")  -> "(B) 5"
     answers_equivalent("0.5", "\\frac{1}{2}")  -> True
+    answers_equivalent("4\\sqrt(2)", "4")      -> False (4√2 ≠ 4)
+    answers_equivalent("18 apples and 3 pears", "18")  -> None (prose does not parse)
 """
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
+from fractions import Fraction
 
-_UNIT_WORDS = (r"dollars?|cents?|percent|pounds?|kg|kilograms?|grams?|g|km|kilometers?|meters?|m|cm|mm|miles?|"
-               r"feet|foot|ft|inches?|in|hours?|hrs?|minutes?|mins?|seconds?|secs?|days?|weeks?|years?|"
-               r"liters?|l|ml|gallons?|units?|degrees?|sq|square")
-_TRAILING_UNITS = re.compile(rf"(?<=[\d}}])\s*(?:{_UNIT_WORDS})\b\.?$", re.IGNORECASE)
-_TEXT_UNITS = re.compile(r"\\(?:text|textbf|mbox|mathrm)\{\s*(?:" + _UNIT_WORDS + r")\s*\}(?:\^\d)?", re.IGNORECASE)
-_THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}(?:\D|$))|(?<=\d)\{,\}(?=\d{3})")
+PARSE_TIMEOUT_S = 5  # math-verify's own default; sympy can stall on towers such as 10^{10^{10}}
+
+_UNIT_WORDS = (r"dollars?|cents?|pounds?|kg|kilograms?|grams?|km|kilometers?|meters?|cm|mm|miles?|"
+               r"feet|foot|ft|inches?|hours?|hrs?|minutes?|mins?|seconds?|secs?|days?|weeks?|years?|"
+               r"liters?|ml|gallons?|units?|degrees?|sq|square")
+_SHORT_UNITS = r"g|m|l|in"  # one or two letters: a unit only after a space, else `2m` is 2·m
+_TRAILING_UNITS = re.compile(rf"(?<=[\d}}])(?:\s*(?:{_UNIT_WORDS})|\s+(?:{_SHORT_UNITS}))\b\.?$", re.IGNORECASE)
+_TEXT_UNITS = re.compile(r"\\(?:text|textbf|mbox|mathrm)\{\s*(?:" + _UNIT_WORDS + "|" + _SHORT_UNITS
+                         + r")\s*\}(?:\^\{?\d\}?)?", re.IGNORECASE)
+# `5 apples`, `12 red apples`: words after a plain number name what is counted (GSM8K); not `2 pi`, `5 sin`.
+_COUNTED = re.compile(r"(-?[\d.,]*\d(?:\s+\d+/\d+)?)(?:\s+(?!(?:sqrt|sin|cos|tan|log|exp|and|or)\b)[A-Za-z]{3,}){1,3}")
+_PERCENT = re.compile(r"\s*(?:\\?%|\\text\{\s*\\?%\s*\}|\s(?:percent|per cent))$", re.IGNORECASE)
+_DEGREES = re.compile(r"\^\s*\{?\\circ\}?|°|\\degree")
+_PLAIN_THOUSANDS = re.compile(r"-?[1-9]\d{0,2}(?:,\d{3})+(?:\.\d+)?")
+_UNICODE = {"−": "-", "–": "-", "×": "\\times ", "·": "\\cdot ", "π": "\\pi ", "√": "\\sqrt"}
 
 
 def extract_boxed(solution: str) -> str | None:
@@ -39,11 +65,15 @@ def extract_boxed(solution: str) -> str | None:
     return None
 
 
-_FINAL_MARKERS = (re.compile(r"####\s*([^\n]+)"), re.compile(r"[Tt]he (?:final )?answer is:?\s*([^\n]+)"))
+# `#### x` (GSM8K), `The answer is x`, and a final-answer line `A: x` / `Answer: x` / `**Final answer:** x`.
+_FINAL_MARKERS = (re.compile(r"####\s*([^\n]+)"), re.compile(r"[Tt]he (?:final )?answer is:?\s*([^\n]+)"),
+                  re.compile(r"^[ \t]*(?:\*\*)?(?:(?:[Ff]inal )?[Aa]nswer|A)(?:\*\*)?[ \t]*:[ \t]*(?:\*\*)?[ \t]*"
+                             r"([^\n]+)", re.MULTILINE))
+_SENTENCE_END = re.compile(r"\.\s.*$", re.DOTALL)  # `18. So she ...`: the answer ends at the sentence
 
 
 def extract_final_answer(text: str) -> str | None:
-    """The final answer a generated solution states (`#### x`, `\\boxed{x}`, `The answer is x`); None if none.
+    """The final answer a generated solution states (`#### x`, `\\boxed{x}`, `The answer is x`, `A: x`); None if none.
 
     The last marker wins: a solution may restate its answer, and the last statement is the final one.
     """
@@ -55,46 +85,133 @@ def extract_final_answer(text: str) -> str | None:
             candidates.append((found[-1].start(), found[-1].group(1)))
     if not candidates:
         return None
-    answer = max(candidates, key=lambda pair: pair[0])[1].strip()
+    answer = _SENTENCE_END.sub("", max(candidates, key=lambda pair: pair[0])[1]).strip()
+    answer = re.sub(r"^\*\*|\*\*$", "", answer).strip()
     return answer.rstrip(".").strip() or None
 
 
 def normalize_answer(text: str) -> str:
-    """The answer without presentation: no `$`, thousands separators, units, `\\!`, or trailing period."""
+    """The answer without presentation: no `$`, units, degrees, `\\!`, trailing period, or thousands commas of
+    a plain number; a percent sign, kept because it changes the value, is written `\\%` at the end."""
     answer = text.strip()
     boxed = extract_boxed(answer)
     if boxed is not None:
         answer = boxed
-    answer = answer.replace("\\$", "").replace("\\!", "").replace("\\%", "").replace("%", "")
-    answer = re.sub(r"^\$|\$$", "", answer.strip()).strip()  # `$18` is money in GSM8K, `$x$` is math in MATH
-    answer = re.sub(r"\^\s*\{?\\circ\}?", "", answer)
+    for raw, latex in _UNICODE.items():
+        answer = answer.replace(raw, latex)
+    answer = answer.replace("\\$", "").replace("\\!", "").replace("{,}", ",")
+    answer = re.sub(r"(?<=\d)\\,(?=\d{3}(?!\d))", ",", answer)  # `2\,000`: a thin space between thousands
+    answer = re.sub(r"^\$|\$$", "", answer.strip()).strip().rstrip(".").strip()  # `$18` money, `$x$` math
+    percent = _PERCENT.search(answer)
+    answer = _PERCENT.sub("", answer) if percent else answer
+    answer = _DEGREES.sub("", answer)
     answer = _TEXT_UNITS.sub("", answer)
-    answer = _THOUSANDS.sub("", answer)
-    answer = _TRAILING_UNITS.sub("", answer.strip())
-    return answer.strip().rstrip(".").strip()
+    answer = _TRAILING_UNITS.sub("", answer.strip()).strip().rstrip(".").strip()
+    counted = _COUNTED.fullmatch(answer)
+    answer = counted.group(1) if counted else answer
+    if _PLAIN_THOUSANDS.fullmatch(answer):
+        answer = answer.replace(",", "")
+    return answer + "\\%" if percent and answer else answer
 
 
-def math_verify_text(answer: str) -> str:
-    """An answer wrapped so that math-verify parses it as LaTeX math."""
-    return f"${normalize_answer(answer)}$"
+# ---------------------------------------------------------------- reading an answer whole
+
+_MIXED = re.compile(r"(-?)(\d+)(?:\s+(\d+)\s*/\s*(\d+)|\s*\\[dt]?frac\{(\d+)\}\{(\d+)\})")
+_SCIENTIFIC = re.compile(r"(-?\d+(?:\.\d+)?)[eE]([+-]?\d+)")
+_SQRT_PAREN = re.compile(r"\\sqrt\s*\(([^()]*)\)")
+_EULER = re.compile(r"\\(?:mathrm|text|operatorname)\{e\}")
+_PROSE = re.compile(r"(?<![\\a-zA-Z])(?!(?:and|or)\b)[a-zA-Z]{3,}")  # a word outside \text{}: not math
 
 
-def parse_answer(answer: str) -> list | None:
-    """math-verify's reading of an answer, or None when it reads nothing (it falls back to the raw text)."""
-    from math_verify import parse  # sympy warm-up (~0.4 s) only when an answer needs it
+@dataclass(frozen=True)
+class Reading:
+    """An answer read whole: `value` a sympy object (number, expression, set, interval, tuple, relation);
+    `percent` when it was written `v\\%` (then `value` is v, not v/100)."""
 
-    parsed = parse(math_verify_text(answer))
-    return None if all(isinstance(item, str) for item in parsed) else parsed
+    value: object
+    percent: bool
+
+
+def _latex(answer: str) -> tuple[str, bool]:
+    """The normalized answer rewritten where math-verify misreads it; whether it is a percentage."""
+    text = normalize_answer(answer)
+    percent = text.endswith("\\%")
+    text = text.removesuffix("\\%").strip()
+    text = _EULER.sub("e", _SQRT_PAREN.sub(r"\\sqrt{\1}", text))
+    if text.startswith("."):
+        text = "0" + text
+    mixed = _MIXED.fullmatch(text)
+    if mixed:
+        sign, whole = mixed.group(1), int(mixed.group(2))
+        num, den = (int(g) for g in (mixed.group(3, 4) if mixed.group(3) else mixed.group(5, 6)))
+        if 0 < num < den:  # a proper fraction after a whole number: `1 1/4` = 5/4
+            value = whole + Fraction(num, den)
+            text = f"{sign}\\frac{{{value.numerator}}}{{{value.denominator}}}"
+    scientific = _SCIENTIFIC.fullmatch(text)
+    if scientific:
+        text = f"{scientific.group(1)}\\times 10^{{{scientific.group(2)}}}"
+    return text, percent
+
+
+def parse_answer(answer: str) -> Reading | None:
+    """The answer read whole by math-verify's LaTeX normalisation and parser; None when any of it is not read.
+
+    Not read: an empty answer, prose (a word of 3+ letters outside `\\text{}`), a digit lost in
+    normalisation, a parse error or timeout. Raises nothing.
+    """
+    from latex2sympy2_extended.latex2sympy2 import NormalizationConfig, normalize_latex
+    from math_verify.errors import TimeoutException
+    from math_verify.parser import parse_latex_cached
+    from math_verify.utils import timeout
+
+    text, percent = _latex(answer)
+    if not text or _PROSE.search(re.sub(r"\\text\{[^{}]*\}", "", text)):
+        return None
+    # Our own units rule above: math-verify's would cut a trailing `c`, `t` or `m` (`2t` -> `2`).
+    config = NormalizationConfig(basic_latex=True, units=False, malformed_operators=True, nits=False,
+                                 boxed="none", equations=False)
+    latex = normalize_latex(text, config=config)
+    if sorted(re.findall(r"\d", latex)) != sorted(re.findall(r"\d", text)):
+        return None
+    try:
+        value = timeout(timeout_seconds=PARSE_TIMEOUT_S)(parse_latex_cached)(latex)
+    except (Exception, TimeoutException):  # latex2sympy raises plain Exception on a parse error
+        return None
+    return Reading(value, percent)
+
+
+def _kind(value: object) -> str:
+    """set, interval, tuple or value: a list of answers is never an interval or an ordered pair."""
+    import sympy
+
+    if isinstance(value, sympy.FiniteSet):
+        return "set"
+    if isinstance(value, (sympy.Interval, sympy.Union)):
+        return "interval"
+    return "tuple" if isinstance(value, sympy.Tuple) else "value"
+
+
+def _same_value(gold: object, guess: object) -> bool:
+    from math_verify import verify
+
+    if _kind(gold) != _kind(guess):
+        return False
+    return verify(gold, guess, timeout_seconds=PARSE_TIMEOUT_S)
 
 
 def answers_equivalent(predicted: str, reference: str) -> bool | None:
-    """Whether two answers have the same value, by math-verify; None when `predicted` cannot be read."""
-    from math_verify import verify
+    """Whether two answers have the same value; None (unknown) when either side does not parse completely.
 
+    Identical after `normalize_answer` is equal without parsing. A percentage reference `25\\%`
+    accepts `25`, `25%` and `0.25`; a plain reference compares the written numbers (`25%` = `25`).
+    """
     if normalize_answer(predicted) == normalize_answer(reference):
         return True
-    guess = parse_answer(predicted)
-    if guess is None:
+    guess, gold = parse_answer(predicted), parse_answer(reference)
+    if guess is None or gold is None:
         return None
-    gold = parse_answer(reference)
-    return bool(gold and verify(gold, guess))
+    if gold.percent and not guess.percent:
+        import sympy
+
+        return _same_value(gold.value, guess.value) or _same_value(gold.value * sympy.Rational(1, 100), guess.value)
+    return _same_value(gold.value, guess.value)

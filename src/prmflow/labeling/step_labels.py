@@ -41,7 +41,8 @@ class AnswerChecker:
 
     Plain numbers (the simulated policy's answers) compare exactly as fractions, with no sympy;
     anything else goes to math-verify once per distinct (answer, reference) pair. An answer that
-    is missing or that math-verify cannot parse counts as wrong.
+    is missing, or a pair of which either side math-verify cannot read whole (answers_equivalent
+    says None), counts as wrong and as unparseable.
     """
 
     def __init__(self) -> None:

@@ -13,7 +13,8 @@ Three suites, each built in code from the `validate` params:
 The suites themselves (derived columns and checks) are in suites.py.
 
 Checks with severity `warning` are reported but do not fail. Writes `reports/validation.json`
-and HTML data docs under `reports/validation_docs/`; on failure exits non-zero with a summary
+and HTML data docs under `reports/validation_docs/` (self-contained, byte-identical for the same data:
+validation_docs.py); on failure exits non-zero with a summary
 naming each failing check and example rows. Great Expectations and math-verify are imported
 inside this stage's functions only: GX takes seconds to import.
 """
@@ -26,6 +27,7 @@ from pathlib import Path
 
 from prmflow.config import Params, ValidateParams
 from prmflow.labeling.suites import Check, Suite, build_suites
+from prmflow.labeling.validation_docs import make_offline
 
 SPLITS = ("train", "test")
 DOCS_DIR = "validation_docs"
@@ -75,7 +77,8 @@ def _context(docs_dir: Path | None):
 
 
 def run_suites(suites: list[Suite], docs_dir: Path | None = None) -> list[dict]:
-    """Run each suite through a GX Checkpoint; with `docs_dir`, its action writes HTML data docs there."""
+    """Run each suite through a GX Checkpoint; with `docs_dir`, its action writes HTML data docs there,
+    made self-contained and stable by validation_docs.make_offline."""
     import great_expectations as gx
 
     context = _context(docs_dir)
@@ -107,6 +110,8 @@ def run_suites(suites: list[Suite], docs_dir: Path | None = None) -> list[dict]:
                 "observed_value": _plain(details.get("observed_value")),
                 "examples": [] if item.success else _examples(suite, check, details),
             })
+    if docs_dir is not None:
+        make_offline(docs_dir, results)
     return results
 
 

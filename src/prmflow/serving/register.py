@@ -1,6 +1,6 @@
 """Stage `register`: log the PRM as an MLflow pyfunc, tag its lineage, and gate its promotion.
 
-    prmflow register          # reads params.yaml: base, register, evaluate, combine, and dvc.lock
+    prmflow register          # reads params.yaml: base, register, evaluate, combine, and dvc.yaml
 
 `register.model_kind: combined` logs the trained ORM (models/orm) beside the PRM, with the `combine`
 weights: the served response then adds `outcome_score` and `score` is the weighted combination
@@ -151,7 +151,7 @@ def main(params: Params) -> None:
     import mlflow
     from mlflow import MlflowClient
     from prmflow.jsonl import read_jsonl, write_json
-    from prmflow.serving.registry import dvc_hashes, file_md5, git_commit, lineage_tags, stage_run_ids
+    from prmflow.serving.registry import dvc_hashes, file_md5, git_commit, lineage_paths, lineage_tags, stage_run_ids
     from prmflow.tracking import PARENT_RUN_ENV, stage_run
 
     torch.set_num_threads(params.base.num_threads)
@@ -171,8 +171,8 @@ def main(params: Params) -> None:
         sections = {s: dataclasses.asdict(getattr(params, s)) for s in ("ingest", "label", "model", "train",
                                                                        "train_orm", "combine", "evaluate")}
         commit = git_commit(generated=("dvc.lock", params.base.reports_dir))  # the run's own outputs
-        tags = lineage_tags(commit, dvc_hashes("dvc.lock", (params.base.data_dir, params.base.models_dir)),
-                            sections, run_ids, metrics, heldout_md5)
+        lineage = lineage_paths("dvc.yaml", (params.base.data_dir, params.base.models_dir))
+        tags = lineage_tags(commit, dvc_hashes(lineage), sections, run_ids, metrics, heldout_md5)
         tags["model_kind"] = params.register.model_kind
         tags["checkpoint"] = str(model_dir)  # models/prm, or the evaluate.scorers path of register.scorer
         for key, value in tags.items():

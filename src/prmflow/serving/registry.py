@@ -69,22 +69,37 @@ def git_commit(cwd: str | Path = ".", generated: tuple[str, ...] = ()) -> str:
     return head.stdout.strip() + ("-dirty" if dirty else "")
 
 
-def dvc_hashes(lock_path: str | Path, roots: tuple[str, ...]) -> dict[str, str]:
-    """md5 of every dep/out under `roots` (data, models) recorded in dvc.lock: {path: md5}.
+def dvc_md5(path: str | Path) -> str:
+    """The md5 DVC 3 records for `path` (`hash: md5` in dvc.lock), computed from the files themselves.
 
-    DVC writes each stage's entry as the stage completes, so when `register` runs the entries of
-    the stages that made its inputs are there. No lock (a run outside DVC): no hashes.
+    A file: the md5 of its bytes. A directory: the md5 of the JSON list of `{"md5", "relpath"}` of
+    every file under it (relpath with `/`, list sorted by relpath, keys sorted, json.dumps' default
+    separators), followed by `.dir` -- `Tree.as_bytes` and `Tree.digest` in dvc_data.hashfile.tree.
+    Nothing is ignored (the project's .dvcignore is empty). Raises FileNotFoundError for a missing path.
     """
-    lock_path = Path(lock_path)
-    if not lock_path.exists():
-        return {}
-    stages = (yaml.safe_load(lock_path.read_text()) or {}).get("stages", {})
-    hashes = {}
-    for stage in stages.values():
-        for entry in stage.get("deps", []) + stage.get("outs", []):
-            if entry.get("md5") and entry["path"].split("/")[0] in roots:
-                hashes[entry["path"]] = entry["md5"]
-    return dict(sorted(hashes.items()))
+    path = Path(path)
+    if not path.is_dir():
+        return file_md5(path)
+    entries = sorted(({"md5": file_md5(file), "relpath": file.relative_to(path).as_posix()}
+                      for file in path.rglob("*") if file.is_file()), key=lambda entry: entry["relpath"])
+    return hashlib.md5(json.dumps(entries, sort_keys=True).encode("utf-8")).hexdigest() + ".dir"
+
+
+def lineage_paths(dvc_yaml: str | Path, roots: tuple[str, ...]) -> list[str]:
+    """Every dep and out of a dvc.yaml stage under `roots` (data, models), in file order, each once."""
+    stages = (yaml.safe_load(Path(dvc_yaml).read_text()) or {}).get("stages", {})
+    paths = [entry if isinstance(entry, str) else next(iter(entry)) for stage in stages.values()
+             for entry in stage.get("deps", []) + stage.get("outs", [])]
+    return list(dict.fromkeys(path for path in paths if path.split("/")[0] in roots))
+
+
+def dvc_hashes(paths: list[str], root: str | Path = ".") -> dict[str, str]:
+    """{path: dvc_md5} of each of `paths` (relative to `root`) that exists, hashed now from what is on disk.
+
+    Not read from dvc.lock: while `register` runs, the lock's entries for its own deps are those of
+    the previous run, so a retrained model would be tagged with its predecessor's hash (issue 16).
+    """
+    return {path: dvc_md5(Path(root) / path) for path in sorted(paths) if (Path(root) / path).exists()}
 
 
 def stage_run_ids(client, experiment_id: str, stages: tuple[str, ...], parent_run_id: str | None) -> dict[str, str]:
@@ -102,8 +117,12 @@ def stage_run_ids(client, experiment_id: str, stages: tuple[str, ...], parent_ru
 
 def lineage_tags(commit: str, hashes: dict[str, str], params: dict[str, object], run_ids: dict[str, str],
                  metrics: dict[str, float], heldout_md5: str) -> dict[str, str]:
-    """Model version tags that trace a version to its code, data, params, runs and results."""
-    tags = {"git.commit": commit, HELDOUT_TAG: heldout_md5}
+    """Model version tags that trace a version to its code, data, params, runs and results.
+
+    `git.dirty` is "true" when tracked code differed from `commit` (git_commit's `-dirty`), "unknown" outside git.
+    """
+    dirty = "unknown" if commit == "none" else str(commit.endswith("-dirty")).lower()
+    tags = {"git.commit": commit, "git.dirty": dirty, HELDOUT_TAG: heldout_md5}
     tags |= {f"dvc.{path}": md5 for path, md5 in hashes.items()}
     tags |= {f"params.{section}": json.dumps(values, sort_keys=True) for section, values in params.items()}
     tags |= {f"run.{stage}": run_id for stage, run_id in run_ids.items()}
