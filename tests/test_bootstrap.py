@@ -123,3 +123,13 @@ def test_paired_difference_cancels_what_both_share():
     other = Resampled(u["problems"], partial(weighted_auroc, list(reversed(u["scores"])), u["positives"]))
     difference, low, high = paired_difference(model, other, 0, seed=3)
     assert low == high == difference == model.point() - other.point()
+
+
+def test_blocks_of_samples_give_the_same_interval(monkeypatch):
+    import prmflow.evaluation.bootstrap as bootstrap
+
+    u = units(60, seed=8)
+    resampled = Resampled(u["problems"], partial(weighted_auroc, u["scores"], u["positives"]))
+    whole = bootstrap_interval(resampled, 300, seed=5)
+    monkeypatch.setattr(bootstrap, "CHUNK_ELEMENTS", 7 * 60)  # 7 samples a block, the last one short
+    assert bootstrap_interval(resampled, 300, seed=5) == whole

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 
 CONFIDENCE = 0.95
+CHUNK_ELEMENTS = 1 << 21  # weights per block of samples (16 MB): memory stays flat on a large held-out set
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,13 @@ def unit_weights(draws: np.ndarray, problems: list[str], order: list[str]) -> np
     return draws[:, [column[p] for p in problems]].astype(float)
 
 
+def resampled_values(resampled: Resampled, draws: np.ndarray, order: list[str]) -> np.ndarray:
+    """The metric on each row of `draws` (columns named by `order`), computed a block of rows at a time."""
+    block = max(1, CHUNK_ELEMENTS // max(len(resampled.problems), 1))
+    return np.concatenate([np.zeros(0)] + [resampled.metric(unit_weights(draws[i:i + block], resampled.problems, order))
+                                           for i in range(0, len(draws), block)])
+
+
 def percentile_interval(values: np.ndarray, confidence: float = CONFIDENCE) -> tuple[float, float]:
     """The central `confidence` percentile interval of the finite values; (nan, nan) when there are none.
 
@@ -71,8 +79,8 @@ def bootstrap_interval(resampled: Resampled, samples: int, seed: int,
                        confidence: float = CONFIDENCE) -> tuple[float, float]:
     """The percentile interval of the metric over `samples` resamples of its problems (seeded)."""
     order = sorted(set(resampled.problems))
-    weights = unit_weights(draw_problems(len(order), samples, seed), resampled.problems, order)
-    return percentile_interval(resampled.metric(weights), confidence)
+    return percentile_interval(resampled_values(resampled, draw_problems(len(order), samples, seed), order),
+                               confidence)
 
 
 def paired_difference(first: Resampled, second: Resampled, samples: int, seed: int,
@@ -86,15 +94,16 @@ def paired_difference(first: Resampled, second: Resampled, samples: int, seed: i
         return difference, difference, difference
     order = sorted(set(first.problems) | set(second.problems))
     draws = draw_problems(len(order), samples, seed)
-    values = (first.metric(unit_weights(draws, first.problems, order))
-              - second.metric(unit_weights(draws, second.problems, order)))
+    values = resampled_values(first, draws, order) - resampled_values(second, draws, order)
     return (difference, *percentile_interval(values, confidence))
 
 
 def intervals(resampled: dict[str, Resampled], samples: int, seed: int) -> dict[str, float]:
     """`<name>_ci_low` and `<name>_ci_high` for each metric, all from the same seed; {} when samples is 0."""
     found: dict[str, float] = {}
-    for name, r in resampled.items() if samples else ():
+    if not samples:
+        return found
+    for name, r in resampled.items():
         found[f"{name}_ci_low"], found[f"{name}_ci_high"] = bootstrap_interval(r, samples, seed)
     return found
 

@@ -18,6 +18,10 @@ P(correct)) side by side on the same reported-part solutions: solution-level cor
 best-of-N at N = 1, 2, 4, ..., and, where a scorer has step scores, step AUROC and first-error F1
 (the ORM's per-tag scores are value estimates: `compare_orm_step_value_auroc`).
 
+Each headline metric (the PRM's step AUROC, first-error F1 and best-of-N by N for `evaluate.aggregation` and
+majority vote; each scorer's comparison solution AUROC) gets a 95% interval, `<metric>_ci_low/_ci_high`, from a
+bootstrap over the reported problems (bootstrap.py; `evaluate.bootstrap_samples` draws seeded by base.seed).
+
 Writes `reports/metrics.json` (flat, for `dvc metrics diff`), `reports/plots/{roc,reliability,
 best_of_n}.json` (DVC plots), PNG plots and `reports/summary.md` (eval_report.py), and logs them
 to MLflow.
