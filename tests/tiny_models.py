@@ -82,7 +82,8 @@ def train_tiny_model(labeled_rows: list[dict], directory: Path, target: str | No
                      learning_rate: float = 3e-3) -> dict:
     """A real tiny training run on `labeled_rows`, saved to `directory` as the train stage saves.
 
-    `target` is a train.TARGETS name (default: train.label_type, so the PRM); returns the parameters
+    `target` is a train.TARGETS name (default: train.label_type, so the PRM); `epochs` and `learning_rate` as
+    train.* (the gate tests train one model briefly and one longer); returns the parameters
     before training, the model, the trainer (its loss history), the tokenized rows and the directory.
     """
     import datasets
