@@ -9,6 +9,9 @@ mlflow/ is never touched), serves it, and for 1 and 16 solutions per request sen
 of requests from concurrent clients: p50/p95 latency, throughput, and errors (must be zero).
 Then a burst of malformed requests, after which the server must still answer. The same payloads
 scored in process (`Scorer.score`, one caller) give the HTTP + MLflow overhead by difference.
+With `--degenerate-share 0.05` each size is run a second time with that share of the solutions
+replaced by a degenerate one (its last step a 6,000-digit number, as a repetition loop writes): it
+must also answer with 0 errors, every request 200 with all its predictions (`served_degenerate`).
 Writes bench/results/serve_load.json.
 """
 
@@ -43,14 +46,22 @@ def summary(latencies: list[float], wall: float, solutions_per_request: int) -> 
             "requests_per_s": len(latencies) / wall, "solutions_per_s": len(latencies) * solutions_per_request / wall}
 
 
-def payloads(rows: list[dict], size: int, count: int) -> list[dict]:
-    """`count` requests of `size` solutions each, cycling through the held-out rollouts."""
+DEGENERATE_STEP = "The total is " + "7" * 6000 + " coins."
+
+
+def payloads(rows: list[dict], size: int, count: int, degenerate_share: float = 0.0) -> list[dict]:
+    """`count` requests of `size` solutions each, cycling through the held-out rollouts; with
+    `degenerate_share`, every (1 / share)-th solution overall ends in DEGENERATE_STEP."""
+    every = round(1 / degenerate_share) if degenerate_share else 0
     out = []
     for index in range(count):
         start = (index * size) % len(rows)
         chunk = [rows[(start + k) % len(rows)] for k in range(size)]
-        out.append({"inputs": [{"problem": r["problem"], "steps": r["steps"]} for r in chunk],
-                    "params": {"aggregation": "min"}})
+        inputs = [{"problem": r["problem"], "steps": r["steps"]} for r in chunk]
+        for k, solution in enumerate(inputs):
+            if every and (index * size + k) % every == every - 1:
+                solution["steps"] = solution["steps"][:1] + [DEGENERATE_STEP]
+        out.append({"inputs": inputs, "params": {"aggregation": "min"}})
     return out
 
 
@@ -88,6 +99,8 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=200, help="requests per payload size")
     parser.add_argument("--concurrency", type=int, default=8, help="concurrent clients")
     parser.add_argument("--sizes", type=int, nargs="+", default=[1, 16], help="solutions per request")
+    parser.add_argument("--degenerate-share", type=float, default=0.0,
+                        help="also run each size with this share of degenerate solutions (e.g. 0.05)")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "serve_load.json"))
     args = parser.parse_args()
     for key, value in {"OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
@@ -109,7 +122,8 @@ def main() -> None:
               "server": "mlflow models serve --env-manager local (1 uvicorn worker), OMP_NUM_THREADS=1",
               "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                           "mlflow": mlflow.__version__, "torch": torch.__version__},
-              "serving_config": dataclasses.asdict(config), "served": {}, "in_process": {}}
+              "serving_config": dataclasses.asdict(config), "served": {}, "served_degenerate": {},
+              "degenerate_share": args.degenerate_share, "in_process": {}}
     with tempfile.TemporaryDirectory() as tmp:
         uri = f"sqlite:///{tmp}/mlflow.db"
         mlflow.set_tracking_uri(uri)
@@ -130,6 +144,13 @@ def main() -> None:
                 result["served"][str(size)] = summary(latencies, wall, size) | {"errors": len(errors),
                                                                                "error_examples": errors[:3]}
                 print(f"served  {size:>2} solutions/request: {result['served'][str(size)]}")
+                if args.degenerate_share:
+                    latencies, errors, wall = load(url, payloads(rows, size, args.requests, args.degenerate_share),
+                                                   args.concurrency)
+                    result["served_degenerate"][str(size)] = summary(latencies, wall, size) | {
+                        "errors": len(errors), "error_examples": errors[:3]}
+                    print(f"served  {size:>2} solutions/request, {args.degenerate_share:.0%} degenerate: "
+                          f"{result['served_degenerate'][str(size)]}")
             with ThreadPoolExecutor(args.concurrency) as pool:
                 codes = list(pool.map(lambda body: requests.post(
                     f"{url}/invocations", data=body, headers={"Content-Type": "application/json"},
@@ -149,7 +170,7 @@ def main() -> None:
                 latencies.append(time.perf_counter() - t)
             result["in_process"][str(size)] = summary(latencies, time.perf_counter() - start, size)
             print(f"in-proc {size:>2} solutions/request: {result['in_process'][str(size)]}")
-    errors = sum(r["errors"] for r in result["served"].values())
+    errors = sum(r["errors"] for part in ("served", "served_degenerate") for r in result[part].values())
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {args.out}")

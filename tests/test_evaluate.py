@@ -56,6 +56,16 @@ def test_threshold_is_chosen_on_the_validation_problems_and_reported_on_the_othe
     assert (m["answers_repeated_right_share"], m["answers_repeated_wrong_share"]) == (0.0, 0.0)
 
 
+def test_best_of_n_never_picks_a_candidate_that_stopped_before_its_answer():
+    (test,) = problem_ids(False)
+    # The first sample stopped after one right step (no answer: the simulated policy's NO_ANSWER): with `min` it
+    # outscores the complete right solution, whose second step looks a little less sure.
+    rows = [rollout(test, ["+"], -1, "undefined", False), rollout(test, ["+", "+"], -1, "7", True),
+            rollout(test, ["+", "-"], 1, "", False)]
+    m = evaluate_solutions(rows, [[0.95], [0.9, 0.8], [0.99]], EvaluateParams(validation_fraction=0)).metrics
+    assert (m["best_of_n_prm_min"], m["best_of_n_prm_prod"], m["test_solutions_without_final_answer"]) == (1.0, 1.0, 2)
+
+
 def test_comparison_scores_every_scorer_on_the_same_reported_solutions():
     (t1, t2), (v1,) = problem_ids(False, 2), problem_ids(True)
     rows = [rollout(t1, ["+", "-"], 1, "8", False), rollout(t1, ["+", "+"], -1, "7", True),

@@ -45,15 +45,21 @@ def test_first_error_f1_processbench():
 
 def test_best_of_n_with_ties_and_all_right_or_all_wrong_groups():
     groups = [
-        [(0.9, "5", True), (0.2, "6", False), (0.3, "6", False)],   # PRM right, vote wrong
-        [(0.5, "1", False), (0.5, "2", True)],                       # score tie: first sample wins
-        [(0.1, "7", True), (0.2, "7", True)],                        # all correct
-        [(0.4, "8", False), (0.9, "9", False)],                      # all wrong
+        [(0.9, "5", True, True), (0.2, "6", False, True), (0.3, "6", False, True)],   # PRM right, vote wrong
+        [(0.5, "1", False, True), (0.5, "2", True, True)],                             # score tie: first wins
+        [(0.1, "7", True, True), (0.2, "7", True, True)],                              # all correct
+        [(0.4, "8", False, True), (0.9, "9", False, True)],                            # all wrong
     ]
     result = best_of_n(groups)
     assert result == {"prm": 0.5, "majority": 0.25, "pass_at_1": pytest.approx((1 / 3 + 0.5 + 1 + 0) / 4),
                       "oracle": 0.75}
     assert majority_vote(["a", "b", "b", "a"]) == "a"
+
+
+def test_best_of_n_never_picks_a_sample_without_a_final_answer_while_one_has_one():
+    unfinished_wins_on_score = [(0.99, "", False, False), (0.6, "5", True, True)]
+    assert best_of_n([unfinished_wins_on_score])["prm"] == 1.0
+    assert best_of_n([[(0.99, "", False, False), (0.6, "", True, False)]])["prm"] == 0.0  # none has one: by score
 
 
 def test_roc_points_end_at_one_one():
@@ -97,10 +103,10 @@ def test_choose_threshold_maximizes_first_error_f1_ties_to_the_lowest():
 
 def test_best_of_n_curve_takes_the_first_n_samples():
     groups = [
-        [(0.9, "5", True), (0.2, "6", False), (0.3, "6", False)],
-        [(0.5, "1", False), (0.5, "2", True)],
-        [(0.1, "7", True), (0.2, "7", True)],
-        [(0.4, "8", False), (0.9, "9", False)],
+        [(0.9, "5", True, True), (0.2, "6", False, True), (0.3, "6", False, True)],
+        [(0.5, "1", False, True), (0.5, "2", True, True)],
+        [(0.1, "7", True, True), (0.2, "7", True, True)],
+        [(0.4, "8", False, True), (0.9, "9", False, True)],
     ]
     curve = best_of_n_curve(groups, [1, 2, 3])
     # N=1 is the first sample everywhere: every method scores the same

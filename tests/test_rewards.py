@@ -10,7 +10,7 @@ from tiny_models import build_tiny_prm
 
 from prmflow.model.rewards import (
     OUTCOME_PROMPT, STEP_PROMPT, CombinedRewardModel, EnsembleRewardModel, OutcomeRewardModel, ProcessRewardModel,
-    ZeroShotProcessRewardModel, load_reward_model, reward_function, shaped_reward,
+    UnscorableError, ZeroShotProcessRewardModel, load_reward_model, reward_function, shaped_reward,
 )
 
 PROBLEM = "Ava has 3 apples and finds 2 more. Tom gives her 4. How many apples?"
@@ -142,8 +142,20 @@ def test_reward_function_takes_plain_and_conversational_completions(tiny):
     assert reward_fn.__name__ == "prmflow_ProcessRewardModel"
 
 
+def test_one_degenerate_completion_never_fails_the_batch(tiny):
+    prm = ProcessRewardModel(tiny["prm"])
+    loop = TEXT + "\nThe total is " + "9" * 6000  # a step longer than the context: its start is scored
+    unscorable = "p " * 200  # a problem that alone fills the 192-token context
+    with pytest.raises(UnscorableError, match="nothing of it fits"):
+        prm.get_reward(unscorable, TEXT)
+    rewards = reward_function(prm)([PROBLEM, unscorable, PROBLEM], [TEXT, TEXT, loop])
+    assert rewards[0] == pytest.approx(prm.get_reward(PROBLEM, TEXT)) and rewards[1] is None
+    assert rewards[2] == pytest.approx(min(prm.get_rewards_for_steps(PROBLEM, loop.split("\n"))))
+    assert len(prm.get_rewards_for_steps(PROBLEM, loop.split("\n"))) == 4
+
+
 def test_the_public_api_is_exported_lazily():
     code = ("import sys, prmflow; assert 'torch' not in sys.modules; "
             "from prmflow import ProcessRewardModel, CombinedRewardModel, shaped_reward; "
-            "from prmflow import rewards; assert ProcessRewardModel is rewards.ProcessRewardModel")
+            "from prmflow.model import rewards; assert ProcessRewardModel is rewards.ProcessRewardModel")
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -1,8 +1,9 @@
 """The served model through real `mlflow models serve` processes on loopback.
 
 Two small real PRMs (random weights, two seeds) are logged exactly as the register stage logs
-them, into a sqlite store under tmp. One server answers the contract, every bad-request case,
-truncation and a burst of malformed requests; `prmflow score` must print what it answers.
+them, into a sqlite store under tmp. One server answers the contract, per-candidate isolation (a
+degenerate candidate in a batch of 64), long traces and `text`, every bad-request case with a short
+body, and a burst of malformed requests; `prmflow score` must print what it answers, line by line.
 Then a rollback must change which version a restarted server serves, and a combined model (a PRM
 and a trained ORM, logged as register logs `model_kind: combined`) must answer the outcome score and
 the weighted score computed in process.
@@ -17,7 +18,7 @@ import requests
 from prmflow.serving.model_server import model_server
 from tiny_models import build_tiny_orm, build_tiny_prm, log_version, server_env, tracking_store
 
-LIMITS = {"max_solutions_per_request": 4, "max_steps_per_solution": 12}
+LIMITS = {"max_solutions_per_request": 64, "max_steps_per_request": 310, "max_request_bytes": 150_000}
 PROBLEM = "Ava has 3 apples. Then Ava buys 2 more apples. How many apples does Ava have at the end?"
 SOLUTIONS = [
     {"problem": PROBLEM, "steps": ["Ava has 3 + 2 = <<3+2=5>>5 apples."]},
@@ -42,7 +43,14 @@ def server(store):
 
 
 def invoke(url: str, payload) -> requests.Response:
+    """POST `payload` as JSON, or as it is when it is bytes (a body that is not JSON)."""
+    if isinstance(payload, bytes):
+        return requests.post(f"{url}/invocations", data=payload, headers={"Content-Type": "application/json"},
+                             timeout=60)
     return requests.post(f"{url}/invocations", json=payload, timeout=60)
+
+
+LONG_STEPS = [f"Ava counts {i} + 1 = <<{i}+1={i + 1}>>{i + 1} apples." for i in range(300)]
 
 
 def test_contract_and_padded_batch_equal_one_at_a_time(server):
@@ -71,22 +79,85 @@ def test_long_solution_is_truncated_by_whole_steps(server):
     assert prefix["scored_steps"] == kept and prefix["step_scores"] == pytest.approx(prediction["step_scores"], abs=1e-5)
 
 
+def test_one_degenerate_candidate_leaves_the_others_as_they_are_alone(server):
+    degenerate = {"problem": PROBLEM, "steps": ["Ava has 3 apples.", "The total is " + "7" * 6000 + " apples."]}
+    unscorable = {"problem": "p " * 200, "steps": ["a"]}  # the problem alone fills the 192-token context
+    batch = [SOLUTIONS[i % 3] for i in range(62)]
+    batch[17:17], batch[40:40] = [degenerate], [unscorable]
+    response = invoke(server, {"inputs": batch})
+    assert response.status_code == 200, response.text[:1000]
+    predictions = response.json()["predictions"]
+    assert len(predictions) == 64
+    cut = predictions[17]
+    assert (cut["scored_steps"], cut["truncated_steps"], cut["dropped_steps"], cut["reason"]) == (2, [1], 0, None)
+    assert cut["score"] == pytest.approx(min(cut["step_scores"]))
+    nothing = predictions[40]
+    assert (nothing["score"], nothing["first_error"], nothing["step_scores"], nothing["scored_steps"]) == (
+        None, None, [], 0)
+    assert "model.truncate_problem_left" in nothing["reason"]
+    alone = [invoke(server, {"inputs": [s]}).json()["predictions"][0] for s in SOLUTIONS]
+    for index, prediction in enumerate(predictions):
+        if index not in (17, 40):
+            expected = alone[SOLUTIONS.index(batch[index])]
+            assert prediction["step_scores"] == pytest.approx(expected["step_scores"], abs=1e-5), index
+            assert (prediction["first_error"], prediction["reason"]) == (expected["first_error"], None)
+
+
+def test_a_300_step_trace_is_scored_on_what_fits_and_text_is_split(server):
+    prediction = invoke(server, {"inputs": [{"problem": PROBLEM, "steps": LONG_STEPS}]}).json()["predictions"][0]
+    assert 0 < prediction["scored_steps"] < 300 and prediction["truncated_steps"] == []
+    assert prediction["scored_steps"] + prediction["dropped_steps"] == 300
+    assert (prediction["steps"], prediction["split"]) == (None, None)  # sent as steps: nothing to say
+    for separator, rule in (("\n\n", "blank_lines"), ("\n", "step_markers")):
+        text = separator.join(f"Step {i + 1}: {step}" for i, step in enumerate(SOLUTIONS[1]["steps"]))
+        split = invoke(server, {"inputs": [{"problem": PROBLEM, "text": text}]}).json()["predictions"][0]
+        assert (split["steps"], split["split"]) == (SOLUTIONS[1]["steps"], rule)
+        by_steps = invoke(server, {"inputs": SOLUTIONS[1:2]}).json()["predictions"][0]
+        assert split["step_scores"] == pytest.approx(by_steps["step_scores"], abs=1e-6)
+
+
+def test_has_final_answer_is_read_from_the_text(server):
+    answered = {"problem": PROBLEM, "steps": ["Ava has 3 + 2 = <<3+2=5>>5 apples.", "#### 5"]}
+    predictions = invoke(server, {"inputs": [answered, SOLUTIONS[0]]}).json()["predictions"]
+    assert [p["has_final_answer"] for p in predictions] == [True, False]
+
+
 @pytest.mark.parametrize("payload, message", [
-    ({"inputs": [{"steps": ["a"]}]}, "problem"),
-    ({"inputs": [{"problem": "p", "steps": "not a list"}]}, "steps"),
-    ({"inputs": [{"problem": "p", "steps": [1, 2]}]}, "steps"),
+    ({"inputs": [{"steps": ["a"]}]}, "inputs[0].problem: must be a string, got null"),
+    ({"inputs": [{"problem": "p", "steps": "not a list"}]}, "inputs[0].steps: must be a list of strings, got a str"),
+    ({"inputs": [{"problem": "p", "steps": None}]}, "inputs[0].steps: must be a list of strings, got null"),
+    ({"inputs": [{"problem": "p", "steps": ["a", 2]}]}, "inputs[0].steps[1]: must be a string, got int 2"),
     ({"inputs": [{"problem": "p", "steps": []}]}, "inputs[0].steps: must be a non-empty list"),
     ({"inputs": [{"problem": " ", "steps": ["a"]}]}, "inputs[0].problem: must be a non-empty string"),
     ({"inputs": [{"problem": "p", "steps": ["a", " "]}]}, "inputs[0].steps[1]: empty step"),
+    ({"inputs": [{"problem": "p", "steps": ["a"], "text": "a"}]}, "inputs[0]: give exactly one of steps"),
+    ({"inputs": [{"problem": "p", "steps": ["a"], "answer": "5"}]}, "inputs[0]: unknown key 'answer'"),
     ({"inputs": [{"problem": "p", "steps": ["a"]}], "params": {"aggregation": "max"}}, "params.aggregation"),
-    ({"inputs": [{"problem": "p", "steps": ["a"]}] * 5}, "inputs: 5 solutions, more than the limit of 4"),
-    ({"inputs": [{"problem": "p", "steps": ["a"] * 13}]}, "inputs[0].steps: 13 steps, more than the limit of 12"),
-    ({"inputs": [{"problem": "p " * 200, "steps": ["a"]}]}, "inputs[0]: the problem and first step do not fit"),
+    ({"inputs": [{"problem": "p", "steps": ["a"]}], "params": {"threshold": 0.3}},
+     "params: unknown key 'threshold' (known: aggregation)"),
+    ({"inputs": [{"problem": "p", "steps": ["a"]}] * 65}, "inputs: 65 solutions, more than the limit of 64"),
+    ({"inputs": [{"problem": "p", "steps": ["a"] * 311}]}, "inputs: 311 steps in all, more than the limit of 310"),
+    ([{"problem": "p", "steps": ["a"]}], 'request body: must be an object of the form {"inputs": ['),
+    ({"problem": "p", "steps": ["a"]}, "request body: must be an object of the form"),
+    (b"{not json", 'request body: not JSON (Expecting property name enclosed in double quotes at line 1 column 2)'),
+    (b'{"inputs": [{"problem": "p", "steps": ["' + b"x" * 100_000 + b'"', "request body: not JSON"),
+    ({"inputs": [{"problem": "p", "steps": "x" * 100_000}]}, "inputs[0].steps: must be a list of strings, got a str"),
+    ({"inputs": [{"problem": "p", "steps": ["a"]}] * 63 + [{"problem": "p" * 100_000}]}, "inputs[63]: give exactly"),
 ])
-def test_bad_request_is_a_400_that_names_the_field(server, payload, message):
+def test_bad_request_is_a_short_400_that_names_the_field(server, payload, message):
     response = invoke(server, payload)
-    assert response.status_code == 400, response.text
+    assert response.status_code == 400, response.text[:1000]
     assert message in response.json()["message"]
+    assert len(response.content) < 1024  # whatever the request's size: nothing of it is repeated
+
+
+def test_a_body_over_the_byte_limit_is_a_413_and_csv_a_415(server):
+    response = invoke(server, {"inputs": [{"problem": "p", "steps": ["x" * 160_000]}]})
+    assert response.status_code == 413 and len(response.content) < 1024
+    assert "more than the limit of 150000 (register.max_request_bytes)" in response.json()["message"]
+    csv = requests.post(f"{server}/invocations", data=b"problem,steps\np,a", headers={"Content-Type": "text/csv"},
+                        timeout=60)
+    assert csv.status_code == 415 and "Content-Type: must be application/json" in csv.json()["message"]
 
 
 def test_server_keeps_answering_after_a_burst_of_malformed_requests(server):
@@ -103,11 +174,34 @@ def test_score_command_prints_what_the_server_answers(server, store, tmp_path, c
     from prmflow.cli import main
 
     path = tmp_path / "solutions.jsonl"
-    path.write_text("".join(json.dumps(s) + "\n" for s in SOLUTIONS * 2))  # 6 > 4: scored in two requests
+    long = {"problem": PROBLEM, "steps": LONG_STEPS}  # 6 + 300 + 6 steps > 310: scored in two requests
+    path.write_text("".join(json.dumps(s) + "\n" for s in SOLUTIONS + [long] + SOLUTIONS))
     main(["score", str(path), "--model", f"models:/prm/{store['versions'][0]}", "--aggregation", "mean"])
     printed = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    served = invoke(server, {"inputs": SOLUTIONS, "params": {"aggregation": "mean"}}).json()["predictions"]
-    assert printed == served * 2
+    served = invoke(server, {"inputs": SOLUTIONS + [long], "params": {"aggregation": "mean"}}).json()["predictions"]
+    assert printed == served + served[:3]
+
+
+def test_score_command_rejects_bad_lines_and_scores_the_others(server, store, tmp_path, capsys):
+    from prmflow.cli import main
+
+    path, rejects = tmp_path / "solutions.jsonl", tmp_path / "rejects.jsonl"
+    lines = [json.dumps({"id": "a", **SOLUTIONS[0]}), "{not json", json.dumps({"problem": "p", "steps": ["a", ""]}),
+             json.dumps({"id": "b", **SOLUTIONS[1]}), json.dumps({"problem": "p", "steps": ["a"], "label": 1}),
+             json.dumps({"id": "c", **SOLUTIONS[2]})]
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(SystemExit) as exited:
+        main(["score", str(path), "--model", f"models:/prm/{store['versions'][0]}", "--rejects", str(rejects)])
+    assert exited.value.code == 1
+    out, err = capsys.readouterr()
+    printed = [json.loads(line) for line in out.splitlines()]
+    served = invoke(server, {"inputs": SOLUTIONS}).json()["predictions"]
+    assert printed == [{"id": key} | prediction for key, prediction in zip("abc", served)]
+    assert f"{path}:2: not JSON" in err and f"{path}:3: steps[1]: empty step" in err
+    assert f"{path}:5: record: unknown key 'label'" in err and "3 of 6 lines rejected" in err
+    recorded = [json.loads(line) for line in rejects.read_text().splitlines()]
+    assert [(r["line"], r["record"]) for r in recorded] == [(2, lines[1]), (3, lines[2]), (5, lines[4])]
+    assert all(r["reason"] and r["file"] == str(path) for r in recorded)
 
 
 def test_rollback_changes_what_a_restarted_server_serves(store):
@@ -147,7 +241,7 @@ def test_combined_model_serves_the_outcome_score_and_the_weighted_score(store, s
     version = log_version(prm_dir, "prm-combined", orm_dir, process_weight=0.6, outcome_weight=0.4, **LIMITS)
     prm, orm = ProcessRewardModel(prm_dir), TrainedOutcomeRewardModel(orm_dir)
     plain = invoke(server, {"inputs": SOLUTIONS[:1]}).json()["predictions"][0]
-    assert set(plain) == {"step_scores", "score", "first_error", "scored_steps"}  # the PRM alone: no outcome
+    assert "outcome_score" not in plain  # the PRM alone
     with model_server(f"models:/prm-combined/{version}", server_env(store["uri"]), root,
                       root / "combined.log") as url:
         served = {}
@@ -169,3 +263,33 @@ def test_combined_model_serves_the_outcome_score_and_the_weighted_score(store, s
     path.write_text("".join(json.dumps(s) + "\n" for s in SOLUTIONS))
     main(["score", str(path), "--model", f"models:/prm-combined/{version}", "--aggregation", "mean"])
     assert [json.loads(line) for line in capsys.readouterr().out.splitlines()] == served["mean"]
+
+
+def test_a_model_directory_and_its_registered_version_give_the_same_first_error(store, tmp_path, capsys):
+    """`--model models/prm` takes the threshold evaluate chose (reports/metrics.json), as register stores it."""
+    import shutil
+
+    from prmflow.cli import main
+    from prmflow.model.aggregation import predicted_first_error
+
+    shutil.copytree(store["root"] / "seed0", tmp_path / "models" / "prm")
+    (tmp_path / "reports").mkdir()
+    (tmp_path / "reports" / "metrics.json").write_text(json.dumps({"first_error_threshold": 0.51}))
+    params = tmp_path / "params.yaml"
+    params.write_text(f"base:\n  models_dir: {tmp_path / 'models'}\n  reports_dir: {tmp_path / 'reports'}\n")
+    path = tmp_path / "solutions.jsonl"
+    path.write_text("".join(json.dumps(s) + "\n" for s in SOLUTIONS))
+    version = log_version(store["root"] / "seed0", "prm-threshold", threshold=0.51)
+
+    main(["score", str(path), "--model", str(tmp_path / "models" / "prm"), "--params", str(params)])
+    from_directory, err = capsys.readouterr()
+    assert f"first_error threshold 0.51 from {tmp_path / 'reports' / 'metrics.json'} (chosen by evaluate)" in err
+    main(["score", str(path), "--model", f"models:/prm-threshold/{version}"])
+    from_registry, err = capsys.readouterr()
+    assert "first_error threshold 0.51 from the registered model's config" in err
+    assert from_directory == from_registry
+    for line in from_directory.splitlines():
+        prediction = json.loads(line)
+        assert prediction["first_error"] == predicted_first_error(prediction["step_scores"], 0.51)
+    main(["score", str(path), "--model", str(store["root"] / "seed0"), "--params", str(params)])
+    assert "the default 0.5 (no evaluate threshold for this directory)" in capsys.readouterr().err

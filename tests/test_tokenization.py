@@ -2,7 +2,9 @@ import pytest
 
 from prmflow.config import ModelParams
 from prmflow.model.tokenization import prepare_tokenizer, prompt_format
-from prmflow.model.tokenization import corpus_texts, encode_solution, tokenize_row, tokenize_rows
+from prmflow.model.tokenization import (
+    corpus_texts, encode_candidate, encode_solution, tokenize_row, tokenize_rows,
+)
 
 # Steps that end the way real steps do, including in the label tokens themselves.
 TRICKY_STEPS = ["ends with a space ", "ends with a newline\n", "ends with digits 42", "ends with +", "ends with -",
@@ -77,6 +79,43 @@ def test_a_long_problem_keeps_its_tail_when_configured(tokenizer_and_format):
     kept, counts = tokenize_rows(tokenizer, keeping, [row])
     assert counts == {"examples": 1, "dropped_examples": 0, "dropped_steps": 1, "truncated_problems": 1}
     assert kept[0]["hard_targets"] == [1.0]
+
+
+def test_scoring_cuts_inside_only_a_step_too_long_for_any_context(tokenizer_and_format):
+    tokenizer, fmt = tokenizer_and_format
+    small = type(fmt)(**{**fmt.__dict__, "max_length": 96})
+    normal = [f"step number {i} adds {i} + 1 = {i + 1}" for i in range(20)]
+    # A long trace: whole trailing steps are left out, exactly as for training data; nothing is cut.
+    long_trace = encode_candidate(tokenizer, small, "Problem.", normal)
+    assert long_trace.input_ids == encode_solution(tokenizer, small, "Problem.", normal).input_ids
+    assert long_trace.truncated_steps == [] and long_trace.dropped_steps == 20 - long_trace.num_steps > 0
+    # A repetition loop at step 2: its start is kept with its tag, what follows it is left out.
+    loop = normal[:2] + ["The total is " + "7" * 6000] + normal[2:4]
+    cut = encode_candidate(tokenizer, small, "Problem.", loop)
+    assert (cut.num_steps, cut.truncated_steps, cut.dropped_steps, cut.reason) == (3, [2], 2, None)
+    assert len(cut.input_ids) == 96 and cut.input_ids[-1] == fmt.step_tag_id
+    assert cut.input_ids.count(fmt.step_tag_id) == 3
+    assert cut.input_ids[:-1] == encode_candidate(tokenizer, fmt, "Problem.", loop[:3]).input_ids[:95]  # its start
+    # Training drops what scoring cuts: the label of half a step is not known.
+    assert encode_solution(tokenizer, small, "Problem.", loop).num_steps == 2
+    assert encode_solution(tokenizer, small, "Problem.", loop[2:]) is None
+    assert encode_candidate(tokenizer, small, "Problem.", loop[2:]).truncated_steps == [0]
+
+
+def test_scoring_a_problem_that_fills_the_context(tokenizer_and_format):
+    tokenizer, fmt = tokenizer_and_format
+    problem = " ".join(f"fact {i} is {i * 7}." for i in range(40)) + " How many apples are left?"
+    tight = type(fmt)(**{**fmt.__dict__, "max_length": 60})
+    nothing = encode_candidate(tokenizer, tight, problem, ["3 + 4 = 7"])
+    assert (nothing.num_steps, nothing.input_ids[-1] != fmt.step_tag_id) == (0, True)
+    assert "model.truncate_problem_left would keep the problem's tail" in nothing.reason
+    left = type(fmt)(**{**tight.__dict__, "truncate_problem_left": True})
+    loop = ["The total is " + "7" * 6000]  # the first step alone overfills the context: the problem keeps half
+    kept = encode_candidate(tokenizer, left, problem, loop)
+    assert kept.truncated_problem and kept.truncated_steps == [0] and len(kept.input_ids) == 60
+    assert "How many apples are left?" in tokenizer.decode(kept.input_ids)
+    tagged = encode_candidate(tokenizer, fmt, "Problem.", ["a", "b <step> c"])
+    assert (tagged.num_steps, tagged.reason) == (0, "steps[1]: contains the step tag '<step>'")
 
 
 def test_label_tokens_must_be_single_tokens(tokenizer_and_format):

@@ -37,37 +37,94 @@ def _tracking_uri(args: argparse.Namespace) -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or load_params(args.params).base.mlflow_tracking_uri
 
 
-def score_main(args: argparse.Namespace) -> None:
-    """Score a file with the same `Scorer.score` the server runs, in requests no larger than it accepts."""
-    import pydantic
+def _checked_line(line: str, config) -> tuple[dict, object, list[str]]:
+    """(row, solution, steps) of one JSON line, by the server's rules; raises RequestError naming the field."""
+    from prmflow.serving.requests import RequestError, check_solution, solution_from_json
 
-    from prmflow.jsonl import RecordError, read_jsonl
-    from prmflow.serving.scorer import Solution, load_scorer
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError as err:
+        raise RequestError(f"not JSON ({err.msg} at column {err.colno})") from None
+    solution = solution_from_json({k: v for k, v in row.items() if k != "id"} if isinstance(row, dict) else row, "")
+    steps = check_solution(solution, "")
+    if len(steps) > config.max_steps_per_request:
+        raise RequestError(f"steps: {len(steps)} steps, more than the limit of {config.max_steps_per_request} "
+                           f"per request")
+    return row, solution, steps
 
-    rows = read_jsonl(args.input, required=("problem", "steps"))
-    solutions = []
-    for number, row in enumerate(rows, start=1):
-        try:
-            solutions.append(Solution(problem=row["problem"], steps=row["steps"]))
-        except pydantic.ValidationError as err:
-            first = err.errors()[0]
-            field = ".".join(str(part) for part in first["loc"])
-            raise RecordError(f"{args.input}: record {number}: {field}: {first['msg']}") from None
+
+def _read_lines(path: str, config) -> tuple[list[tuple[dict, object, list[str]]], list[dict]]:
+    """Each line of a JSON-lines file checked on its own: the good lines in order, and a reject record
+    {line, reason, record (the line, clipped to 2,000 characters)} for each bad one."""
+    from prmflow.serving.requests import RequestError, clip
+
+    good, rejects = [], []
+    with open(path, encoding="utf-8", errors="replace") as lines:
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                good.append(_checked_line(line, config))
+            except RequestError as err:
+                rejects.append({"line": number, "reason": str(err), "record": clip(line.rstrip("\n"), 2000)})
+    return good, rejects
+
+
+def _requests(good: list[tuple[dict, object, list[str]]], config) -> list[list[tuple[dict, object, list[str]]]]:
+    """The good lines in file order, cut into requests no larger than the server accepts."""
+    chunks, steps = [[]], 0
+    for item in good:
+        if len(chunks[-1]) == config.max_solutions_per_request or steps + len(item[2]) > config.max_steps_per_request:
+            chunks.append([])
+            steps = 0
+        chunks[-1].append(item)
+        steps += len(item[2])
+    return [chunk for chunk in chunks if chunk]
+
+
+def _evaluated_metrics(args: argparse.Namespace) -> str | None:
+    """reports/metrics.json when `--model` is the pipeline's own models/prm: its threshold was chosen there."""
+    from pathlib import Path
+
+    from prmflow.config import load_params
+
+    if not Path(args.params).is_file():
+        return None
+    base = load_params(args.params).base
+    if Path(args.model).resolve() != (Path(base.models_dir) / "prm").resolve():
+        return None
+    return str(Path(base.reports_dir) / "metrics.json")
+
+
+def score_main(args: argparse.Namespace) -> int:
+    """Score a file with the same `Scorer.score` the server runs, line by line: a bad line is reported
+    (file:line: field: rule) and written to the rejects file, every other line is scored and printed in
+    order. Returns the number of rejected lines."""
+    from prmflow.serving.scorer import load_scorer
+
     if ":/" in args.model:
         import mlflow
 
         mlflow.set_tracking_uri(_tracking_uri(args))
-    scorer = load_scorer(args.model, args.threshold)
-    size = scorer.config.max_solutions_per_request
-    for start in range(0, len(solutions), size):
-        try:
-            predictions = scorer.score(solutions[start: start + size], args.aggregation)
-        except ValueError as err:  # name the record, as the server names inputs[i]
-            end = min(start + size, len(solutions))
-            raise RecordError(f"{args.input}: request of records {start + 1}-{end} "
-                              f"(inputs[0] is record {start + 1}): {err}") from None
-        for row, prediction in zip(rows[start: start + size], predictions):
+        scorer = load_scorer(args.model)
+    else:
+        scorer = load_scorer(args.model, args.threshold, _evaluated_metrics(args))
+    print(f"prmflow score: first_error threshold {scorer.config.threshold:g} from {scorer.threshold_source}",
+          file=sys.stderr)
+    good, rejects = _read_lines(args.input, scorer.config)
+    for chunk in _requests(good, scorer.config):
+        predictions = scorer.score([solution for _, solution, _ in chunk], args.aggregation)
+        for (row, _, _), prediction in zip(chunk, predictions):
             print(json.dumps(({"id": row["id"]} if "id" in row else {}) | prediction.model_dump()))
+    if rejects:
+        rejects_path = args.rejects or f"{args.input}.rejects.jsonl"
+        with open(rejects_path, "w") as out:
+            for reject in rejects:
+                print(f"prmflow score: {args.input}:{reject['line']}: {reject['reason']}", file=sys.stderr)
+                out.write(json.dumps({"file": args.input, **reject}) + "\n")
+        print(f"prmflow score: {len(rejects)} of {len(good) + len(rejects)} lines rejected -> {rejects_path}",
+              file=sys.stderr)
+    return len(rejects)
 
 
 def alias_main(args: argparse.Namespace) -> None:
@@ -114,7 +171,11 @@ def main(argv: list[str] | None = None) -> None:
                             "or a trained model directory")
     score.add_argument("--aggregation", default="min", choices=["min", "prod", "last", "mean"])
     score.add_argument("--threshold", type=float, default=None,
-                       help="first_error threshold for a model directory (a registered model carries its own)")
+                       help="first_error threshold for a model directory (default: evaluate's choice in "
+                            "reports/metrics.json for the pipeline's models/prm, else 0.5; a registered model "
+                            "carries its own)")
+    score.add_argument("--rejects", default=None,
+                       help="where rejected lines go with their reason (default: INPUT.rejects.jsonl)")
     score.add_argument("--params", default="params.yaml", help="where the tracking URI comes from, unless "
                                                                "MLFLOW_TRACKING_URI is set")
     promote = sub.add_parser("promote", help="point the champion alias at VERSION, recording who and why")
@@ -139,7 +200,8 @@ def main(argv: list[str] | None = None) -> None:
 
     try:
         if args.command == "score":
-            score_main(args)
+            if score_main(args):
+                sys.exit(1)
             return
         if args.command in ("promote", "rollback"):
             alias_main(args)

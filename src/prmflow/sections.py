@@ -404,8 +404,14 @@ class RegisterParams:
     max_solutions_per_request: int = field(
         default=64, metadata={"rule": POSITIVE, "help": "Served model: more solutions in one request is a 400."}
     )
-    max_steps_per_solution: int = field(
-        default=64, metadata={"rule": POSITIVE, "help": "Served model: more steps in one solution is a 400."}
+    max_steps_per_request: int = field(
+        default=16384,
+        metadata={"rule": POSITIVE, "help": "Served model: more steps in one request (all solutions together, `text` "
+                                            "split) is a 400. One solution has no step limit: steps beyond the "
+                                            "model context are left out and counted."},
+    )
+    max_request_bytes: int = field(
+        default=4_000_000, metadata={"rule": POSITIVE, "help": "Served model: a larger request body is a 413."}
     )
     model_kind: str = field(
         default="prm",

@@ -44,13 +44,15 @@ from prmflow.evaluation.metrics import (
     auroc, best_of_n_curve, choose_threshold, expected_calibration_error, first_error_f1, powers_of_two_up_to,
     reliability_bins, roc_points, step_metrics,
 )
+from prmflow.labeling.policy import NO_ANSWER
 from prmflow.model.aggregation import AGGREGATIONS, aggregate, combine, predicted_first_error
 
 # Process weights tried for the validated combined score (outcome weight = 1 - w), coarse on purpose:
 # the validation part is a few hundred solutions.
 PROCESS_WEIGHT_GRID = [i / 10 for i in range(11)]
 # Metrics that do not depend on the scorer: reported once, not again for each baseline.
-SCORER_FREE = ("best_of_n_majority", "best_of_n_oracle", "best_of_n_pass_at_1", "best_of_n_n", "answers_repeated")
+SCORER_FREE = ("best_of_n_majority", "best_of_n_oracle", "best_of_n_pass_at_1", "best_of_n_n", "answers_repeated",
+               "test_solutions_without_final_answer")
 
 
 @dataclass
@@ -74,16 +76,22 @@ def scored_first_error(row: dict, scores: list[float]) -> int:
     return row["first_error"] if row["first_error"] < len(scores) else -1
 
 
-def solution_groups(pairs: list[tuple[dict, float]]) -> list[list[tuple[float, str, bool]]]:
-    """Per problem, in file order: (solution score, answer, correct) of each sampled solution."""
+def has_final_answer(row: dict) -> bool:
+    """Whether the rollout stated a final answer: the policy's extracted answer (labeling; for language-model
+    policies `extract_final_answer`, as serving's `has_final_answer`) is neither empty nor NO_ANSWER."""
+    return str(row["predicted_answer"]).strip() not in ("", NO_ANSWER)
+
+
+def solution_groups(pairs: list[tuple[dict, float]]) -> list[list[tuple[float, str, bool, bool]]]:
+    """Per problem, in file order: (solution score, answer, correct, has_final_answer) of each sample."""
     groups: dict[str, list] = defaultdict(list)
     for row, score in pairs:
         groups[str(row.get("problem_id", row["problem"]))].append(
-            (score, str(row["predicted_answer"]), bool(row["correct"])))
+            (score, str(row["predicted_answer"]), bool(row["correct"]), has_final_answer(row)))
     return list(groups.values())
 
 
-def best_of_n_groups(pairs: list[tuple[dict, list[float]]], how: str) -> list[list[tuple[float, str, bool]]]:
+def best_of_n_groups(pairs: list[tuple[dict, list[float]]], how: str) -> list[list[tuple[float, str, bool, bool]]]:
     """`solution_groups` with each solution scored by aggregating its step scores."""
     return solution_groups([(row, aggregate(scores, how)) for row, scores in pairs])
 
@@ -156,7 +164,8 @@ def evaluate_solutions(rows: list[dict], scores: list[list[float]], params: Eval
     metrics |= best_of_n_metrics(table) | answer_agreement(test)
     metrics |= {"solutions": len(validation) + len(test), "validation_solutions": len(validation),
                 "test_solutions": len(test), "test_steps": len(flat_scores),
-                "unscored_solutions": len(rows) - len(validation) - len(test)}
+                "unscored_solutions": len(rows) - len(validation) - len(test),
+                "test_solutions_without_final_answer": sum(not has_final_answer(r) for r, _ in test)}
     return Evaluation(metrics, roc_points(flat_scores, positives),
                       reliability_bins(flat_scores, positives, params.calibration_bins), table)
 

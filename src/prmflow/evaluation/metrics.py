@@ -71,10 +71,16 @@ def majority_vote(answers: list[str]) -> str:
     return next(a for a in answers if counts[a] == best)
 
 
-def best_of_n(groups: list[list[tuple[float, str, bool]]]) -> dict[str, float]:
-    """Each group: one problem's (score, answer, correct) samples. Ties in score go to the first sample."""
+def best_of_n(groups: list[list[tuple[float, str, bool, bool]]]) -> dict[str, float]:
+    """Each group: one problem's (score, answer, correct, has_final_answer) samples.
+
+    The PRM picks by (has_final_answer, score): a sample that stops before stating an answer is never
+    picked while one that states one exists (with `min` or `prod` an unfinished solution would win for
+    stopping before any step could look wrong, the trap Lightman et al. 2023 report). Ties in score go
+    to the first sample.
+    """
     n = len(groups)
-    picked = sum(max(g, key=lambda s: s[0])[2] for g in groups)
+    picked = sum(max(g, key=lambda s: (s[3], s[0]))[2] for g in groups)
     voted = 0
     for g in groups:
         answer = majority_vote([s[1] for s in g])
@@ -146,7 +152,7 @@ def choose_threshold(step_scores: list[list[float]], first_errors: list[int]) ->
     return best
 
 
-def best_of_n_curve(groups: list[list[tuple[float, str, bool]]], sizes: list[int]) -> dict[int, dict[str, float]]:
+def best_of_n_curve(groups: list[list[tuple[float, str, bool, bool]]], sizes: list[int]) -> dict[int, dict[str, float]]:
     """`best_of_n` on the first N samples of every group, for each N (a smaller group gives all it has)."""
     return {n: best_of_n([g[:n] for g in groups]) for n in sizes}
 

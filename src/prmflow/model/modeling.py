@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from prmflow.config import ModelParams
-from prmflow.model.tokenization import PromptFormat, encode_solution, gguf_kwargs, load_prompt_format
+from prmflow.model.tokenization import Encoded, PromptFormat, encode_candidate, gguf_kwargs, load_prompt_format
 
 
 def build_model(params: ModelParams, tokenizer):
@@ -86,16 +86,23 @@ class ProcessRewardModel:
         self.tokenizer = AutoTokenizer.from_pretrained(self.path)
         self.model = AutoModelForCausalLM.from_pretrained(self.path).to(device).eval()
 
+    def encode(self, solutions: list[tuple[str, list[str]]]) -> list[Encoded]:
+        """What `score_batch` feeds the model for each (problem, steps): its ids, the steps cut inside or left
+        out, and why nothing could be scored where that is so (tokenization.encode_candidate)."""
+        return [encode_candidate(self.tokenizer, self.format, problem, steps) for problem, steps in solutions]
+
     @torch.no_grad()
-    def score_batch(self, solutions: list[tuple[str, list[str]]], batch_size: int = 32) -> list[list[float]]:
+    def score_batch(self, solutions: list[tuple[str, list[str]]], batch_size: int = 32,
+                    encoded: list[Encoded] | None = None) -> list[list[float]]:
         """P(+) for each scored step of each (problem, steps); trailing steps past the context are left out.
 
         Solutions are batched in order of length (results come back in input order), so a batch
-        pads to a similar length instead of to its longest outlier.
+        pads to a similar length instead of to its longest outlier. `encoded`: `self.encode(solutions)`,
+        when the caller already has it.
         """
-        encoded = [encode_solution(self.tokenizer, self.format, problem, steps) for problem, steps in solutions]
+        encoded = self.encode(solutions) if encoded is None else encoded
         results: list[list[float]] = [[] for _ in solutions]  # unscorable solutions keep []
-        order = sorted((i for i, e in enumerate(encoded) if e is not None), key=lambda i: len(encoded[i].input_ids))
+        order = sorted((i for i, e in enumerate(encoded) if e.num_steps), key=lambda i: len(encoded[i].input_ids))
         for start in range(0, len(order), batch_size):
             batch = order[start: start + batch_size]
             input_ids, attention = pad_batch([encoded[i].input_ids for i in batch], self.tokenizer.pad_token_id)

@@ -14,6 +14,11 @@ the TRL reward function (`reward_function`) use, and saves a `reward_config.json
 `load_reward_model` dispatches on. Scales differ by mode: the trained PRM and the trained ORM give
 probabilities in [0, 1], the verification prompt gives log p(Yes) - log p(No); combine or ensemble
 models of one scale, or choose the weights with that in mind.
+
+A solution is scored on what fits the model context (a step too long for any context is cut inside,
+trailing steps are left out: tokenization.py); one of which nothing fits raises UnscorableError, and
+`reward_function` gives it None, TRL's "no reward for this sample", so one degenerate completion never
+fails the batch.
 """
 
 from __future__ import annotations
@@ -30,6 +35,16 @@ from prmflow.model.tokenization import PRM_CONFIG, save_prompt_format
 STEP_PROMPT = "Is this step correct? Yes or No: "
 OUTCOME_PROMPT = "Is this solution correct? Yes or No: "
 DEFAULT_STEP_TEMPLATE = "Step {i}: {step}"  # as ModelParams.step_template
+
+
+class UnscorableError(ValueError):
+    """Nothing of the solution fits the model's context (the problem alone fills it)."""
+
+
+def _solution_reward(rewards: list[float], aggregation: str) -> float:
+    if not rewards:
+        raise UnscorableError("solution: nothing of it fits the model's context (the problem alone fills it)")
+    return aggregate(rewards, aggregation)
 
 
 def split_steps(text: str, delimiter: str, max_steps: int | None = None) -> list[str]:
@@ -58,7 +73,7 @@ class _StepScorer:
         return self.get_rewards_for_steps(problem, split_steps(text, delimiter or self.delimiter))
 
     def get_reward(self, problem: str, solution: str) -> float:
-        return aggregate(self.get_reward_for_text(solution, problem), self.aggregation)
+        return _solution_reward(self.get_reward_for_text(solution, problem), self.aggregation)
 
 
 def _save_tag_model(scorer: modeling.ProcessRewardModel, path: Path, config: dict) -> None:
@@ -156,10 +171,7 @@ class OutcomeRewardModel(_VerificationPrompt):
 
     def get_reward_for_problem_solution(self, problem: str, solution: str | list[str]) -> float:
         steps = split_steps(solution, self.delimiter) if isinstance(solution, str) else solution
-        scored = self.verifier.log_odds_batch([(problem, steps)], final_only=True)[0]
-        if not scored:
-            raise ValueError(f"solution: does not fit the model's context of {self.verifier.max_length} tokens")
-        return scored[0]
+        return _solution_reward(self.verifier.log_odds_batch([(problem, steps)], final_only=True)[0], "last")
 
     def get_reward(self, problem: str, solution: str) -> float:
         return self.get_reward_for_problem_solution(problem, solution)
@@ -192,9 +204,7 @@ class TrainedOutcomeRewardModel(modeling.ProcessRewardModel):
     def get_reward_for_problem_solution(self, problem: str, solution: str | list[str]) -> float:
         steps = split_steps(solution, self.delimiter) if isinstance(solution, str) else solution
         (reward,) = self.outcome_batch([(problem, steps)])
-        if reward is None:
-            raise ValueError(f"solution: does not fit the model's context of {self.format.max_length} tokens")
-        return reward
+        return _solution_reward([] if reward is None else [reward], "last")
 
     def get_reward(self, problem: str, solution: str) -> float:
         return self.get_reward_for_problem_solution(problem, solution)
@@ -228,7 +238,7 @@ class CombinedRewardModel:
         """(steps, their rewards, the aggregate); steps past `max_steps` or the model's context are not scored."""
         steps = split_steps(text, self.delimiter, self.max_steps)
         rewards = self.process.get_rewards_for_steps(problem, steps)
-        return steps, rewards, aggregate(rewards, self.aggregation)
+        return steps, rewards, _solution_reward(rewards, self.aggregation)
 
     def get_reward(self, problem: str, solution: str) -> float:
         _, _, process_reward = self.extract_and_aggregate_steps(solution, problem)
@@ -322,14 +332,20 @@ def _text(message) -> str:
 
 
 def reward_function(model, shaping=None):
-    """`reward_fn(prompts, completions, **kwargs) -> list[float]`, the signature TRL's online trainers call.
+    """`reward_fn(prompts, completions, **kwargs) -> list[float | None]`, the signature TRL's online trainers call.
 
     The prompt is the problem, the completion the solution; `shaping(reward, completion)` may adjust each.
+    A completion the model cannot score at all (UnscorableError) gets None: TRL skips it (NaN) instead of
+    failing the batch.
     """
-    def reward_fn(prompts: list, completions: list, **kwargs) -> list[float]:
+    def reward_fn(prompts: list, completions: list, **kwargs) -> list[float | None]:
         rewards = []
         for prompt, completion in zip(prompts, completions):
-            reward = model.get_reward(_text(prompt), _text(completion))
+            try:
+                reward = model.get_reward(_text(prompt), _text(completion))
+            except UnscorableError:
+                rewards.append(None)
+                continue
             rewards.append(shaping(reward, _text(completion)) if shaping else reward)
         return rewards
 
@@ -338,5 +354,5 @@ def reward_function(model, shaping=None):
 
 
 __all__ = ["ProcessRewardModel", "ZeroShotProcessRewardModel", "OutcomeRewardModel", "TrainedOutcomeRewardModel",
-           "CombinedRewardModel", "EnsembleRewardModel", "load_reward_model", "reward_function", "shaped_reward",
-           "split_steps"]
+           "CombinedRewardModel", "EnsembleRewardModel", "UnscorableError", "load_reward_model", "reward_function",
+           "shaped_reward", "split_steps"]

@@ -7,18 +7,26 @@ always equals the number of labels. Truncation drops trailing steps whole and co
 `model.truncate_problem_left` a problem too long for its first step keeps its tail instead of
 dropping the example. The `PromptFormat` (tag and label ids, template, context) is saved as
 `prm_config.json` beside every trained model.
+
+Scoring (`encode_candidate`) differs from training data (`encode_solution`) in one place only: a
+step longer than all the room the problem leaves, which no dropping of earlier steps could make fit
+(a generator's repetition loop), keeps its start and its tag and is reported in `truncated_steps`;
+when such a step is the first, a problem that would leave it under half the context keeps its tail
+(with `model.truncate_problem_left`). Training drops that example instead, since the label of a
+step cut in half is not known. What neither can score carries a `reason`.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from prmflow.config import ModelParams
 
 PRM_CONFIG = "prm_config.json"
 COUNTS_FILE = "counts.json"  # in data/tokenized: what truncation dropped, per split
+MIN_CUT_TOKENS = 8  # a step cut inside keeps at least this many tokens (its tag included), else it is left out
 SPECIAL_TOKENS = {"pad_token": "<pad>", "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"}
 
 
@@ -45,8 +53,10 @@ class PromptFormat:
 class Encoded:
     input_ids: list[int]
     num_steps: int  # steps kept; the first num_steps labels belong to this sequence
-    dropped_steps: int
+    dropped_steps: int  # whole trailing steps left out
     truncated_problem: bool = False  # the problem lost its head to make room for the first step
+    truncated_steps: list[int] = field(default_factory=list)  # indices of steps cut inside (scoring only)
+    reason: str | None = None  # why no step could be kept (num_steps == 0)
 
 
 def _step_ids(tokenizer, fmt: PromptFormat, index: int, step: str) -> list[int]:
@@ -54,27 +64,54 @@ def _step_ids(tokenizer, fmt: PromptFormat, index: int, step: str) -> list[int]:
     return tokenizer.encode(piece, add_special_tokens=False) + [fmt.step_tag_id]
 
 
-def encode_solution(tokenizer, fmt: PromptFormat, problem: str, steps: list[str]) -> Encoded | None:
-    """Token ids for one solution; None when not even the (possibly left-truncated) problem and its first step fit."""
+def _encode(tokenizer, fmt: PromptFormat, problem: str, steps: list[str], cut_long_steps: bool) -> Encoded:
+    """The ids of `problem` and as many steps as fit in `fmt.max_length`; see the module docstring."""
     ids = [fmt.bos_id] if fmt.bos_id is not None else []
     problem_ids = tokenizer.encode(problem + "\n", add_special_tokens=False)
     truncated = False
     if fmt.truncate_problem_left and steps:
         # Keep the problem's tail (its question) rather than lose the whole example.
         room = fmt.max_length - len(ids) - len(_step_ids(tokenizer, fmt, 0, steps[0]))
+        if room <= 0 and cut_long_steps:  # the first step alone overfills the context: it gets half
+            room = (fmt.max_length - len(ids)) // 2
         if 0 < room < len(problem_ids):
             problem_ids, truncated = problem_ids[-room:], True
     ids += problem_ids
-    kept = 0
+    after_problem = fmt.max_length - len(ids)  # the most tokens any one step can have here
+    kept, cut = 0, []
     for index, step in enumerate(steps):
         step_ids = _step_ids(tokenizer, fmt, index, step)
-        if len(ids) + len(step_ids) > fmt.max_length:
+        room = fmt.max_length - len(ids)
+        if cut_long_steps and fmt.step_tag_id in step_ids[:-1]:  # a tag inside a step would misalign the scores
+            return Encoded([], 0, len(steps), reason=f"steps[{index}]: contains the step tag {fmt.step_tag!r}")
+        if len(step_ids) > room:
+            if cut_long_steps and len(step_ids) > after_problem and room >= MIN_CUT_TOKENS:
+                ids += step_ids[: room - 1] + [fmt.step_tag_id]
+                kept += 1
+                cut.append(index)
             break
         ids += step_ids
         kept += 1
+    reason = None
     if kept == 0:
-        return None
-    return Encoded(input_ids=ids, num_steps=kept, dropped_steps=len(steps) - kept, truncated_problem=truncated)
+        hint = "" if fmt.truncate_problem_left else "; model.truncate_problem_left would keep the problem's tail"
+        reason = (f"the problem leaves {max(after_problem, 0)} of the model's {fmt.max_length} tokens, too few for "
+                  f"its first step{hint}" if steps else "no steps")
+    return Encoded(input_ids=ids, num_steps=kept, dropped_steps=len(steps) - kept, truncated_problem=truncated,
+                   truncated_steps=cut, reason=reason)
+
+
+def encode_solution(tokenizer, fmt: PromptFormat, problem: str, steps: list[str]) -> Encoded | None:
+    """Token ids of one training solution; None when not even the (possibly left-truncated) problem and its
+    first whole step fit."""
+    encoded = _encode(tokenizer, fmt, problem, steps, cut_long_steps=False)
+    return encoded if encoded.num_steps else None
+
+
+def encode_candidate(tokenizer, fmt: PromptFormat, problem: str, steps: list[str]) -> Encoded:
+    """Token ids of one solution to score: a step too long for any context is cut inside and listed in
+    `truncated_steps`; `num_steps == 0` with a `reason` when nothing can be scored."""
+    return _encode(tokenizer, fmt, problem, steps, cut_long_steps=True)
 
 
 def tokenize_row(tokenizer, fmt: PromptFormat, row: dict) -> dict | None:

@@ -52,7 +52,8 @@ def serving_model_config(params: Params, metrics: dict) -> dict:
     return dataclasses.asdict(ServingConfig(
         threshold=metrics.get("first_error_threshold", params.evaluate.threshold),
         max_solutions_per_request=params.register.max_solutions_per_request,
-        max_steps_per_solution=params.register.max_steps_per_solution,
+        max_steps_per_request=params.register.max_steps_per_request,
+        max_request_bytes=params.register.max_request_bytes,
         batch_size=params.evaluate.batch_size,
         process_weight=params.combine.process_weight,
         outcome_weight=params.combine.outcome_weight,
@@ -74,7 +75,7 @@ def log_prm(model_dir: str | Path, model_config: dict, registered_model_name: st
     artifacts = {"model_dir": str(model_dir)} | ({OUTCOME_ARTIFACT: str(outcome_dir)} if outcome_dir else {})
     return mlflow.pyfunc.log_model(
         name="prm",
-        python_model=str(package / "serving" / "pyfunc_entry.py"),
+        python_model=str(Path(__file__).with_name("pyfunc_entry.py")),  # models-from-code: never pickled
         code_paths=[str(package)],
         artifacts=artifacts,
         model_config=model_config,

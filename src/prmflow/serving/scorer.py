@@ -2,7 +2,17 @@
 
     POST /invocations
     {"inputs": [{"problem": "...", "steps": ["...", "..."]}], "params": {"aggregation": "min"}}
-    -> {"predictions": [{"step_scores": [...], "score": ..., "first_error": ..., "scored_steps": ...}]}
+    -> {"predictions": [{"step_scores": [...], "score": ..., "first_error": ..., "scored_steps": ...,
+                         "truncated_steps": [...], "dropped_steps": ..., "has_final_answer": ..., "reason": null,
+                         "steps": null, "split": null}]}
+
+Every candidate is scored on its own: one that does not fit the model context as sent is scored on
+what fits and says so (`truncated_steps`: steps cut inside, `dropped_steps`: whole trailing steps
+left out), or, when nothing fits, gets `score: null`, `first_error: null`, `step_scores: []` and a
+`reason`; it never changes the status or the scores of the others. A solution sent as `text` is
+split (requests.split_text) and the prediction says how (`steps`, `split`). `has_final_answer` says
+whether the text states a final answer (data.answers.extract_final_answer); `score` does not depend
+on it: the rule for best-of-N, here and in evaluate, is to rank by (has_final_answer, score).
 
 A combined model (`register.model_kind: combined`) carries the trained ORM beside the PRM: each
 prediction adds `outcome_score` (the ORM's P(correct) at the last scored step) and `score` becomes
@@ -11,39 +21,47 @@ process_weight * aggregate(step_scores) + outcome_weight * outcome_score; `step_
 
 Logged from code (`pyfunc_entry.py`), never pickled. `Scorer.score` is the one function
 behind both the server and `prmflow score`, so the two can never answer differently. A bad
-request is answered 400 with a message that names the field; solutions longer than the model
-context lose whole trailing steps and `scored_steps` says how many were scored.
+request is answered 400 with a message that names the field (requests.py); requests are capped by
+size (solutions, total steps, bytes: `ServingConfig`), not by the length of one solution.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 import mlflow.pyfunc
 from pydantic import BaseModel
 
+from prmflow.data.answers import extract_final_answer
 from prmflow.model.aggregation import AGGREGATIONS, aggregate, combine, predicted_first_error
+from prmflow.serving.requests import (
+    SHAPE, RequestError, Solution, check_solution, clip, described, params_from_json, solution_from_json, split_text,
+    unknown_keys,
+)
 
 DEFAULT_AGGREGATION = "min"
+REGISTERED_THRESHOLD = "the registered model's config (evaluate's choice, stored by register)"
 OUTCOME_ARTIFACT = "outcome_model_dir"  # the pyfunc artifact of a combined model's ORM (register.log_prm)
-
-
-class Solution(BaseModel):
-    problem: str
-    steps: list[str]
 
 
 class Prediction(BaseModel):
     step_scores: list[float]
-    score: float
-    first_error: int
+    score: float | None = None  # null: nothing of this candidate fits the model context (see `reason`)
+    first_error: int | None = None
     scored_steps: int
+    truncated_steps: list[int]  # indices of steps cut inside: their start was scored
+    dropped_steps: int  # whole trailing steps beyond the context, not scored
+    has_final_answer: bool
+    reason: str | None = None
+    steps: list[str] | None = None  # a `text` solution: the steps it was split into
+    split: str | None = None  # ... and the rule used: blank_lines | step_markers | lines
 
 
 class CombinedPrediction(Prediction):
     """A combined model's answer: `score` is the weighted combination, `outcome_score` the ORM's."""
 
-    outcome_score: float
+    outcome_score: float | None = None
 
 
 @dataclass(frozen=True)
@@ -52,7 +70,8 @@ class ServingConfig:
 
     threshold: float = 0.5
     max_solutions_per_request: int = 64
-    max_steps_per_solution: int = 64
+    max_steps_per_request: int = 16384
+    max_request_bytes: int = 4_000_000
     batch_size: int = 32
     process_weight: float = 0.7  # a combined model only: score = process_weight * aggregate + outcome_weight * ORM
     outcome_weight: float = 0.3
@@ -63,53 +82,91 @@ class ServingConfig:
         return cls(**{k: v for k, v in (config or {}).items() if k in known})
 
 
-def check_request(solutions: list[Solution], aggregation: str, config: ServingConfig) -> None:
-    """Reject, naming the field, anything the model would score wrongly, silently or too slowly."""
+def check_count(count: int, config: ServingConfig) -> None:
+    if not count:
+        raise RequestError("inputs: must be a non-empty list of solutions")
+    if count > config.max_solutions_per_request:
+        raise RequestError(f"inputs: {count} solutions, more than the limit of "
+                           f"{config.max_solutions_per_request} per request (register.max_solutions_per_request)")
+
+
+def check_request(solutions: list[Solution], aggregation: str, config: ServingConfig) -> list[list[str]]:
+    """Each solution's steps (`text` split); raises RequestError naming the field of the first broken rule."""
     if aggregation not in AGGREGATIONS:
-        raise ValueError(f"params.aggregation: {aggregation!r} is not one of {list(AGGREGATIONS)}")
-    if not solutions:
-        raise ValueError("inputs: must be a non-empty list of solutions")
-    if len(solutions) > config.max_solutions_per_request:
-        raise ValueError(f"inputs: {len(solutions)} solutions, more than the limit of "
-                         f"{config.max_solutions_per_request} per request")
-    for index, solution in enumerate(solutions):
-        if not solution.problem.strip():
-            raise ValueError(f"inputs[{index}].problem: must be a non-empty string")
-        if not solution.steps:
-            raise ValueError(f"inputs[{index}].steps: must be a non-empty list of strings")
-        if len(solution.steps) > config.max_steps_per_solution:
-            raise ValueError(f"inputs[{index}].steps: {len(solution.steps)} steps, more than the limit of "
-                             f"{config.max_steps_per_solution} per solution")
-        for step_index, step in enumerate(solution.steps):
-            if not step.strip():
-                raise ValueError(f"inputs[{index}].steps[{step_index}]: empty step")
+        raise RequestError(f"params.aggregation: {aggregation!r} is not one of {list(AGGREGATIONS)}")
+    check_count(len(solutions), config)
+    steps = [check_solution(solution, f"inputs[{index}]") for index, solution in enumerate(solutions)]
+    total = sum(len(s) for s in steps)
+    if total > config.max_steps_per_request:
+        raise RequestError(f"inputs: {total} steps in all, more than the limit of {config.max_steps_per_request} "
+                           f"per request (register.max_steps_per_request)")
+    return steps
+
+
+def check_body(data: bytes, content_type: str | None, config: ServingConfig) -> None:
+    """Raise RequestError (with its HTTP status) for the first rule the raw request breaks."""
+    if len(data) > config.max_request_bytes:
+        raise RequestError(f"request body: {len(data)} bytes, more than the limit of {config.max_request_bytes} "
+                           f"(register.max_request_bytes); send fewer solutions per request", status=413)
+    if (content_type or "").split(";")[0].strip().lower() != "application/json":
+        raise RequestError(f"Content-Type: must be application/json, got {clip(str(content_type))}; send {SHAPE}",
+                           status=415)
+    try:
+        body = json.loads(data)
+    except json.JSONDecodeError as err:
+        raise RequestError(f"request body: not JSON ({err.msg} at line {err.lineno} column {err.colno}); "
+                           f"send {SHAPE}") from None
+    except UnicodeDecodeError:
+        raise RequestError(f"request body: not UTF-8 text; send {SHAPE}") from None
+    if not isinstance(body, dict) or "inputs" not in body:
+        got = f"an object with keys {[clip(str(k)) for k in list(body)[:5]]}" if isinstance(body, dict) else \
+            described(body)
+        raise RequestError(f"request body: must be an object of the form {SHAPE}; got {got}")
+    unknown_keys("request body", body, ("inputs", "params"))
+    aggregation = params_from_json(body.get("params"), AGGREGATIONS, DEFAULT_AGGREGATION)
+    if not isinstance(body["inputs"], list):
+        raise RequestError(f"inputs: must be a list of solutions, got {described(body['inputs'])}; send {SHAPE}")
+    check_count(len(body["inputs"]), config)  # before checking each of too many
+    check_request([solution_from_json(value, f"inputs[{i}]") for i, value in enumerate(body["inputs"])],
+                  aggregation, config)
 
 
 class Scorer:
     """A loaded PRM (and, for a combined model, the trained ORM) plus its serving config: validates a
     request and scores it in padded batches."""
 
-    def __init__(self, prm, config: ServingConfig, outcome=None):
+    def __init__(self, prm, config: ServingConfig, outcome=None, threshold_source: str = REGISTERED_THRESHOLD):
         self.prm = prm
         self.config = config
         self.outcome = outcome  # a rewards.TrainedOutcomeRewardModel, or None for the PRM alone
+        self.threshold_source = threshold_source  # where config.threshold came from, for `prmflow score`
 
     def score(self, solutions: list[Solution], aggregation: str = DEFAULT_AGGREGATION) -> list[Prediction]:
-        check_request(solutions, aggregation, self.config)
-        pairs = [(s.problem, s.steps) for s in solutions]
-        all_scores = self.prm.score_batch(pairs, self.config.batch_size)
+        all_steps = check_request(solutions, aggregation, self.config)
+        pairs = [(s.problem, steps) for s, steps in zip(solutions, all_steps)]
+        encoded = self.prm.encode(pairs)
+        all_scores = self.prm.score_batch(pairs, self.config.batch_size, encoded)
         outcomes = self.outcome.outcome_batch(pairs, self.config.batch_size) if self.outcome else None
         predictions = []
-        for index, scores in enumerate(all_scores):
-            if not scores or (outcomes is not None and outcomes[index] is None):
-                raise ValueError(f"inputs[{index}]: the problem and first step do not fit the model context")
-            fields = {"step_scores": scores, "score": aggregate(scores, aggregation),
-                      "first_error": predicted_first_error(scores, self.config.threshold), "scored_steps": len(scores)}
+        for index, (solution, scores, enc) in enumerate(zip(solutions, all_scores, encoded)):
+            fields = {"step_scores": scores, "score": None, "first_error": None, "scored_steps": len(scores),
+                      "truncated_steps": enc.truncated_steps, "dropped_steps": enc.dropped_steps,
+                      "has_final_answer": extract_final_answer("\n".join(pairs[index][1])) is not None,
+                      "reason": enc.reason}
+            if solution.text is not None:
+                fields |= {"steps": pairs[index][1], "split": split_text(solution.text)[1]}
+            if scores:
+                fields |= {"score": aggregate(scores, aggregation),
+                           "first_error": predicted_first_error(scores, self.config.threshold)}
             if outcomes is None:
                 predictions.append(Prediction(**fields))
                 continue
-            fields["score"] = combine(fields["score"], outcomes[index], self.config.process_weight,
-                                      self.config.outcome_weight)
+            if outcomes[index] is None and scores:  # the ORM's own context is the smaller one
+                fields |= {"score": None, "first_error": None, "step_scores": [], "scored_steps": 0,
+                           "reason": "the outcome model cannot score any step of it"}
+            if fields["score"] is not None:
+                fields["score"] = combine(fields["score"], outcomes[index], self.config.process_weight,
+                                          self.config.outcome_weight)
             predictions.append(CombinedPrediction(**fields, outcome_score=outcomes[index]))
         return predictions
 
@@ -118,11 +175,13 @@ class PRMPyfunc(mlflow.pyfunc.PythonModel):
     def load_context(self, context):
         from prmflow.model.modeling import ProcessRewardModel
         from prmflow.model.rewards import TrainedOutcomeRewardModel
+        from prmflow.serving.http_guard import install
 
         outcome_dir = context.artifacts.get(OUTCOME_ARTIFACT)
-        self.scorer = Scorer(ProcessRewardModel(context.artifacts["model_dir"]),
-                             ServingConfig.from_model_config(context.model_config),
+        config = ServingConfig.from_model_config(context.model_config)
+        self.scorer = Scorer(ProcessRewardModel(context.artifacts["model_dir"]), config,
                              TrainedOutcomeRewardModel(outcome_dir) if outcome_dir else None)
+        install(lambda data, content_type: check_body(data, content_type, config))  # in a scoring server only
 
     def predict(self, context, model_input: list[Solution], params: dict | None = None) -> list[Prediction]:
         from mlflow.exceptions import MlflowException
@@ -131,18 +190,38 @@ class PRMPyfunc(mlflow.pyfunc.PythonModel):
         aggregation = (params or {}).get("aggregation", DEFAULT_AGGREGATION)
         try:
             return self.scorer.score(model_input, aggregation)
-        except ValueError as err:  # answered 400 with the message up front, not buried in a stack trace
-            raise MlflowException(str(err), error_code=INVALID_PARAMETER_VALUE) from None
+        except RequestError as err:  # answered 400 with the message alone (http_guard), not a stack trace
+            error = MlflowException(str(err), error_code=INVALID_PARAMETER_VALUE)
+            error.prmflow_message = str(err)
+            raise error from None
 
 
-def load_scorer(model: str, threshold: float | None = None) -> Scorer:
+def directory_threshold(model: str, metrics_path: str | None) -> tuple[float, str]:
+    """The first-error threshold for a bare model directory, and where it came from: evaluate's choice in
+    `metrics_path` (reports/metrics.json) when that file measured this directory, else the default 0.5.
+
+    The threshold is not written into the directory: it is the train stage's DVC output, and evaluate
+    writing into it would make `dvc status` report train as changed.
+    """
+    from pathlib import Path
+
+    if metrics_path and Path(metrics_path).is_file():
+        chosen = json.loads(Path(metrics_path).read_text()).get("first_error_threshold")
+        if chosen is not None:
+            return float(chosen), f"{metrics_path} (chosen by evaluate)"
+    return 0.5, "the default 0.5 (no evaluate threshold for this directory)"
+
+
+def load_scorer(model: str, threshold: float | None = None, metrics_path: str | None = None) -> Scorer:
     """The scorer of a registered model (`models:/prm@champion`, `runs:/...`) or of a model directory.
 
     A model URI is loaded through MLflow exactly as the server loads it, with the serving config
-    stored beside it; `threshold` only applies to a bare directory, which has none.
+    stored beside it (its threshold: the one evaluate chose); a directory takes `threshold`, else
+    `directory_threshold(model, metrics_path)`. `Scorer.threshold_source` says which applied.
     """
     if ":/" in model:
         return mlflow.pyfunc.load_model(model).unwrap_python_model().scorer
     from prmflow.model.modeling import ProcessRewardModel
 
-    return Scorer(ProcessRewardModel(model), ServingConfig(threshold=0.5 if threshold is None else threshold))
+    chosen, source = (threshold, "--threshold") if threshold is not None else directory_threshold(model, metrics_path)
+    return Scorer(ProcessRewardModel(model), ServingConfig(threshold=chosen), threshold_source=source)
