@@ -15,7 +15,7 @@ from prmflow.evaluation.evaluate import (
 )
 from prmflow.sections import GATE_METRICS
 
-from tiny_models import build_tiny_orm, build_tiny_prm, log_version, tracking_store
+from tiny_models import build_public_prm, build_tiny_orm, build_tiny_prm, log_version, tracking_store
 
 FIXTURES = Path(__file__).parent / "fixtures" / "evaluate"
 TINY_MODEL = ModelParams(vocab_size=300, hidden_size=16, num_layers=1, num_heads=2, intermediate_size=32,
@@ -181,6 +181,20 @@ def test_external_errors_name_the_file_line_and_field(tmp_path):
         assert expected in message
 
 
+def test_scorer_entries_are_checked():
+    with pytest.raises(ConfigError) as err:
+        params_from_dict({"evaluate": {"scorers": [
+            {"name": "prm", "path": "x"}, {"name": "a-b", "path": "", "format": "gguf"}, {"name": "c", "path": "y"},
+            {"name": "c", "path": "z", "step_tag": "ки"}]}})
+    message = str(err.value)
+    for expected in ("evaluate.scorers[0].name: 'prm' must be letters, digits and underscores, and not a built-in",
+                     "evaluate.scorers[1].name: 'a-b' must be letters, digits and underscores",
+                     "evaluate.scorers[1].path: expected a non-empty string", "evaluate.scorers[1].format: 'gguf'",
+                     "evaluate.scorers[3].step_tag: unknown key", "evaluate.scorers: name 'c' is listed twice"):
+        assert expected in message
+    assert params_from_dict({"evaluate": {"scorers": [{"name": "shepherd", "path": "ckpt"}]}}).evaluate.scorers
+
+
 @pytest.fixture(scope="module")
 def tiny_prm_dir(tmp_path_factory):
     return build_tiny_prm(tmp_path_factory.mktemp("prm") / "prm", seed=5, max_length=TINY_MODEL.max_length)
@@ -238,7 +252,10 @@ def test_stage_writes_metrics_plots_summary_and_adds_the_champion_when_there_is_
                                                           "intermediate_size", "max_length")},
             "evaluate": {"external": [
                 {"name": "bon", "path": str(FIXTURES / "outcome.jsonl"), "format": "outcome"},
-                {"name": "pb", "path": str(FIXTURES / "processbench.jsonl"), "format": "processbench"}]},
+                {"name": "pb", "path": str(FIXTURES / "processbench.jsonl"), "format": "processbench"}],
+                "scorers": [{"name": "own", "path": str(tiny_prm_dir)},  # the trained PRM again: the same row
+                            {"name": "shepherd", "path": str(build_public_prm(tmp_path / "shepherd", "gpt2")),
+                             "format": "math_shepherd"}]},
         })
         assert isinstance(params, Params)
         evaluate.main(params)
@@ -259,10 +276,17 @@ def test_stage_writes_metrics_plots_summary_and_adds_the_champion_when_there_is_
                     "best_of_n_prm_min", "compare_orm_solution_auroc", "compare_combined_solution_auroc"):
             assert metrics[f"{key}_ci_low"] <= metrics[key] <= metrics[f"{key}_ci_high"], key
         assert "best_of_n_prm_mean_at_1_ci_low" not in metrics  # intervals for the configured aggregation only
+        for key in ("step_auroc", "first_error_f1", "first_error_threshold", "best_of_n_prm_min"):
+            assert metrics[f"scorer_own_{key}"] == metrics[key], key
+        for key in ("solution_auroc", "step_auroc", "first_error_f1", "best_of_n_at_2"):
+            assert metrics[f"compare_own_{key}"] == metrics[f"compare_prm_{key}"], key
+            assert f"compare_shepherd_{key}" in metrics
+        assert metrics["scorer_shepherd_test_solutions"] == metrics["test_solutions"]
         assert not any(k.startswith("champion_") for k in metrics)
         summary = (reports / "summary.md").read_text()
         assert "| zero-shot prompt (base model) |" in summary and "champion: skipped, no prm@champion" in summary
         assert "| trained ORM |" in summary and "| combined PRM + ORM |" in summary and "(values)" in summary
+        assert summary.count("| shepherd (evaluate.scorers) |") == 2  # the scorers table and the comparison
         assert "ORM: its solution score is P(+) at the last step tag" in summary and "External set `pb`" in summary
         assert f"| trained PRM | {metrics['step_auroc']:.3f} [{metrics['step_auroc_ci_low']:.3f}, " in summary
         assert "95% interval of a bootstrap over the reported problems" in summary

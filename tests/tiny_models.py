@@ -163,3 +163,37 @@ def log_version(model_dir: Path, name: str = "prm", outcome_dir: Path | None = N
 
 def server_env(tracking_uri: str) -> dict[str, str]:
     return {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "MLFLOW_TRACKING_URI": tracking_uri}
+
+
+# Public PRM formats (model/public_prms.py): tiny checkpoints in each, random weights from a seed.
+PUBLIC_CORPUS = [f"Ava has {a} apples and buys {b} more. Step 1: {a} + {b} = {a + b} ки\n"
+                 f"Step 2: {a + b} - {b} = {a} ки {'+' if a % 2 else '-'}"
+                 for a in range(1, 12) for b in range(1, 12)]
+PLAIN_CORPUS = [line.replace(" ки", "") for line in PUBLIC_CORPUS]  # no tag: a chat PRM's or a judge's
+CHAT_TEMPLATE = ("{{ bos_token }}{% for m in messages %}<|start|>{{ m['role'] }}\n{{ m['content'] }}<|end|>\n"
+                 "{% endfor %}{% if add_generation_prompt %}<|start|>assistant\n{% endif %}")
+# Marks the last message: turn t's prompt is then not a prefix of the whole conversation.
+LAST_TURN_TEMPLATE = CHAT_TEMPLATE.replace("{{ m['role'] }}\n", "{{ m['role'] }}{% if loop.last %} (last){% endif %}\n")
+
+
+def build_public_prm(directory: Path, family: str, head: str = "causal", chat_template: str | None = None,
+                     seed: int = 0, corpus: list[str] = PUBLIC_CORPUS) -> Path:
+    """A tiny Llama (causal LM or `token_classification` with 2 labels) with a `family` tokenizer trained on
+    `corpus` (PUBLIC_CORPUS: `ки`, `+` and `-` are in its vocabulary), and with a chat template if given."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM, LlamaForTokenClassification
+
+    from tiny_tokenizers import TINY, build_family
+
+    build_family(family, corpus, directory)
+    tokenizer = AutoTokenizer.from_pretrained(directory)
+    if chat_template:
+        tokenizer.add_tokens(["<|start|>", "<|end|>"], special_tokens=True)
+        tokenizer.chat_template = chat_template
+    tokenizer.save_pretrained(directory)
+    config = LlamaConfig(vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
+                         eos_token_id=tokenizer.eos_token_id, num_labels=2, **TINY)
+    torch.manual_seed(seed)
+    model = LlamaForTokenClassification(config) if head == "token_classification" else LlamaForCausalLM(config)
+    model.save_pretrained(directory)
+    return directory

@@ -20,8 +20,8 @@ from pathlib import Path
 import yaml
 
 from prmflow.sections import (  # noqa: F401 (re-exported: prmflow.config is where params come from)
-    AGGREGATIONS, EXTERNAL_FORMATS, GENERATOR_MAX_STEPS, NEUTRAL_LABELS, RULES, SOURCE_FORMATS, SOURCE_SPLITS,
-    BaseParams, IngestParams, LabelParams, ValidateParams, ModelParams,
+    AGGREGATIONS, EXTERNAL_FORMATS, GENERATOR_MAX_STEPS, NEUTRAL_LABELS, PRM_FORMATS, RULES, SOURCE_FORMATS,
+    SOURCE_SPLITS, BaseParams, IngestParams, LabelParams, ValidateParams, ModelParams,
     TrainParams, TrainOrmParams, CombineParams, EvaluateParams, RegisterParams,
 )
 

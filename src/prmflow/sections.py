@@ -22,6 +22,10 @@ EXTERNAL_FORMATS = {  # evaluate.external formats and the fields each record nee
     "processbench": ("problem", "steps", "label"),                    # label: first error index or -1
 }
 EXTERNAL_KEYS = ("name", "path", "format")
+PRM_FORMATS = ("prmflow", "trl", "math_shepherd", "chat", "zero_shot")  # model/public_prms.py reads each
+SCORER_KEYS = ("name", "path", "format")  # evaluate.scorers entries; format may be left out (detected)
+BUILTIN_SCORERS = ("prm", "orm", "zero_shot", "champion", "combined", "combined_validated", "majority",  # evaluate's
+                   "pass_at_1", "oracle")
 AGGREGATIONS = ("min", "prod", "last", "mean")  # step scores to a solution score: prmflow.model.aggregation
 GATE_METRICS = ("first_error_f1", "step_auroc", "negative_f1", "step_accuracy",  # higher-is-better metrics.json keys
                 *(f"best_of_n_prm_{how}" for how in AGGREGATIONS))
@@ -34,6 +38,22 @@ RULES = {POSITIVE: lambda v: v > 0, NON_NEGATIVE: lambda v: v >= 0, FRACTION: la
 def unmet(requirements: list[tuple[bool, str]]) -> list[str]:
     """The messages of the requirements that do not hold: a section's `check` lists (holds, message) pairs."""
     return [message for holds, message in requirements if not holds]
+
+
+def spec_problems(field_name: str, specs: list[dict], keys: tuple, required: tuple, formats) -> list[str]:
+    """Problems of a list of {name, path, format, ...} entries: unknown keys, `required` keys that are not
+    non-empty strings, a `format` not in `formats`, names listed twice."""
+    problems = []
+    for i, spec in enumerate(specs):
+        where = f"{field_name}[{i}]"
+        problems += [f"{where}.{key}: unknown key (known: {', '.join(keys)})" for key in sorted(set(spec) - set(keys))]
+        problems += [f"{where}.{key}: expected a non-empty string, got {spec.get(key)!r}"
+                     for key in required if not (isinstance(spec.get(key), str) and spec[key].strip())]
+        if "format" in spec and spec["format"] not in formats:
+            problems.append(f"{where}.format: {spec['format']!r} is not one of {list(formats)}")
+    names = [spec.get("name") for spec in specs]
+    return problems + [f"{field_name}: name {name!r} is listed twice"
+                       for name in sorted({n for n in names if isinstance(n, str) and names.count(n) > 1})]
 
 
 @dataclass
@@ -347,33 +367,29 @@ class EvaluateParams:
     champion_baseline: bool = field(
         default=True, metadata={"help": "Also score the registry's current champion, when there is one."}
     )
-    bootstrap_samples: int = field(
-        default=1000,
-        metadata={"rule": NON_NEGATIVE,
-                  "help": "Resamples of the reported problems (with replacement, seeded by base.seed) behind the "
-                          "95% interval of each headline metric (`<metric>_ci_low/_ci_high`); 0: no intervals."},
-    )
+    bootstrap_samples: int = field(default=1000, metadata={"rule": NON_NEGATIVE, "help": (
+        "Resamples of the reported problems (with replacement, seeded by base.seed) behind the 95% interval of "
+        "each headline metric (`<metric>_ci_low/_ci_high`); 0: no intervals.")})
     external: list[dict] = field(
         default_factory=list,
         metadata={"help": "Extra held-out files, each reported as its own section: {name, path, format: "
                           "outcome (problem, steps, correct; best-of-N) | processbench (problem, steps, "
                           "label = first error or -1)}."},
     )
+    scorers: list[dict] = field(default_factory=list, metadata={
+        "help": "Other PRM checkpoints scored beside the trained one, in the same comparison: {name, path: a model "
+                "directory, format: prmflow|trl|math_shepherd|chat|zero_shot (detected when left out; chat and "
+                "zero_shot must be named)}. Metrics: scorer_<name>_*, compare_<name>_*."})
 
     def check(self) -> list[str]:
         problems = unmet([(self.validation_fraction < 1, f"validation_fraction: must be below 1 (some problems "
                                                           f"must be left to report), got {self.validation_fraction}")])
-        for i, spec in enumerate(self.external):
-            where = f"external[{i}]"
-            problems += [f"{where}.{key}: unknown key (known: {', '.join(EXTERNAL_KEYS)})"
-                         for key in sorted(set(spec) - set(EXTERNAL_KEYS))]
-            problems += [f"{where}.{key}: expected a non-empty string, got {spec.get(key)!r}"
-                         for key in EXTERNAL_KEYS if not (isinstance(spec.get(key), str) and spec[key].strip())]
-            if isinstance(spec.get("format"), str) and spec["format"] not in EXTERNAL_FORMATS:
-                problems.append(f"{where}.format: {spec['format']!r} is not one of {list(EXTERNAL_FORMATS)}")
-        names = [spec.get("name") for spec in self.external]
-        return problems + [f"external: name {name!r} is listed twice"
-                           for name in sorted({n for n in names if isinstance(n, str) and names.count(n) > 1})]
+        problems += spec_problems("external", self.external, EXTERNAL_KEYS, EXTERNAL_KEYS, EXTERNAL_FORMATS)
+        problems += spec_problems("scorers", self.scorers, SCORER_KEYS, ("name", "path"), PRM_FORMATS)
+        names = [spec.get("name") for spec in self.scorers]
+        return problems + [f"scorers[{i}].name: {n!r} must be letters, digits and underscores, and not a built-in "
+                           f"scorer's ({', '.join(BUILTIN_SCORERS)})" for i, n in enumerate(names)
+                           if isinstance(n, str) and (n in BUILTIN_SCORERS or not n.isidentifier())]
 
 
 @dataclass
@@ -394,13 +410,9 @@ class RegisterParams:
                                 "help": "The lower bound of the 95% interval of challenger - champion (gate "
                                         "metric) must exceed this."}
     )
-    gate_bootstrap_samples: int = field(
-        default=1000,
-        metadata={"rule": NON_NEGATIVE,
-                  "help": "Paired resamples of the held-out problems (seeded by base.seed) behind the interval of "
-                          "challenger - champion; promoted only when its lower bound exceeds promotion_margin. "
-                          "0: the point difference must exceed it."},
-    )
+    gate_bootstrap_samples: int = field(default=1000, metadata={"rule": NON_NEGATIVE, "help": (
+        "Paired resamples of the held-out problems (seeded by base.seed) behind the interval of challenger - "
+        "champion; promoted only when its lower bound exceeds promotion_margin. 0: the point difference decides.")})
     max_solutions_per_request: int = field(
         default=64, metadata={"rule": POSITIVE, "help": "Served model: more solutions in one request is a 400."}
     )
@@ -419,10 +431,13 @@ class RegisterParams:
                   "help": "What is registered and served: prm (models/prm alone) or combined (models/prm and "
                           "models/orm, score = combine weights; the response adds outcome_score)."},
     )
+    scorer: str = field(default="", metadata={"help": "An evaluate.scorers name: register that checkpoint instead "
+                                                      "of models/prm, gated on its scorer_<name>_* metrics."})
 
     def check(self) -> list[str]:
-        return unmet([(self.alias != self.challenger_alias,
-                       f"challenger_alias: must differ from alias {self.alias!r}")])
+        return unmet([(self.alias != self.challenger_alias, f"challenger_alias: must differ from alias {self.alias!r}"),
+                      (not (self.scorer and self.model_kind == "combined"),
+                       f"scorer: {self.scorer!r} is registered alone; model_kind must be prm")])
 
 
 def _source_problems(where: str, spec: dict) -> list[str]:

@@ -10,13 +10,14 @@ calibration error), first-error accuracy on erroneous and correct solutions and 
 best-of-N for N = 1, 2, 4, ... (the first N samples of each problem) under each aggregation
 beside pass@1, majority vote and oracle pass@N. The same numbers for the zero-shot verification
 prompt on the untrained base model and for the registry's champion go in the same report with
-the prefixes `zero_shot_` and `champion_`; `evaluate.external` files get `external_<name>_`.
+the prefixes `zero_shot_` and `champion_`, each `evaluate.scorers` PRM (any format public_prms.load_prm
+reads) gets `scorer_<name>_`; `evaluate.external` files get `external_<name>_`.
 
 The comparison (`compare_<scorer>_*`) puts the zero-shot verification prompt, the trained PRM, the
-trained ORM (models/orm) and the combined score (`combine` weights x the PRM's aggregate and the ORM's
-P(correct)) side by side on the same reported-part solutions: solution-level correctness AUROC,
-best-of-N at N = 1, 2, 4, ..., and, where a scorer has step scores, step AUROC and first-error F1
-(the ORM's per-tag scores are value estimates: `compare_orm_step_value_auroc`).
+`evaluate.scorers` PRMs, the trained ORM (models/orm) and the combined score (`combine` weights x the
+PRM's aggregate and the ORM's P(correct)) side by side on the same reported-part solutions: solution-level
+correctness AUROC, best-of-N at N = 1, 2, 4, ..., and, where a scorer has step scores, step AUROC and
+first-error F1 (the ORM's per-tag scores are value estimates: `compare_orm_step_value_auroc`).
 
 Each headline metric (the PRM's step AUROC, first-error F1 and best-of-N by N for `evaluate.aggregation` and
 majority vote; each scorer's comparison solution AUROC) gets a 95% interval, `<metric>_ci_low/_ci_high`, from a
@@ -270,9 +271,11 @@ def compare_scorers(rows: list[dict], compared: dict[str, Compared], validation_
 
 
 def comparison(prm: list[list[float]], prm_threshold: float, orm: list[list[float]], aggregation: str,
-               weights: CombineParams, zero_shot: tuple[list[list[float]], float] | None = None) -> dict[str, Compared]:
+               weights: CombineParams, zero_shot: tuple[list[list[float]], float] | None = None,
+               scorers: dict[str, tuple[list[list[float]], float]] | None = None) -> dict[str, Compared]:
     """The scorers of the comparison from their step scores (the ORM's: values at each tag) and the
-    first-error thresholds chosen for them; `zero_shot` is (its step scores, its threshold), if run.
+    first-error thresholds chosen for them; `zero_shot` is (its step scores, its threshold), if run, and
+    `scorers` the same for each `evaluate.scorers` PRM, by name.
 
     PRM and zero-shot solutions are scored by `aggregation` of their steps, the ORM by its last tag, and
     the combined score is `combine` of those two probabilities.
@@ -288,6 +291,8 @@ def comparison(prm: list[list[float]], prm_threshold: float, orm: list[list[floa
         compared["zero_shot"] = Compared(solution(steps, lambda s: aggregate(s, aggregation)), steps,
                                          threshold=threshold)
     compared["prm"] = Compared(prm_solution, prm, threshold=prm_threshold)
+    for name, (steps, threshold) in (scorers or {}).items():
+        compared[name] = Compared(solution(steps, lambda s: aggregate(s, aggregation)), steps, threshold=threshold)
     compared["orm"] = Compared(orm_solution, orm, step_metric="step_value_auroc")
     compared["combined"] = Compared(combined_solution(prm_solution, orm_solution, weights.process_weight,
                                                       weights.outcome_weight))
@@ -341,6 +346,7 @@ def main(params: Params) -> None:
     from prmflow.evaluation.report import summary_markdown, write_plots
     from prmflow.jsonl import read_jsonl, write_json
     from prmflow.model.modeling import ProcessRewardModel
+    from prmflow.model.public_prms import load_prm
     from prmflow.model.rewards import TrainedOutcomeRewardModel
     from prmflow.model.zero_shot import ZeroShotVerifier
     from prmflow.tracking import stage_run
@@ -390,8 +396,14 @@ def main(params: Params) -> None:
                 evaluations["champion"] = evaluate_solutions(rows, champion.score_batch(solutions, e.batch_size), e)
                 metrics |= baseline_metrics("champion", evaluations["champion"])
                 notes.append(f"champion: {where}.")
+        scorers = {}  # evaluate.scorers: (step scores, first-error threshold) of each other PRM, by name
+        for spec in e.scorers:
+            steps = load_prm(spec["path"], spec.get("format")).score_batch(solutions, e.batch_size)
+            evaluations[spec["name"]] = evaluate_solutions(rows, steps, e)
+            scorers[spec["name"]] = (steps, evaluations[spec["name"]].metrics["first_error_threshold"])
+            metrics |= baseline_metrics(f"scorer_{spec['name']}", evaluations[spec["name"]])
         compared = comparison(prm_scores, metrics["first_error_threshold"], orm_scores, e.aggregation, params.combine,
-                              zero_shot)
+                              zero_shot, scorers)
         weight = validated_process_weight(rows, compared["prm"].solution, compared["orm"].solution,
                                           e.validation_fraction)
         if weight is not None:  # what the configured `combine` weights would be if chosen on held-out data

@@ -19,6 +19,11 @@ COMPARED = ("zero_shot", "prm", "orm", "combined", "combined_validated")
 REFERENCES = {"majority": "majority vote", "pass_at_1": "pass@1 (random sample)", "oracle": "oracle pass@N"}
 
 
+def scorer_label(key: str) -> str:
+    """A scorer's name in plots and tables; an `evaluate.scorers` PRM keeps the name it was given."""
+    return LABELS.get(key, f"{key} (evaluate.scorers)")
+
+
 def write_plots(evaluations: dict, directory: Path) -> list[Path]:
     """roc.png, reliability.png, best_of_n.png under `directory`; returns their paths."""
     import matplotlib
@@ -33,7 +38,7 @@ def write_plots(evaluations: dict, directory: Path) -> list[Path]:
     ax.plot([0, 1], [0, 1], ls=":", color="grey", label="chance")
     for key, ev in evaluations.items():
         ax.plot([p["fpr"] for p in ev.roc], [p["tpr"] for p in ev.roc],
-                label=f"{LABELS[key]} (AUROC {ev.metrics['step_auroc']:.3f})")
+                label=f"{scorer_label(key)} (AUROC {ev.metrics['step_auroc']:.3f})")
     ax.set(xlabel='false positive rate ("-" steps scored "+")', ylabel='true positive rate ("+" steps)',
            title="Step-level ROC", xlim=(0, 1), ylim=(0, 1))
     ax.legend(loc="lower right", fontsize=8)
@@ -43,7 +48,7 @@ def write_plots(evaluations: dict, directory: Path) -> list[Path]:
     ax.plot([0, 1], [0, 1], ls=":", color="grey", label="perfect calibration")
     for key, ev in evaluations.items():
         ax.plot([b["confidence"] for b in ev.reliability], [b["accuracy"] for b in ev.reliability], marker="o",
-                label=f"{LABELS[key]} (ECE {ev.metrics['step_ece']:.3f})")
+                label=f"{scorer_label(key)} (ECE {ev.metrics['step_ece']:.3f})")
     ax.set(xlabel="mean predicted P(+) in bin", ylabel='observed share of "+" steps',
            title="Reliability diagram", xlim=(0, 1), ylim=(0, 1))
     ax.legend(loc="upper left", fontsize=8)
@@ -99,14 +104,14 @@ def comparison_markdown(metrics: dict[str, float]) -> list[str]:
              "| scorer | solution AUROC | " + " | ".join(f"best-of-{n}" for n in sizes)
              + " | step AUROC | first-error F1 |", "|---" * (len(sizes) + 4) + "|"]
     nan = float("nan")
-    for name in COMPARED:
-        if f"compare_{name}_solution_auroc" not in metrics:
-            continue
+    named = [k.removeprefix("compare_").removesuffix("_solution_auroc") for k in metrics
+             if k.startswith("compare_") and k.endswith("_solution_auroc")]
+    for name in [n for n in COMPARED if n in named] + [n for n in named if n not in COMPARED]:
         if f"compare_{name}_step_value_auroc" in metrics:  # the ORM: value estimates, labelled as such
             step = f"{_cell(metrics[f'compare_{name}_step_value_auroc'])} (values)"
         else:
             step = _cell(metrics.get(f"compare_{name}_step_auroc", nan))
-        lines.append(f"| {LABELS[name]} | {_estimate(metrics, f'compare_{name}_solution_auroc')} | "
+        lines.append(f"| {scorer_label(name)} | {_estimate(metrics, f'compare_{name}_solution_auroc')} | "
                      + " | ".join(_cell(metrics[f"compare_{name}_best_of_n_at_{n}"]) for n in sizes)
                      + f" | {step} | {_cell(metrics.get(f'compare_{name}_first_error_f1', nan))} |")
     for key, label in REFERENCES.items():
@@ -132,7 +137,7 @@ def summary_markdown(evaluations: dict, externals: dict[str, dict], notes: list[
     ]
     for key, ev in evaluations.items():
         m = ev.metrics
-        lines.append(f"| {LABELS[key]} | {_estimate(m, 'step_auroc')} | {_cell(m['step_ece'])} | "
+        lines.append(f"| {scorer_label(key)} | {_estimate(m, 'step_auroc')} | {_cell(m['step_ece'])} | "
                      f"{_cell(m['negative_f1'])} | {_estimate(m, 'first_error_f1')} ({m['first_error_threshold']:.3f}) "
                      f"| {_estimate(m, 'best_of_n_prm_min')} |")
     if metrics and "compare_solutions" in metrics:

@@ -1,12 +1,13 @@
 """Solution text to token ids: the prompt format shared by training and inference, and the tokenizer.
 
 The text is the problem, then each step rendered with `model.step_template` and followed by
-the step tag: a single special token. Every piece is encoded on its own and the ids are
-concatenated, so a step can never merge with its tag or its neighbour, and the number of tags
-always equals the number of labels. Truncation drops trailing steps whole and counts them; with
-`model.truncate_problem_left` a problem too long for its first step keeps its tail instead of
-dropping the example. The `PromptFormat` (tag and label ids, template, context) is saved as
-`prm_config.json` beside every trained model.
+the step tag: a single special token, or, when `model.base_model` is a Math-Shepherd-style checkpoint
+(formats.py), that checkpoint's own ` ки` (read at its last token) and its `+`/`-` label tokens.
+Every piece is encoded on its own and the ids are concatenated, so a step can never merge with its
+tag or its neighbour, and the number of tags always equals the number of labels. Truncation drops
+trailing steps whole and counts them; with `model.truncate_problem_left` a problem too long for its
+first step keeps its tail instead of dropping the example. The `PromptFormat` (tag and label ids,
+template, context) is saved as `prm_config.json` beside every trained model.
 
 Scoring (`encode_candidate`) differs from training data (`encode_solution`) in one place only: a
 step longer than all the room the problem leaves, which no dropping of earlier steps could make fit
@@ -23,8 +24,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from prmflow.config import ModelParams
+from prmflow.model.formats import PRM_CONFIG, MATH_SHEPHERD_TAG, label_token_id, recognised_format
 
-PRM_CONFIG = "prm_config.json"
 COUNTS_FILE = "counts.json"  # in data/tokenized: what truncation dropped, per split
 MIN_CUT_TOKENS = 8  # a step cut inside keeps at least this many tokens (its tag included), else it is left out
 SPECIAL_TOKENS = {"pad_token": "<pad>", "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"}
@@ -44,6 +45,7 @@ class PromptFormat:
     negative_id: int
     bos_id: int | None = None
     truncate_problem_left: bool = False
+    tag_lead_ids: tuple[int, ...] = ()  # a multi-token tag's ids before its last one (where labels are read)
 
     def render_step(self, index: int, step: str) -> str:
         return self.step_template.format(i=index + 1, step=step)
@@ -61,7 +63,7 @@ class Encoded:
 
 def _step_ids(tokenizer, fmt: PromptFormat, index: int, step: str) -> list[int]:
     piece = ("\n" if index else "") + fmt.render_step(index, step)
-    return tokenizer.encode(piece, add_special_tokens=False) + [fmt.step_tag_id]
+    return tokenizer.encode(piece, add_special_tokens=False) + [*fmt.tag_lead_ids, fmt.step_tag_id]
 
 
 def _encode(tokenizer, fmt: PromptFormat, problem: str, steps: list[str], cut_long_steps: bool) -> Encoded:
@@ -186,7 +188,8 @@ def gguf_kwargs(params: ModelParams) -> dict:
 
 
 def prepare_tokenizer(params: ModelParams, corpus: list[str]):
-    """The base tokenizer (corpus-trained for `builtin`) with the step tag added as one special token."""
+    """The base tokenizer (corpus-trained for `builtin`) with the step tag added as one special token; a
+    Math-Shepherd-style base keeps its own tag (`prompt_format`) and gets nothing added."""
     from tokenizers import AddedToken
     from transformers import AutoTokenizer
 
@@ -196,8 +199,42 @@ def prepare_tokenizer(params: ModelParams, corpus: list[str]):
         tokenizer = AutoTokenizer.from_pretrained(params.base_model, **gguf_kwargs(params))
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
+        if base_format(params, tokenizer) == "math_shepherd":
+            return tokenizer
     tokenizer.add_tokens([AddedToken(params.step_tag, special=True, normalized=False)], special_tokens=True)
     return tokenizer
+
+
+def base_format(params: ModelParams, tokenizer) -> str | None:
+    """The public PRM format (formats.py) of a local `model.base_model` checkpoint; None for `builtin`, GGUF
+    and hub names. A token-classification (TRL) checkpoint is refused: training here reads LM-head logits."""
+    if params.base_model == "builtin" or params.gguf_file or not Path(params.base_model, "config.json").is_file():
+        return None
+    found = recognised_format(params.base_model, tokenizer)
+    if found == "trl":
+        raise ValueError(f"model.base_model: {params.base_model} is a token-classification PRM (TRL PRMTrainer); "
+                         f"prmflow fine-tunes causal LMs only: score it with evaluate.scorers instead")
+    return found
+
+
+def tag_ids_in_context(tokenizer, tag: str) -> list[int]:
+    """The ids ` {tag}` becomes after other text (`▁ки` for sentencepiece, `Ġки` byte-level): what follows
+    the ids of a newline in the encoding of a newline, a space and the tag."""
+    anchor = tokenizer.encode("\n", add_special_tokens=False)
+    ids = tokenizer.encode("\n " + tag, add_special_tokens=False)
+    return ids[len(anchor):] if ids[: len(anchor)] == anchor else tokenizer.encode(" " + tag, add_special_tokens=False)
+
+
+def math_shepherd_format(tokenizer, params: ModelParams) -> PromptFormat:
+    """A Math-Shepherd-style checkpoint's own format: ` ки` after each step, read at its last token, and the
+    label tokens as its reference code reads them (formats.label_token_id)."""
+    tag_ids = tag_ids_in_context(tokenizer, MATH_SHEPHERD_TAG)
+    return PromptFormat(
+        step_tag=" " + MATH_SHEPHERD_TAG, step_template=params.step_template, positive_token=params.positive_token,
+        negative_token=params.negative_token, max_length=params.max_length, step_tag_id=tag_ids[-1],
+        positive_id=label_token_id(tokenizer, params.positive_token),
+        negative_id=label_token_id(tokenizer, params.negative_token), bos_id=tokenizer.bos_token_id,
+        truncate_problem_left=params.truncate_problem_left, tag_lead_ids=tuple(tag_ids[:-1]))
 
 
 def single_token_id(tokenizer, token: str, field: str) -> int:
@@ -218,6 +255,8 @@ def single_token_id(tokenizer, token: str, field: str) -> int:
 
 
 def prompt_format(tokenizer, params: ModelParams) -> PromptFormat:
+    if base_format(params, tokenizer) == "math_shepherd":
+        return math_shepherd_format(tokenizer, params)
     return PromptFormat(
         step_tag=params.step_tag,
         step_template=params.step_template,
@@ -237,4 +276,5 @@ def save_prompt_format(fmt: PromptFormat, directory: str | Path) -> None:
 
 
 def load_prompt_format(directory: str | Path) -> PromptFormat:
-    return PromptFormat(**json.loads(Path(directory, PRM_CONFIG).read_text()))
+    fields = json.loads(Path(directory, PRM_CONFIG).read_text())
+    return PromptFormat(**fields | {"tag_lead_ids": tuple(fields.get("tag_lead_ids", ()))})

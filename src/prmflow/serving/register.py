@@ -4,7 +4,10 @@
 
 `register.model_kind: combined` logs the trained ORM (models/orm) beside the PRM, with the `combine`
 weights: the served response then adds `outcome_score` and `score` is the weighted combination
-(serving.py). The gate is the same for both kinds: metrics of the PRM's step scores.
+(serving.py). The gate is the same for both kinds: metrics of the PRM's step scores. `register.scorer`
+names an `evaluate.scorers` checkpoint (a public PRM) to register instead of models/prm: its
+`scorer_<name>_*` metrics stand in for the PRM's in the tags and the served threshold; the gate scores
+the registered version itself, whatever it holds.
 
 Every new version of `register.model_name` gets the alias `register.challenger_alias` and
 tags that trace it (git commit, DVC hashes of its data, params, stage run ids, metrics, the
@@ -45,11 +48,12 @@ def requirements() -> list[str]:
     return [f"{name}=={version(name).split('+')[0]}" for name in SERVING_PACKAGES]
 
 
-def serving_model_config(params: Params, metrics: dict) -> dict:
+def serving_model_config(params: Params, metrics: dict, prm_format: str = "") -> dict:
     """The served model's config; its first-error threshold is the one evaluate chose on the validation half."""
     from prmflow.serving.scorer import ServingConfig
 
     return dataclasses.asdict(ServingConfig(
+        prm_format=prm_format,
         threshold=metrics.get("first_error_threshold", params.evaluate.threshold),
         max_solutions_per_request=params.register.max_solutions_per_request,
         max_steps_per_request=params.register.max_steps_per_request,
@@ -83,6 +87,21 @@ def log_prm(model_dir: str | Path, model_config: dict, registered_model_name: st
         pip_requirements=requirements(),
         registered_model_name=registered_model_name,
     )
+
+
+def registered_checkpoint(params: Params, metrics: dict) -> tuple[Path, str, dict]:
+    """(model directory, its public_prms format or "" to detect, its metrics without prefix): models/prm and
+    metrics.json as written, or the `evaluate.scorers` entry named by `register.scorer` and its scorer_<name>_*."""
+    name = params.register.scorer
+    if not name:
+        return Path(params.base.models_dir) / "prm", "", metrics
+    spec = next((s for s in params.evaluate.scorers if s["name"] == name), None)
+    prefix = f"scorer_{name}_"
+    if spec is None or not any(k.startswith(prefix) for k in metrics):
+        raise KeyError(f"register.scorer: {name!r} is not an evaluate.scorers entry with {prefix}* metrics in "
+                       f"reports/metrics.json (add it there and run `prmflow evaluate` first)")
+    return Path(spec["path"]), spec.get("format", ""), {k[len(prefix):]: v for k, v in metrics.items()
+                                                        if k.startswith(prefix)}
 
 
 def gate_comparison(rows: list[dict], challenger: list[list[float]], champion: list[list[float]],
@@ -157,8 +176,9 @@ def main(params: Params) -> None:
     name = params.register.model_name
     models = Path(params.base.models_dir)
     outcome_dir = models / "orm" if params.register.model_kind == "combined" else None
+    model_dir, prm_format, metrics = registered_checkpoint(params, metrics)
     with stage_run(params.base, "register", params.register) as run:
-        info = log_prm(models / "prm", serving_model_config(params, metrics), name, outcome_dir)
+        info = log_prm(model_dir, serving_model_config(params, metrics, prm_format), name, outcome_dir)
         version = str(info.registered_model_version)
         client = MlflowClient()
         heldout_md5 = file_md5(heldout)
@@ -169,6 +189,7 @@ def main(params: Params) -> None:
         tags = lineage_tags(commit, dvc_hashes("dvc.lock", (params.base.data_dir, params.base.models_dir)),
                             sections, run_ids, metrics, heldout_md5)
         tags["model_kind"] = params.register.model_kind
+        tags["checkpoint"] = str(model_dir)  # models/prm, or the evaluate.scorers path of register.scorer
         for key, value in tags.items():
             client.set_model_version_tag(name, version, key, value)
         rows = read_jsonl(heldout, required=("problem_id", "problem", "steps", "labels", "first_error", "correct"))

@@ -14,7 +14,9 @@ split (requests.split_text) and the prediction says how (`steps`, `split`). `has
 whether the text states a final answer (data.answers.extract_final_answer); `score` does not depend
 on it: the rule for best-of-N, here and in evaluate, is to rank by (has_final_answer, score).
 
-A combined model (`register.model_kind: combined`) carries the trained ORM beside the PRM: each
+The model directory is any format prmflow.model.public_prms reads (its own trained PRM, or a public
+checkpoint registered with `register.scorer`); the contract is the same. A combined model
+(`register.model_kind: combined`) carries the trained ORM beside the PRM: each
 prediction adds `outcome_score` (the ORM's P(correct) at the last scored step) and `score` becomes
 process_weight * aggregate(step_scores) + outcome_weight * outcome_score; `step_scores` and
 `first_error` stay the PRM's.
@@ -75,6 +77,7 @@ class ServingConfig:
     batch_size: int = 32
     process_weight: float = 0.7  # a combined model only: score = process_weight * aggregate + outcome_weight * ORM
     outcome_weight: float = 0.3
+    prm_format: str = ""  # the model directory's public_prms format; "" = detected from the directory
 
     @classmethod
     def from_model_config(cls, config: dict | None) -> ServingConfig:
@@ -144,15 +147,12 @@ class Scorer:
     def score(self, solutions: list[Solution], aggregation: str = DEFAULT_AGGREGATION) -> list[Prediction]:
         all_steps = check_request(solutions, aggregation, self.config)
         pairs = [(s.problem, steps) for s, steps in zip(solutions, all_steps)]
-        encoded = self.prm.encode(pairs)
-        all_scores = self.prm.score_batch(pairs, self.config.batch_size, encoded)
+        all_scores, details = self._score_pairs(pairs)
         outcomes = self.outcome.outcome_batch(pairs, self.config.batch_size) if self.outcome else None
         predictions = []
-        for index, (solution, scores, enc) in enumerate(zip(solutions, all_scores, encoded)):
+        for index, (solution, scores, detail) in enumerate(zip(solutions, all_scores, details)):
             fields = {"step_scores": scores, "score": None, "first_error": None, "scored_steps": len(scores),
-                      "truncated_steps": enc.truncated_steps, "dropped_steps": enc.dropped_steps,
-                      "has_final_answer": extract_final_answer("\n".join(pairs[index][1])) is not None,
-                      "reason": enc.reason}
+                      **detail, "has_final_answer": extract_final_answer("\n".join(pairs[index][1])) is not None}
             if solution.text is not None:
                 fields |= {"steps": pairs[index][1], "split": split_text(solution.text)[1]}
             if scores:
@@ -171,15 +171,30 @@ class Scorer:
         return predictions
 
 
+    def _score_pairs(self, pairs: list[tuple[str, list[str]]]) -> tuple[list[list[float]], list[dict]]:
+        """Step scores and, per solution, what was cut, dropped or unscorable (`truncated_steps`,
+        `dropped_steps`, `reason`). prmflow's own PRM encodes candidates itself and says exactly; a public
+        format (public_prms) gives scores only, so what it left out is counted from them."""
+        if hasattr(self.prm, "encode"):
+            encoded = self.prm.encode(pairs)
+            scores = self.prm.score_batch(pairs, self.config.batch_size, encoded)
+            return scores, [{"truncated_steps": e.truncated_steps, "dropped_steps": e.dropped_steps,
+                             "reason": e.reason} for e in encoded]
+        scores = self.prm.score_batch(pairs, self.config.batch_size)
+        return scores, [{"truncated_steps": [], "dropped_steps": len(steps) - len(s),
+                         "reason": None if s else "the problem and first step do not fit the model context"}
+                        for (_, steps), s in zip(pairs, scores)]
+
+
 class PRMPyfunc(mlflow.pyfunc.PythonModel):
     def load_context(self, context):
-        from prmflow.model.modeling import ProcessRewardModel
+        from prmflow.model.public_prms import load_prm
         from prmflow.model.rewards import TrainedOutcomeRewardModel
         from prmflow.serving.http_guard import install
 
         outcome_dir = context.artifacts.get(OUTCOME_ARTIFACT)
         config = ServingConfig.from_model_config(context.model_config)
-        self.scorer = Scorer(ProcessRewardModel(context.artifacts["model_dir"]), config,
+        self.scorer = Scorer(load_prm(context.artifacts["model_dir"], config.prm_format or None), config,
                              TrainedOutcomeRewardModel(outcome_dir) if outcome_dir else None)
         install(lambda data, content_type: check_body(data, content_type, config))  # in a scoring server only
 
@@ -217,11 +232,12 @@ def load_scorer(model: str, threshold: float | None = None, metrics_path: str | 
 
     A model URI is loaded through MLflow exactly as the server loads it, with the serving config
     stored beside it (its threshold: the one evaluate chose); a directory takes `threshold`, else
-    `directory_threshold(model, metrics_path)`. `Scorer.threshold_source` says which applied.
+    `directory_threshold(model, metrics_path)`; its format (public_prms) is detected. `Scorer.threshold_source`
+    says which threshold applied.
     """
     if ":/" in model:
         return mlflow.pyfunc.load_model(model).unwrap_python_model().scorer
-    from prmflow.model.modeling import ProcessRewardModel
+    from prmflow.model.public_prms import load_prm
 
     chosen, source = (threshold, "--threshold") if threshold is not None else directory_threshold(model, metrics_path)
-    return Scorer(ProcessRewardModel(model), ServingConfig(threshold=chosen), threshold_source=source)
+    return Scorer(load_prm(model), ServingConfig(threshold=chosen), threshold_source=source)
