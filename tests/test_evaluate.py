@@ -2,15 +2,18 @@
 
 import json
 import math
+import random
 from pathlib import Path
 
 import pytest
 
 from prmflow.config import CombineParams, ConfigError, EvaluateParams, ModelParams, params_from_dict
+from prmflow.evaluation.bootstrap import bootstrap_interval
 from prmflow.evaluation.evaluate import (
-    compare_scorers, comparison, evaluate_external, evaluate_solutions, in_validation, read_external,
-    validated_process_weight,
+    compare_scorers, comparison, evaluate_external, evaluate_solutions, headline_resampled, in_validation,
+    read_external, resampled_metrics, validated_process_weight,
 )
+from prmflow.sections import GATE_METRICS
 
 from tiny_models import build_public_prm, build_tiny_orm, build_tiny_prm, log_version, tracking_store
 
@@ -105,6 +108,27 @@ def test_validated_process_weight_is_the_best_solution_auroc_on_the_validation_p
     # 0 < w < 0.79, so the grid's largest such weight wins.
     assert validated_process_weight(rows, prm, orm, validation_fraction=0.5) == 0.7
     assert validated_process_weight(rows[:1] + rows[3:], prm[:1] + prm[3:], orm[:1] + orm[3:], 0.5) is None
+
+
+def test_resampled_metrics_at_weight_one_are_the_reported_metrics_exactly(labeled_rows):
+    rng = random.Random(5)
+    scores = [[rng.choice([0.2, 0.4, 0.5, 0.6, 0.8, 0.9]) for _ in row["steps"]] for row in labeled_rows]
+    params = EvaluateParams(threshold=0.5, validation_fraction=0.5)
+    reported = evaluate_solutions(labeled_rows, scores, params).metrics
+    resampled = resampled_metrics(labeled_rows, scores, params)
+    assert {"step_auroc", "step_accuracy", "negative_f1", "first_error_f1", "best_of_n_prm_min", "best_of_n_majority",
+            "best_of_n_prm_last_at_1", "best_of_n_majority_at_2"} <= set(resampled)
+    assert set(GATE_METRICS) <= set(resampled)  # the gate can test any metric it may be set to
+    for name, r in resampled.items():
+        assert r.point() == reported[name], name
+        assert len(set(r.problems)) == len({row["problem_id"] for row in labeled_rows
+                                             if not in_validation(row["problem_id"], 0.5)}), name
+    low, high = bootstrap_interval(resampled["step_auroc"], 200, seed=0)
+    assert low < reported["step_auroc"] < high
+    headline = headline_resampled(labeled_rows, scores, EvaluateParams(aggregation="prod"))
+    assert {k for k in headline if not k.startswith("best_of_n_prm_prod")} == {
+        "step_auroc", "first_error_f1", "best_of_n_majority", "best_of_n_majority_at_1", "best_of_n_majority_at_2",
+        "best_of_n_majority_at_3"}
 
 
 def test_answer_agreement_counts_problems_where_two_samples_agree():
@@ -248,6 +272,10 @@ def test_stage_writes_metrics_plots_summary_and_adds_the_champion_when_there_is_
         assert {"compare_prm_step_auroc", "compare_zero_shot_step_auroc", "compare_orm_step_value_auroc"} <= set(
             metrics)
         assert metrics["compare_solutions"] == metrics["test_solutions"]  # every scorer scored every solution
+        for key in ("step_auroc", "first_error_f1", "best_of_n_prm_min_at_1", "best_of_n_majority_at_3",
+                    "best_of_n_prm_min", "compare_orm_solution_auroc", "compare_combined_solution_auroc"):
+            assert metrics[f"{key}_ci_low"] <= metrics[key] <= metrics[f"{key}_ci_high"], key
+        assert "best_of_n_prm_mean_at_1_ci_low" not in metrics  # intervals for the configured aggregation only
         for key in ("step_auroc", "first_error_f1", "first_error_threshold", "best_of_n_prm_min"):
             assert metrics[f"scorer_own_{key}"] == metrics[key], key
         for key in ("solution_auroc", "step_auroc", "first_error_f1", "best_of_n_at_2"):
@@ -260,6 +288,8 @@ def test_stage_writes_metrics_plots_summary_and_adds_the_champion_when_there_is_
         assert "| trained ORM |" in summary and "| combined PRM + ORM |" in summary and "(values)" in summary
         assert summary.count("| shepherd (evaluate.scorers) |") == 2  # the scorers table and the comparison
         assert "ORM: its solution score is P(+) at the last step tag" in summary and "External set `pb`" in summary
+        assert f"| trained PRM | {metrics['step_auroc']:.3f} [{metrics['step_auroc_ci_low']:.3f}, " in summary
+        assert "95% interval of a bootstrap over the reported problems" in summary
         curve = json.loads((reports / "plots" / "best_of_n.json").read_text())
         assert [row["n"] for row in curve] == [1, 2, 3]
         for name in ("roc", "reliability", "best_of_n"):

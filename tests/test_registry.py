@@ -8,22 +8,25 @@ import pytest
 import yaml
 
 from conftest import REPO
-from prmflow.config import EvaluateParams, RegisterParams
-from prmflow.serving.register import gate_new_version, rescore_on
+from prmflow.config import BaseParams, Params, RegisterParams
+from prmflow.evaluation.evaluate import evaluate_scores
+from prmflow.serving.register import gate_new_version, step_scores_of
 from prmflow.serving.registry import (
     alias_version, dvc_hashes, dvc_md5, file_md5, gate, git_commit, lineage_paths, lineage_tags, promote,
 )
 from tiny_models import build_tiny_prm, log_version, tracking_store
 
 
-def test_gate_promotes_only_a_challenger_that_beats_the_champion_by_the_margin():
-    assert gate(0.50, None, 0.01).promote
-    assert gate(0.62, 0.60, 0.01).promote
-    assert not gate(0.605, 0.60, 0.01).promote  # better, but within the margin
-    assert not gate(0.55, 0.60, 0.0).promote
-    assert not gate(0.60, 0.60, 0.0).promote
-    assert not gate(math.nan, 0.60, 0.0).promote
-    assert "does not beat the champion's 0.6000" in gate(0.55, 0.60, 0.0, "first_error_f1").reason
+def test_gate_promotes_only_when_the_whole_interval_clears_the_margin():
+    assert gate(None, 0.01).promote
+    assert gate((0.05, 0.02, 0.08), 0.01).promote
+    assert not gate((0.05, 0.005, 0.09), 0.01).promote  # better on average, but the interval reaches the margin
+    assert not gate((0.20, -0.01, 0.41), 0.01).promote  # a large difference that noise could make
+    assert not gate((0.0, 0.0, 0.0), 0.0).promote       # an identical retrain
+    assert not gate((math.nan, math.nan, math.nan), 0.0).promote
+    assert gate((0.05, 0.02, 0.08), 0.01, "first_error_f1").reason == (
+        "first_error_f1 challenger - champion +0.0500 (95% interval [+0.0200, +0.0800]): its lower bound is above "
+        "the margin 0.01")
 
 
 def dvc_data_md5(path) -> str:
@@ -151,32 +154,6 @@ def holder(client, alias: str) -> str:
     return str(alias_version(client, "prm", alias).version)
 
 
-def never_rescore(version: str) -> dict:
-    raise AssertionError(f"version {version} was measured on the same held-out set: no rescoring needed")
-
-
-def test_worse_challenger_is_not_promoted_and_a_better_one_is(registry):
-    client, new_version, params = registry["client"], registry["new_version"], RegisterParams(promotion_margin=0.01)
-    first = new_version("heldout1", {"first_error_f1": 0.60})
-    decision = gate_new_version(client, params, first, {"first_error_f1": 0.60}, "heldout1", never_rescore, "test")
-    assert decision["promoted"] and decision["reason"] == "no current champion"
-
-    worse = new_version("heldout1", {"first_error_f1": 0.55})
-    decision = gate_new_version(client, params, worse, {"first_error_f1": 0.55}, "heldout1", never_rescore, "test")
-    assert not decision["promoted"] and decision["champion_version"] == int(first)
-    assert json.loads(json.dumps(decision)) == decision  # what reports/registry.json records
-    assert decision["gate"]["champion"] == pytest.approx(0.60) and not decision["gate"]["champion_rescored"]
-    assert holder(client, "champion") == first
-    assert holder(client, "challenger") == worse
-
-    better = new_version("heldout1", {"first_error_f1": 0.70})
-    decision = gate_new_version(client, params, better, {"first_error_f1": 0.70}, "heldout1", never_rescore, "test")
-    assert decision["promoted"] and decision["previous_champion_version"] == int(first)
-    champion = alias_version(client, "prm", "champion")
-    assert str(champion.version) == better and champion.tags["champion.previous"] == first
-    assert champion.tags["champion.set_by"] == "test" and "beats the champion's 0.6000" in champion.tags["champion.reason"]
-
-
 def heldout_rows() -> list[dict]:
     """A small labeled held-out set: per problem, one right and one wrong solution."""
     rows = []
@@ -191,21 +168,37 @@ def heldout_rows() -> list[dict]:
     return rows
 
 
-def test_champion_from_another_heldout_set_is_rescored_on_the_current_one(registry):
-    from prmflow.config import Params
-    from prmflow.evaluation.evaluate import evaluate_scores
+def test_first_version_is_promoted_then_an_identical_one_or_noise_is_not(registry):
+    """The gate scores both registered versions on the current held-out rows and tags what it decided."""
     from prmflow.model.modeling import ProcessRewardModel
 
-    client, new_version = registry["client"], registry["new_version"]
-    promote(client, "prm", new_version("old-heldout", {"first_error_f1": 0.99}), "champion", "test", "setup")
-    rows, params = heldout_rows(), Params(evaluate=EvaluateParams(threshold=0.5))
-    challenger = new_version("new-heldout", {"first_error_f1": 0.0})
-    decision = gate_new_version(client, params.register, challenger, {"first_error_f1": 0.0}, "new-heldout",
-                                rescore_on(rows, params), "test")
-    prm = ProcessRewardModel(registry["root"] / "model")
+    client, new_version, root = registry["client"], registry["new_version"], registry["root"]
+    rows = heldout_rows()
+    params = Params(base=BaseParams(seed=3), register=RegisterParams(promotion_margin=0.0))
+    first = new_version("heldout1", {"first_error_f1": 0.60})
+    decision = gate_new_version(client, params, first, step_scores_of(rows, params), rows, "heldout1", "test")
+    assert decision["promoted"] and decision["reason"] == "no current champion"
+    assert decision["gate"]["champion_version"] is None and "difference" not in decision["gate"]
+
+    same = new_version("heldout1", {"first_error_f1": 0.60})  # the same weights registered again
+    decision = gate_new_version(client, params, same, step_scores_of(rows, params), rows, "heldout1", "test")
+    assert not decision["promoted"] and decision["champion_version"] == int(first)
+    assert (decision["gate"]["difference"], decision["gate"]["ci_low"], decision["gate"]["ci_high"]) == (0, 0, 0)
+    assert json.loads(json.dumps(decision)) == decision  # what reports/registry.json records
+    prm = ProcessRewardModel(root / "model")  # the champion measured afresh on these rows, not its tags
     expected = evaluate_scores(rows, prm.score_batch([(r["problem"], r["steps"]) for r in rows]), params.evaluate)
-    assert decision["gate"]["champion_rescored"]
-    assert decision["gate"]["champion"] == pytest.approx(expected["first_error_f1"])  # not the stale 0.99
+    assert decision["gate"]["champion"] == expected["first_error_f1"] == decision["gate"]["challenger"]
+    tags = client.get_model_version("prm", same).tags
+    assert (tags["gate.promoted"], tags["gate.difference"], tags["gate.ci_low"], tags["gate.champion_version"]) == (
+        "False", "0.0", "0.0", first)
+    assert tags["gate.reason"] == decision["reason"] and "its lower bound is not above the margin 0.0" in tags[
+        "gate.reason"]
+    assert holder(client, "champion") == first and holder(client, "challenger") == same
+
+    other = log_version(build_tiny_prm(root / "other", seed=1))  # another random model, on 4 problems
+    decision = gate_new_version(client, params, other, step_scores_of(rows, params), rows, "heldout1", "test")
+    assert decision["gate"]["ci_low"] <= 0 <= decision["gate"]["ci_high"] and not decision["promoted"]
+    assert holder(client, "champion") == first
 
 
 def test_promote_and_rollback_commands_move_the_champion_and_record_why(registry, tmp_path, capsys):

@@ -78,10 +78,12 @@ def build_tiny_orm(directory: Path, seed: int, max_length: int = 192) -> Path:
     return directory
 
 
-def train_tiny_model(labeled_rows: list[dict], directory: Path, target: str | None = None) -> dict:
+def train_tiny_model(labeled_rows: list[dict], directory: Path, target: str | None = None, epochs: float = 3,
+                     learning_rate: float = 3e-3) -> dict:
     """A real tiny training run on `labeled_rows`, saved to `directory` as the train stage saves.
 
-    `target` is a train.TARGETS name (default: train.label_type, so the PRM); returns the parameters
+    `target` is a train.TARGETS name (default: train.label_type, so the PRM); `epochs` and `learning_rate` as
+    train.* (the gate tests train one model briefly and one longer); returns the parameters
     before training, the model, the trainer (its loss history), the tokenized rows and the directory.
     """
     import datasets
@@ -96,7 +98,7 @@ def train_tiny_model(labeled_rows: list[dict], directory: Path, target: str | No
     torch.manual_seed(0)
     model_params = ModelParams(vocab_size=300, max_length=2048, hidden_size=32, num_layers=1, num_heads=2,
                                intermediate_size=64)
-    params = Params(model=model_params, train=TrainParams(epochs=3, batch_size=8, learning_rate=3e-3))
+    params = Params(model=model_params, train=TrainParams(epochs=epochs, batch_size=8, learning_rate=learning_rate))
     tokenizer = prepare_tokenizer(model_params, corpus_texts(labeled_rows, model_params))
     fmt = prompt_format(tokenizer, model_params)
     rows, _ = tokenize_rows(tokenizer, fmt, labeled_rows)

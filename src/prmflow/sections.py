@@ -367,6 +367,9 @@ class EvaluateParams:
     champion_baseline: bool = field(
         default=True, metadata={"help": "Also score the registry's current champion, when there is one."}
     )
+    bootstrap_samples: int = field(default=1000, metadata={"rule": NON_NEGATIVE, "help": (
+        "Resamples of the reported problems (with replacement, seeded by base.seed) behind the 95% interval of "
+        "each headline metric (`<metric>_ci_low/_ci_high`); 0: no intervals.")})
     external: list[dict] = field(
         default_factory=list,
         metadata={"help": "Extra held-out files, each reported as its own section: {name, path, format: "
@@ -399,12 +402,17 @@ class RegisterParams:
     gate_metric: str = field(
         default="first_error_f1",
         metadata={"choices": GATE_METRICS,
-                  "help": "reports/metrics.json key (higher is better) that decides promotion."},
+                  "help": "Metric (higher is better) whose challenger - champion difference on the same held-out "
+                          "problems decides promotion."},
     )
     promotion_margin: float = field(
         default=0.01, metadata={"rule": FRACTION,
-                                "help": "The challenger must beat the champion's gate metric by more than this."}
+                                "help": "The lower bound of the 95% interval of challenger - champion (gate "
+                                        "metric) must exceed this."}
     )
+    gate_bootstrap_samples: int = field(default=1000, metadata={"rule": NON_NEGATIVE, "help": (
+        "Paired resamples of the held-out problems (seeded by base.seed) behind the interval of challenger - "
+        "champion; promoted only when its lower bound exceeds promotion_margin. 0: the point difference decides.")})
     max_solutions_per_request: int = field(
         default=64, metadata={"rule": POSITIVE, "help": "Served model: more solutions in one request is a 400."}
     )

@@ -19,6 +19,10 @@ PRM's aggregate and the ORM's P(correct)) side by side on the same reported-part
 correctness AUROC, best-of-N at N = 1, 2, 4, ..., and, where a scorer has step scores, step AUROC and
 first-error F1 (the ORM's per-tag scores are value estimates: `compare_orm_step_value_auroc`).
 
+Each headline metric (the PRM's step AUROC, first-error F1 and best-of-N by N for `evaluate.aggregation` and
+majority vote; each scorer's comparison solution AUROC) gets a 95% interval, `<metric>_ci_low/_ci_high`, from a
+bootstrap over the reported problems (bootstrap.py; `evaluate.bootstrap_samples` draws seeded by base.seed).
+
 Writes `reports/metrics.json` (flat, for `dvc metrics diff`), `reports/plots/{roc,reliability,
 best_of_n}.json` (DVC plots), PNG plots and `reports/summary.md` (eval_report.py), and logs them
 to MLflow.
@@ -29,9 +33,14 @@ from __future__ import annotations
 import hashlib
 from collections import defaultdict
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
-from prmflow.config import EXTERNAL_FORMATS, CombineParams, EvaluateParams, Params
+from prmflow.config import CombineParams, EvaluateParams, Params
+from prmflow.evaluation.bootstrap import (
+    Resampled, intervals, weighted_auroc, weighted_binary_f1, weighted_first_error_f1, weighted_mean,
+)
+from prmflow.evaluation.inputs import load_champion, read_external
 from prmflow.evaluation.metrics import (
     auroc, best_of_n_curve, choose_threshold, expected_calibration_error, first_error_f1, powers_of_two_up_to,
     reliability_bins, roc_points, step_metrics,
@@ -125,8 +134,9 @@ def best_of_n_metrics(table: dict[int, dict[str, float]]) -> dict[str, float]:
     return metrics | {"best_of_n_n": largest}
 
 
-def evaluate_solutions(rows: list[dict], scores: list[list[float]], params: EvaluateParams) -> Evaluation:
-    """All metrics of one scorer from the rollouts and their step scores (unscored solutions are skipped).
+def reported_part(rows: list[dict], scores: list[list[float]], params: EvaluateParams) -> tuple[list, list, float,
+                                                                                               float]:
+    """(validation pairs, reported pairs, first-error threshold, its validation F1) of the scored solutions.
 
     With too few problems for both parts the whole set is reported with the fixed `threshold`.
     """
@@ -136,8 +146,13 @@ def evaluate_solutions(rows: list[dict], scores: list[list[float]], params: Eval
     if validation and test:
         threshold, validation_f1 = choose_threshold([s for _, s in validation],
                                                     [scored_first_error(r, s) for r, s in validation])
-    else:
-        test, validation, threshold, validation_f1 = scored, [], params.threshold, float("nan")
+        return validation, test, threshold, validation_f1
+    return [], scored, params.threshold, float("nan")
+
+
+def evaluate_solutions(rows: list[dict], scores: list[list[float]], params: EvaluateParams) -> Evaluation:
+    """All metrics of one scorer from the rollouts and their step scores (unscored solutions are skipped)."""
+    validation, test, threshold, validation_f1 = reported_part(rows, scores, params)
     flat_scores = [x for _, s in test for x in s]
     labels = [label for row, s in test for label in row["labels"][: len(s)]]
     positives = [label == "+" for label in labels]
@@ -148,11 +163,52 @@ def evaluate_solutions(rows: list[dict], scores: list[list[float]], params: Eval
     metrics |= {"first_error_threshold": threshold, "first_error_validation_f1": validation_f1}
     table = best_of_n_table(test)
     metrics |= best_of_n_metrics(table) | answer_agreement(test)
-    metrics |= {"solutions": len(scored), "validation_solutions": len(validation), "test_solutions": len(test),
-                "test_steps": len(flat_scores), "unscored_solutions": len(rows) - len(scored),
+    metrics |= {"solutions": len(validation) + len(test), "validation_solutions": len(validation),
+                "test_solutions": len(test), "test_steps": len(flat_scores),
+                "unscored_solutions": len(rows) - len(validation) - len(test),
                 "test_solutions_without_final_answer": sum(not has_final_answer(r) for r, _ in test)}
     return Evaluation(metrics, roc_points(flat_scores, positives),
                       reliability_bins(flat_scores, positives, params.calibration_bins), table)
+
+
+def resampled_metrics(rows: list[dict], scores: list[list[float]], params: EvaluateParams) -> dict[str, Resampled]:
+    """The metrics of `evaluate_solutions` that a bootstrap over problems recomputes (bootstrap.py), as functions
+    of resampling weights on the reported part: step AUROC, accuracy and `-` F1 (a unit per step), first-error
+    F1 (per solution), best-of-N of each aggregation and majority vote (per problem: `best_of_n_<method>_at_<N>`
+    and, at the largest N, the plain names). With weights of 1 each is the reported number.
+    """
+    _, test, threshold, _ = reported_part(rows, scores, params)
+    steps = [(str(r["problem_id"]), x, label == "+") for r, s in test for x, label in zip(s, r["labels"])]
+    step_problems, flat, positives = [p for p, _, _ in steps], [x for _, x, _ in steps], [p for *_, p in steps]
+    below = [x < params.threshold for x in flat]
+    found = {"step_auroc": Resampled(step_problems, partial(weighted_auroc, flat, positives)),
+             "step_accuracy": Resampled(step_problems, partial(weighted_mean, [b != p for b, p in zip(below,
+                                                                                                     positives)])),
+             "negative_f1": Resampled(step_problems, partial(weighted_binary_f1, below, [not p for p in positives])),
+             "first_error_f1": Resampled([str(r["problem_id"]) for r, _ in test], partial(
+                 weighted_first_error_f1, [predicted_first_error(s, threshold) for _, s in test],
+                 [scored_first_error(r, s) for r, s in test]))}
+    by_problem: dict[str, list] = defaultdict(list)
+    for row, s in test:
+        by_problem[str(row["problem_id"])].append((row, s))
+    tables = [best_of_n_table(pairs) for pairs in by_problem.values()]  # a problem's table stops at its samples
+    sizes = sorted(best_of_n_table(test))
+    for n in sizes:
+        at_n = [table[max(m for m in table if m <= n)] for table in tables]
+        for key in [f"prm_{how}" for how in AGGREGATIONS] + ["majority"]:
+            found[f"best_of_n_{key}_at_{n}"] = Resampled(list(by_problem),
+                                                         partial(weighted_mean, [v[key] for v in at_n]))
+            if n == sizes[-1]:
+                found[f"best_of_n_{key}"] = found[f"best_of_n_{key}_at_{n}"]
+    return found
+
+
+def headline_resampled(rows: list[dict], scores: list[list[float]], params: EvaluateParams) -> dict[str, Resampled]:
+    """The PRM's headline metrics that get intervals: step AUROC, first-error F1, best-of-N by N of the configured
+    aggregation and of majority vote."""
+    return {k: r for k, r in resampled_metrics(rows, scores, params).items()
+            if k in ("step_auroc", "first_error_f1")
+            or k.startswith((f"best_of_n_prm_{params.aggregation}", "best_of_n_majority"))}
 
 
 def evaluate_scores(rows: list[dict], scores: list[list[float]], params: EvaluateParams) -> dict:
@@ -170,16 +226,29 @@ class Compared:
     threshold: float | None = None   # first-error threshold chosen on the validation part (step scorers)
 
 
+def compared_part(rows: list[dict], compared: dict[str, Compared], validation_fraction: float) -> list[int]:
+    """Indices of the reported-part solutions that every scorer scored."""
+    scored = [i for i in range(len(rows)) if all(c.solution[i] is not None for c in compared.values())]
+    test = [i for i in scored if not in_validation(rows[i]["problem_id"], validation_fraction)]
+    return scored if not test or len(test) == len(scored) else test  # too few problems to split: all, as above
+
+
+def comparison_resampled(rows: list[dict], compared: dict[str, Compared],
+                         validation_fraction: float) -> dict[str, Resampled]:
+    """`compare_<scorer>_solution_auroc` of every scorer as a function of resampling weights (bootstrap.py)."""
+    test = compared_part(rows, compared, validation_fraction)
+    problems, correct = [str(rows[i]["problem_id"]) for i in test], [bool(rows[i]["correct"]) for i in test]
+    return {f"compare_{name}_solution_auroc": Resampled(problems, partial(
+        weighted_auroc, [c.solution[i] for i in test], correct)) for name, c in compared.items()}
+
+
 def compare_scorers(rows: list[dict], compared: dict[str, Compared], validation_fraction: float) -> dict[str, float]:
     """`compare_*` metrics of every scorer on the same solutions: the reported part, scored by all of them.
 
     Solution-level correctness AUROC and best-of-N by N (the selection of the best-of-N table); step AUROC
     and first-error F1 where a scorer has step scores. Majority vote, pass@1 and oracle at each N beside them.
     """
-    scored = [i for i in range(len(rows)) if all(c.solution[i] is not None for c in compared.values())]
-    test = [i for i in scored if not in_validation(rows[i]["problem_id"], validation_fraction)]
-    if not test or len(test) == len(scored):  # too few problems to split: reported on all, as evaluate_solutions
-        test = scored
+    test = compared_part(rows, compared, validation_fraction)
     correct = [bool(rows[i]["correct"]) for i in test]
     metrics: dict[str, float] = {"compare_solutions": len(test)}
     curve: dict[int, dict[str, float]] = {}
@@ -268,43 +337,6 @@ def evaluate_external(fmt: str, rows: list[dict], scores: list[list[float]], thr
     return metrics | first_error_f1([predicted_first_error(s, threshold) for _, s in pairs], labels)
 
 
-def read_external(spec: dict) -> list[dict]:
-    """An `evaluate.external` file; every bad record names the file, line and field."""
-    from prmflow.jsonl import RecordError, read_jsonl
-
-    path = Path(spec["path"])
-    if not path.is_file():
-        raise FileNotFoundError(f"evaluate.external {spec['name']!r}: {path}: no such file")
-    rows = read_jsonl(path, required=EXTERNAL_FORMATS[spec["format"]])
-    for lineno, row in enumerate(rows, start=1):  # record number (blank lines are not counted)
-        steps = row["steps"]
-        if not (isinstance(steps, list) and steps and all(isinstance(s, str) and s.strip() for s in steps)):
-            raise RecordError(f"{path}:{lineno}: steps: expected a non-empty list of non-empty strings")
-        if spec["format"] == "processbench" and not (
-                isinstance(row["label"], int) and -1 <= row["label"] < len(steps)):
-            raise RecordError(f"{path}:{lineno}: label: expected -1 or a step index below {len(steps)}, "
-                              f"got {row['label']!r}")
-    return rows
-
-
-def load_champion(params: Params):
-    """The registry's `<model_name>@<alias>` PRM, or None (with the reason) when there is none.
-
-    Loaded through MLflow exactly as the server loads it; evaluation imports nothing from serving.
-    """
-    import mlflow.pyfunc
-    from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
-
-    name, alias = params.register.model_name, params.register.alias
-    try:
-        MlflowClient().get_model_version_by_alias(name, alias)
-    except MlflowException as err:
-        return None, f"no {name}@{alias} in the registry ({err.error_code})"
-    uri = f"models:/{name}@{alias}"
-    return mlflow.pyfunc.load_model(uri).unwrap_python_model().scorer.prm, uri
-
-
 def main(params: Params) -> None:
     import time
 
@@ -381,6 +413,10 @@ def main(params: Params) -> None:
             notes.append(f"combined, validated: process weight {weight:.1f} (outcome {1 - weight:.1f}), the best "
                          f"solution AUROC on the validation part of the grid 0, 0.1, ..., 1.")
         metrics |= compare_scorers(rows, compared, e.validation_fraction)
+        uncertainty = intervals(headline_resampled(rows, prm_scores, e), e.bootstrap_samples, params.base.seed)
+        evaluations["prm"].metrics |= uncertainty
+        metrics |= uncertainty | intervals(comparison_resampled(rows, compared, e.validation_fraction),
+                                           e.bootstrap_samples, params.base.seed)
         externals_metrics = {}
         for spec, ext_rows in externals:
             ext_scores = prm.score_batch([(r["problem"], r["steps"]) for r in ext_rows], e.batch_size)

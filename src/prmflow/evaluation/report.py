@@ -88,6 +88,14 @@ def _cell(value: float) -> str:
     return "n/a" if value != value else f"{value:.3f}"
 
 
+def _estimate(metrics: dict[str, float], key: str) -> str:
+    """The metric, with its 95% interval when evaluate computed one: `0.791 [0.752, 0.829]`."""
+    cell = _cell(metrics.get(key, float("nan")))
+    if f"{key}_ci_low" in metrics:
+        cell += f" [{_cell(metrics[f'{key}_ci_low'])}, {_cell(metrics[f'{key}_ci_high'])}]"
+    return cell
+
+
 def comparison_markdown(metrics: dict[str, float]) -> list[str]:
     """The `compare_*` metrics as a table: one row per scorer, then the best-of-N references."""
     sizes = sorted(int(k.rsplit("_", 1)[1]) for k in metrics if k.startswith("compare_prm_best_of_n_at_"))
@@ -103,7 +111,7 @@ def comparison_markdown(metrics: dict[str, float]) -> list[str]:
             step = f"{_cell(metrics[f'compare_{name}_step_value_auroc'])} (values)"
         else:
             step = _cell(metrics.get(f"compare_{name}_step_auroc", nan))
-        lines.append(f"| {scorer_label(name)} | {_cell(metrics[f'compare_{name}_solution_auroc'])} | "
+        lines.append(f"| {scorer_label(name)} | {_estimate(metrics, f'compare_{name}_solution_auroc')} | "
                      + " | ".join(_cell(metrics[f"compare_{name}_best_of_n_at_{n}"]) for n in sizes)
                      + f" | {step} | {_cell(metrics.get(f'compare_{name}_first_error_f1', nan))} |")
     for key, label in REFERENCES.items():
@@ -129,19 +137,24 @@ def summary_markdown(evaluations: dict, externals: dict[str, dict], notes: list[
     ]
     for key, ev in evaluations.items():
         m = ev.metrics
-        lines.append(f"| {scorer_label(key)} | {_cell(m['step_auroc'])} | {_cell(m['step_ece'])} | "
-                     f"{_cell(m['negative_f1'])} | {_cell(m['first_error_f1'])} ({m['first_error_threshold']:.3f}) "
-                     f"| {_cell(m.get('best_of_n_prm_min', float('nan')))} |")
+        lines.append(f"| {scorer_label(key)} | {_estimate(m, 'step_auroc')} | {_cell(m['step_ece'])} | "
+                     f"{_cell(m['negative_f1'])} | {_estimate(m, 'first_error_f1')} ({m['first_error_threshold']:.3f}) "
+                     f"| {_estimate(m, 'best_of_n_prm_min')} |")
     if metrics and "compare_solutions" in metrics:
         lines += comparison_markdown(metrics)
     table = evaluations["prm"].best_of_n
+    if "step_auroc_ci_low" in prm:
+        lines += ["", "[low, high]: 95% interval of a bootstrap over the reported problems (drawn with replacement, "
+                      "every solution of a drawn problem rescored; `evaluate.bootstrap_samples` draws)."]
     lines += ["", "Best-of-N accuracy (first N samples of each problem):", "",
               "| N | " + " | ".join(f"PRM {how}" for how in AGGREGATIONS) + " | majority | pass@1 | oracle |",
               "|---" * (len(AGGREGATIONS) + 4) + "|"]
     for size in sorted(table):
         row = table[size]
-        lines.append(f"| {size} | " + " | ".join(_cell(row[f"prm_{how}"]) for how in AGGREGATIONS)
-                     + f" | {_cell(row['majority'])} | {_cell(row['pass_at_1'])} | {_cell(row['oracle'])} |")
+        lines.append(f"| {size} | " + " | ".join(_estimate(prm, f"best_of_n_prm_{how}_at_{size}")
+                                                 for how in AGGREGATIONS)
+                     + f" | {_estimate(prm, f'best_of_n_majority_at_{size}')} | {_cell(row['pass_at_1'])} "
+                       f"| {_cell(row['oracle'])} |")
     for name, metrics in externals.items():
         lines += ["", f"External set `{name}`:", ""]
         lines += [f"- {k}: {_cell(v) if isinstance(v, float) else v}" for k, v in sorted(metrics.items())

@@ -6,15 +6,18 @@
 weights: the served response then adds `outcome_score` and `score` is the weighted combination
 (serving.py). The gate is the same for both kinds: metrics of the PRM's step scores. `register.scorer`
 names an `evaluate.scorers` checkpoint (a public PRM) to register instead of models/prm: its
-`scorer_<name>_*` metrics stand in for the PRM's, in the gate, the tags and the served threshold.
+`scorer_<name>_*` metrics stand in for the PRM's in the tags and the served threshold; the gate scores
+the registered version itself, whatever it holds.
 
 Every new version of `register.model_name` gets the alias `register.challenger_alias` and
 tags that trace it (git commit, DVC hashes of its data, params, stage run ids, metrics, the
 md5 of the held-out set). It becomes `register.alias` (the champion, what serving follows)
-only if its `register.gate_metric` beats the champion's by more than `register.promotion_margin`
-on the same held-out set. When the champion was measured on a different held-out set, it is
-re-scored on the current one first, so the two numbers are always comparable.
-`reports/registry.json` says what was decided and why.
+only if it beats the champion by more than noise: both registered versions score the current
+held-out set, `register.gate_metric` is computed for each as evaluate computes it, and a paired
+bootstrap over the held-out problems (`register.gate_bootstrap_samples` draws, seeded by base.seed;
+both metrics on the same draws) gives the 95% interval of challenger - champion. Promoted only when
+its lower bound exceeds `register.promotion_margin`. The difference, its interval and the decision
+are tagged on the version (`gate.*`) and written to `reports/registry.json`.
 """
 
 from __future__ import annotations
@@ -25,8 +28,8 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from prmflow.config import Params, RegisterParams
-from prmflow.serving.registry import HELDOUT_TAG, METRIC_TAG, alias_version, gate, move_alias
+from prmflow.config import Params
+from prmflow.serving.registry import alias_version, gate, move_alias
 
 # Gives the served model a signature that declares `params`, so MLflow passes them to predict.
 INPUT_EXAMPLE_ROWS = [{"problem": "Ava has 3 apples. She buys 2 more. How many apples does she have?",
@@ -101,48 +104,60 @@ def registered_checkpoint(params: Params, metrics: dict) -> tuple[Path, str, dic
                                                         if k.startswith(prefix)}
 
 
-def champion_value(champion, gate_metric: str, heldout_md5: str, rescore: Callable[[str], dict]) -> tuple[float, bool]:
-    """The champion's gate metric on the current held-out set: its tag when it was measured on the same
-    set, else a fresh score (`rescore(version)`). Returns (value, rescored)."""
-    tag = champion.tags.get(METRIC_TAG.format(gate_metric))
-    if champion.tags.get(HELDOUT_TAG) == heldout_md5 and tag is not None:
-        return float(tag), False
-    return float(rescore(champion.version)[gate_metric]), True
+def gate_comparison(rows: list[dict], challenger: list[list[float]], champion: list[list[float]],
+                    params: Params) -> dict:
+    """The gate metric of challenger and champion on the held-out solutions both scored (step scores per
+    row), and the paired bootstrap of their difference: {challenger, champion, difference, ci_low, ci_high}."""
+    from prmflow.evaluation.bootstrap import paired_difference
+    from prmflow.evaluation.evaluate import resampled_metrics
+
+    both = [i for i in range(len(rows)) if challenger[i] and champion[i]]
+    metric = params.register.gate_metric
+    first, second = (resampled_metrics([rows[i] for i in both], [scores[i] for i in both], params.evaluate)[metric]
+                     for scores in (challenger, champion))
+    difference, low, high = paired_difference(first, second, params.register.gate_bootstrap_samples,
+                                              params.base.seed)
+    return {"challenger": first.point(), "champion": second.point(), "difference": difference, "ci_low": low,
+            "ci_high": high}
 
 
-def gate_new_version(client, params: RegisterParams, version: str, metrics: dict, heldout_md5: str,
-                     rescore: Callable[[str], dict], who: str) -> dict:
-    """Make `version` the challenger, promote it to champion if it passes the gate; return the decision."""
-    name, metric = params.model_name, params.gate_metric
-    if metric not in metrics:
-        raise KeyError(f"register.gate_metric: {metric!r} is not in reports/metrics.json")
-    move_alias(client, name, params.challenger_alias, version, who, "new version")
-    champion = alias_version(client, name, params.alias)
-    current, rescored = (None, False) if champion is None else champion_value(champion, metric, heldout_md5, rescore)
-    decision = gate(float(metrics[metric]), current, params.promotion_margin, metric)
+def gate_new_version(client, params: Params, version: str, step_scores: Callable[[str], list[list[float]]],
+                     rows: list[dict], heldout_md5: str, who: str) -> dict:
+    """Make `version` the challenger; promote it to champion if it passes the paired gate against the current
+    champion on `rows` (`step_scores(version)` scores them with a registered version); tag and return the decision.
+    """
+    r = params.register
+    move_alias(client, r.model_name, r.challenger_alias, version, who, "new version")
+    champion = alias_version(client, r.model_name, r.alias)
+    compared = None if champion is None else gate_comparison(rows, step_scores(version),
+                                                             step_scores(str(champion.version)), params)
+    decision = gate(None if compared is None else (compared["difference"], compared["ci_low"], compared["ci_high"]),
+                    r.promotion_margin, r.gate_metric)
     if decision.promote:
-        move_alias(client, name, params.alias, version, who, decision.reason)
+        move_alias(client, r.model_name, r.alias, version, who, decision.reason)
+    record = {"metric": r.gate_metric, "margin": r.promotion_margin, "bootstrap_samples": r.gate_bootstrap_samples,
+              "seed": params.base.seed, "heldout_md5": heldout_md5,
+              "champion_version": None if champion is None else int(champion.version), **(compared or {})}
+    for key, value in {**record, "promoted": decision.promote, "reason": decision.reason}.items():
+        client.set_model_version_tag(r.model_name, version, f"gate.{key}", str(value))
     return {
         "version": int(version),
         "promoted": decision.promote,
         "reason": decision.reason,
         "champion_version": int(version) if decision.promote else int(champion.version),
         "previous_champion_version": int(champion.version) if champion else None,
-        "gate": {"metric": metric, "challenger": float(metrics[metric]), "champion": current,
-                 "margin": params.promotion_margin, "champion_rescored": rescored, "heldout_md5": heldout_md5},
+        "gate": record,
     }
 
 
-def rescore_on(rows: list[dict], params: Params) -> Callable[[str], dict]:
-    """Metrics of a registered version on `rows`, computed as the evaluate stage computes them."""
-    def rescore(version: str) -> dict:
-        from prmflow.evaluation.evaluate import evaluate_scores
+def step_scores_of(rows: list[dict], params: Params) -> Callable[[str], list[list[float]]]:
+    """The PRM step scores of a registered version on `rows`, loaded as the server loads it."""
+    def step_scores(version: str) -> list[list[float]]:
         from prmflow.serving.scorer import load_scorer
 
         prm = load_scorer(f"models:/{params.register.model_name}/{version}").prm
-        scores = prm.score_batch([(r["problem"], r["steps"]) for r in rows], params.evaluate.batch_size)
-        return evaluate_scores(rows, scores, params.evaluate)
-    return rescore
+        return prm.score_batch([(r["problem"], r["steps"]) for r in rows], params.evaluate.batch_size)
+    return step_scores
 
 
 def main(params: Params) -> None:
@@ -178,9 +193,10 @@ def main(params: Params) -> None:
         for key, value in tags.items():
             client.set_model_version_tag(name, version, key, value)
         rows = read_jsonl(heldout, required=("problem_id", "problem", "steps", "labels", "first_error", "correct"))
-        decision = gate_new_version(client, params.register, version, metrics, heldout_md5,
-                                    rescore_on(rows, params), who=f"prmflow register (run {run.info.run_id})")
-        mlflow.log_metric("promoted", int(decision["promoted"]))
+        decision = gate_new_version(client, params, version, step_scores_of(rows, params), rows, heldout_md5,
+                                    who=f"prmflow register (run {run.info.run_id})")
+        mlflow.log_metrics({"promoted": int(decision["promoted"])} | {
+            f"gate_{k}": v for k, v in decision["gate"].items() if k in ("difference", "ci_low", "ci_high")})
         record = {"model_name": name, "model_kind": params.register.model_kind, "alias": params.register.alias,
                   "challenger_alias": params.register.challenger_alias,
                   "model_uri": f"models:/{name}@{params.register.alias}", "run_id": run.info.run_id,

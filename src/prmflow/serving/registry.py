@@ -1,6 +1,6 @@
 """The model registry's rules: lineage tags, the promotion gate, and hand-moved aliases.
 
-    decision = gate(challenger_value, champion_value, margin)      # pure
+    decision = gate((difference, low, high), margin)                # pure: a paired interval against the margin
     promote(client, "prm", "3", alias="champion", who="ana", reason="canary passed")
     rollback(client, "prm", alias="champion", who="ana", reason="bad outputs")
 
@@ -30,16 +30,20 @@ class GateDecision:
     reason: str
 
 
-def gate(challenger: float, champion: float | None, margin: float, metric: str = "gate metric") -> GateDecision:
-    """Promote only a challenger that beats the champion by more than `margin` (no champion: promote)."""
-    if champion is None:
+def gate(difference: tuple[float, float, float] | None, margin: float, metric: str = "gate metric") -> GateDecision:
+    """Promote only when the whole 95% interval of challenger - champion lies above `margin`.
+
+    `difference`: (point, low, high) of the paired bootstrap on the same held-out problems; None: there is no
+    champion, so the challenger is promoted. A difference the test cannot tell from noise (low <= margin) keeps
+    the champion, however large the point difference.
+    """
+    if difference is None:
         return GateDecision(True, "no current champion")
-    if challenger != challenger:  # NaN never wins
-        return GateDecision(False, f"{metric} of the challenger is NaN")
-    if challenger > champion + margin:
-        return GateDecision(True, f"{metric} {challenger:.4f} beats the champion's {champion:.4f} by more than {margin}")
-    return GateDecision(False, f"{metric} {challenger:.4f} does not beat the champion's {champion:.4f} "
-                               f"by more than {margin}")
+    point, low, high = difference
+    interval = f"{metric} challenger - champion {point:+.4f} (95% interval [{low:+.4f}, {high:+.4f}])"
+    if low > margin:  # False for NaN: an undefined difference never promotes
+        return GateDecision(True, f"{interval}: its lower bound is above the margin {margin}")
+    return GateDecision(False, f"{interval}: its lower bound is not above the margin {margin}")
 
 
 def file_md5(path: str | Path) -> str:

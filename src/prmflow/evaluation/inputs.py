@@ -1,0 +1,46 @@
+"""What the evaluate stage reads besides the held-out rollouts: the `evaluate.external` files and the
+registry's champion (the baseline it is compared with).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prmflow.config import EXTERNAL_FORMATS, Params
+
+
+def read_external(spec: dict) -> list[dict]:
+    """An `evaluate.external` file; every bad record names the file, line and field."""
+    from prmflow.jsonl import RecordError, read_jsonl
+
+    path = Path(spec["path"])
+    if not path.is_file():
+        raise FileNotFoundError(f"evaluate.external {spec['name']!r}: {path}: no such file")
+    rows = read_jsonl(path, required=EXTERNAL_FORMATS[spec["format"]])
+    for lineno, row in enumerate(rows, start=1):  # record number (blank lines are not counted)
+        steps = row["steps"]
+        if not (isinstance(steps, list) and steps and all(isinstance(s, str) and s.strip() for s in steps)):
+            raise RecordError(f"{path}:{lineno}: steps: expected a non-empty list of non-empty strings")
+        if spec["format"] == "processbench" and not (
+                isinstance(row["label"], int) and -1 <= row["label"] < len(steps)):
+            raise RecordError(f"{path}:{lineno}: label: expected -1 or a step index below {len(steps)}, "
+                              f"got {row['label']!r}")
+    return rows
+
+
+def load_champion(params: Params):
+    """The registry's `<model_name>@<alias>` PRM, or None (with the reason) when there is none.
+
+    Loaded through MLflow exactly as the server loads it; evaluation imports nothing from serving.
+    """
+    import mlflow.pyfunc
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    name, alias = params.register.model_name, params.register.alias
+    try:
+        MlflowClient().get_model_version_by_alias(name, alias)
+    except MlflowException as err:
+        return None, f"no {name}@{alias} in the registry ({err.error_code})"
+    uri = f"models:/{name}@{alias}"
+    return mlflow.pyfunc.load_model(uri).unwrap_python_model().scorer.prm, uri
