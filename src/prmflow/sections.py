@@ -130,11 +130,18 @@ class LabelParams:
                           "fewer calls: bench/labeling.py)."},
     )
     slip_rate: float = field(
-        default=0.15, metadata={"rule": FRACTION, "help": "Per-step probability that the simulated policy slips."}
+        default=0.19, metadata={"rule": FRACTION, "help": "Per-step probability that the simulated policy slips."}
     )
     operation_slip_fraction: float = field(
         default=0.5, metadata={"rule": FRACTION,
                                "help": "Share of slips that use the wrong operation; the rest get a wrong result."}
+    )
+    misconception_rate: float = field(
+        default=0.25, metadata={"rule": FRACTION,
+                               "help": "simulated policy: chance that a sample (or a completion of a prefix) holds the "
+                                       "problem's misconception, one systematic error per problem (a wrong operation, "
+                                       "a misread quantity or a skipped step) drawn once from its seeded stream; "
+                                       "0: independent slips only."}
     )
     model_dir: str = field(
         default="", metadata={"help": "transformers policy: local model directory (tokenizer + causal LM)."}
