@@ -105,6 +105,20 @@ def test_a_held_misconception_is_the_known_first_error_and_completions_stay_cons
         assert correct.sample_trajectory(problem, random.Random(0)).steps == reference
 
 
+def test_next_steps_walks_the_solution_one_step_at_a_time():
+    problem = _generated(10)[3]
+    for policy in (SimulatedPolicy(slip_rate=0.0), SimulatedPolicy(slip_rate=0.0, misconception_rate=1.0, seed=3)):
+        whole = policy.sample_trajectory(problem, random.Random(0))
+        prefix = []
+        while True:
+            (step,) = policy.next_steps(problem, [prefix], random.Random(len(prefix)))
+            assert len(step.steps) == 1 and (step.final_answer == "") != step.finished
+            prefix += step.steps
+            if step.finished:
+                break
+        assert (prefix, step.final_answer) == (whole.steps, whole.final_answer)
+
+
 def test_mc_labels_mark_the_slip_and_everything_after_it():
     policy = SimulatedPolicy(slip_rate=0.0)
     params = LabelParams(trajectories_per_problem=1, completions_per_step=4, slip_rate=0.0)

@@ -209,8 +209,12 @@ class SimulatedPolicy:
         texts = texts[:misconception.token] + [misconception.text] + texts[misconception.token + 1:]
         return texts, evaluate(tokenize_expression("".join(texts)))
 
-    def continue_from(self, problem: dict, prefix: list[str], rng: random.Random) -> Continuation:
-        """The rest of the solution after `prefix`; holds the problem's misconception with `misconception_rate`."""
+    def continue_from(self, problem: dict, prefix: list[str], rng: random.Random,
+                      max_steps: int | None = None) -> Continuation:
+        """The rest of the solution after `prefix` (at most `max_steps` steps: then unfinished, answer "").
+
+        Each call holds the problem's misconception with probability `misconception_rate`.
+        """
         reference = self._reference(problem)
         misconception = self.misconception(problem) if self.misconception_rate > 0 else None
         start, skipped = self._position(reference, misconception, prefix)
@@ -229,6 +233,8 @@ class SimulatedPolicy:
             step = reference[index]
             if isinstance(step, str):
                 steps.append(step)
+                if len(steps) == max_steps and index + 1 < len(reference):
+                    return Continuation(steps=steps, final_answer="", first_slip=first_slip, finished=False)
                 continue
             try:
                 value = step.compute(results)
@@ -248,6 +254,8 @@ class SimulatedPolicy:
                 return Continuation(steps=steps, final_answer=NO_ANSWER, first_slip=first_slip)
             steps.append(render_step(step, texts, value))
             results.append(value)
+            if len(steps) == max_steps and index + 1 < len(reference):
+                return Continuation(steps=steps, final_answer="", first_slip=first_slip, finished=False)
         final = results[-1] if results else to_number(problem["answer"])
         return Continuation(steps=steps, final_answer=format_number(final), first_slip=first_slip)
 
@@ -256,3 +264,7 @@ class SimulatedPolicy:
 
     def complete(self, problem: dict, prefixes: list[list[str]], rng: random.Random) -> list[Continuation]:
         return [self.continue_from(problem, prefix, rng) for prefix in prefixes]
+
+    def next_steps(self, problem: dict, prefixes: list[list[str]], rng: random.Random) -> list[Continuation]:
+        """One step per prefix; a skipped step is not written, so the step is the one after it."""
+        return [self.continue_from(problem, prefix, rng, max_steps=1) for prefix in prefixes]
