@@ -169,3 +169,28 @@ def test_combined_model_serves_the_outcome_score_and_the_weighted_score(store, s
     path.write_text("".join(json.dumps(s) + "\n" for s in SOLUTIONS))
     main(["score", str(path), "--model", f"models:/prm-combined/{version}", "--aggregation", "mean"])
     assert [json.loads(line) for line in capsys.readouterr().out.splitlines()] == served["mean"]
+
+
+def test_search_picks_the_same_with_the_served_prm_as_in_process(server, store):
+    import random
+
+    from prmflow.evaluation.search import EndpointScorer, InProcessScorer
+    from prmflow.evaluation.search_methods import beam_search, best_of_n, sample_solutions
+    from prmflow.labeling.simulated import SimulatedPolicy
+
+    policy = SimulatedPolicy(slip_rate=0.3, misconception_rate=0.3, seed=1)
+    served = EndpointScorer(server, batch_size=LIMITS["max_solutions_per_request"])
+    local = InProcessScorer(store["root"] / "seed0", batch_size=8)
+    problems = [{"id": f"p{b}", "problem": f"Ava has 3 apples and buys {b}. She gives 1 away. How many are left?",
+                 "answer": str(2 + b), "reference_steps": [f"Ava has 3 + {b} = <<3+{b}={3 + b}>>{3 + b} apples.",
+                                                           f"Left: {3 + b} - 1 = <<{3 + b}-1={2 + b}>>{2 + b}."]}
+                for b in (2, 5, 9)]  # short enough for the tiny PRM's context: the server refuses what does not fit
+    for problem in problems:
+        samples = sample_solutions(policy, problem, 6, random.Random(0))
+        by_scorer = [scorer.score(problem["problem"], [s.steps for s in samples]) for scorer in (served, local)]
+        for a, b in zip(*by_scorer):
+            assert a == pytest.approx(b, abs=1e-5)
+        assert best_of_n(samples, by_scorer[0], "min", 0).solution == best_of_n(samples, by_scorer[1], "min", 0).solution
+        beams = [beam_search(policy, scorer, problem, 8, 2, 12, "min", random.Random(3)) for scorer in (served, local)]
+        assert beams[0].solution == beams[1].solution and beams[0].answer == beams[1].answer
+    assert local.forward_tokens > 0 and served.forward_tokens == 0  # the endpoint does not say what it read

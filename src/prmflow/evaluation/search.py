@@ -63,13 +63,17 @@ class EndpointScorer:
         self.client = httpx.Client(timeout=timeout_s)
 
     def score(self, problem: str, solutions: list[list[str]]) -> list[list[float]]:
-        scores = []
-        for start in range(0, len(solutions), self.batch_size):
-            rows = [{"problem": problem, "steps": steps} for steps in solutions[start:start + self.batch_size]]
-            response = self.client.post(self.url, json={"inputs": rows})
+        """Solutions with no step (the serving contract refuses them) get no scores, without a request."""
+        asked = [i for i, steps in enumerate(solutions) if steps]
+        scores: list[list[float]] = [[] for _ in solutions]
+        for start in range(0, len(asked), self.batch_size):
+            batch = asked[start:start + self.batch_size]
+            response = self.client.post(self.url, json={"inputs": [{"problem": problem, "steps": solutions[i]}
+                                                                   for i in batch]})
             if not response.is_success:
-                raise RuntimeError(f"search.scorer {self.url}: HTTP {response.status_code}: {response.text[:500]}")
-            scores += [p["step_scores"] for p in response.json()["predictions"]]
+                raise RuntimeError(f"search.scorer {self.url}: HTTP {response.status_code}: {response.text[-500:]}")
+            for i, prediction in zip(batch, response.json()["predictions"]):
+                scores[i] = prediction["step_scores"]
         return scores
 
 
