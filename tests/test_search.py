@@ -133,3 +133,21 @@ def test_search_problem_counts_each_n_on_the_first_n_samples():
                                         "prm_tokens": 28}
     assert list(report) == ["best_of_n_min", "best_of_n_prod", "best_of_n_last", "weighted_vote", "beam_search",
                             "dvts", "majority", "pass_at_1"]
+
+
+def test_prefix_caching_scores_as_the_plain_forward_pass_and_reads_fewer_tokens(tmp_path):
+    from prmflow.evaluation.search import InProcessScorer
+    from prmflow.model.tokenization import encode_solution
+    from tiny_models import build_tiny_prm
+
+    scorer = InProcessScorer(build_tiny_prm(tmp_path / "prm", seed=0), batch_size=4)
+    problem = "Ava has 3 apples and buys 4. How many?"
+    prefix = ["Ava has 3 + 4 = <<3+4=7>>7 apples.", "She eats 1: 7 - 1 = <<7-1=6>>6."]
+    solutions = [prefix + [last] for last in ("So 6 are left.", "Then 6 * 2 = <<6*2=12>>12.", "#### 6")]
+    solutions += [prefix[:1] + ["x"], prefix[:1] + ["y"], ["alone"]]  # a second shared prefix, and no prefix
+    cached = scorer.score(problem, solutions)
+    plain = scorer.prm.score_batch([(problem, steps) for steps in solutions])
+    for a, b in zip(cached, plain):
+        assert a == pytest.approx(b, abs=1e-5)
+    full = sum(len(encode_solution(scorer.prm.tokenizer, scorer.prm.format, problem, s).input_ids) for s in solutions)
+    assert 0 < scorer.forward_tokens < full

@@ -35,7 +35,14 @@ from prmflow.labeling.step_labels import AnswerChecker
 
 
 class InProcessScorer:
-    """models/prm (model/modeling.py) in this process; counts the tokens of every forward pass."""
+    """models/prm (model/modeling.py) in this process, with prefix caching; counts the tokens it reads.
+
+    Solutions that extend one non-empty prefix by one step each (a step of beam search or DVTS) share
+    one pass over that prefix: its keys and values are computed once and each extension reads only
+    its new step's tokens. Exact for a causal PRM: a step's score depends on nothing after it, and
+    encode_solution encodes a prefix as the start of the longer solution. The rest (and whatever
+    does not fit the context) is scored in padded batches as evaluate scores.
+    """
 
     def __init__(self, model_dir: str | Path, batch_size: int):
         from prmflow.model.modeling import ProcessRewardModel
@@ -45,9 +52,50 @@ class InProcessScorer:
     def score(self, problem: str, solutions: list[list[str]]) -> list[list[float]]:
         from prmflow.model.tokenization import encode_solution
 
-        encoded = [encode_solution(self.prm.tokenizer, self.prm.format, problem, steps) for steps in solutions]
+        groups: dict[tuple[str, ...], list[int]] = defaultdict(list)
+        for i, steps in enumerate(solutions):
+            if len(steps) > 1:
+                groups[tuple(steps[:-1])].append(i)
+        scores: list[list[float] | None] = [None] * len(solutions)
+        for prefix, members in groups.items():
+            if len(members) > 1:
+                for i, step_scores in zip(members, self._extend(problem, list(prefix),
+                                                                [solutions[i][-1] for i in members])):
+                    scores[i] = step_scores
+        rest = [i for i, s in enumerate(scores) if s is None]
+        encoded = [encode_solution(self.prm.tokenizer, self.prm.format, problem, solutions[i]) for i in rest]
         self.forward_tokens += sum(len(e.input_ids) for e in encoded if e is not None)
-        return self.prm.score_batch([(problem, steps) for steps in solutions], self.batch_size)
+        for i, step_scores in zip(rest, self.prm.score_batch([(problem, solutions[i]) for i in rest],
+                                                             self.batch_size)):
+            scores[i] = step_scores
+        return scores
+
+    def _extend(self, problem: str, prefix: list[str], last_steps: list[str]) -> list[list[float] | None]:
+        """Scores of prefix + [step] for each step, the prefix read once; all None when one does not fit."""
+        import torch
+
+        from prmflow.model.modeling import pad_batch, step_tag_logits
+        from prmflow.model.tokenization import encode_solution
+
+        fmt, model = self.prm.format, self.prm.model
+        full = [encode_solution(self.prm.tokenizer, fmt, problem, prefix + [step]) for step in last_steps]
+        if any(e is None or e.num_steps != len(prefix) + 1 for e in full):
+            return [None] * len(last_steps)
+        tags = [i for i, t in enumerate(full[0].input_ids) if t == fmt.step_tag_id]
+        head = full[0].input_ids[:tags[len(prefix) - 1] + 1]  # through the prefix's last step tag
+        with torch.no_grad():
+            head_ids = torch.tensor([head], device=self.prm.device)
+            out = model(input_ids=head_ids, use_cache=True)
+            head_scores = torch.softmax(step_tag_logits(out.logits, head_ids, fmt).float(), -1)[:, 0].tolist()
+            cache = out.past_key_values
+            cache.batch_repeat_interleave(len(full))
+            tail_ids, tail_mask = pad_batch([e.input_ids[len(head):] for e in full], self.prm.tokenizer.pad_token_id)
+            attention = torch.cat([torch.ones(len(full), len(head), dtype=torch.long), tail_mask], dim=1)
+            logits = model(input_ids=tail_ids.to(self.prm.device), attention_mask=attention.to(self.prm.device),
+                           cache=cache).logits
+            tail_scores = torch.softmax(step_tag_logits(logits, tail_ids, fmt).float(), -1)[:, 0].tolist()
+        self.forward_tokens += len(head) + int(tail_mask.sum())
+        return [head_scores + [score] for score in tail_scores]
 
 
 class EndpointScorer:
