@@ -382,7 +382,7 @@ class SearchParams:
     max_steps: int = field(default=12, metadata={"rule": POSITIVE, "help": "Step-level search: steps per solution."})
     aggregation: str = field(default="min", metadata={"choices": AGGREGATIONS, "help": "Step scores to a candidate's "
                              "score in beam search, DVTS and the weighted vote (best-of-N reports min, prod, last)."})
-    num_problems: int = field(default=40, metadata={"rule": NON_NEGATIVE, "help": "Held-out problems searched (the "
+    num_problems: int = field(default=0, metadata={"rule": NON_NEGATIVE, "help": "Held-out problems searched (the "
                                                     "first of data/problems/test.jsonl); 0: all."})
     scorer: str = field(default="", metadata={"help": "The PRM: empty for models/prm in process, or the URL of a "
                                               "served one (`mlflow models serve`; POSTs to <url>/invocations)."})

@@ -87,7 +87,7 @@ class InProcessScorer:
             head_ids = torch.tensor([head], device=self.prm.device)
             out = model(input_ids=head_ids, use_cache=True)
             head_scores = torch.softmax(step_tag_logits(out.logits, head_ids, fmt).float(), -1)[:, 0].tolist()
-            cache = out.past_key_values
+            cache = out.cache
             cache.batch_repeat_interleave(len(full))
             tail_ids, tail_mask = pad_batch([e.input_ids[len(head):] for e in full], self.prm.tokenizer.pad_token_id)
             attention = torch.cat([torch.ones(len(full), len(head), dtype=torch.long), tail_mask], dim=1)
