@@ -1,6 +1,6 @@
 """Stage `search`: steer the label policy with the trained PRM on the held-out problems, at equal compute.
 
-    prmflow search            # reads params.yaml: base, label (the policy), search, model
+    prmflow search            # reads params.yaml: base, label (the policy), search
 
 For every held-out problem and every N in `search.sizes`, each method of search_methods.py picks
 an answer: best-of-N (PRM `min`/`prod`/`last`), the PRM-weighted majority vote, step-level beam
@@ -241,6 +241,8 @@ def main(params: Params) -> None:
     s, reports = params.search, Path(params.base.reports_dir)
     problems = read_jsonl(Path(params.base.data_dir) / "problems" / "test.jsonl", required=PROBLEM_FIELDS)
     problems = problems[:s.num_problems] if s.num_problems else problems
+    if not problems:
+        raise ValueError(f"{params.base.data_dir}/problems/test.jsonl: no held-out problems to search")
     with stage_run(params.base, "search", s):
         report = run_search(make_policy(params.label, params.base.seed), make_scorer(s, params.base.models_dir),
                             problems, s, params.base.seed)
