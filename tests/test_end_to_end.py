@@ -26,7 +26,7 @@ def test_every_stage_wrote_its_outputs(project):
                  "data/tokenized/train", "models/prm/prm_config.json", "reports/validation.json",
                  "reports/train.json", "models/orm/reward_config.json", "reports/train_orm.json",
                  "reports/metrics.json", "reports/plots/roc.json", "reports/registry.json",
-                 "dvc.lock"):
+                 "reports/search.md", "reports/plots/search.png", "dvc.lock"):
         assert (project / path).exists(), path
     metrics = json.loads((project / "reports/metrics.json").read_text())
     assert metrics["solutions"] == 12 * 4 and 0 <= metrics["step_auroc"] <= 1
@@ -34,6 +34,11 @@ def test_every_stage_wrote_its_outputs(project):
     assert all(0 <= metrics[f"compare_{s}_solution_auroc"] <= 1 for s in ("zero_shot", "prm", "orm", "combined"))
     assert "| combined PRM + ORM |" in (project / "reports/summary.md").read_text()
     assert json.loads((project / "reports/validation.json").read_text())["success"] is True
+    search = json.loads((project / "reports/search.json").read_text())
+    assert set(search) == {"best_of_n_min", "best_of_n_prod", "best_of_n_last", "weighted_vote", "beam_search", "dvts",
+                           "majority", "pass_at_1"}
+    assert all(set(by_n) == {"1", "4", "16"} and 0 <= by_n["4"]["accuracy"] <= 1 for by_n in search.values())
+    assert search["majority"]["4"]["policy_calls"] == 4 and search["majority"]["4"]["prm_tokens"] == 0
 
 
 def test_second_repro_does_nothing(project):
@@ -55,7 +60,8 @@ def test_registry_holds_champion_and_stage_runs_are_grouped(project):
     assert len(parents) == 1
     children = {r.data.tags["prmflow.stage"] for r in runs
                 if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id}
-    assert children == {"ingest", "label", "validate", "tokenize", "train", "train_orm", "evaluate", "register"}
+    assert children == {"ingest", "label", "validate", "tokenize", "train", "train_orm", "evaluate", "search",
+                        "register"}
 
 
 @pytest.fixture(scope="module")

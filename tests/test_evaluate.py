@@ -132,12 +132,12 @@ def test_resampled_metrics_at_weight_one_are_the_reported_metrics_exactly(labele
 
 
 def test_answer_agreement_counts_problems_where_two_samples_agree():
-    from prmflow.evaluation.evaluate import answer_agreement
+    from prmflow.data.answers import answer_agreement  # also in reports/labeling.json
 
     rows = [rollout("a", ["+"], -1, "7", True), rollout("a", ["+"], -1, "7", True), rollout("a", ["-"], 0, "8", False),
             rollout("b", ["-"], 0, "3", False), rollout("b", ["-"], 0, "3", False), rollout("b", ["+"], -1, "5", True),
             rollout("c", ["-"], 0, "1", False), rollout("c", ["-"], 0, "2", False)]
-    assert answer_agreement([(r, [0.5]) for r in rows]) == {
+    assert answer_agreement(rows) == {
         "answers_repeated_right_share": 1 / 3, "answers_repeated_wrong_share": 1 / 3}
 
 

@@ -6,7 +6,7 @@ from prmflow.config import IngestParams, LabelParams
 from prmflow.data.generator import GeneratorSettings, generate_problems
 from prmflow.data.ingest import build_splits, check_problem
 from prmflow.labeling.label import first_error, label_problem, label_summary
-from prmflow.labeling.simulated import SimulatedPolicy
+from prmflow.labeling.simulated import MISCONCEPTIONS, SimulatedPolicy
 
 
 def test_generator_is_deterministic_and_within_bounds():
@@ -67,6 +67,56 @@ def test_operation_slips_use_another_operator_and_compute_it_right():
     assert "+" not in out.steps[0].split("=")[0]  # both the visible and the annotated operator changed
     assert first.result == first.compute([]) != 17
     assert out.first_slip == 0
+
+
+def _generated(count=40):
+    return build_splits(IngestParams(num_train=count, num_test=1), seed=7).splits["train"]
+
+
+def test_misconceptions_are_drawn_once_per_problem_from_its_seeded_stream():
+    problems = _generated()
+    kinds = [SimulatedPolicy(0.0, misconception_rate=1.0, seed=3).misconception(p) for p in problems]
+    again = [SimulatedPolicy(0.0, misconception_rate=1.0, seed=3).misconception(p) for p in reversed(problems)]
+    assert kinds == again[::-1]  # order-free: the problem's own stream
+    assert {m.kind for m in kinds} == set(MISCONCEPTIONS)
+    other_seed = [SimulatedPolicy(0.0, misconception_rate=1.0, seed=4).misconception(p) for p in problems]
+    assert other_seed != kinds
+
+
+def test_a_held_misconception_is_the_known_first_error_and_completions_stay_consistent():
+    policy = SimulatedPolicy(slip_rate=0.0, misconception_rate=1.0, seed=3)
+    correct = SimulatedPolicy(slip_rate=0.0)
+    for problem in _generated():
+        misconception = policy.misconception(problem)
+        reference = problem["reference_steps"]
+        samples = [policy.sample_trajectory(problem, random.Random(k)) for k in range(3)]
+        assert len({s.final_answer for s in samples}) == 1 and samples[0].final_answer != problem["answer"]
+        out = samples[0]
+        # Steps before the misconception are the reference's; the first error is where it strikes.
+        assert out.first_slip == misconception.step and out.steps[:misconception.step] == reference[:misconception.step]
+        assert len(out.steps) == len(reference) - (misconception.kind == "skip")
+        for t in range(1, len(out.steps)):  # its own prefixes (a skipped step included) lead to the same answer
+            answer = policy.continue_from(problem, out.steps[:t], random.Random(t)).final_answer
+            # (up to the 4 decimals a step shows when a carried error makes a value non-terminating)
+            assert abs(Fraction(answer) - Fraction(out.final_answer)) < Fraction(1, 1000)
+        for t in range(1, len(reference)):  # right prefixes: the misconception strikes only if still ahead
+            reached = policy.continue_from(problem, reference[:t], random.Random(t)).final_answer == problem["answer"]
+            assert reached == (t > misconception.step)
+        assert correct.sample_trajectory(problem, random.Random(0)).steps == reference
+
+
+def test_next_steps_walks_the_solution_one_step_at_a_time():
+    problem = _generated(10)[3]
+    for policy in (SimulatedPolicy(slip_rate=0.0), SimulatedPolicy(slip_rate=0.0, misconception_rate=1.0, seed=3)):
+        whole = policy.sample_trajectory(problem, random.Random(0))
+        prefix = []
+        while True:
+            (step,) = policy.next_steps(problem, [prefix], random.Random(len(prefix)))
+            assert len(step.steps) == 1 and (step.final_answer == "") != step.finished
+            prefix += step.steps
+            if step.finished:
+                break
+        assert (prefix, step.final_answer) == (whole.steps, whole.final_answer)
 
 
 def test_mc_labels_mark_the_slip_and_everything_after_it():

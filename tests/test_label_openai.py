@@ -53,6 +53,15 @@ def test_complete_returns_one_continuation_per_prefix_and_counts_calls_and_token
     assert policy.generate_calls == len(PREFIXES) + 1
 
 
+def test_next_steps_returns_one_step_per_prefix_cut_at_the_line_end(endpoint):
+    policy = OpenAIPolicy(endpoint, max_new_tokens=12, temperature=1.0, concurrency=3)
+    out = policy.next_steps(PROBLEM, PREFIXES, random.Random(0))
+    assert len(out) == len(PREFIXES) and policy.generate_calls == len(PREFIXES)
+    for step in out:
+        assert len(step.steps) <= 1 and all(s and "\n" not in s for s in step.steps)
+        assert step.finished or step.final_answer == ""
+
+
 def test_seeds_from_the_stream_make_a_run_reproducible(endpoint):
     # Concurrency 1: `transformers serve` seeds one global generator, so concurrent requests would interleave.
     policy = OpenAIPolicy(endpoint, max_new_tokens=10, temperature=1.0, concurrency=1)

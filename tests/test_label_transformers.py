@@ -9,9 +9,9 @@ import random
 
 import pytest
 
-from prmflow.labeling.completion_text import finish, prompt_text
+from prmflow.labeling.completion_text import FINAL_ANSWER_LINE, STEP_LINE, finish, finish_step, prompt_text
 from prmflow.config import LabelParams
-from prmflow.labeling.hf_policy import TransformersPolicy, _StopAtFinalAnswer
+from prmflow.labeling.hf_policy import TransformersPolicy, _StopAt
 from prmflow.labeling.label import label_problem
 from prmflow.labeling.policy import Continuation
 from prmflow.labeling.step_labels import AnswerChecker, binary_search_labels, mc_labels
@@ -38,7 +38,31 @@ def test_stop_criterion_fires_per_row_once_the_answer_line_is_complete(model_dir
     import torch
 
     ids = torch.cat([prompts, rows["input_ids"]], dim=1)
-    assert _StopAtFinalAnswer(policy.tokenizer, width)(ids, None).tolist() == [True, False, True]
+    assert _StopAt(policy.tokenizer, width, FINAL_ANSWER_LINE)(ids, None).tolist() == [True, False, True]
+    # next_steps stops each row at the end of its first written line (a leading blank line is not a step).
+    rows = policy.tokenizer(["x\n", "\n", "The answer is 6"], return_tensors="pt", padding=True)
+    ids = torch.cat([prompts, rows["input_ids"]], dim=1)
+    assert _StopAt(policy.tokenizer, width, STEP_LINE)(ids, None).tolist() == [True, False, False]
+
+
+def test_finish_step_takes_one_line_and_ends_the_solution_at_its_answer():
+    assert finish_step("She has 3 + 4 = 7.\n#### 7\n") == (["She has 3 + 4 = 7."], "", False)
+    assert finish_step("\n#### 7\nmore") == (["#### 7"], "7", True)
+    assert finish_step("The answer is \\boxed{8}") == (["The answer is \\boxed{8}"], "8", True)
+    assert finish_step("  \n") == ([], "", True)  # the model stopped: the solution ends with no answer
+
+
+def test_next_steps_proposes_one_step_per_prefix_in_one_generate_call(model_dir):
+    prefixes = [[], ["She has 3 apples."], ["one", "two"]]
+    policy = TransformersPolicy(str(model_dir), max_new_tokens=12, temperature=0.0, batch_size=4)
+    steps = policy.next_steps(PROBLEM, prefixes, random.Random(0))
+    assert (len(steps), policy.generate_calls) == (3, 1)
+    full = TransformersPolicy(str(model_dir), max_new_tokens=12, temperature=0.0, batch_size=4).complete(
+        PROBLEM, prefixes, random.Random(0))
+    for step, completion in zip(steps, full):
+        assert len(step.steps) <= 1 and step.first_slip is None
+        assert step.steps == completion.steps[:1]  # greedy: the first step of the full completion
+        assert step.finished == (not step.steps or bool(FINAL_ANSWER_LINE.search(step.steps[0] + "\n")))
 
 
 def test_batches_are_left_padded_and_sampled_in_one_generate_call_each(model_dir):

@@ -293,3 +293,29 @@ def test_a_model_directory_and_its_registered_version_give_the_same_first_error(
         assert prediction["first_error"] == predicted_first_error(prediction["step_scores"], 0.51)
     main(["score", str(path), "--model", str(store["root"] / "seed0"), "--params", str(params)])
     assert "the default 0.5 (no evaluate threshold for this directory)" in capsys.readouterr().err
+
+
+def test_search_picks_the_same_with_the_served_prm_as_in_process(server, store):
+    import random
+
+    from prmflow.evaluation.search import EndpointScorer, InProcessScorer
+    from prmflow.evaluation.search_methods import beam_search, best_of_n, sample_solutions
+    from prmflow.labeling.simulated import SimulatedPolicy
+
+    policy = SimulatedPolicy(slip_rate=0.3, misconception_rate=0.3, seed=1)
+    served = EndpointScorer(server, batch_size=LIMITS["max_solutions_per_request"])
+    local = InProcessScorer(store["root"] / "seed0", batch_size=8)
+    problems = [{"id": f"p{b}", "problem": f"Ava has 3 apples and buys {b}. She gives 1 away. How many are left?",
+                 "answer": str(2 + b), "reference_steps": [f"Ava has 3 + {b} = <<3+{b}={3 + b}>>{3 + b} apples.",
+                                                           f"Left: {3 + b} - 1 = <<{3 + b}-1={2 + b}>>{2 + b}."]}
+                for b in (2, 5, 9)]  # short enough for the tiny PRM's context: the server refuses what does not fit
+    for problem in problems:
+        samples = sample_solutions(policy, problem, 6, random.Random(0))
+        by_scorer = [scorer.score(problem["problem"], [s.steps for s in samples]) for scorer in (served, local)]
+        for a, b in zip(*by_scorer):
+            assert a == pytest.approx(b, abs=1e-5)
+        picks = [best_of_n(samples, scores, "min", 0).solution for scores in by_scorer]
+        assert picks[0] == picks[1]
+        beams = [beam_search(policy, scorer, problem, 8, 2, 12, "min", random.Random(3)) for scorer in (served, local)]
+        assert beams[0].solution == beams[1].solution and beams[0].answer == beams[1].answer
+    assert local.forward_tokens > 0 and served.forward_tokens == 0  # the endpoint does not say what it read

@@ -1,6 +1,6 @@
 """`prmflow <stage>`: run one pipeline stage from params.yaml (this is each dvc.yaml `cmd`).
 
-    prmflow ingest | label | validate | tokenize | train | train_orm | evaluate | register
+    prmflow ingest | label | validate | tokenize | train | train_orm | evaluate | search | register
     prmflow score solutions.jsonl --model models:/prm@champion   # score a JSON-lines file as the server does
     prmflow promote VERSION --reason "..."                        # move @champion by hand
     prmflow rollback --reason "..."                               # move @champion back to its previous version
@@ -21,7 +21,8 @@ from prmflow import STAGES
 STAGE_MODULES = {"ingest": "prmflow.data.ingest", "label": "prmflow.labeling.label",
                  "validate": "prmflow.labeling.validate", "tokenize": "prmflow.model.tokenize",
                  "train": "prmflow.model.train", "train_orm": "prmflow.model.train_orm",
-                 "evaluate": "prmflow.evaluation.evaluate", "register": "prmflow.serving.register"}
+                 "evaluate": "prmflow.evaluation.evaluate", "search": "prmflow.evaluation.search",
+                 "register": "prmflow.serving.register"}
 
 
 def _quiet_environment() -> None:

@@ -22,7 +22,7 @@ import yaml
 from prmflow.sections import (  # noqa: F401 (re-exported: prmflow.config is where params come from)
     AGGREGATIONS, EXTERNAL_FORMATS, GENERATOR_MAX_STEPS, NEUTRAL_LABELS, PRM_FORMATS, RULES, SOURCE_FORMATS,
     SOURCE_SPLITS, BaseParams, IngestParams, LabelParams, ValidateParams, ModelParams,
-    TrainParams, TrainOrmParams, CombineParams, EvaluateParams, RegisterParams,
+    TrainParams, TrainOrmParams, CombineParams, EvaluateParams, SearchParams, RegisterParams,
 )
 
 
@@ -41,6 +41,7 @@ class Params:
     train_orm: TrainOrmParams = field(default_factory=TrainOrmParams)
     combine: CombineParams = field(default_factory=CombineParams)
     evaluate: EvaluateParams = field(default_factory=EvaluateParams)
+    search: SearchParams = field(default_factory=SearchParams)
     register: RegisterParams = field(default_factory=RegisterParams)
 
 

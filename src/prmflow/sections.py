@@ -150,12 +150,15 @@ class LabelParams:
                           "fewer calls: bench/labeling.py)."},
     )
     slip_rate: float = field(
-        default=0.15, metadata={"rule": FRACTION, "help": "Per-step probability that the simulated policy slips."}
+        default=0.19, metadata={"rule": FRACTION, "help": "Per-step probability that the simulated policy slips."}
     )
     operation_slip_fraction: float = field(
         default=0.5, metadata={"rule": FRACTION,
                                "help": "Share of slips that use the wrong operation; the rest get a wrong result."}
     )
+    misconception_rate: float = field(default=0.25, metadata={"rule": FRACTION, "help": "simulated policy: chance "
+        "that a sample (or a prefix's completion) holds the problem's one systematic error (a wrong operation, a "
+        "misread quantity or a skipped step, drawn once per problem); 0: independent slips only."})
     model_dir: str = field(
         default="", metadata={"help": "transformers policy: local model directory (tokenizer + causal LM)."}
     )
@@ -390,6 +393,25 @@ class EvaluateParams:
         return problems + [f"scorers[{i}].name: {n!r} must be letters, digits and underscores, and not a built-in "
                            f"scorer's ({', '.join(BUILTIN_SCORERS)})" for i, n in enumerate(names)
                            if isinstance(n, str) and (n in BUILTIN_SCORERS or not n.isidentifier())]
+
+
+@dataclass
+class SearchParams:
+    sizes: list[int] = field(default_factory=lambda: [1, 4, 16], metadata={
+        "help": "N: samples (best-of-N, votes) or beams (beam search, DVTS) per problem, each reported; 64 opt-in."})
+    beam_width: int = field(default=4, metadata={"rule": POSITIVE, "help": "M: expansions per kept beam (beam search "
+                                                 "keeps N // M beams; DVTS runs N // M subtrees)."})
+    max_steps: int = field(default=12, metadata={"rule": POSITIVE, "help": "Step-level search: steps per solution."})
+    aggregation: str = field(default="min", metadata={"choices": AGGREGATIONS, "help": "Step scores to a candidate's "
+                             "score in beam search, DVTS and the weighted vote (best-of-N reports min, prod, last)."})
+    num_problems: int = field(default=0, metadata={"rule": NON_NEGATIVE, "help": "Held-out problems searched (the "
+                                                    "first of data/problems/test.jsonl); 0: all."})
+    scorer: str = field(default="", metadata={"help": "The PRM: empty for models/prm in process, or the URL of a "
+                                              "served one (`mlflow models serve`; POSTs to <url>/invocations)."})
+    batch_size: int = field(default=64, metadata={"rule": POSITIVE, "help": "Solutions per PRM forward or request."})
+
+    def check(self) -> list[str]:
+        return unmet([(bool(self.sizes) and min(self.sizes) > 0, f"sizes: must be positive, got {self.sizes}")])
 
 
 @dataclass

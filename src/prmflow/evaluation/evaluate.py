@@ -37,6 +37,7 @@ from functools import partial
 from pathlib import Path
 
 from prmflow.config import CombineParams, EvaluateParams, Params
+from prmflow.data.answers import answer_agreement
 from prmflow.evaluation.bootstrap import (
     Resampled, intervals, weighted_auroc, weighted_binary_f1, weighted_first_error_f1, weighted_mean,
 )
@@ -109,21 +110,6 @@ def best_of_n_table(pairs: list[tuple[dict, list[float]]]) -> dict[int, dict[str
     return dict(table)
 
 
-def answer_agreement(pairs: list[tuple[dict, list[float]]]) -> dict[str, float]:
-    """Share of problems where two samples share a right answer, and where two share a wrong one.
-
-    Majority vote needs only the first; it fails on the second. Explains a vote that beats the PRM.
-    """
-    groups: dict[str, list[tuple[str, bool]]] = defaultdict(list)
-    for row, _ in pairs:
-        groups[str(row.get("problem_id", row["problem"]))].append((str(row["predicted_answer"]), bool(row["correct"])))
-
-    wrong_answers = [[a for a, correct in g if not correct] for g in groups.values()]
-    count = max(len(groups), 1)
-    return {"answers_repeated_right_share": sum(sum(c for _, c in g) > 1 for g in groups.values()) / count,
-            "answers_repeated_wrong_share": sum(len(w) != len(set(w)) for w in wrong_answers) / count}
-
-
 def best_of_n_metrics(table: dict[int, dict[str, float]]) -> dict[str, float]:
     """Each method at every N (`..._at_N`) and, under the plain names, at the largest N."""
     if not table:
@@ -162,7 +148,7 @@ def evaluate_solutions(rows: list[dict], scores: list[list[float]], params: Eval
                               [scored_first_error(r, s) for r, s in test])
     metrics |= {"first_error_threshold": threshold, "first_error_validation_f1": validation_f1}
     table = best_of_n_table(test)
-    metrics |= best_of_n_metrics(table) | answer_agreement(test)
+    metrics |= best_of_n_metrics(table) | answer_agreement([row for row, _ in test])
     metrics |= {"solutions": len(validation) + len(test), "validation_solutions": len(validation),
                 "test_solutions": len(test), "test_steps": len(flat_scores),
                 "unscored_solutions": len(rows) - len(validation) - len(test),

@@ -1,30 +1,32 @@
 """The `transformers` rollout policy: batched sampling from a local causal LM.
 
 Prompts and completions use the text format of completion_text.py; generation stops at the
-final-answer line or at EOS or `max_new_tokens`. Prompts of one batch are left-padded
-(so every row's new tokens start at the same column) and sampled in one `generate` call. The
-true first error of a real model is unknown: `first_slip` is None.
+final-answer line (`next_steps`: at the end of the first step's line) or at EOS or
+`max_new_tokens`. Prompts of one batch are left-padded (so every row's new tokens start at the same
+column) and sampled in one `generate` call. The true first error of a real model is unknown:
+`first_slip` is None.
 """
 
 from __future__ import annotations
 
 import random
+import re
 
-from prmflow.labeling.completion_text import FINAL_ANSWER_LINE, finish, prompt_text
+from prmflow.labeling.completion_text import FINAL_ANSWER_LINE, STEP_LINE, finish, finish_step, prompt_text
 from prmflow.labeling.policy import Continuation
 
 
-class _StopAtFinalAnswer:
-    """Per-row stop: the row's new text holds a complete final-answer line."""
+class _StopAt:
+    """Per-row stop: the row's new text holds `pattern` (a complete final-answer line, or one step's line)."""
 
-    def __init__(self, tokenizer, prompt_width: int):
-        self.tokenizer, self.prompt_width = tokenizer, prompt_width
+    def __init__(self, tokenizer, prompt_width: int, pattern: re.Pattern):
+        self.tokenizer, self.prompt_width, self.pattern = tokenizer, prompt_width, pattern
 
     def __call__(self, input_ids, scores, **kwargs):
         import torch
 
         texts = self.tokenizer.batch_decode(input_ids[:, self.prompt_width:], skip_special_tokens=True)
-        return torch.tensor([bool(FINAL_ANSWER_LINE.search(t)) for t in texts], device=input_ids.device)
+        return torch.tensor([bool(self.pattern.search(t)) for t in texts], device=input_ids.device)
 
 
 class TransformersPolicy:
@@ -50,14 +52,28 @@ class TransformersPolicy:
 
     def complete(self, problem: dict, prefixes: list[list[str]], rng: random.Random) -> list[Continuation]:
         out = []
-        for start in range(0, len(prefixes), self.batch_size):
-            batch = [prompt_text(problem, prefix) for prefix in prefixes[start:start + self.batch_size]]
-            for generated in self._generate(batch, rng):
-                steps, answer = finish(generated)
-                out.append(Continuation(steps=steps, final_answer=answer, first_slip=None))
+        for generated in self._generate_all(problem, prefixes, rng, FINAL_ANSWER_LINE):
+            steps, answer = finish(generated)
+            out.append(Continuation(steps=steps, final_answer=answer, first_slip=None))
         return out
 
-    def _generate(self, prompts: list[str], rng: random.Random) -> list[str]:
+    def next_steps(self, problem: dict, prefixes: list[list[str]], rng: random.Random) -> list[Continuation]:
+        out = []
+        for generated in self._generate_all(problem, prefixes, rng, STEP_LINE):
+            step, answer, finished = finish_step(generated)
+            out.append(Continuation(steps=step, final_answer=answer, first_slip=None, finished=finished))
+        return out
+
+    def _generate_all(self, problem: dict, prefixes: list[list[str]], rng: random.Random,
+                      stop: re.Pattern) -> list[str]:
+        """The generated text of every prefix, `batch_size` prompts per generate call."""
+        out = []
+        for start in range(0, len(prefixes), self.batch_size):
+            out += self._generate([prompt_text(problem, prefix) for prefix in prefixes[start:start + self.batch_size]],
+                                  rng, stop)
+        return out
+
+    def _generate(self, prompts: list[str], rng: random.Random, stop: re.Pattern) -> list[str]:
         import torch
         from transformers import StoppingCriteriaList
 
@@ -69,7 +85,7 @@ class TransformersPolicy:
         with torch.no_grad():
             output = self.model.generate(
                 **inputs, max_new_tokens=self.max_new_tokens, pad_token_id=self.tokenizer.pad_token_id,
-                stopping_criteria=StoppingCriteriaList([_StopAtFinalAnswer(self.tokenizer, width)]), **sampling)
+                stopping_criteria=StoppingCriteriaList([_StopAt(self.tokenizer, width, stop)]), **sampling)
         new_tokens = output[:, width:]
         self.generate_calls += 1
         self.generated_tokens += int((new_tokens != self.tokenizer.pad_token_id).sum())

@@ -27,6 +27,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from prmflow.config import LabelParams, Params
+from prmflow.data.answers import answer_agreement
 from prmflow.labeling.policies import make_policy
 from prmflow.labeling.policy import Policy
 from prmflow.labeling.step_labels import METHODS, AnswerChecker, make_labeler
@@ -126,7 +127,7 @@ def _read_partial(path: Path) -> dict[str, ProblemLabels]:
 def label_split(problems: list[dict], params: LabelParams, seed: int,
                 partial: Path | None = None) -> list[ProblemLabels]:
     """Label every problem, in order; with `partial`, resume from and append to that file."""
-    policy = make_policy(params)
+    policy = make_policy(params, seed)
     done = _read_partial(partial) if partial else {}
     handle = None
     if partial:
@@ -183,6 +184,7 @@ def label_summary(rows: list[dict], results: list[ProblemLabels] = ()) -> dict[s
         "steps": len(steps),
         "negative_step_fraction": steps.count("-") / max(len(steps), 1),
         "solution_accuracy": sum(row["correct"] for row in rows) / max(len(rows), 1),
+        **answer_agreement(rows),  # how often samples of a problem repeat an answer: what majority vote rests on
         **agreement,
         "policy_calls": calls,
         "policy_calls_per_labeled_step": calls / max(len(steps), 1),

@@ -23,7 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 
-from prmflow.labeling.completion_text import finish, prompt_text
+from prmflow.labeling.completion_text import finish, finish_step, prompt_text
 from prmflow.labeling.policy import Continuation
 
 MAX_BACKOFF_S = 30.0
@@ -65,31 +65,44 @@ class OpenAIPolicy:
         return self.complete(problem, [[]], rng)[0]
 
     def complete(self, problem: dict, prefixes: list[list[str]], rng: random.Random) -> list[Continuation]:
+        out = []
+        for text in self._complete_all(problem, prefixes, rng, [STOP]):
+            steps, answer = finish(text.split(STOP)[0])
+            out.append(Continuation(steps=steps, final_answer=answer, first_slip=None))
+        return out
+
+    def next_steps(self, problem: dict, prefixes: list[list[str]], rng: random.Random) -> list[Continuation]:
+        """One step per prefix: the server stops at the line end (kept or not, the first line is the step)."""
+        out = []
+        for text in self._complete_all(problem, prefixes, rng, [STOP, "\n"]):
+            step, answer, finished = finish_step(text.split(STOP)[0])
+            out.append(Continuation(steps=step, final_answer=answer, first_slip=None, finished=finished))
+        return out
+
+    def _complete_all(self, problem: dict, prefixes: list[list[str]], rng: random.Random, stop: list[str]) -> list[str]:
+        """The generated text of every prefix, `concurrency` requests in flight; seeds drawn in prefix order."""
         jobs = [(prompt_text(problem, prefix), rng.getrandbits(31)) for prefix in prefixes]
         with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
-            futures = [pool.submit(self._request, prompt, seed) for prompt, seed in jobs]
+            futures = [pool.submit(self._request, prompt, seed, stop) for prompt, seed in jobs]
             try:
                 answers = [future.result() for future in futures]
             finally:  # after a failure send nothing more; requests in flight end on their own
                 for future in futures:
                     future.cancel()
-        out = []
-        for text, tokens in answers:
+        for _, tokens in answers:
             self.generate_calls += 1
             self.generated_tokens += tokens
-            steps, answer = finish(text.split(STOP)[0])
-            out.append(Continuation(steps=steps, final_answer=answer, first_slip=None))
-        return out
+        return [text for text, _ in answers]
 
     def _backoff(self, retry: int) -> float:
         """Exponential (doubling from retry_backoff_s, capped) times a jitter in [0.5, 1.5) that spreads out
         the retries of concurrent requests."""
         return min(MAX_BACKOFF_S, self.retry_backoff_s * 2 ** (retry - 1)) * (0.5 + self._jitter.random())
 
-    def _request(self, prompt: str, seed: int) -> tuple[str, int]:
+    def _request(self, prompt: str, seed: int, stop: list[str]) -> tuple[str, int]:
         """(generated text, generated tokens) for one prompt."""
         body = {"prompt": prompt, "max_tokens": self.max_new_tokens, "temperature": self.temperature, "seed": seed,
-                "stop": [STOP]}
+                "stop": stop}
         if self.model_name:
             body["model"] = self.model_name
         failure = ""

@@ -7,9 +7,10 @@ from prmflow.labeling.policy import Policy
 from prmflow.labeling.simulated import SimulatedPolicy
 
 
-def make_policy(params: LabelParams) -> Policy:
+def make_policy(params: LabelParams, seed: int = 0) -> Policy:
+    """`seed` draws the simulated policy's per-problem misconceptions (base.seed in the pipeline)."""
     if params.policy == "simulated":
-        return SimulatedPolicy(params.slip_rate, params.operation_slip_fraction)
+        return SimulatedPolicy(params.slip_rate, params.operation_slip_fraction, params.misconception_rate, seed)
     if params.policy == "transformers":
         from prmflow.labeling.hf_policy import TransformersPolicy  # torch + transformers only when asked for
 

@@ -19,6 +19,7 @@ class Continuation:
     steps: list[str]  # the new steps only
     final_answer: str
     first_slip: int | None  # index among the new steps of the first slip, -1 when none, None when unknown
+    finished: bool = True  # False: a `next_steps` step after which the solution goes on (final_answer "")
 
 
 class Policy(Protocol):
@@ -27,6 +28,12 @@ class Policy(Protocol):
     `complete` continues every prefix of the list once (repeat a prefix for N completions), so
     a batched policy can sample them together. `final_answer` is the extracted final answer, ""
     (or NO_ANSWER) when there is none; the labeling method judges it.
+
+    `next_steps` proposes one more step for every prefix of the list, all in one batch, stopping at
+    the step boundary (what step-level search expands, as in search-and-learn's beam search): each
+    Continuation holds that one step (none when the policy had nothing more to write) and is
+    `finished` when the step ends the solution, with its final answer; otherwise `finished` is False
+    and `final_answer` is "".
     """
 
     name: str
@@ -34,3 +41,5 @@ class Policy(Protocol):
     def sample_trajectory(self, problem: dict, rng: random.Random) -> Continuation: ...
 
     def complete(self, problem: dict, prefixes: list[list[str]], rng: random.Random) -> list[Continuation]: ...
+
+    def next_steps(self, problem: dict, prefixes: list[list[str]], rng: random.Random) -> list[Continuation]: ...

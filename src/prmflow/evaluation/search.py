@@ -1,0 +1,257 @@
+"""Stage `search`: steer the label policy with the trained PRM on the held-out problems, at equal compute.
+
+    prmflow search            # reads params.yaml: base, label (the policy), search
+
+For every held-out problem and every N in `search.sizes`, each method of search_methods.py picks
+an answer: best-of-N (PRM `min`/`prod`/`last`), the PRM-weighted majority vote, step-level beam
+search and DVTS, beside majority vote and pass@1 on the same samples (the PRM-free baselines).
+The policy is `label.policy` (the calibrated simulated one by default: its per-problem
+misconceptions make samples share wrong answers as real generators do, so majority vote is not
+nearly the oracle). The PRM is models/prm in process, or a served one at `search.scorer`
+(`mlflow models serve`, /invocations: the serving contract of serving/scorer.py).
+
+Each problem and method has its own random stream (`{seed}:{problem id}:search:...`); best-of-N
+and the votes at N use the first N of one set of samples, as evaluate's best-of-N does.
+
+Writes `reports/search.json` ({method: {N: {accuracy, generated_tokens, policy_calls, prm_calls,
+prm_tokens}}}, compute as means per problem), `reports/plots/search.json` (DVC plot: accuracy
+against N) and `reports/plots/search.png` (accuracy against generated tokens), `reports/search.md`,
+and logs them to MLflow.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import defaultdict
+from pathlib import Path
+
+from prmflow.config import Params, SearchParams
+from prmflow.evaluation.search_methods import (
+    BASELINES, BEST_OF_N, METHODS, Compute, Picked, StepScorer, beam_search, best_of_n, dvts, majority,
+    sample_solutions, weighted_vote,
+)
+from prmflow.labeling.policy import Policy
+from prmflow.labeling.step_labels import AnswerChecker
+
+
+class InProcessScorer:
+    """models/prm (model/modeling.py) in this process, with prefix caching; counts the tokens it reads.
+
+    Solutions that extend one non-empty prefix by one step each (a step of beam search or DVTS) share
+    one pass over that prefix: its keys and values are computed once and each extension reads only
+    its new step's tokens. Exact for a causal PRM: a step's score depends on nothing after it, and
+    encode_solution encodes a prefix as the start of the longer solution. The rest (and whatever
+    does not fit the context) is scored in padded batches as evaluate scores.
+    """
+
+    def __init__(self, model_dir: str | Path, batch_size: int):
+        from prmflow.model.modeling import ProcessRewardModel
+
+        self.prm, self.batch_size, self.forward_tokens = ProcessRewardModel(model_dir), batch_size, 0
+
+    def score(self, problem: str, solutions: list[list[str]]) -> list[list[float]]:
+        from prmflow.model.tokenization import encode_solution
+
+        groups: dict[tuple[str, ...], list[int]] = defaultdict(list)
+        for i, steps in enumerate(solutions):
+            if len(steps) > 1:
+                groups[tuple(steps[:-1])].append(i)
+        scores: list[list[float] | None] = [None] * len(solutions)
+        for prefix, members in groups.items():
+            if len(members) > 1:
+                for i, step_scores in zip(members, self._extend(problem, list(prefix),
+                                                                [solutions[i][-1] for i in members])):
+                    scores[i] = step_scores
+        rest = [i for i, s in enumerate(scores) if s is None]
+        encoded = [encode_solution(self.prm.tokenizer, self.prm.format, problem, solutions[i]) for i in rest]
+        self.forward_tokens += sum(len(e.input_ids) for e in encoded if e is not None)
+        for i, step_scores in zip(rest, self.prm.score_batch([(problem, solutions[i]) for i in rest],
+                                                             self.batch_size)):
+            scores[i] = step_scores
+        return scores
+
+    def _extend(self, problem: str, prefix: list[str], last_steps: list[str]) -> list[list[float] | None]:
+        """Scores of prefix + [step] for each step, the prefix read once; all None when one does not fit."""
+        import torch
+
+        from prmflow.model.modeling import pad_batch, step_tag_logits
+        from prmflow.model.tokenization import encode_solution
+
+        fmt, model = self.prm.format, self.prm.model
+        full = [encode_solution(self.prm.tokenizer, fmt, problem, prefix + [step]) for step in last_steps]
+        if any(e is None or e.num_steps != len(prefix) + 1 for e in full):
+            return [None] * len(last_steps)
+        tags = [i for i, t in enumerate(full[0].input_ids) if t == fmt.step_tag_id]
+        head = full[0].input_ids[:tags[len(prefix) - 1] + 1]  # through the prefix's last step tag
+        with torch.no_grad():
+            head_ids = torch.tensor([head], device=self.prm.device)
+            out = model(input_ids=head_ids, use_cache=True)
+            head_scores = torch.softmax(step_tag_logits(out.logits, head_ids, fmt).float(), -1)[:, 0].tolist()
+            cache = out.cache
+            cache.batch_repeat_interleave(len(full))
+            tail_ids, tail_mask = pad_batch([e.input_ids[len(head):] for e in full], self.prm.tokenizer.pad_token_id)
+            attention = torch.cat([torch.ones(len(full), len(head), dtype=torch.long), tail_mask], dim=1)
+            logits = model(input_ids=tail_ids.to(self.prm.device), attention_mask=attention.to(self.prm.device),
+                           cache=cache).logits
+            tail_scores = torch.softmax(step_tag_logits(logits, tail_ids, fmt).float(), -1)[:, 0].tolist()
+        self.forward_tokens += len(head) + int(tail_mask.sum())
+        return [head_scores + [score] for score in tail_scores]
+
+
+class EndpointScorer:
+    """A served PRM (`mlflow models serve`): POST <url>/invocations, `batch_size` solutions per request.
+
+    The endpoint does not say how many tokens it read: `forward_tokens` stays 0.
+    """
+
+    def __init__(self, url: str, batch_size: int, timeout_s: float = 120.0):
+        import httpx
+
+        self.url, self.batch_size, self.forward_tokens = url.rstrip("/") + "/invocations", batch_size, 0
+        self.client = httpx.Client(timeout=timeout_s)
+
+    def score(self, problem: str, solutions: list[list[str]]) -> list[list[float]]:
+        """Solutions with no step (the serving contract refuses them) get no scores, without a request."""
+        asked = [i for i, steps in enumerate(solutions) if steps]
+        scores: list[list[float]] = [[] for _ in solutions]
+        for start in range(0, len(asked), self.batch_size):
+            batch = asked[start:start + self.batch_size]
+            response = self.client.post(self.url, json={"inputs": [{"problem": problem, "steps": solutions[i]}
+                                                                   for i in batch]})
+            if not response.is_success:
+                raise RuntimeError(f"search.scorer {self.url}: HTTP {response.status_code}: {response.text[-500:]}")
+            for i, prediction in zip(batch, response.json()["predictions"]):
+                scores[i] = prediction["step_scores"]
+        return scores
+
+
+def make_scorer(params: SearchParams, models_dir: str | Path) -> StepScorer:
+    if params.scorer:
+        return EndpointScorer(params.scorer, params.batch_size)
+    return InProcessScorer(Path(models_dir) / "prm", params.batch_size)
+
+
+def search_problem(policy: Policy, scorer: StepScorer, problem: dict, params: SearchParams, seed: int,
+                   check: AnswerChecker) -> dict[str, dict[int, tuple[float, Compute]]]:
+    """{method: {N: (share right, compute)}} for one problem: every method and baseline at every N.
+
+    pass@1 is the share of the N samples that are right, at the mean cost of one sample.
+    """
+    picks: dict[str, dict[int, Picked]] = defaultdict(dict)
+    stream = f"{seed}:{problem['id']}:search"
+    samples = sample_solutions(policy, problem, max(params.sizes), random.Random(f"{stream}:samples"))
+    out: dict[str, dict[int, tuple[float, Compute]]] = defaultdict(dict)
+    for n in sorted(params.sizes):
+        first, before = samples[:n], scorer.forward_tokens
+        scores = scorer.score(problem["problem"], [s.steps for s in first])
+        prm_tokens = scorer.forward_tokens - before
+        for method, how in zip(BEST_OF_N, ("min", "prod", "last")):
+            picks[method][n] = best_of_n(first, scores, how, prm_tokens)
+        picks["weighted_vote"][n] = weighted_vote(first, scores, params.aggregation, prm_tokens)
+        picks["majority"][n] = majority(first)
+        for method, run in (("beam_search", beam_search), ("dvts", dvts)):
+            picks[method][n] = run(policy, scorer, problem, n, params.beam_width, params.max_steps,
+                                   params.aggregation, random.Random(f"{stream}:{method}:{n}"))
+        one = Compute(policy_calls=1, generated_tokens=majority(first).compute.generated_tokens / n)
+        out["pass_at_1"][n] = (sum(check(s.final_answer, problem["answer"]) for s in first) / n, one)
+    for method, by_n in picks.items():
+        for n, picked in by_n.items():
+            out[method][n] = (float(check(picked.answer, problem["answer"])), picked.compute)
+    return out
+
+
+def search_report(outcomes: list[dict[str, dict[int, tuple[float, Compute]]]]) -> dict[str, dict[int, dict]]:
+    """{method: {N: accuracy and compute, both means over the problems}}, methods then baselines."""
+    report: dict[str, dict[int, dict]] = {}
+    for method in (*METHODS, *BASELINES):
+        report[method] = {}
+        for n in sorted(outcomes[0][method]):
+            rows = [o[method][n] for o in outcomes]
+            mean = {key: sum(getattr(c, key) for _, c in rows) / len(rows)
+                    for key in ("generated_tokens", "policy_calls", "prm_calls", "prm_tokens")}
+            report[method][n] = {"accuracy": sum(a for a, _ in rows) / len(rows), **mean}
+    return report
+
+
+def run_search(policy: Policy, scorer: StepScorer, problems: list[dict], params: SearchParams,
+               seed: int) -> dict[str, dict[int, dict]]:
+    from tqdm.auto import tqdm
+
+    check = AnswerChecker()
+    outcomes = [search_problem(policy, scorer, problem, params, seed, check)
+                for problem in tqdm(problems, desc="search", unit="problem", disable=None, mininterval=1.0)]
+    return search_report(outcomes)
+
+
+def plot_rows(report: dict[str, dict[int, dict]]) -> list[dict]:
+    """The DVC plot's rows: one per N, each method's accuracy a column."""
+    sizes = sorted(next(iter(report.values())))
+    return [{"n": n, **{method: report[method][n]["accuracy"] for method in report}} for n in sizes]
+
+
+def write_png(report: dict[str, dict[int, dict]], path: Path) -> Path:
+    """Accuracy against mean generated tokens per problem (log scale), one line per method."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    for method, by_n in report.items():
+        sizes = sorted(by_n)
+        ax.plot([by_n[n]["generated_tokens"] for n in sizes], [by_n[n]["accuracy"] for n in sizes],
+                marker="o", ls="--" if method in BASELINES else "-", label=method)
+    ax.set(xscale="log", xlabel="generated tokens per problem (words)", ylabel="accuracy",
+           title="PRM-guided search at equal compute")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def summary_markdown(report: dict[str, dict[int, dict]], params: SearchParams, problems: int, policy: str) -> str:
+    sizes = sorted(next(iter(report.values())))
+    lines = [f"# Search: {problems} held-out problems, policy {policy}, beam width {params.beam_width}, "
+             f"aggregation {params.aggregation}", "",
+             "Accuracy, then generated tokens (words) and policy calls per problem.", "",
+             "| method | " + " | ".join(f"N={n}" for n in sizes) + " |", "|---|" + "---|" * len(sizes)]
+    for method, by_n in report.items():
+        cells = [f"{by_n[n]['accuracy']:.3f} ({by_n[n]['generated_tokens']:.0f} tok, {by_n[n]['policy_calls']:.1f} "
+                 f"calls)" for n in sizes]
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    ratio = {m: by_n[max(sizes)]["prm_tokens"] / max(by_n[max(sizes)]["generated_tokens"], 1)
+             for m, by_n in report.items() if m not in BASELINES}
+    lines += ["", f"PRM forward tokens per generated token at N={max(sizes)}: "
+              + ", ".join(f"{m} {r:.1f}" for m, r in ratio.items()) + "."]
+    return "\n".join(lines) + "\n"
+
+
+def main(params: Params) -> None:
+    import mlflow
+    import torch
+
+    from prmflow.data.contract import PROBLEM_FIELDS
+    from prmflow.jsonl import read_jsonl, write_json
+    from prmflow.labeling.policies import make_policy
+    from prmflow.tracking import stage_run
+
+    torch.set_num_threads(params.base.num_threads)
+    s, reports = params.search, Path(params.base.reports_dir)
+    problems = read_jsonl(Path(params.base.data_dir) / "problems" / "test.jsonl", required=PROBLEM_FIELDS)
+    problems = problems[:s.num_problems] if s.num_problems else problems
+    if not problems:
+        raise ValueError(f"{params.base.data_dir}/problems/test.jsonl: no held-out problems to search")
+    with stage_run(params.base, "search", s):
+        report = run_search(make_policy(params.label, params.base.seed), make_scorer(s, params.base.models_dir),
+                            problems, s, params.base.seed)
+        write_json(reports / "search.json", report)
+        write_json(reports / "plots" / "search.json", plot_rows(report))
+        png = write_png(report, reports / "plots" / "search.png")
+        (reports / "search.md").write_text(summary_markdown(report, s, len(problems), params.label.policy))
+        mlflow.log_metrics({f"search_{method}_at_{n}_{key}": value for method, by_n in report.items()
+                            for n, row in by_n.items() for key, value in row.items()})
+        for path in (reports / "search.json", reports / "search.md", png):
+            mlflow.log_artifact(str(path))
+    print((reports / "search.md").read_text())
