@@ -13,7 +13,7 @@ from prmflow.evaluation.evaluate import (
     compare_scorers, comparison, evaluate_external, evaluate_solutions, headline_resampled, in_validation,
     read_external, resampled_metrics, validated_process_weight,
 )
-from prmflow.sections import GATE_METRICS
+from prmflow.param_rules import GATE_METRICS
 
 from tiny_models import build_public_prm, build_tiny_orm, build_tiny_prm, log_version, tracking_store
 

@@ -19,10 +19,13 @@ from pathlib import Path
 
 import yaml
 
-from prmflow.sections import (  # noqa: F401 (re-exported: prmflow.config is where params come from)
+from prmflow.param_rules import (  # noqa: F401 (re-exported: prmflow.config is where params come from)
     AGGREGATIONS, EXTERNAL_FORMATS, GENERATOR_MAX_STEPS, NEUTRAL_LABELS, PRM_FORMATS, RULES, SOURCE_FORMATS,
-    SOURCE_SPLITS, BaseParams, IngestParams, LabelParams, ValidateParams, ModelParams,
-    TrainParams, TrainOrmParams, CombineParams, EvaluateParams, SearchParams, RegisterParams,
+    SOURCE_SPLITS,
+)
+from prmflow.sections import (  # noqa: F401 (re-exported)
+    BaseParams, CombineParams, EvaluateParams, IngestParams, LabelParams, ModelParams, RegisterParams, SearchParams,
+    TrainOrmParams, TrainParams, ValidateParams,
 )
 
 
