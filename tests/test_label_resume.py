@@ -27,7 +27,7 @@ class SlowPolicy(SimulatedPolicy):
         time.sleep(0.02)
         return super().sample_trajectory(problem, rng)
 
-label.make_policy = lambda params: SlowPolicy(params.slip_rate, params.operation_slip_fraction)
+label.make_policy = lambda params, *placement: SlowPolicy(params.slip_rate, params.operation_slip_fraction)
 problems = [json.loads(line) for line in open(sys.argv[1])]
 label.label_split(problems, LabelParams(trajectories_per_problem=2, completions_per_step=4), 3, Path(sys.argv[2]))
 """

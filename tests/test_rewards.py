@@ -145,5 +145,5 @@ def test_reward_function_takes_plain_and_conversational_completions(tiny):
 def test_the_public_api_is_exported_lazily():
     code = ("import sys, prmflow; assert 'torch' not in sys.modules; "
             "from prmflow import ProcessRewardModel, CombinedRewardModel, shaped_reward; "
-            "from prmflow import rewards; assert ProcessRewardModel is rewards.ProcessRewardModel")
+            "from prmflow.model import rewards; assert ProcessRewardModel is rewards.ProcessRewardModel")
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -8,6 +8,7 @@ config.py reads the file and applies all of it.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 # Names that params may use and other layers read (sources.py, evaluate.py): kept here so that the
@@ -25,6 +26,9 @@ EXTERNAL_KEYS = ("name", "path", "format")
 AGGREGATIONS = ("min", "prod", "last", "mean")  # step scores to a solution score: prmflow.model.aggregation
 GATE_METRICS = ("first_error_f1", "step_auroc", "negative_f1", "step_accuracy",  # higher-is-better metrics.json keys
                 *(f"best_of_n_prm_{how}" for how in AGGREGATIONS))
+
+DEVICE_PATTERN = r"auto|cpu|cuda(:\d+)?"  # model.device; `auto`: CUDA when present (prmflow.devices)
+DTYPES = ("auto", "float32", "bfloat16", "float16")  # model.dtype; `auto`: bfloat16 on CUDA, float32 on the CPU
 
 # The rule a numeric field's value must pass, named in its metadata ("rule"); "choices" lists legal values.
 POSITIVE, NON_NEGATIVE, FRACTION = "> 0", ">= 0", "in [0, 1]"
@@ -258,6 +262,17 @@ class ModelParams:
         default=False,
         metadata={"help": "A problem too long for its first step keeps its tail (else the example is dropped)."},
     )
+    device: str = field(
+        default="auto",
+        metadata={"help": "Where every model loads (train, evaluate, the transformers policy, serving): auto "
+                          "(CUDA when present), cpu, cuda or cuda:N."},
+    )
+    dtype: str = field(
+        default="auto",
+        metadata={"choices": DTYPES,
+                  "help": "Inference precision, and the mixed-precision type of training: auto (bfloat16 on CUDA, "
+                          "float32 on the CPU), float32, bfloat16 or float16."},
+    )
 
     def check(self) -> list[str]:
         return unmet([
@@ -265,6 +280,8 @@ class ModelParams:
              f"hidden_size: {self.hidden_size} is not divisible by num_heads {self.num_heads}"),
             (self.positive_token != self.negative_token, "negative_token: must differ from positive_token"),
             ("{step}" in self.step_template, f"step_template: {self.step_template!r} has no {{step}} placeholder"),
+            (re.fullmatch(DEVICE_PATTERN, self.device) is not None,
+             f"device: {self.device!r} is not auto, cpu, cuda or cuda:N"),
         ])
 
 

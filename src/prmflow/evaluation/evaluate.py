@@ -288,7 +288,8 @@ def load_champion(params: Params):
     except MlflowException as err:
         return None, f"no {name}@{alias} in the registry ({err.error_code})"
     uri = f"models:/{name}@{alias}"
-    return mlflow.pyfunc.load_model(uri).unwrap_python_model().scorer.prm, uri
+    placement = {"device": params.model.device, "dtype": params.model.dtype}  # as the trained PRM's, below
+    return mlflow.pyfunc.load_model(uri, model_config=placement).unwrap_python_model().scorer.prm, uri
 
 
 def main(params: Params) -> None:
@@ -315,11 +316,12 @@ def main(params: Params) -> None:
     externals = [(spec, read_external(spec)) for spec in e.external]
     solutions = [(r["problem"], r["steps"]) for r in rows]
     with stage_run(params.base, "evaluate", e):
-        prm = ProcessRewardModel(model_dir)
+        device, dtype = params.model.device, params.model.dtype
+        prm = ProcessRewardModel(model_dir, device, dtype)
         prm_scores = prm.score_batch(solutions, e.batch_size)
         evaluations = {"prm": evaluate_solutions(rows, prm_scores, e)}
         metrics = dict(evaluations["prm"].metrics)
-        orm_scores = TrainedOutcomeRewardModel.load(orm_dir).score_batch(solutions, e.batch_size)
+        orm_scores = TrainedOutcomeRewardModel.load(orm_dir, device, dtype).score_batch(solutions, e.batch_size)
         zero_shot = None  # (step scores, first-error threshold) of the zero-shot baseline, when it runs
         notes = [f"ORM: its solution score is P(+) at the last step tag; its earlier tags are value estimates "
                  f"(P(the solution ends correct | prefix)), so its step AUROC is against step labels it was not "

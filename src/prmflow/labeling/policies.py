@@ -7,14 +7,15 @@ from prmflow.labeling.policy import Policy
 from prmflow.labeling.simulated import SimulatedPolicy
 
 
-def make_policy(params: LabelParams) -> Policy:
+def make_policy(params: LabelParams, device: str = "auto", dtype: str = "auto") -> Policy:
+    """The `label.policy`; a model-backed one loads its model on `device` in `dtype` (prmflow.devices)."""
     if params.policy == "simulated":
         return SimulatedPolicy(params.slip_rate, params.operation_slip_fraction)
     if params.policy == "transformers":
         from prmflow.labeling.hf_policy import TransformersPolicy  # torch + transformers only when asked for
 
         return TransformersPolicy(params.model_dir, params.max_new_tokens, params.temperature, params.batch_size,
-                                  params.gguf_file)
+                                  params.gguf_file, device, dtype)
     if params.policy == "openai":
         from prmflow.labeling.openai_policy import OpenAIPolicy
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from prmflow.config import Params
 from prmflow.model.tokenization import (
+    COUNTS_FILE,
     corpus_texts,
     prepare_tokenizer,
     prompt_format,

@@ -17,6 +17,7 @@ context lose whole trailing steps and `scored_steps` says how many were scored.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import mlflow.pyfunc
@@ -61,6 +62,8 @@ class ServingConfig:
     batch_size: int = 32
     process_weight: float = 0.7  # a combined model only: score = process_weight * aggregate + outcome_weight * ORM
     outcome_weight: float = 0.3
+    device: str = "auto"  # where the model loads (prmflow.devices); PRMFLOW_DEVICE overrides it at load time
+    dtype: str = "auto"   # its precision; PRMFLOW_DTYPE overrides it
 
     @classmethod
     def from_model_config(cls, config: dict | None) -> ServingConfig:
@@ -121,13 +124,18 @@ class Scorer:
 
 class PRMPyfunc(mlflow.pyfunc.PythonModel):
     def load_context(self, context):
+        """Load the PRM (and ORM) on the device and dtype of the stored config, or of PRMFLOW_DEVICE /
+        PRMFLOW_DTYPE when set, so one registered model serves on a GPU or a CPU unchanged."""
+        from prmflow.devices import placement_from_env
         from prmflow.model.modeling import ProcessRewardModel
         from prmflow.model.rewards import TrainedOutcomeRewardModel
 
+        config = ServingConfig.from_model_config(context.model_config)
+        device, dtype = placement_from_env(config.device, config.dtype)
+        config = dataclasses.replace(config, device=device, dtype=dtype)
         outcome_dir = context.artifacts.get(OUTCOME_ARTIFACT)
-        self.scorer = Scorer(ProcessRewardModel(context.artifacts["model_dir"]),
-                             ServingConfig.from_model_config(context.model_config),
-                             TrainedOutcomeRewardModel(outcome_dir) if outcome_dir else None)
+        self.scorer = Scorer(ProcessRewardModel(context.artifacts["model_dir"], device, dtype), config,
+                             TrainedOutcomeRewardModel(outcome_dir, device, dtype=dtype) if outcome_dir else None)
 
     def predict(self, context, model_input: list[Solution], params: dict | None = None) -> list[Prediction]:
         from mlflow.exceptions import MlflowException
@@ -140,14 +148,19 @@ class PRMPyfunc(mlflow.pyfunc.PythonModel):
             raise MlflowException(str(err), error_code=INVALID_PARAMETER_VALUE) from None
 
 
-def load_scorer(model: str, threshold: float | None = None) -> Scorer:
+def load_scorer(model: str, threshold: float | None = None, placement: tuple[str, str] | None = None) -> Scorer:
     """The scorer of a registered model (`models:/prm@champion`, `runs:/...`) or of a model directory.
 
     A model URI is loaded through MLflow exactly as the server loads it, with the serving config
-    stored beside it; `threshold` only applies to a bare directory, which has none.
+    stored beside it; `threshold` only applies to a bare directory, which has none. `placement`
+    (device, dtype) replaces the stored ones; PRMFLOW_DEVICE / PRMFLOW_DTYPE override both.
     """
     if ":/" in model:
-        return mlflow.pyfunc.load_model(model).unwrap_python_model().scorer
+        override = dict(zip(("device", "dtype"), placement)) if placement else None
+        return mlflow.pyfunc.load_model(model, model_config=override).unwrap_python_model().scorer
+    from prmflow.devices import placement_from_env
     from prmflow.model.modeling import ProcessRewardModel
 
-    return Scorer(ProcessRewardModel(model), ServingConfig(threshold=0.5 if threshold is None else threshold))
+    device, dtype = placement_from_env(*(placement or ("auto", "auto")))
+    return Scorer(ProcessRewardModel(model, device, dtype),
+                  ServingConfig(threshold=0.5 if threshold is None else threshold, device=device, dtype=dtype))
