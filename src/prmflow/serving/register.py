@@ -94,7 +94,7 @@ def log_prm(model_dir: str | Path, model_config: dict, registered_model_name: st
     artifacts = {"model_dir": str(model_dir)} | ({OUTCOME_ARTIFACT: str(outcome_dir)} if outcome_dir else {})
     return mlflow.pyfunc.log_model(
         name="prm",
-        python_model=str(package / "pyfunc_entry.py"),
+        python_model=str(package / "serving" / "pyfunc_entry.py"),
         code_paths=[str(package)],
         artifacts=artifacts,
         model_config=model_config,
