@@ -37,9 +37,9 @@ def project(tmp_path, labeled_rows, monkeypatch):
 
 
 def tokenize_and_train(params: Params, callbacks: tuple = ()) -> dict:
-    from prmflow import tokenization, train
+    from prmflow.model import tokenize, train
 
-    tokenization.main(params)
+    tokenize.main(params)
     if callbacks:
         return train.train_stage(params, callbacks)
     train.main(params)
@@ -103,11 +103,11 @@ def test_an_interrupted_run_resumes_from_its_last_checkpoint(project):
 
 
 def test_two_process_accelerate_launch(project):
-    from prmflow.model import tokenization
+    from prmflow.model import tokenize
 
     params = stage_params()
     Path("params.yaml").write_text(yaml.safe_dump(dataclasses.asdict(params)))
-    tokenization.main(params)
+    tokenize.main(params)
     # --multi_gpu picks the torchrun launcher (--cpu would start one process); with no GPU the
     # Trainer (use_cpu) joins the processes over gloo.
     cmd = [str(BIN / "accelerate"), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
