@@ -177,13 +177,13 @@ def test_a_server_with_the_bfloat16_override_scores_within_0_05_of_float32(store
 
     directory = sharpen_label_rows(build_tiny_prm(store["root"] / "sharp", seed=3))
     version = log_version(directory, name="prm-sharp", **LIMITS)
-    solutions = SOLUTIONS
+    pairs = [(s["problem"], s["steps"]) for s in SOLUTIONS]
     env = server_env(store["uri"]) | {"PRMFLOW_DTYPE": "bfloat16"}  # the model was stored with dtype: auto
     with model_server(f"models:/prm-sharp/{version}", env, store["root"], store["root"] / "bf16.log") as url:
-        response = invoke(url, {"inputs": solutions})
+        response = invoke(url, {"inputs": SOLUTIONS})
     assert response.status_code == 200, response.text
     served = [s for p in response.json()["predictions"] for s in p["step_scores"]]
-    float32 = ProcessRewardModel(directory, "cpu", "float32").score_batch([(s["problem"], s["steps"]) for s in solutions])
+    float32 = ProcessRewardModel(directory, "cpu", "float32").score_batch(pairs)
     expected = [s for steps in float32 for s in steps]
     assert max(expected) - min(expected) > 0.3 and served != expected  # bfloat16 really served, spread scores
     assert max(abs(a - b) for a, b in zip(served, expected)) <= 0.05
