@@ -16,7 +16,11 @@ from conftest import REPO
 
 PACKAGE = REPO / "src" / "prmflow"
 # Each module's rank; a module may import only modules of its own rank or below.
-SHARED = {"prmflow.config", "prmflow.sections", "prmflow.param_rules", "prmflow.tracking", "prmflow.jsonl"}
+SHARED = {"prmflow.config", "prmflow.sections", "prmflow.param_rules", "prmflow.tracking", "prmflow.jsonl",
+          "prmflow.devices"}
+# Shared modules a stage's results do not rest on (params are DVC params, not code): left out of its deps.
+# prmflow.devices is code that decides where and in what precision models run: a dep where it is imported.
+NOT_CODE_DEPS = SHARED - {"prmflow.devices"}
 ORDER = ("data", "labeling", "model", "evaluation", "serving")
 
 
@@ -89,11 +93,11 @@ def test_no_import_cycles():
 
 def code_deps(stage_module: str) -> set[str]:
     """The source files a stage's behaviour rests on: its module and everything it imports, transitively,
-    except the shared modules (config, sections, param_rules, tracking, jsonl: params are DVC params)."""
+    except the shared config, sections, param_rules, tracking and jsonl (params are DVC params, not code deps)."""
     graph, todo, closure = import_graph(), [stage_module], set()
     while todo:
         module = todo.pop()
-        if module in closure or module in SHARED or module == "prmflow":
+        if module in closure or module in NOT_CODE_DEPS or module == "prmflow":
             continue
         closure.add(module)
         todo += graph[module]

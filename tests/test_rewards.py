@@ -6,7 +6,7 @@ import sys
 
 import pytest
 import torch
-from tiny_models import build_tiny_prm
+from tiny_models import build_tiny_prm, sharpen_label_rows
 
 from prmflow.model.rewards import (
     OUTCOME_PROMPT, STEP_PROMPT, CombinedRewardModel, EnsembleRewardModel, OutcomeRewardModel, ProcessRewardModel,
@@ -65,6 +65,21 @@ def test_outcome_reward_is_the_log_odds_of_the_whole_solution_and_its_prompt_is_
     assert isinstance(loaded, OutcomeRewardModel) and loaded.prompt == "Right? Yes or No: "
     assert loaded.get_reward(PROBLEM, TEXT) == pytest.approx(
         hand_log_odds(tiny["prm"], PROBLEM, STEPS, "Right? Yes or No: "), abs=1e-4)
+
+
+def test_bfloat16_on_the_cpu_scores_within_0_05_of_float32(tmp_path):
+    directory = sharpen_label_rows(build_tiny_prm(tmp_path / "prm", seed=3))
+    solutions = [(PROBLEM, STEPS), ("Tom has 7 pens and gives away 4.", ["7 - 4 = <<7-4=3>>3", "Tom has 3 pens."]),
+                 (PROBLEM, ["3 + 2 = <<3+2=6>>6", "6 + 4 = <<6+4=10>>10", "Ava has 10 apples."])]
+    scores = {}
+    for dtype in ("float32", "bfloat16"):
+        prm = ProcessRewardModel(directory, device="cpu", dtype=dtype)
+        assert prm.model.dtype == getattr(torch, dtype) and prm.device.type == "cpu"
+        scores[dtype] = [s for steps in prm.score_batch(solutions) for s in steps]
+    full, half = scores["float32"], scores["bfloat16"]
+    assert max(full) - min(full) > 0.3  # spread scores: 0.05 is not met by scores that all sit near 0.5
+    assert half != full  # the bfloat16 weights really were used
+    assert max(abs(a - b) for a, b in zip(full, half)) <= 0.05
 
 
 def test_process_reward_model_scores_text_and_round_trips(tiny, tmp_path):

@@ -16,7 +16,7 @@ import pytest
 import requests
 
 from prmflow.serving.model_server import model_server
-from tiny_models import build_tiny_orm, build_tiny_prm, log_version, server_env, tracking_store
+from tiny_models import build_tiny_orm, build_tiny_prm, log_version, server_env, sharpen_label_rows, tracking_store
 
 LIMITS = {"max_solutions_per_request": 64, "max_steps_per_request": 310, "max_request_bytes": 150_000}
 PROBLEM = "Ava has 3 apples. Then Ava buys 2 more apples. How many apples does Ava have at the end?"
@@ -319,3 +319,58 @@ def test_search_picks_the_same_with_the_served_prm_as_in_process(server, store):
         beams = [beam_search(policy, scorer, problem, 8, 2, 12, "min", random.Random(3)) for scorer in (served, local)]
         assert beams[0].solution == beams[1].solution and beams[0].answer == beams[1].answer
     assert local.forward_tokens > 0 and served.forward_tokens == 0  # the endpoint does not say what it read
+
+
+def test_a_server_with_the_bfloat16_override_scores_within_0_05_of_float32(store):
+    """Scores spread over (0, 1) (sharpened label rows), so the tolerance is not met by scores near 0.5."""
+    from prmflow.model.modeling import ProcessRewardModel
+
+    directory = sharpen_label_rows(build_tiny_prm(store["root"] / "sharp", seed=3))
+    version = log_version(directory, name="prm-sharp", **LIMITS)
+    pairs = [(s["problem"], s["steps"]) for s in SOLUTIONS]
+    env = server_env(store["uri"]) | {"PRMFLOW_DTYPE": "bfloat16"}  # the model was stored with dtype: auto
+    with model_server(f"models:/prm-sharp/{version}", env, store["root"], store["root"] / "bf16.log") as url:
+        response = invoke(url, {"inputs": SOLUTIONS})
+    assert response.status_code == 200, response.text
+    served = [s for p in response.json()["predictions"] for s in p["step_scores"]]
+    float32 = ProcessRewardModel(directory, "cpu", "float32").score_batch(pairs)
+    expected = [s for steps in float32 for s in steps]
+    assert max(expected) - min(expected) > 0.3 and served != expected  # bfloat16 really served, spread scores
+    assert max(abs(a - b) for a, b in zip(served, expected)) <= 0.05
+
+
+def test_the_served_model_loads_in_its_stored_placement_unless_the_environment_overrides_it(store, monkeypatch):
+    import mlflow
+    import torch
+
+    from prmflow.serving.scorer import load_scorer
+
+    uri = f"models:/prm/{store['versions'][0]}"
+    stored = mlflow.models.get_model_info(uri).flavors["python_function"]["config"]
+    assert (stored["device"], stored["dtype"]) == ("auto", "auto")
+    assert load_scorer(uri).prm.model.dtype == (torch.bfloat16 if torch.cuda.is_available() else torch.float32)
+    monkeypatch.setenv("PRMFLOW_DEVICE", "cpu")
+    monkeypatch.setenv("PRMFLOW_DTYPE", "bfloat16")
+    scorer = load_scorer(uri)
+    assert scorer.prm.model.dtype == torch.bfloat16 and scorer.prm.device.type == "cpu"
+    assert (scorer.config.device, scorer.config.dtype) == ("cpu", "bfloat16")
+    monkeypatch.setenv("PRMFLOW_DTYPE", "float8")
+    with pytest.raises(ValueError, match="dtype: 'float8' is not one of"):
+        load_scorer(uri)
+
+
+def test_the_registered_model_carries_the_step_tag_and_label_ids_of_its_tokenizer(store):
+    """What `vllm serve` needs to score with STEP pooling (README): checked against the tokenizer itself."""
+    import mlflow
+    from transformers import AutoTokenizer
+
+    metadata = mlflow.models.get_model_info(f"models:/prm/{store['versions'][0]}").metadata
+    tokenizer = AutoTokenizer.from_pretrained(store["root"] / "seed0")
+    step_tag_id = int(metadata["step_tag_id"])
+    assert tokenizer.encode("Step 1: a<step>", add_special_tokens=False)[-1] == step_tag_id
+    assert tokenizer.convert_ids_to_tokens(step_tag_id) == "<step>"
+    assert tokenizer.convert_ids_to_tokens(int(metadata["positive_token_id"])) == "+"
+    assert tokenizer.convert_ids_to_tokens(int(metadata["negative_token_id"])) == "-"
+    assert json.loads(metadata["vllm_pooler_config"]) == {
+        "pooling_type": "STEP", "step_tag_id": step_tag_id,
+        "returned_token_ids": [int(metadata["positive_token_id"]), int(metadata["negative_token_id"])]}

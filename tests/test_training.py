@@ -68,7 +68,7 @@ def test_lora_trains_adapters_and_the_step_tag_embedding_only(labeled_rows):
     assert 0 < sum(p.numel() for p in trainable) < sum(p.numel() for p in wrapped.parameters()) / 2
     rows, _ = tokenize_rows(tokenizer, fmt, labeled_rows[:4])
     input_ids = torch.tensor([rows[0]["input_ids"]])
-    loss = step_loss(step_tag_logits(wrapped(input_ids=input_ids).logits, input_ids, fmt),
+    loss = step_loss(step_tag_logits(wrapped, input_ids, torch.ones_like(input_ids), fmt),
                      torch.tensor(rows[0]["hard_targets"]))
     loss.backward()
     torch.optim.AdamW(trainable, lr=1e-2).step()

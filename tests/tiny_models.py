@@ -70,6 +70,22 @@ def build_tiny_prm(directory: Path, seed: int, max_length: int = 192) -> Path:
     return directory
 
 
+def sharpen_label_rows(directory: Path, factor: float = 100.0) -> Path:
+    """Scale the output-embedding rows of the two label tokens, so the saved PRM's step scores spread over (0, 1)
+    instead of sitting near 0.5 (where any precision would pass a tolerance on them)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from prmflow.model.tokenization import load_prompt_format
+
+    fmt = load_prompt_format(directory)
+    model = AutoModelForCausalLM.from_pretrained(directory)
+    with torch.no_grad():
+        model.get_output_embeddings().weight[[fmt.positive_id, fmt.negative_id]] *= factor
+    model.save_pretrained(directory)
+    return directory
+
+
 def build_tiny_orm(directory: Path, seed: int, max_length: int = 192) -> Path:
     """A tiny PRM-architecture model saved as a trained (tag-mode) outcome reward model, as train_orm saves one."""
     from prmflow.model.reward_config import write_outcome_config

@@ -8,12 +8,14 @@ The names and rules they use are in param_rules.py; config.py reads the file and
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from prmflow.param_rules import (
-    AGGREGATIONS, BUILTIN_SCORERS, EXTERNAL_FORMATS, EXTERNAL_KEYS, FRACTION, GATE_METRICS, GENERATOR_MAX_STEPS,
-    NON_NEGATIVE, POSITIVE, PRM_FORMATS, SCORER_KEYS, source_problems, spec_problems, unmet,
+    AGGREGATIONS, BUILTIN_SCORERS, DEVICE_PATTERN, DTYPES, EXTERNAL_FORMATS, EXTERNAL_KEYS, FRACTION, GATE_METRICS,
+    GENERATOR_MAX_STEPS, NON_NEGATIVE, POSITIVE, PRM_FORMATS, SCORER_KEYS, source_problems, spec_problems, unmet,
 )
+
 
 @dataclass
 class BaseParams:
@@ -240,6 +242,17 @@ class ModelParams:
         default=False,
         metadata={"help": "A problem too long for its first step keeps its tail (else the example is dropped)."},
     )
+    device: str = field(
+        default="auto",
+        metadata={"help": "Where every model loads (train, evaluate, the transformers policy, serving): auto "
+                          "(CUDA when present), cpu, cuda or cuda:N."},
+    )
+    dtype: str = field(
+        default="auto",
+        metadata={"choices": DTYPES,
+                  "help": "Inference precision, and the mixed-precision type of training: auto (bfloat16 on CUDA, "
+                          "float32 on the CPU), float32, bfloat16 or float16."},
+    )
 
     def check(self) -> list[str]:
         return unmet([
@@ -247,6 +260,8 @@ class ModelParams:
              f"hidden_size: {self.hidden_size} is not divisible by num_heads {self.num_heads}"),
             (self.positive_token != self.negative_token, "negative_token: must differ from positive_token"),
             ("{step}" in self.step_template, f"step_template: {self.step_template!r} has no {{step}} placeholder"),
+            (re.fullmatch(DEVICE_PATTERN, self.device) is not None,
+             f"device: {self.device!r} is not auto, cpu, cuda or cuda:N"),
         ])
 
 

@@ -43,4 +43,5 @@ def load_champion(params: Params):
     except MlflowException as err:
         return None, f"no {name}@{alias} in the registry ({err.error_code})"
     uri = f"models:/{name}@{alias}"
-    return mlflow.pyfunc.load_model(uri).unwrap_python_model().scorer.prm, uri
+    placement = {"device": params.model.device, "dtype": params.model.dtype}  # as the trained PRM's
+    return mlflow.pyfunc.load_model(uri, model_config=placement).unwrap_python_model().scorer.prm, uri

@@ -12,6 +12,7 @@ from __future__ import annotations
 import random
 import re
 
+from prmflow.devices import load_causal_lm
 from prmflow.labeling.completion_text import FINAL_ANSWER_LINE, STEP_LINE, finish, finish_step, prompt_text
 from prmflow.labeling.policy import Continuation
 
@@ -33,8 +34,8 @@ class TransformersPolicy:
     name = "transformers"
 
     def __init__(self, model_dir: str, max_new_tokens: int = 256, temperature: float = 0.7, batch_size: int = 16,
-                 gguf_file: str = ""):
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+                 gguf_file: str = "", device: str = "auto", dtype: str = "auto"):
+        from transformers import AutoTokenizer
 
         # A GGUF file holds the tokenizer and the (dequantized on load) weights, as for modeling.build_model.
         load = {"gguf_file": gguf_file} if gguf_file else {}
@@ -42,7 +43,7 @@ class TransformersPolicy:
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.model = AutoModelForCausalLM.from_pretrained(model_dir, **load).eval()
+        self.model = load_causal_lm(model_dir, device, dtype, **load)
         self.max_new_tokens, self.temperature, self.batch_size = max_new_tokens, temperature, batch_size
         self.generate_calls = 0
         self.generated_tokens = 0
@@ -77,7 +78,7 @@ class TransformersPolicy:
         import torch
         from transformers import StoppingCriteriaList
 
-        inputs = self.tokenizer(prompts, return_tensors="pt", padding=True)
+        inputs = self.tokenizer(prompts, return_tensors="pt", padding=True).to(self.model.device)
         width = inputs["input_ids"].shape[1]
         sampling = {"do_sample": True, "temperature": self.temperature} if self.temperature > 0 else {
             "do_sample": False}

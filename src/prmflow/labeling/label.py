@@ -124,10 +124,13 @@ def _read_partial(path: Path) -> dict[str, ProblemLabels]:
     return done
 
 
-def label_split(problems: list[dict], params: LabelParams, seed: int,
-                partial: Path | None = None) -> list[ProblemLabels]:
-    """Label every problem, in order; with `partial`, resume from and append to that file."""
-    policy = make_policy(params, seed)
+def label_split(problems: list[dict], params: LabelParams, seed: int, partial: Path | None = None,
+                placement: tuple[str, str] = ("auto", "auto")) -> list[ProblemLabels]:
+    """Label every problem, in order; with `partial`, resume from and append to that file.
+
+    `placement` is the (device, dtype) a model-backed policy loads its model with (`model.device`, `model.dtype`).
+    """
+    policy = make_policy(params, seed, *placement)
     done = _read_partial(partial) if partial else {}
     handle = None
     if partial:
@@ -217,7 +220,8 @@ def main(params: Params) -> None:
             source = data / "problems" / f"{split}.jsonl"
             problems = read_jsonl(source, required=PROBLEM_FIELDS)
             partial = partial_path(data, split, params.label, params.base.seed, source)
-            results = label_split(problems, params.label, params.base.seed, partial)
+            results = label_split(problems, params.label, params.base.seed, partial,
+                                  (params.model.device, params.model.dtype))
             rows = [row for result in results for row in result.rows]
             write_jsonl(data / "rollouts" / f"{split}.jsonl", rows)
             partial.unlink()

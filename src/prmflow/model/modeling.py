@@ -2,16 +2,20 @@
 
 The score of step t is softmax over the logits of the two label tokens (`+`, `-`) at the
 position of step tag t. Training (train.py) and inference (ProcessRewardModel) both go
-through `step_tag_logits`, so they can never disagree about where a label lives.
+through `step_tag_logits`, so they can never disagree about where a label lives or how its
+logits are computed: the tag-only head, the final hidden states at the tags times the two
+label rows of the output embedding, never the full-vocabulary logits at every position.
 """
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 
 import torch
 
 from prmflow.config import ModelParams
+from prmflow.devices import load_causal_lm
 from prmflow.model.tokenization import Encoded, PromptFormat, encode_candidate, gguf_kwargs, load_prompt_format
 
 
@@ -42,10 +46,92 @@ def build_model(params: ModelParams, tokenizer):
     return model
 
 
-def step_tag_logits(logits: torch.Tensor, input_ids: torch.Tensor, fmt: PromptFormat) -> torch.Tensor:
-    """[num_tags, 2] logits of (+, -) at every step tag, in row-major (solution, step) order."""
-    at_tags = logits[input_ids == fmt.step_tag_id]
-    return at_tags[:, [fmt.positive_id, fmt.negative_id]]
+# Config fields of models whose forward rescales or caps the LM head's output (Gemma 2, Cohere, Granite).
+SCALED_LOGITS = ("final_logit_softcapping", "logit_scale", "logits_scaling")
+
+
+def _causal_lm(model):
+    """The transformers causal LM inside the wrappers training adds: DDP / DataParallel (`.module`), and peft
+    (`get_base_model()`, whose LoRA layers sit in place inside it, so calling its parts applies them)."""
+    while hasattr(model, "module"):
+        model = model.module
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def _head_weight(head):
+    """The [vocab, hidden] weight the LM head multiplies by, with what an unmerged peft adapter adds to it.
+
+    peft wraps a head tied to the input embedding in a TrainableTokensWrapper when the step tag's embedding
+    trains (train.apply_lora); its weight is the base weight with the trained rows copied in.
+    """
+    adapter = getattr(head, "token_adapter", None)
+    if adapter is not None:  # as the adapter's own forward: the base weight once merged or switched off
+        if adapter.merged or adapter.disable_adapters or not adapter.active_adapters:
+            return adapter.base_layer.weight
+        return adapter.get_merged_weights(adapter.active_adapters)
+    if not isinstance(head, torch.nn.Linear):  # e.g. LoRA on the head: its rows are not a slice of one weight
+        raise ValueError(f"tag-only head: the LM head is a {type(head).__name__}, not a linear layer; "
+                         f"leave it out of the LoRA target modules")
+    return head.weight
+
+
+def _check_plain_logits(config) -> None:
+    """The label rows give the model's logits only where its forward returns the head's output unchanged."""
+    for name in SCALED_LOGITS:
+        if getattr(config, name, None) not in (None, 1, 1.0):
+            raise ValueError(f"tag-only head: {config.model_type} transforms its logits ({name} = "
+                             f"{getattr(config, name)}), which the tag-only head does not reproduce")
+
+
+def hidden_states_at(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                     at: torch.Tensor) -> torch.Tensor:
+    """[num_selected, hidden] final hidden states (after the last norm) at the positions where `at` is True.
+
+    The forward goes through `model` itself, so its wrappers (DDP gradient sync, the Trainer's autocast,
+    peft) all apply; the backbone's output is caught on the way by a hook, and the LM head runs on one
+    position per row only (`logits_to_keep=1`) instead of every position.
+    """
+    lm = _causal_lm(model)
+    keep = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(lm.forward).parameters else {}
+    caught = []
+    hook = lm.base_model.register_forward_hook(lambda module, args, output: caught.append(output[0]))
+    try:
+        model(input_ids=input_ids, attention_mask=attention_mask, **keep)
+    finally:
+        hook.remove()
+    return caught[0][at]
+
+
+def token_logits(model, hidden: torch.Tensor, token_ids: list[int] | slice) -> torch.Tensor:
+    """[n, len(token_ids)] the model's logits of `token_ids` (`slice(None)`: the whole vocabulary) from
+    final hidden states [n, hidden].
+
+    The rows `token_ids` of the output embedding (tied or not), plus their bias where the head has one:
+    what the full head gives in those columns, without the [n, vocab] product. Computed in the
+    weight's dtype (the Trainer's mixed precision keeps float32 weights: this product stays float32).
+    """
+    lm = _causal_lm(model)
+    _check_plain_logits(lm.config)
+    head = lm.get_output_embeddings()
+    rows = _head_weight(head)[token_ids]
+    bias = head.bias[token_ids] if getattr(head, "bias", None) is not None else None
+    return torch.nn.functional.linear(hidden.to(rows.dtype), rows, bias)
+
+
+def step_tag_logits(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, fmt: PromptFormat,
+                    full_logits: bool = False) -> torch.Tensor:
+    """[num_tags, 2] logits of (+, -) at every step tag, in row-major (solution, step) order.
+
+    The tag-only head: final hidden states at the tags times the two label rows of the output embedding
+    (memory O(tags x hidden) instead of O(batch x length x vocab)). `full_logits=True` reads the same
+    two columns out of the model's full [batch, length, vocab] logits: the reference path, kept for the
+    equality tests and the benchmarks (bench/tag_head.py, bench/gpu_check.py).
+    """
+    at_tags = input_ids == fmt.step_tag_id
+    labels = [fmt.positive_id, fmt.negative_id]
+    if full_logits:
+        return model(input_ids=input_ids, attention_mask=attention_mask).logits[at_tags][:, labels]
+    return token_logits(model, hidden_states_at(model, input_ids, attention_mask, at_tags), labels)
 
 
 def step_loss(pair_logits: torch.Tensor, targets: torch.Tensor, negative_weight: float = 1.0) -> torch.Tensor:
@@ -73,18 +159,19 @@ def pad_batch(sequences: list[list[int]], pad_id: int) -> tuple[torch.Tensor, to
 class ProcessRewardModel:
     """Scores every step of a solution in one forward pass; batches many solutions with padding.
 
-        prm = ProcessRewardModel("models/prm")
+        prm = ProcessRewardModel("models/prm")                      # device, dtype: "auto" (prmflow.devices)
+        prm = ProcessRewardModel("models/prm", device="cpu", dtype="bfloat16")
         prm.get_rewards_for_steps("Ava has 3 apples. ...", ["3 + 2 = <<3+2=5>>5", ...])
     """
 
-    def __init__(self, model_name_or_path: str | Path, device: str = "cpu"):
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+    def __init__(self, model_name_or_path: str | Path, device: str = "auto", dtype: str = "auto"):
+        from transformers import AutoTokenizer
 
         self.path = Path(model_name_or_path)
-        self.device = device
         self.format = load_prompt_format(self.path)
         self.tokenizer = AutoTokenizer.from_pretrained(self.path)
-        self.model = AutoModelForCausalLM.from_pretrained(self.path).to(device).eval()
+        self.model = load_causal_lm(self.path, device, dtype)
+        self.device = self.model.device
 
     def encode(self, solutions: list[tuple[str, list[str]]]) -> list[Encoded]:
         """What `score_batch` feeds the model for each (problem, steps): its ids, the steps cut inside or left
@@ -107,8 +194,8 @@ class ProcessRewardModel:
             batch = order[start: start + batch_size]
             input_ids, attention = pad_batch([encoded[i].input_ids for i in batch], self.tokenizer.pad_token_id)
             input_ids = input_ids.to(self.device)
-            logits = self.model(input_ids=input_ids, attention_mask=attention.to(self.device)).logits
-            flat = torch.softmax(step_tag_logits(logits, input_ids, self.format).float(), -1)[:, 0].tolist()
+            pair_logits = step_tag_logits(self.model, input_ids, attention.to(self.device), self.format)
+            flat = torch.softmax(pair_logits.float(), -1)[:, 0].tolist()
             for i in batch:
                 results[i], flat = flat[: encoded[i].num_steps], flat[encoded[i].num_steps:]
         return results

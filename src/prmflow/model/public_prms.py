@@ -45,7 +45,7 @@ from prmflow.model.modeling import pad_batch
 DEFAULT_STEP_TEMPLATE = "Step {i}: {step}"  # Math-Shepherd's steps carry "Step i:", as model.step_template
 
 
-def load_prm(path: str | Path, format: str | None = None, device: str = "cpu", dtype: str | None = None,
+def load_prm(path: str | Path, format: str | None = None, device: str = "auto", dtype: str = "auto",
              **options):
     """A scorer of the checkpoint at `path` with `score_batch` and `get_rewards_for_steps`.
 
@@ -65,7 +65,7 @@ def load_prm(path: str | Path, format: str | None = None, device: str = "cpu", d
     if format == "prmflow":
         from prmflow.model.modeling import ProcessRewardModel
 
-        return ProcessRewardModel(path, device)
+        return ProcessRewardModel(path, device, dtype)
     model = _load_model(path, format, device, dtype)
     max_length = options.pop("max_length", None) or getattr(model.config, "max_position_embeddings", None) or 2048
     if format == "zero_shot":
@@ -77,12 +77,14 @@ def load_prm(path: str | Path, format: str | None = None, device: str = "cpu", d
     return scorer(model, tokenizer, max_length, **options)
 
 
-def _load_model(path: Path, format: str, device: str, dtype: str | None):
-    from transformers import AutoModelForCausalLM, AutoModelForTokenClassification
+def _load_model(path: Path, format: str, device: str, dtype: str):
+    from transformers import AutoModelForTokenClassification
 
-    auto = AutoModelForTokenClassification if format == "trl" else AutoModelForCausalLM
-    kwargs = {"dtype": dtype} if dtype else {}
-    return auto.from_pretrained(path, trust_remote_code=False, **kwargs).to(device).eval()
+    from prmflow.devices import load_causal_lm, place
+
+    if format == "trl":
+        return place(AutoModelForTokenClassification.from_pretrained(path, trust_remote_code=False), device, dtype)
+    return load_causal_lm(path, device, dtype, trust_remote_code=False)
 
 
 @dataclass

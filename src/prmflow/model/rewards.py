@@ -2,6 +2,7 @@
 
     from prmflow import ProcessRewardModel, OutcomeRewardModel, CombinedRewardModel, load_reward_model
     prm = ProcessRewardModel("models/prm")                        # trained tag mode: P(+) per step
+    prm = ProcessRewardModel("models/prm", device="cuda", dtype="bfloat16")  # every class: device, dtype
     prm.get_reward_for_text("3 + 2 = 5\\n5 * 2 = 10", problem="...")
     zs = ZeroShotProcessRewardModel("any/causal-lm")              # verification prompt: log-odds per step
     orm = OutcomeRewardModel("any/causal-lm")                     # one log-odds for the whole solution
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from prmflow.devices import load_causal_lm
 from prmflow.model import modeling
 from prmflow.model.aggregation import AGGREGATIONS, aggregate, combine
 from prmflow.model.reward_config import (
@@ -87,9 +89,9 @@ def _save_tag_model(scorer: modeling.ProcessRewardModel, path: Path, config: dic
 class ProcessRewardModel(modeling.ProcessRewardModel, _StepScorer):
     """Trained tag mode: P(+) at each step tag, all steps in one forward pass (the pipeline's PRM)."""
 
-    def __init__(self, model_name_or_path: str | Path, device: str = "cpu", delimiter: str = DEFAULT_DELIMITER,
-                 aggregation: str = "min"):
-        super().__init__(model_name_or_path, device)
+    def __init__(self, model_name_or_path: str | Path, device: str = "auto", delimiter: str = DEFAULT_DELIMITER,
+                 aggregation: str = "min", dtype: str = "auto"):
+        super().__init__(model_name_or_path, device, dtype)
         self.delimiter = delimiter
         self.aggregation = _check_aggregation(aggregation)
 
@@ -98,12 +100,12 @@ class ProcessRewardModel(modeling.ProcessRewardModel, _StepScorer):
                                            "aggregation": self.aggregation})
 
     @classmethod
-    def load(cls, path: str | Path, device: str = "cpu"):
+    def load(cls, path: str | Path, device: str = "auto", dtype: str = "auto"):
         """A saved process model in the mode it was saved in (tag, or verification prompt)."""
         config = read_config(path, "process")
         if config["mode"] == "verification":
-            return ZeroShotProcessRewardModel.load(path, device)
-        return cls(path, device, config["delimiter"], config["aggregation"])
+            return ZeroShotProcessRewardModel.load(path, device, dtype)
+        return cls(path, device, config["delimiter"], config["aggregation"], dtype)
 
 
 class _VerificationPrompt:
@@ -112,15 +114,15 @@ class _VerificationPrompt:
     kind = ""
     default_prompt = ""
 
-    def __init__(self, model_name_or_path: str | Path, device: str = "cpu", prompt: str | None = None,
+    def __init__(self, model_name_or_path: str | Path, device: str = "auto", prompt: str | None = None,
                  delimiter: str = DEFAULT_DELIMITER, step_template: str = DEFAULT_STEP_TEMPLATE,
-                 max_length: int | None = None, aggregation: str = "min"):
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+                 max_length: int | None = None, aggregation: str = "min", dtype: str = "auto"):
+        from transformers import AutoTokenizer
 
         from prmflow.model.zero_shot import ZeroShotVerifier
 
         tokenizer = AutoTokenizer.from_pretrained(model_name_or_path)
-        model = AutoModelForCausalLM.from_pretrained(model_name_or_path).to(device)
+        model = load_causal_lm(model_name_or_path, device, dtype)
         # Without a stated length the model's own context is the limit.
         max_length = max_length or getattr(model.config, "max_position_embeddings", None) or tokenizer.model_max_length
         self.verifier = ZeroShotVerifier(model, tokenizer, max_length, tokenizer.bos_token_id, step_template,
@@ -144,10 +146,10 @@ class _VerificationPrompt:
         write_config(path, self.config())
 
     @classmethod
-    def load(cls, path: str | Path, device: str = "cpu"):
+    def load(cls, path: str | Path, device: str = "auto", dtype: str = "auto"):
         config = read_config(path, cls.kind)
         return cls(path, device, config["prompt"], config["delimiter"], config["step_template"],
-                   config["max_length"], config["aggregation"])
+                   config["max_length"], config["aggregation"], dtype)
 
 
 class ZeroShotProcessRewardModel(_VerificationPrompt, _StepScorer):
@@ -177,11 +179,11 @@ class OutcomeRewardModel(_VerificationPrompt):
         return self.get_reward_for_problem_solution(problem, solution)
 
     @classmethod
-    def load(cls, path: str | Path, device: str = "cpu"):
+    def load(cls, path: str | Path, device: str = "auto", dtype: str = "auto"):
         """A saved outcome model in the mode it was saved in: trained (tag, e.g. models/orm) or verification prompt."""
         if read_config(path, cls.kind)["mode"] == "tag":
-            return TrainedOutcomeRewardModel.load(path, device)
-        return super().load(path, device)
+            return TrainedOutcomeRewardModel.load(path, device, dtype)
+        return super().load(path, device, dtype)
 
 
 class TrainedOutcomeRewardModel(modeling.ProcessRewardModel):
@@ -193,8 +195,9 @@ class TrainedOutcomeRewardModel(modeling.ProcessRewardModel):
     not step-correctness judgements.
     """
 
-    def __init__(self, model_name_or_path: str | Path, device: str = "cpu", delimiter: str = DEFAULT_DELIMITER):
-        super().__init__(model_name_or_path, device)
+    def __init__(self, model_name_or_path: str | Path, device: str = "auto", delimiter: str = DEFAULT_DELIMITER,
+                 dtype: str = "auto"):
+        super().__init__(model_name_or_path, device, dtype)
         self.delimiter = delimiter
 
     def outcome_batch(self, solutions: list[tuple[str, list[str]]], batch_size: int = 32) -> list[float | None]:
@@ -213,11 +216,11 @@ class TrainedOutcomeRewardModel(modeling.ProcessRewardModel):
         _save_tag_model(self, Path(path), trained_outcome_config(self.delimiter))
 
     @classmethod
-    def load(cls, path: str | Path, device: str = "cpu") -> TrainedOutcomeRewardModel:
+    def load(cls, path: str | Path, device: str = "auto", dtype: str = "auto") -> TrainedOutcomeRewardModel:
         config = read_config(path, "outcome")
         if config["mode"] != "tag":
             raise ValueError(f"{Path(path, REWARD_CONFIG)}: mode: expected 'tag', got {config['mode']!r}")
-        return cls(path, device, config["delimiter"])
+        return cls(path, device, config["delimiter"], dtype)
 
 
 class CombinedRewardModel:
@@ -254,10 +257,10 @@ class CombinedRewardModel:
                              "max_steps": self.max_steps, "aggregation": self.aggregation})
 
     @classmethod
-    def load(cls, path: str | Path, device: str = "cpu") -> CombinedRewardModel:
+    def load(cls, path: str | Path, device: str = "auto", dtype: str = "auto") -> CombinedRewardModel:
         config = read_config(path, "combined")
-        return cls(ProcessRewardModel.load(Path(path, "process"), device),
-                   OutcomeRewardModel.load(Path(path, "outcome"), device),
+        return cls(ProcessRewardModel.load(Path(path, "process"), device, dtype),
+                   OutcomeRewardModel.load(Path(path, "outcome"), device, dtype),
                    config["process_weight"], config["outcome_weight"], config["delimiter"], config["max_steps"],
                    config["aggregation"])
 
@@ -265,13 +268,14 @@ class CombinedRewardModel:
 class EnsembleRewardModel:
     """The weighted mean of the `get_reward` of saved reward models of any kind (weights need not sum to 1)."""
 
-    def __init__(self, paths: list[str | Path], weights: list[float] | None = None, device: str = "cpu"):
+    def __init__(self, paths: list[str | Path], weights: list[float] | None = None, device: str = "auto",
+                 dtype: str = "auto"):
         weights = [1.0] * len(paths) if weights is None else list(weights)
         if not paths or len(weights) != len(paths):
             raise ValueError(f"weights: {len(weights)} weights for {len(paths)} models (need one per model, >= 1)")
         if any(w < 0 for w in weights) or sum(weights) <= 0:
             raise ValueError(f"weights: must be >= 0 with a positive sum, got {weights}")
-        self.members = [load_reward_model(p, device) for p in paths]
+        self.members = [load_reward_model(p, device, dtype) for p in paths]
         self.weights = weights
 
     def get_reward(self, problem: str, solution: str) -> float:
@@ -286,26 +290,27 @@ class EnsembleRewardModel:
         write_config(path, {"kind": "ensemble", "weights": self.weights})
 
     @classmethod
-    def load(cls, path: str | Path, device: str = "cpu") -> EnsembleRewardModel:
+    def load(cls, path: str | Path, device: str = "auto", dtype: str = "auto") -> EnsembleRewardModel:
         config = read_config(path, "ensemble")
-        return cls([Path(path, f"member_{i}") for i in range(len(config["weights"]))], config["weights"], device)
+        return cls([Path(path, f"member_{i}") for i in range(len(config["weights"]))], config["weights"], device,
+                   dtype)
 
 
 LOADERS = {"process": ProcessRewardModel, "outcome": OutcomeRewardModel, "combined": CombinedRewardModel,
            "ensemble": EnsembleRewardModel}
 
 
-def load_reward_model(path: str | Path, device: str = "cpu"):
-    """Any saved reward model, by the `kind` in its reward_config.json.
+def load_reward_model(path: str | Path, device: str = "auto", dtype: str = "auto"):
+    """Any saved reward model, by the `kind` in its reward_config.json, on `device` in `dtype` (prmflow.devices).
 
     A pipeline PRM directory (prm_config.json only, never `.save`d) loads as a tag-mode ProcessRewardModel.
     """
     if not Path(path, REWARD_CONFIG).exists() and Path(path, PRM_CONFIG).exists():
-        return ProcessRewardModel(path, device)
+        return ProcessRewardModel(path, device, dtype=dtype)
     kind = read_config(path).get("kind")
     if kind not in LOADERS:
         raise ValueError(f"{Path(path, REWARD_CONFIG)}: kind: {kind!r} is not one of {list(LOADERS)}")
-    return LOADERS[kind].load(path, device)
+    return LOADERS[kind].load(path, device, dtype)
 
 
 def shaped_reward(base_reward: float, confidence: float = 1.0, complexity: float = 0.0,

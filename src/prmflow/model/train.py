@@ -4,7 +4,8 @@
 
     accelerate launch --cpu --num_processes 2 -m prmflow.cli train   # DDP (gloo on CPU, NCCL on GPUs)
 
-Loss: cross-entropy over the logits of `+` and `-` at the tag positions (hard labels), or
+Loss: cross-entropy over the logits of `+` and `-` at the tag positions (hard labels; the tag-only
+head of modeling.step_tag_logits, never the full-vocabulary logits), or
 soft cross-entropy on the MC values (`train.label_type: soft`), `-` weighted by
 `train.negative_class_weight`. Full fine-tuning, or LoRA (`train.lora_r > 0`, merged before
 saving so the saved model is a plain causal LM). Checkpoints go to `<models_dir>/prm-checkpoints`
@@ -37,6 +38,7 @@ from pathlib import Path
 import torch
 
 from prmflow.config import Params, TrainParams
+from prmflow.devices import resolve_placement
 from prmflow.model.modeling import pad_batch, step_loss, step_tag_logits
 from prmflow.model.tokenization import COUNTS_FILE, PromptFormat
 
@@ -100,6 +102,9 @@ def make_trainer(model, tokenizer, fmt: PromptFormat, train_dataset, params: Par
     from transformers import Trainer, TrainerCallback, TrainingArguments
 
     t = params.train
+    device, dtype = resolve_placement(params.model.device, params.model.dtype)
+    if device.startswith("cuda:"):  # the Trainer trains on the current CUDA device
+        torch.cuda.set_device(device)
 
     class PRMTrainer(Trainer):
         def __init__(self, *args, **kwargs):
@@ -110,10 +115,9 @@ def make_trainer(model, tokenizer, fmt: PromptFormat, train_dataset, params: Par
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             targets = inputs.pop("step_targets")
-            outputs = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"])
-            pair_logits = step_tag_logits(outputs.logits, inputs["input_ids"], fmt)
+            pair_logits = step_tag_logits(model, inputs["input_ids"], inputs["attention_mask"], fmt)
             loss = step_loss(pair_logits, targets, t.negative_class_weight)
-            return (loss, outputs) if return_outputs else loss
+            return (loss, {"step_tag_logits": pair_logits}) if return_outputs else loss
 
     class MlflowMetrics(TrainerCallback):
         def on_log(self, args, state, control, logs=None, **kwargs):
@@ -142,8 +146,9 @@ def make_trainer(model, tokenizer, fmt: PromptFormat, train_dataset, params: Par
         remove_unused_columns=False,
         train_sampling_strategy="group_by_length",  # uses the `length` column written by tokenize
         seed=params.base.seed,
-        use_cpu=not torch.cuda.is_available(),
-        bf16=torch.cuda.is_available(),
+        use_cpu=device == "cpu",
+        bf16=dtype == torch.bfloat16,  # mixed precision (autocast): the weights stay float32
+        fp16=dtype == torch.float16,
         dataloader_num_workers=0,
         disable_tqdm=True,
         ddp_find_unused_parameters=False,  # every parameter takes part in the loss

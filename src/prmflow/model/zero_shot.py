@@ -19,7 +19,8 @@ from pathlib import Path
 import torch
 
 from prmflow.config import ModelParams
-from prmflow.model.modeling import build_model, pad_batch
+from prmflow.devices import place
+from prmflow.model.modeling import build_model, hidden_states_at, pad_batch, token_logits
 from prmflow.model.tokenization import load_prompt_format
 
 VERIFICATION_PROMPT = "Is this step correct? Yes or No: "
@@ -41,7 +42,8 @@ class ZeroShotVerifier:
 
     @classmethod
     def untrained_base(cls, params: ModelParams, prm_dir: str | Path, seed: int) -> ZeroShotVerifier:
-        """The model the PRM started from: the builtin model rebuilt with the training seed, or the HF base.
+        """The model the PRM started from: the builtin model rebuilt with the training seed, or the HF base,
+        on `params.device` in `params.dtype`.
 
         The PRM's saved tokenizer is the base tokenizer plus the step tag, which this prompt never uses.
         """
@@ -50,7 +52,8 @@ class ZeroShotVerifier:
         fmt = load_prompt_format(prm_dir)
         tokenizer = AutoTokenizer.from_pretrained(prm_dir)
         set_seed(seed)  # as train.main does right before build_model: the same initial weights
-        return cls(build_model(params, tokenizer), tokenizer, fmt.max_length, fmt.bos_id, fmt.step_template)
+        model = place(build_model(params, tokenizer), params.device, params.dtype)
+        return cls(model, tokenizer, fmt.max_length, fmt.bos_id, fmt.step_template)
 
     def prefix_sequences(self, problem: str, steps: list[str], final_only: bool = False) -> list[list[int]]:
         """One token sequence per step prefix, ending with the prompt; stops at the first that does not fit.
@@ -73,7 +76,11 @@ class ZeroShotVerifier:
 
     @torch.no_grad()
     def answer_log_probs(self, sequences: list[list[int]], batch_size: int) -> list[list[float]]:
-        """[log p(answer | sequence) for each answer] per sequence."""
+        """[log p(answer | sequence) for each answer] per sequence.
+
+        The vocabulary's log-softmax is taken only at the positions that predict an answer token
+        (modeling.hidden_states_at), not at every position of the batch.
+        """
         jobs = [(row, a, seq + ids) for row, seq in enumerate(sequences) for a, ids in enumerate(self.answer_ids)]
         jobs.sort(key=lambda job: len(job[2]))  # batches of similar length waste little on padding
         out = [[0.0] * len(self.answer_ids) for _ in sequences]
@@ -81,13 +88,18 @@ class ZeroShotVerifier:
         for start in range(0, len(jobs), batch_size):
             chunk = jobs[start: start + batch_size]
             input_ids, attention = pad_batch([ids for _, _, ids in chunk], pad_id)
+            predicting = torch.zeros_like(input_ids, dtype=torch.bool)
+            for b, (_, a, ids) in enumerate(chunk):  # each answer token is predicted from the position before it
+                predicting[b, len(ids) - len(self.answer_ids[a]) - 1: len(ids) - 1] = True
             device = self.model.device
-            logits = self.model(input_ids=input_ids.to(device), attention_mask=attention.to(device)).logits
-            log_probs = torch.log_softmax(logits.float(), -1)
-            for b, (row, a, ids) in enumerate(chunk):
+            input_ids, predicting = input_ids.to(device), predicting.to(device)
+            hidden = hidden_states_at(self.model, input_ids, attention.to(device), predicting)
+            log_probs = torch.log_softmax(token_logits(self.model, hidden, slice(None)).float(), -1)
+            position = 0  # rows of `hidden` run in (sequence, position) order, as the answers' tokens do
+            for row, a, _ in chunk:
                 answer = self.answer_ids[a]
-                first = len(ids) - len(answer)  # the answer's tokens are predicted from the position before each
-                out[row][a] = sum(log_probs[b, first + k - 1, tok].item() for k, tok in enumerate(answer))
+                out[row][a] = sum(log_probs[position + k, tok].item() for k, tok in enumerate(answer))
+                position += len(answer)
         return out
 
     def log_odds_batch(self, solutions: list[tuple[str, list[str]]], batch_size: int = 32,

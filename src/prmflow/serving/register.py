@@ -61,13 +61,29 @@ def serving_model_config(params: Params, metrics: dict, prm_format: str = "") ->
         batch_size=params.evaluate.batch_size,
         process_weight=params.combine.process_weight,
         outcome_weight=params.combine.outcome_weight,
+        device=params.model.device,
+        dtype=params.model.dtype,
     ))
+
+
+def step_pooling_ids(model_dir: str | Path) -> dict[str, str]:
+    """The token ids another server needs to score with the PRM's weights alone: the step tag and the two
+    labels, and the vLLM pooler config built from them (STEP pooling: softmax over `returned_token_ids`
+    at every step tag, so its first value is P(+), the PRM's step score). Strings: MLflow tags are."""
+    from prmflow.model.tokenization import load_prompt_format
+
+    fmt = load_prompt_format(model_dir)
+    pooler = {"pooling_type": "STEP", "step_tag_id": fmt.step_tag_id,
+              "returned_token_ids": [fmt.positive_id, fmt.negative_id]}
+    return {"step_tag_id": str(fmt.step_tag_id), "positive_token_id": str(fmt.positive_id),
+            "negative_token_id": str(fmt.negative_id), "vllm_pooler_config": json.dumps(pooler)}
 
 
 def log_prm(model_dir: str | Path, model_config: dict, registered_model_name: str | None = None,
             outcome_dir: str | Path | None = None):
     """Log the PRM from code (no pickle): the model directory (weights, tokenizer, prm_config.json) as an
-    artifact, prmflow's source as code, a signature with the `aggregation` param, pinned requirements.
+    artifact, prmflow's source as code, a signature with the `aggregation` param, pinned requirements, and
+    the step-tag and label ids (`step_pooling_ids`) in the MLmodel metadata.
 
     With `outcome_dir` (a trained ORM) the logged model is the combined one: both directories travel as
     artifacts and `model_config` holds the weights."""
@@ -86,6 +102,7 @@ def log_prm(model_dir: str | Path, model_config: dict, registered_model_name: st
         input_example=(INPUT_EXAMPLE_ROWS, INPUT_EXAMPLE_PARAMS),
         pip_requirements=requirements(),
         registered_model_name=registered_model_name,
+        metadata=step_pooling_ids(model_dir),
     )
 
 
@@ -155,7 +172,8 @@ def step_scores_of(rows: list[dict], params: Params) -> Callable[[str], list[lis
     def step_scores(version: str) -> list[list[float]]:
         from prmflow.serving.scorer import load_scorer
 
-        prm = load_scorer(f"models:/{params.register.model_name}/{version}").prm
+        placement = (params.model.device, params.model.dtype)
+        prm = load_scorer(f"models:/{params.register.model_name}/{version}", placement=placement).prm
         return prm.score_batch([(r["problem"], r["steps"]) for r in rows], params.evaluate.batch_size)
     return step_scores
 
@@ -190,6 +208,7 @@ def main(params: Params) -> None:
         tags = lineage_tags(commit, dvc_hashes(lineage), sections, run_ids, metrics, heldout_md5)
         tags["model_kind"] = params.register.model_kind
         tags["checkpoint"] = str(model_dir)  # models/prm, or the evaluate.scorers path of register.scorer
+        tags |= step_pooling_ids(model_dir)  # what `vllm serve` needs (README, "Serving with vLLM")
         for key, value in tags.items():
             client.set_model_version_tag(name, version, key, value)
         rows = read_jsonl(heldout, required=("problem_id", "problem", "steps", "labels", "first_error", "correct"))

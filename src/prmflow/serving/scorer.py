@@ -29,6 +29,7 @@ size (solutions, total steps, bytes: `ServingConfig`), not by the length of one 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 
@@ -78,6 +79,8 @@ class ServingConfig:
     process_weight: float = 0.7  # a combined model only: score = process_weight * aggregate + outcome_weight * ORM
     outcome_weight: float = 0.3
     prm_format: str = ""  # the model directory's public_prms format; "" = detected from the directory
+    device: str = "auto"  # where the model loads (prmflow.devices); PRMFLOW_DEVICE overrides it at load time
+    dtype: str = "auto"   # its precision; PRMFLOW_DTYPE overrides it
 
     @classmethod
     def from_model_config(cls, config: dict | None) -> ServingConfig:
@@ -188,14 +191,19 @@ class Scorer:
 
 class PRMPyfunc(mlflow.pyfunc.PythonModel):
     def load_context(self, context):
+        """Load the PRM (and ORM) on the device and dtype of the stored config, or of PRMFLOW_DEVICE /
+        PRMFLOW_DTYPE when set, so one registered model serves on a GPU or a CPU unchanged."""
+        from prmflow.devices import placement_from_env
         from prmflow.model.public_prms import load_prm
         from prmflow.model.rewards import TrainedOutcomeRewardModel
         from prmflow.serving.http_guard import install
 
-        outcome_dir = context.artifacts.get(OUTCOME_ARTIFACT)
         config = ServingConfig.from_model_config(context.model_config)
-        self.scorer = Scorer(load_prm(context.artifacts["model_dir"], config.prm_format or None), config,
-                             TrainedOutcomeRewardModel(outcome_dir) if outcome_dir else None)
+        device, dtype = placement_from_env(config.device, config.dtype)
+        config = dataclasses.replace(config, device=device, dtype=dtype)
+        outcome_dir = context.artifacts.get(OUTCOME_ARTIFACT)
+        self.scorer = Scorer(load_prm(context.artifacts["model_dir"], config.prm_format or None, device, dtype),
+                             config, TrainedOutcomeRewardModel(outcome_dir, device, dtype=dtype) if outcome_dir else None)
         install(lambda data, content_type: check_body(data, content_type, config))  # in a scoring server only
 
     def predict(self, context, model_input: list[Solution], params: dict | None = None) -> list[Prediction]:
@@ -227,17 +235,23 @@ def directory_threshold(model: str, metrics_path: str | None) -> tuple[float, st
     return 0.5, "the default 0.5 (no evaluate threshold for this directory)"
 
 
-def load_scorer(model: str, threshold: float | None = None, metrics_path: str | None = None) -> Scorer:
+def load_scorer(model: str, threshold: float | None = None, metrics_path: str | None = None,
+                placement: tuple[str, str] | None = None) -> Scorer:
     """The scorer of a registered model (`models:/prm@champion`, `runs:/...`) or of a model directory.
 
     A model URI is loaded through MLflow exactly as the server loads it, with the serving config
     stored beside it (its threshold: the one evaluate chose); a directory takes `threshold`, else
-    `directory_threshold(model, metrics_path)`; its format (public_prms) is detected. `Scorer.threshold_source`
-    says which threshold applied.
+    `directory_threshold(model, metrics_path)`, and its format (public_prms) is detected.
+    `Scorer.threshold_source` says which threshold applied. `placement` (device, dtype) replaces the
+    stored ones; PRMFLOW_DEVICE / PRMFLOW_DTYPE override both.
     """
     if ":/" in model:
-        return mlflow.pyfunc.load_model(model).unwrap_python_model().scorer
+        override = dict(zip(("device", "dtype"), placement)) if placement else None
+        return mlflow.pyfunc.load_model(model, model_config=override).unwrap_python_model().scorer
+    from prmflow.devices import placement_from_env
     from prmflow.model.public_prms import load_prm
 
+    device, dtype = placement_from_env(*(placement or ("auto", "auto")))
     chosen, source = (threshold, "--threshold") if threshold is not None else directory_threshold(model, metrics_path)
-    return Scorer(load_prm(model), ServingConfig(threshold=chosen), threshold_source=source)
+    return Scorer(load_prm(model, None, device, dtype),
+                  ServingConfig(threshold=chosen, device=device, dtype=dtype), threshold_source=source)
