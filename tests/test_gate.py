@@ -18,7 +18,8 @@ SEEDS = (0, 1, 2, 3, 4)
 def trained(tmp_path_factory):
     """Held-out rows and the step scores of one tiny PRM trained 0.2 epochs and one trained 8, on the same
     generator and simulated-policy data (every slip an operation slip, so that the words of a step show it:
-    "loses" with a "+", which a one-layer model can learn in seconds; arithmetic slips it cannot)."""
+    "loses" with a "+", which a one-layer model can learn in seconds; arithmetic slips it cannot; and no
+    per-problem misconceptions, whose skipped steps and misread quantities no word shows)."""
     from prmflow.config import IngestParams, LabelParams
     from prmflow.data.ingest import build_splits
     from prmflow.labeling.label import label_problems
@@ -26,7 +27,7 @@ def trained(tmp_path_factory):
 
     splits = build_splits(IngestParams(num_train=100, num_test=100, max_steps=3), seed=7).splits
     policy = LabelParams(trajectories_per_problem=4, completions_per_step=4, slip_rate=0.3,
-                         operation_slip_fraction=1.0)
+                         operation_slip_fraction=1.0, misconception_rate=0.0)
     train, heldout = label_problems(splits["train"], policy, seed=7), label_problems(splits["test"], policy, seed=8)
     scores = {}
     for epochs in (0.2, 8.0):

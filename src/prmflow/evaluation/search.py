@@ -74,7 +74,7 @@ class InProcessScorer:
         """Scores of prefix + [step] for each step, the prefix read once; all None when one does not fit."""
         import torch
 
-        from prmflow.model.modeling import pad_batch, step_tag_logits
+        from prmflow.model.modeling import pad_batch
         from prmflow.model.tokenization import encode_solution
 
         fmt, model = self.prm.format, self.prm.model
@@ -85,17 +85,27 @@ class InProcessScorer:
         head = full[0].input_ids[:tags[len(prefix) - 1] + 1]  # through the prefix's last step tag
         with torch.no_grad():
             head_ids = torch.tensor([head], device=self.prm.device)
-            out = model(input_ids=head_ids, use_cache=True)
-            head_scores = torch.softmax(step_tag_logits(out.logits, head_ids, fmt).float(), -1)[:, 0].tolist()
+            # The LM head runs at the tag positions only (logits_to_keep), never over the whole sequence.
+            out = model(input_ids=head_ids, use_cache=True, logits_to_keep=torch.tensor(tags[:len(prefix)]))
+            head_scores = _p_plus(out.logits[0], fmt)
             cache = out.cache
             cache.batch_repeat_interleave(len(full))
             tail_ids, tail_mask = pad_batch([e.input_ids[len(head):] for e in full], self.prm.tokenizer.pad_token_id)
             attention = torch.cat([torch.ones(len(full), len(head), dtype=torch.long), tail_mask], dim=1)
+            tag_at = (tail_ids == fmt.step_tag_id).int().argmax(dim=1)  # each tail ends with its one step tag
+            kept = tag_at.unique()
             logits = model(input_ids=tail_ids.to(self.prm.device), attention_mask=attention.to(self.prm.device),
-                           cache=cache).logits
-            tail_scores = torch.softmax(step_tag_logits(logits, tail_ids, fmt).float(), -1)[:, 0].tolist()
+                           cache=cache, logits_to_keep=kept).logits
+            tail_scores = _p_plus(logits[torch.arange(len(full)), torch.searchsorted(kept, tag_at)], fmt)
         self.forward_tokens += len(head) + int(tail_mask.sum())
         return [head_scores + [score] for score in tail_scores]
+
+
+def _p_plus(logits, fmt) -> list[float]:
+    """P(+) from [n, vocab] logits at step tags: the softmax over the two label columns, as modeling's head."""
+    import torch
+
+    return torch.softmax(logits[:, [fmt.positive_id, fmt.negative_id]].float(), -1)[:, 0].tolist()
 
 
 class EndpointScorer:

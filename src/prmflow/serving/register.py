@@ -69,9 +69,12 @@ def serving_model_config(params: Params, metrics: dict, prm_format: str = "") ->
 def step_pooling_ids(model_dir: str | Path) -> dict[str, str]:
     """The token ids another server needs to score with the PRM's weights alone: the step tag and the two
     labels, and the vLLM pooler config built from them (STEP pooling: softmax over `returned_token_ids`
-    at every step tag, so its first value is P(+), the PRM's step score). Strings: MLflow tags are."""
-    from prmflow.model.tokenization import load_prompt_format
+    at every step tag, so its first value is P(+), the PRM's step score). Strings: MLflow tags are. A checkpoint
+    in another format (register.scorer: a public PRM, model/public_prms.py) has no prm_config.json: none."""
+    from prmflow.model.tokenization import PRM_CONFIG, load_prompt_format
 
+    if not Path(model_dir, PRM_CONFIG).is_file():
+        return {}
     fmt = load_prompt_format(model_dir)
     pooler = {"pooling_type": "STEP", "step_tag_id": fmt.step_tag_id,
               "returned_token_ids": [fmt.positive_id, fmt.negative_id]}
