@@ -7,7 +7,7 @@ import pytest
 from prmflow.config import SearchParams
 from prmflow.evaluation.search import search_problem, search_report
 from prmflow.evaluation.search_methods import (
-    beam_search, best_of_n, dvts, majority, sample_solutions, weighted_vote,
+    BASELINES, METHODS, Compute, beam_search, best_of_n, dvts, majority, sample_solutions, weighted_vote,
 )
 from prmflow.labeling.policy import Continuation
 from prmflow.labeling.step_labels import AnswerChecker
@@ -133,6 +133,21 @@ def test_search_problem_counts_each_n_on_the_first_n_samples():
                                         "prm_tokens": 28}
     assert list(report) == ["best_of_n_min", "best_of_n_prod", "best_of_n_last", "weighted_vote", "beam_search",
                             "dvts", "majority", "pass_at_1"]
+
+
+def test_search_intervals_resample_problems_and_pair_each_method_with_majority_vote():
+    one = Compute(policy_calls=1, generated_tokens=1)
+    # Problem 0: beam search right, majority wrong; problem 1: both right. Every method's row, then baselines.
+    outcomes = [{method: {4: (float(method == "beam_search" or i == 1), one)} for method in (*METHODS, *BASELINES)}
+                for i in range(2)]
+    report = search_report(outcomes, bootstrap_samples=500, seed=0)
+    beam, vote = report["beam_search"][4], report["weighted_vote"][4]
+    assert (beam["accuracy"], beam["accuracy_ci_low"], beam["accuracy_ci_high"]) == (1.0, 1.0, 1.0)
+    assert (beam["vs_majority"], beam["vs_majority_ci_low"], beam["vs_majority_ci_high"]) == (0.5, 0.0, 1.0)
+    assert (vote["vs_majority"], vote["vs_majority_ci_low"], vote["vs_majority_ci_high"]) == (0.0, 0.0, 0.0)
+    assert (report["majority"][4]["accuracy_ci_low"], report["majority"][4]["accuracy_ci_high"]) == (0.0, 1.0)
+    assert "vs_majority" not in report["majority"][4]
+    assert "accuracy_ci_low" not in search_report(outcomes)["beam_search"][4]  # no resamples: no interval
 
 
 def test_prefix_caching_scores_as_the_plain_forward_pass_and_reads_fewer_tokens(tmp_path):

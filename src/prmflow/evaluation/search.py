@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import random
 from collections import defaultdict
+from functools import partial
 from pathlib import Path
 
 from prmflow.config import Params, SearchParams
@@ -170,8 +171,17 @@ def search_problem(policy: Policy, scorer: StepScorer, problem: dict, params: Se
     return out
 
 
-def search_report(outcomes: list[dict[str, dict[int, tuple[float, Compute]]]]) -> dict[str, dict[int, dict]]:
-    """{method: {N: accuracy and compute, both means over the problems}}, methods then baselines."""
+def search_report(outcomes: list[dict[str, dict[int, tuple[float, Compute]]]], bootstrap_samples: int = 0,
+                  seed: int = 0) -> dict[str, dict[int, dict]]:
+    """{method: {N: accuracy and compute, both means over the problems}}, methods then baselines.
+
+    With `bootstrap_samples`, each accuracy gets its 95% interval (`accuracy_ci_low`/`_high`) and each
+    method its difference from majority vote at the same N with the paired interval (`vs_majority`,
+    `vs_majority_ci_low`/`_high`), by bootstrap over problems (evaluation/bootstrap.py).
+    """
+    from prmflow.evaluation.bootstrap import Resampled, bootstrap_interval, paired_difference, weighted_mean
+
+    problems = [str(i) for i in range(len(outcomes))]  # one outcome per problem: the unit of resampling
     report: dict[str, dict[int, dict]] = {}
     for method in (*METHODS, *BASELINES):
         report[method] = {}
@@ -180,6 +190,15 @@ def search_report(outcomes: list[dict[str, dict[int, tuple[float, Compute]]]]) -
             mean = {key: sum(getattr(c, key) for _, c in rows) / len(rows)
                     for key in ("generated_tokens", "policy_calls", "prm_calls", "prm_tokens")}
             report[method][n] = {"accuracy": sum(a for a, _ in rows) / len(rows), **mean}
+            if not bootstrap_samples:
+                continue
+            accuracy = Resampled(problems, partial(weighted_mean, [a for a, _ in rows]))
+            row = report[method][n]
+            row["accuracy_ci_low"], row["accuracy_ci_high"] = bootstrap_interval(accuracy, bootstrap_samples, seed)
+            if method != "majority":
+                majority_accuracy = Resampled(problems, partial(weighted_mean, [o["majority"][n][0] for o in outcomes]))
+                row["vs_majority"], row["vs_majority_ci_low"], row["vs_majority_ci_high"] = paired_difference(
+                    accuracy, majority_accuracy, bootstrap_samples, seed)
     return report
 
 
@@ -190,7 +209,7 @@ def run_search(policy: Policy, scorer: StepScorer, problems: list[dict], params:
     check = AnswerChecker()
     outcomes = [search_problem(policy, scorer, problem, params, seed, check)
                 for problem in tqdm(problems, desc="search", unit="problem", disable=None, mininterval=1.0)]
-    return search_report(outcomes)
+    return search_report(outcomes, params.bootstrap_samples, seed)
 
 
 def plot_rows(report: dict[str, dict[int, dict]]) -> list[dict]:
@@ -221,6 +240,10 @@ def write_png(report: dict[str, dict[int, dict]], path: Path) -> Path:
     return path
 
 
+def _interval(row: dict, key: str) -> str:
+    return f" [{row[key + '_ci_low']:.2f}, {row[key + '_ci_high']:.2f}]" if key + "_ci_low" in row else ""
+
+
 def summary_markdown(report: dict[str, dict[int, dict]], params: SearchParams, problems: int, policy: str) -> str:
     sizes = sorted(next(iter(report.values())))
     lines = [f"# Search: {problems} held-out problems, policy {policy}, beam width {params.beam_width}, "
@@ -228,9 +251,14 @@ def summary_markdown(report: dict[str, dict[int, dict]], params: SearchParams, p
              "Accuracy, then generated tokens (words) and policy calls per problem.", "",
              "| method | " + " | ".join(f"N={n}" for n in sizes) + " |", "|---|" + "---|" * len(sizes)]
     for method, by_n in report.items():
-        cells = [f"{by_n[n]['accuracy']:.3f} ({by_n[n]['generated_tokens']:.0f} tok, {by_n[n]['policy_calls']:.1f} "
-                 f"calls)" for n in sizes]
+        cells = [f"{by_n[n]['accuracy']:.3f}{_interval(by_n[n], 'accuracy')} ({by_n[n]['generated_tokens']:.0f} tok, "
+                 f"{by_n[n]['policy_calls']:.1f} calls)" for n in sizes]
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    versus = [f"{m} at N={n}: {by_n[n]['vs_majority']:+.3f}{_interval(by_n[n], 'vs_majority')}"
+              for m, by_n in report.items() for n in sizes if "vs_majority_ci_low" in by_n[n] and m not in BASELINES]
+    if versus:
+        lines += ["", "Accuracy minus majority vote's on the same problems, 95% paired bootstrap interval: "
+                  + "; ".join(versus) + "."]
     ratio = {m: by_n[max(sizes)]["prm_tokens"] / max(by_n[max(sizes)]["generated_tokens"], 1)
              for m, by_n in report.items() if m not in BASELINES}
     lines += ["", f"PRM forward tokens per generated token at N={max(sizes)}: "
