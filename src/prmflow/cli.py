@@ -39,14 +39,18 @@ def _tracking_uri(args: argparse.Namespace) -> str:
 
 
 def _checked_line(line: str, config) -> tuple[dict, object, list[str]]:
-    """(row, solution, steps) of one JSON line, by the server's rules; raises RequestError naming the field."""
-    from prmflow.serving.requests import RequestError, check_solution, solution_from_json
+    """(row, solution, steps) of one JSON line, by the server's rules; raises RequestError naming the field.
+
+    A file's other fields (`id`, a rollout's labels, ...) are its own columns, not a request's: they are
+    left out of the solution (`id` is copied to the output), where the server refuses unknown keys."""
+    from prmflow.serving.requests import SOLUTION_KEYS, RequestError, check_solution, solution_from_json
 
     try:
         row = json.loads(line)
     except json.JSONDecodeError as err:
         raise RequestError(f"not JSON ({err.msg} at column {err.colno})") from None
-    solution = solution_from_json({k: v for k, v in row.items() if k != "id"} if isinstance(row, dict) else row, "")
+    solution = solution_from_json({k: v for k, v in row.items() if k in SOLUTION_KEYS} if isinstance(row, dict)
+                                  else row, "")
     steps = check_solution(solution, "")
     if len(steps) > config.max_steps_per_request:
         raise RequestError(f"steps: {len(steps)} steps, more than the limit of {config.max_steps_per_request} "
