@@ -266,19 +266,18 @@ def comparison(prm: list[list[float]], prm_threshold: float, orm: list[list[floa
     PRM and zero-shot solutions are scored by `aggregation` of their steps, the ORM by its last tag, and
     the combined score is `combine` of those two probabilities.
     """
-    def solution(scores: list[list[float]], score) -> list[float | None]:
-        return [score(s) if s else None for s in scores]
+    def aggregated(scores: list[list[float]]) -> list[float | None]:
+        return [aggregate(s, aggregation) if s else None for s in scores]
 
-    prm_solution = solution(prm, lambda s: aggregate(s, aggregation))
-    orm_solution = solution(orm, lambda s: s[-1])
+    prm_solution = aggregated(prm)
+    orm_solution = [s[-1] if s else None for s in orm]
     compared = {}
     if zero_shot is not None:
         steps, threshold = zero_shot
-        compared["zero_shot"] = Compared(solution(steps, lambda s: aggregate(s, aggregation)), steps,
-                                         threshold=threshold)
+        compared["zero_shot"] = Compared(aggregated(steps), steps, threshold=threshold)
     compared["prm"] = Compared(prm_solution, prm, threshold=prm_threshold)
     for name, (steps, threshold) in (scorers or {}).items():
-        compared[name] = Compared(solution(steps, lambda s: aggregate(s, aggregation)), steps, threshold=threshold)
+        compared[name] = Compared(aggregated(steps), steps, threshold=threshold)
     compared["orm"] = Compared(orm_solution, orm, step_metric="step_value_auroc")
     compared["combined"] = Compared(combined_solution(prm_solution, orm_solution, weights.process_weight,
                                                       weights.outcome_weight))

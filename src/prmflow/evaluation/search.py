@@ -51,8 +51,6 @@ class InProcessScorer:
         self.prm, self.batch_size, self.forward_tokens = ProcessRewardModel(model_dir), batch_size, 0
 
     def score(self, problem: str, solutions: list[list[str]]) -> list[list[float]]:
-        from prmflow.model.tokenization import encode_solution
-
         groups: dict[tuple[str, ...], list[int]] = defaultdict(list)
         for i, steps in enumerate(solutions):
             if len(steps) > 1:
@@ -64,10 +62,10 @@ class InProcessScorer:
                                                                 [solutions[i][-1] for i in members])):
                     scores[i] = step_scores
         rest = [i for i, s in enumerate(scores) if s is None]
-        encoded = [encode_solution(self.prm.tokenizer, self.prm.format, problem, solutions[i]) for i in rest]
-        self.forward_tokens += sum(len(e.input_ids) for e in encoded if e is not None)
-        for i, step_scores in zip(rest, self.prm.score_batch([(problem, solutions[i]) for i in rest],
-                                                             self.batch_size)):
+        pairs = [(problem, solutions[i]) for i in rest]
+        encoded = self.prm.encode(pairs)  # encoded once: counted here, scored as they are
+        self.forward_tokens += sum(len(e.input_ids) for e in encoded if e.num_steps)
+        for i, step_scores in zip(rest, self.prm.score_batch(pairs, self.batch_size, encoded)):
             scores[i] = step_scores
         return scores
 
@@ -163,7 +161,7 @@ def search_problem(policy: Policy, scorer: StepScorer, problem: dict, params: Se
         for method, run in (("beam_search", beam_search), ("dvts", dvts)):
             picks[method][n] = run(policy, scorer, problem, n, params.beam_width, params.max_steps,
                                    params.aggregation, random.Random(f"{stream}:{method}:{n}"))
-        one = Compute(policy_calls=1, generated_tokens=majority(first).compute.generated_tokens / n)
+        one = Compute(policy_calls=1, generated_tokens=picks["majority"][n].compute.generated_tokens / n)
         out["pass_at_1"][n] = (sum(check(s.final_answer, problem["answer"]) for s in first) / n, one)
     for method, by_n in picks.items():
         for n, picked in by_n.items():

@@ -28,6 +28,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from prmflow.evaluation.metrics import majority_vote
 from prmflow.labeling.policy import Continuation, Policy
 from prmflow.model.aggregation import aggregate
 
@@ -125,11 +126,8 @@ def weighted_vote(samples: list[Continuation], scores: list[list[float]], how: s
 
 
 def majority(samples: list[Continuation]) -> Picked:
-    """The most common answer (the first seen on ties); no PRM."""
-    counts: dict[str, int] = defaultdict(int)
-    for sample in samples:
-        counts[sample.final_answer] += 1
-    return Picked(max(counts, key=lambda a: counts[a]), _samples_compute(samples))
+    """The most common answer (the first seen on ties: metrics.majority_vote); no PRM."""
+    return Picked(majority_vote([sample.final_answer for sample in samples]), _samples_compute(samples))
 
 
 def _expand(policy: Policy, scorer: StepScorer, problem: dict, beams: list[Candidate], per_beam: int,

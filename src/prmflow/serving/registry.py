@@ -74,19 +74,19 @@ def git_commit(cwd: str | Path = ".", generated: tuple[str, ...] = ()) -> str:
 
 
 def dvc_md5(path: str | Path) -> str:
-    """The md5 DVC 3 records for `path` (`hash: md5` in dvc.lock), computed from the files themselves.
+    """The md5 DVC records for `path` (`hash: md5` in dvc.lock): dvc_data's own build of it, computed from the
+    files themselves and writing nothing (`dry_run`; `.dir` suffix for a directory). Nothing is ignored (the
+    project's .dvcignore is empty). Raises FileNotFoundError for a missing path."""
+    from dvc_data.hashfile.build import build
+    from dvc_data.hashfile.db import HashFileDB
+    from dvc_objects.fs.local import LocalFileSystem
 
-    A file: the md5 of its bytes. A directory: the md5 of the JSON list of `{"md5", "relpath"}` of
-    every file under it (relpath with `/`, list sorted by relpath, keys sorted, json.dumps' default
-    separators), followed by `.dir` -- `Tree.as_bytes` and `Tree.digest` in dvc_data.hashfile.tree.
-    Nothing is ignored (the project's .dvcignore is empty). Raises FileNotFoundError for a missing path.
-    """
     path = Path(path)
-    if not path.is_dir():
-        return file_md5(path)
-    entries = sorted(({"md5": file_md5(file), "relpath": file.relative_to(path).as_posix()}
-                      for file in path.rglob("*") if file.is_file()), key=lambda entry: entry["relpath"])
-    return hashlib.md5(json.dumps(entries, sort_keys=True).encode("utf-8")).hexdigest() + ".dir"
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such file or directory")
+    fs = LocalFileSystem()
+    _, _, obj = build(HashFileDB(fs, str(path.parent / ".dvc-hash")), str(path), fs, "md5", dry_run=True)
+    return obj.hash_info.value
 
 
 def lineage_paths(dvc_yaml: str | Path, roots: tuple[str, ...]) -> list[str]:
