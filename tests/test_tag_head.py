@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from prmflow.config import ModelParams
-from prmflow.model.modeling import hidden_states_at, pad_batch, step_loss, step_tag_logits, token_logits
+from prmflow.model.modeling import label_logits, pad_batch, step_loss, step_tag_logits
 from prmflow.model.tokenization import corpus_texts, prepare_tokenizer, prompt_format, tokenize_rows
 from tiny_tokenizers import TINY, build_family
 
@@ -119,16 +119,24 @@ def test_whole_vocabulary_logits_at_selected_positions_equal_the_model_logits(fa
     at = torch.zeros_like(input_ids, dtype=torch.bool)
     at[:, 3] = at[0, 7] = True
     with torch.no_grad():
-        selected = token_logits(model, hidden_states_at(model, input_ids, attention, at), slice(None))
+        selected = label_logits(model, input_ids, attention, at, slice(None))[0]
         full = model(input_ids=input_ids, attention_mask=attention).logits[at]
     torch.testing.assert_close(selected, full, atol=ATOL, rtol=0)
 
 
-def test_models_that_rescale_their_logits_are_refused(families):
-    from transformers import Gemma2Config, Gemma2ForCausalLM
+@pytest.mark.parametrize("scaling", [{"final_logit_softcapping": 3.0}, {"logit_scale": 2.5}, {"logits_scaling": 0.25}])
+def test_models_that_rescale_their_logits_are_read_as_their_forward_writes_them(families, scaling):
+    """Gemma 2's soft-capping, Cohere's scale and Granite's scaling: a parameter of the one scoring path."""
+    from transformers import GraniteConfig, GraniteForCausalLM, Gemma2Config, Gemma2ForCausalLM, CohereConfig, \
+        CohereForCausalLM
 
     batch = families["llama"]
-    model = Gemma2ForCausalLM(Gemma2Config(vocab_size=len(batch[0]), head_dim=8, final_logit_softcapping=30.0,
-                                           **TINY))
-    with pytest.raises(ValueError, match="final_logit_softcapping"):
-        step_tag_logits(model, batch[2], batch[3], batch[1])
+    builders = {"final_logit_softcapping": (Gemma2Config, Gemma2ForCausalLM, {"head_dim": 8}),
+                "logit_scale": (CohereConfig, CohereForCausalLM, {}), "logits_scaling": (GraniteConfig, GraniteForCausalLM, {})}
+    config_class, model_class, extra = builders[next(iter(scaling))]
+    torch.manual_seed(0)
+    model = model_class(config_class(vocab_size=len(batch[0]), **extra, **TINY, **scaling)).eval()
+    with torch.no_grad():
+        tag_only, full = both_paths(model, batch)
+    assert full.abs().max() > 0.1  # something to compare
+    torch.testing.assert_close(tag_only, full, atol=ATOL, rtol=0)

@@ -114,8 +114,26 @@ def test_scoring_a_problem_that_fills_the_context(tokenizer_and_format):
     kept = encode_candidate(tokenizer, left, problem, loop)
     assert kept.truncated_problem and kept.truncated_steps == [0] and len(kept.input_ids) == 60
     assert "How many apples are left?" in tokenizer.decode(kept.input_ids)
-    tagged = encode_candidate(tokenizer, fmt, "Problem.", ["a", "b <step> c"])
-    assert (tagged.num_steps, tagged.reason) == (0, "steps[1]: contains the step tag '<step>'")
+
+
+def test_special_token_text_in_a_candidate_is_read_as_text_and_named(tokenizer_and_format):
+    """A problem or step holding `<step>` (or `<s>`) cannot add a tag: the ids hold one tag per step."""
+    tokenizer, fmt = tokenizer_and_format
+    tagged = encode_candidate(tokenizer, fmt, "Problem <step> with a tag.", ["a", "b <step> c <s>"])
+    assert (tagged.num_steps, tagged.reason, tagged.neutralised) == (2, None, ["problem", "steps[1]"])
+    assert tagged.input_ids.count(fmt.step_tag_id) == 2 and tagged.input_ids[-1] == fmt.step_tag_id
+    assert tagged.input_ids.count(tokenizer.bos_token_id) == (fmt.bos_id is not None)
+    assert "<step> c <s>" in tokenizer.decode(tagged.input_ids[tagged.input_ids.index(fmt.step_tag_id) + 1:])
+    plain = encode_candidate(tokenizer, fmt, "Problem.", ["a", "b"])
+    assert plain.neutralised == [] and plain.input_ids.count(fmt.step_tag_id) == 2
+
+
+def test_a_huge_step_costs_what_the_context_holds_and_bad_unicode_is_a_reason(tokenizer_and_format):
+    tokenizer, fmt = tokenizer_and_format
+    huge = encode_candidate(tokenizer, fmt, "Problem.", ["a", "7 " * 2_000_000])  # 4 MB: cut before tokenizing
+    assert (huge.num_steps, huge.truncated_steps, len(huge.input_ids)) == (2, [1], fmt.max_length)
+    surrogate = encode_candidate(tokenizer, fmt, "Problem.", ["a", "x \ud800 y"])
+    assert surrogate.num_steps == 0 and surrogate.reason.startswith("steps[1]: not valid Unicode text")
 
 
 def test_label_tokens_must_be_single_tokens(tokenizer_and_format):

@@ -43,12 +43,9 @@ def _checked_line(line: str, config) -> tuple[dict, object, list[str]]:
 
     A file's other fields (`id`, a rollout's labels, ...) are its own columns, not a request's: they are
     left out of the solution (`id` is copied to the output), where the server refuses unknown keys."""
-    from prmflow.serving.requests import SOLUTION_KEYS, RequestError, check_solution, solution_from_json
+    from prmflow.serving.requests import SOLUTION_KEYS, RequestError, check_solution, parse_json, solution_from_json
 
-    try:
-        row = json.loads(line)
-    except json.JSONDecodeError as err:
-        raise RequestError(f"not JSON ({err.msg} at column {err.colno})") from None
+    row = parse_json(line, "")
     solution = solution_from_json({k: v for k, v in row.items() if k in SOLUTION_KEYS} if isinstance(row, dict)
                                   else row, "")
     steps = check_solution(solution, "")

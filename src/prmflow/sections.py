@@ -424,6 +424,11 @@ class RegisterParams:
     max_request_bytes: int = field(
         default=4_000_000, metadata={"rule": POSITIVE, "help": "Served model: a larger request body is a 413."}
     )
+    batch_tokens: int = field(
+        default=16384, metadata={"rule": POSITIVE, "help": (
+            "Served model: the most padded tokens (rows x longest row) in one forward of the scoring loop, which "
+            "batches the candidates of all requests in flight together (serving/batcher.py).")}
+    )
     model_kind: str = field(
         default="prm",
         metadata={"choices": ("prm", "combined"),

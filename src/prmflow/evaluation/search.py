@@ -73,7 +73,7 @@ class InProcessScorer:
         """Scores of prefix + [step] for each step, the prefix read once; all None when one does not fit."""
         import torch
 
-        from prmflow.model.modeling import pad_batch
+        from prmflow.model.modeling import label_logits, p_positive, pad_batch
         from prmflow.model.tokenization import encode_solution
 
         fmt, model = self.prm.format, self.prm.model
@@ -82,29 +82,20 @@ class InProcessScorer:
             return [None] * len(last_steps)
         tags = [i for i, t in enumerate(full[0].input_ids) if t == fmt.step_tag_id]
         head = full[0].input_ids[:tags[len(prefix) - 1] + 1]  # through the prefix's last step tag
+        labels = [fmt.positive_id, fmt.negative_id]
         with torch.no_grad():
             head_ids = torch.tensor([head], device=self.prm.device)
-            # The LM head runs at the tag positions only (logits_to_keep), never over the whole sequence.
-            out = model(input_ids=head_ids, use_cache=True, logits_to_keep=torch.tensor(tags[:len(prefix)]))
-            head_scores = _p_plus(out.logits[0], fmt)
+            head_logits, out = label_logits(model, head_ids, None, head_ids == fmt.step_tag_id, labels, use_cache=True)
             cache = out.cache
             cache.batch_repeat_interleave(len(full))
             tail_ids, tail_mask = pad_batch([e.input_ids[len(head):] for e in full], self.prm.tokenizer.pad_token_id)
             attention = torch.cat([torch.ones(len(full), len(head), dtype=torch.long), tail_mask], dim=1)
-            tag_at = (tail_ids == fmt.step_tag_id).int().argmax(dim=1)  # each tail ends with its one step tag
-            kept = tag_at.unique()
-            logits = model(input_ids=tail_ids.to(self.prm.device), attention_mask=attention.to(self.prm.device),
-                           cache=cache, logits_to_keep=kept).logits
-            tail_scores = _p_plus(logits[torch.arange(len(full)), torch.searchsorted(kept, tag_at)], fmt)
+            tail_ids = tail_ids.to(self.prm.device)  # each tail ends with its one step tag: one row each, in order
+            tail_logits = label_logits(model, tail_ids, attention.to(self.prm.device), tail_ids == fmt.step_tag_id,
+                                       labels, cache=cache)[0]
+        head_scores = p_positive(head_logits)
         self.forward_tokens += len(head) + int(tail_mask.sum())
-        return [head_scores + [score] for score in tail_scores]
-
-
-def _p_plus(logits, fmt) -> list[float]:
-    """P(+) from [n, vocab] logits at step tags: the softmax over the two label columns, as modeling's head."""
-    import torch
-
-    return torch.softmax(logits[:, [fmt.positive_id, fmt.negative_id]].float(), -1)[:, 0].tolist()
+        return [head_scores + [score] for score in p_positive(tail_logits)]
 
 
 class EndpointScorer:

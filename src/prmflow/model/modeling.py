@@ -1,15 +1,18 @@
 """The PRM itself: tokenizer, base model, step scores from one forward pass.
 
 The score of step t is softmax over the logits of the two label tokens (`+`, `-`) at the
-position of step tag t. Training (train.py) and inference (ProcessRewardModel) both go
-through `step_tag_logits`, so they can never disagree about where a label lives or how its
-logits are computed: the tag-only head, the final hidden states at the tags times the two
-label rows of the output embedding, never the full-vocabulary logits at every position.
+position of step tag t. Training (train.py), evaluation and serving (ProcessRewardModel), the
+search stage's prefix-cached scoring and the public checkpoint formats (public_prms.py) all go
+through `label_logits`, so they can never disagree about where a label lives or how its logits
+are computed: the tag-only head, the final hidden states at the tags times the label rows of
+the output embedding, never the full-vocabulary logits at every position. It keeps no state on
+the model (no hooks), so concurrent requests can share one loaded model.
 """
 
 from __future__ import annotations
 
 import inspect
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -46,10 +49,6 @@ def build_model(params: ModelParams, tokenizer):
     return model
 
 
-# Config fields of models whose forward rescales or caps the LM head's output (Gemma 2, Cohere, Granite).
-SCALED_LOGITS = ("final_logit_softcapping", "logit_scale", "logits_scaling")
-
-
 def _causal_lm(model):
     """The transformers causal LM inside the wrappers training adds: DDP / DataParallel (`.module`), and peft
     (`get_base_model()`, whose LoRA layers sit in place inside it, so calling its parts applies them)."""
@@ -75,63 +74,79 @@ def _head_weight(head):
     return head.weight
 
 
-def _check_plain_logits(config) -> None:
-    """The label rows give the model's logits only where its forward returns the head's output unchanged."""
-    for name in SCALED_LOGITS:
-        if getattr(config, name, None) not in (None, 1, 1.0):
-            raise ValueError(f"tag-only head: {config.model_type} transforms its logits ({name} = "
-                             f"{getattr(config, name)}), which the tag-only head does not reproduce")
+def _head_output(config, logits: torch.Tensor) -> torch.Tensor:
+    """What the model's forward does to its LM head's output: Cohere's `logit_scale` (x), Granite's
+    `logits_scaling` (/), Gemma 2's `final_logit_softcapping` (cap * tanh(logits / cap)), in that order."""
+    if getattr(config, "logit_scale", None) not in (None, 1, 1.0):
+        logits = logits * config.logit_scale
+    if getattr(config, "logits_scaling", None) not in (None, 1, 1.0):
+        logits = logits / config.logits_scaling
+    cap = getattr(config, "final_logit_softcapping", None)
+    return torch.tanh(logits / cap) * cap if cap else logits
 
 
-def hidden_states_at(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                     at: torch.Tensor) -> torch.Tensor:
-    """[num_selected, hidden] final hidden states (after the last norm) at the positions where `at` is True.
+def final_hidden_states(model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **forward):
+    """([batch, length, hidden] final hidden states after the last norm, the model's output).
 
     The forward goes through `model` itself, so its wrappers (DDP gradient sync, the Trainer's autocast,
-    peft) all apply; the backbone's output is caught on the way by a hook, and the LM head runs on one
-    position per row only (`logits_to_keep=1`) instead of every position.
+    peft) apply, and keeps no state on it: transformers records the selected hidden state (`output_hidden_states=-1`)
+    in a per-call context variable, so any number of threads can share one model. The LM head runs on one position
+    per row (`logits_to_keep=1`) instead of every position. `forward`: more arguments of the model's forward (a KV
+    cache, `use_cache`).
     """
     lm = _causal_lm(model)
     keep = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(lm.forward).parameters else {}
-    caught = []
-    hook = lm.base_model.register_forward_hook(lambda module, args, output: caught.append(output[0]))
-    try:
-        model(input_ids=input_ids, attention_mask=attention_mask, **keep)
-    finally:
-        hook.remove()
-    return caught[0][at]
+    output = model(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=-1, **keep, **forward)
+    return output.hidden_states[-1], output
 
 
 def token_logits(model, hidden: torch.Tensor, token_ids: list[int] | slice) -> torch.Tensor:
     """[n, len(token_ids)] the model's logits of `token_ids` (`slice(None)`: the whole vocabulary) from
     final hidden states [n, hidden].
 
-    The rows `token_ids` of the output embedding (tied or not), plus their bias where the head has one:
-    what the full head gives in those columns, without the [n, vocab] product. Computed in the
-    weight's dtype (the Trainer's mixed precision keeps float32 weights: this product stays float32).
+    The rows `token_ids` of the output embedding (tied or not), plus their bias where the head has one, then
+    what the model's forward does to its logits (_head_output: scaling, soft-capping): what the full head gives
+    in those columns, without the [n, vocab] product. Computed in the weight's dtype (the Trainer's mixed
+    precision keeps float32 weights: this product stays float32).
     """
     lm = _causal_lm(model)
-    _check_plain_logits(lm.config)
     head = lm.get_output_embeddings()
     rows = _head_weight(head)[token_ids]
     bias = head.bias[token_ids] if getattr(head, "bias", None) is not None else None
-    return torch.nn.functional.linear(hidden.to(rows.dtype), rows, bias)
+    return _head_output(lm.config, torch.nn.functional.linear(hidden.to(rows.dtype), rows, bias))
+
+
+def label_logits(model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, at,
+                 label_ids: list[int], **forward) -> tuple[torch.Tensor, object]:
+    """([n, len(label_ids)] logits of `label_ids` at the positions `at`, the model's output): the one scoring
+    path of every causal-LM PRM here (training, evaluation, search with its KV cache, public checkpoints,
+    serving).
+
+    `at`: a [batch, length] bool mask (row-major order) or a (rows, positions) pair of index tensors.
+    The tag-only head: final hidden states at those positions times the label rows of the output embedding,
+    memory O(n x hidden) instead of O(batch x length x vocab); re-entrant (final_hidden_states).
+    """
+    hidden, output = final_hidden_states(model, input_ids, attention_mask, **forward)
+    return token_logits(model, hidden[at], label_ids), output
 
 
 def step_tag_logits(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, fmt: PromptFormat,
                     full_logits: bool = False) -> torch.Tensor:
     """[num_tags, 2] logits of (+, -) at every step tag, in row-major (solution, step) order.
 
-    The tag-only head: final hidden states at the tags times the two label rows of the output embedding
-    (memory O(tags x hidden) instead of O(batch x length x vocab)). `full_logits=True` reads the same
-    two columns out of the model's full [batch, length, vocab] logits: the reference path, kept for the
-    equality tests and the benchmarks (bench/tag_head.py, bench/gpu_check.py).
+    `full_logits=True` reads the same two columns out of the model's full [batch, length, vocab] logits: the
+    reference path, kept for the equality tests and the benchmarks (bench/tag_head.py, bench/gpu_check.py).
     """
     at_tags = input_ids == fmt.step_tag_id
     labels = [fmt.positive_id, fmt.negative_id]
     if full_logits:
         return model(input_ids=input_ids, attention_mask=attention_mask).logits[at_tags][:, labels]
-    return token_logits(model, hidden_states_at(model, input_ids, attention_mask, at_tags), labels)
+    return label_logits(model, input_ids, attention_mask, at_tags, labels)[0]
+
+
+def p_positive(pair_logits: torch.Tensor) -> list[float]:
+    """P(+) from [n, 2] logits of (+, -): the softmax over the two label tokens, in float32."""
+    return torch.softmax(pair_logits.float(), -1)[:, 0].tolist()
 
 
 def step_loss(pair_logits: torch.Tensor, targets: torch.Tensor, negative_weight: float = 1.0) -> torch.Tensor:
@@ -156,6 +171,47 @@ def pad_batch(sequences: list[list[int]], pad_id: int) -> tuple[torch.Tensor, to
     return input_ids, attention
 
 
+@dataclass
+class Job:
+    """One sequence to run and the positions in it whose scores belong to steps of solution `solution`."""
+
+    solution: int
+    input_ids: list[int]
+    positions: list[int]
+
+
+def read_jobs(scorer, jobs: list[Job]) -> list[list[float]]:
+    """The scores at each job's positions, all `jobs` in one right-padded forward.
+
+    `scorer` has `read(input_ids [B, T], attention [B, T], rows [K], positions [K]) -> [K]` scores, `pad_id`
+    and `device` (ProcessRewardModel, public_prms). Right padding changes no position a job reads (causal).
+    """
+    input_ids, attention = pad_batch([job.input_ids for job in jobs], scorer.pad_id)
+    rows = torch.tensor([row for row, job in enumerate(jobs) for _ in job.positions])
+    positions = torch.tensor([p for job in jobs for p in job.positions])
+    device = scorer.device
+    flat = scorer.read(input_ids.to(device), attention.to(device), rows.to(device), positions.to(device)).tolist()
+    out = []
+    for job in jobs:
+        out.append(flat[: len(job.positions)])
+        flat = flat[len(job.positions):]
+    return out
+
+
+@torch.no_grad()
+def score_jobs(scorer, jobs: list[Job], num_solutions: int, batch_size: int) -> list[list[float]]:
+    """Scores per solution (its jobs' scores in job order; [] for a solution with no job), the jobs run in
+    order of length `batch_size` at a time, so a batch pads to a similar length instead of its longest outlier.
+    Stable: a solution's per-step jobs (public_prms) are its prefixes, shortest first, so they stay in order."""
+    results: list[list[float]] = [[] for _ in range(num_solutions)]
+    ordered = sorted(jobs, key=lambda job: len(job.input_ids))
+    for start in range(0, len(ordered), batch_size):
+        chunk = ordered[start: start + batch_size]
+        for job, scores in zip(chunk, read_jobs(scorer, chunk)):
+            results[job.solution] += scores
+    return results
+
+
 class ProcessRewardModel:
     """Scores every step of a solution in one forward pass; batches many solutions with padding.
 
@@ -178,7 +234,21 @@ class ProcessRewardModel:
         out, and why nothing could be scored where that is so (tokenization.encode_candidate)."""
         return [encode_candidate(self.tokenizer, self.format, problem, steps) for problem, steps in solutions]
 
-    @torch.no_grad()
+    @property
+    def pad_id(self) -> int:
+        return self.tokenizer.pad_token_id
+
+    def jobs(self, encoded: list[Encoded]) -> list[Job]:
+        """One job per scorable solution: its ids, read at its step tags."""
+        return [Job(i, e.input_ids, [p for p, t in enumerate(e.input_ids) if t == self.format.step_tag_id])
+                for i, e in enumerate(encoded) if e.num_steps]
+
+    def read(self, input_ids, attention, rows, positions) -> torch.Tensor:
+        """[K] P(+) at (rows, positions) of a padded batch (read_jobs)."""
+        labels = [self.format.positive_id, self.format.negative_id]
+        logits = label_logits(self.model, input_ids, attention, (rows, positions), labels)[0]
+        return torch.softmax(logits.float(), -1)[:, 0]
+
     def score_batch(self, solutions: list[tuple[str, list[str]]], batch_size: int = 32,
                     encoded: list[Encoded] | None = None) -> list[list[float]]:
         """P(+) for each scored step of each (problem, steps); trailing steps past the context are left out.
@@ -188,17 +258,7 @@ class ProcessRewardModel:
         when the caller already has it.
         """
         encoded = self.encode(solutions) if encoded is None else encoded
-        results: list[list[float]] = [[] for _ in solutions]  # unscorable solutions keep []
-        order = sorted((i for i, e in enumerate(encoded) if e.num_steps), key=lambda i: len(encoded[i].input_ids))
-        for start in range(0, len(order), batch_size):
-            batch = order[start: start + batch_size]
-            input_ids, attention = pad_batch([encoded[i].input_ids for i in batch], self.tokenizer.pad_token_id)
-            input_ids = input_ids.to(self.device)
-            pair_logits = step_tag_logits(self.model, input_ids, attention.to(self.device), self.format)
-            flat = torch.softmax(pair_logits.float(), -1)[:, 0].tolist()
-            for i in batch:
-                results[i], flat = flat[: encoded[i].num_steps], flat[encoded[i].num_steps:]
-        return results
+        return score_jobs(self, self.jobs(encoded), len(solutions), batch_size)
 
     def get_rewards_for_steps(self, problem: str, steps: list[str]) -> list[float]:
         return self.score_batch([(problem, steps)])[0]

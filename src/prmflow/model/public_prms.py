@@ -31,7 +31,6 @@ tokenizer_config.json has `auto_map` is refused.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -40,7 +39,7 @@ from prmflow.config import PRM_FORMATS
 from prmflow.model.formats import (  # noqa: F401 (detect_format: re-exported beside load_prm)
     MATH_SHEPHERD_TAG, detect_format, is_token_classifier, label_token_id, read_checkpoint_config,
 )
-from prmflow.model.modeling import pad_batch
+from prmflow.model.modeling import Job, label_logits, score_jobs
 
 DEFAULT_STEP_TEMPLATE = "Step {i}: {step}"  # Math-Shepherd's steps carry "Step i:", as model.step_template
 
@@ -87,15 +86,6 @@ def _load_model(path: Path, format: str, device: str, dtype: str):
     return load_causal_lm(path, device, dtype, trust_remote_code=False)
 
 
-@dataclass
-class Job:
-    """One sequence to run and the positions in it whose scores belong to steps of one solution."""
-
-    solution: int
-    input_ids: list[int]
-    positions: list[int]
-
-
 class _PublicPRM:
     """Batching shared by the formats: each builds `jobs` for a solution and reads P(correct) at positions."""
 
@@ -113,26 +103,15 @@ class _PublicPRM:
         """P(correct) at (rows[k], positions[k]) of a padded batch: [K] float."""
         raise NotImplementedError
 
-    @torch.no_grad()
+    @property
+    def device(self):
+        return self.model.device
+
     def score_batch(self, solutions: list[tuple[str, list[str]]], batch_size: int = 32) -> list[list[float]]:
         """P(correct) per scored step of each (problem, steps), in input order; steps past the context are
         left out ([] when not even the first fits). Sequences run in order of length, `batch_size` at a time."""
         jobs = [job for i, (problem, steps) in enumerate(solutions) for job in self.jobs(i, problem, steps)]
-        # Stable: a solution's per-step jobs are its prefixes, shortest first, so they stay in step order.
-        jobs.sort(key=lambda job: len(job.input_ids))
-        results: list[list[float]] = [[] for _ in solutions]
-        device = self.model.device
-        for start in range(0, len(jobs), batch_size):
-            chunk = jobs[start: start + batch_size]
-            input_ids, attention = pad_batch([job.input_ids for job in chunk], self.pad_id)
-            rows = torch.tensor([row for row, job in enumerate(chunk) for _ in job.positions])
-            positions = torch.tensor([p for job in chunk for p in job.positions])
-            flat = self.read(input_ids.to(device), attention.to(device), rows.to(device),
-                             positions.to(device)).tolist()
-            for job in chunk:
-                results[job.solution] += flat[: len(job.positions)]
-                flat = flat[len(job.positions):]
-        return results
+        return score_jobs(self, jobs, len(solutions), batch_size)
 
     def get_rewards_for_steps(self, problem: str, steps: list[str]) -> list[float]:
         return self.score_batch([(problem, steps)])[0]
@@ -165,18 +144,8 @@ class _LabelTokenPRM(_PublicPRM):
         self.label_ids = [label_token_id(tokenizer, positive_token), label_token_id(tokenizer, negative_token)]
 
     def read(self, input_ids, attention, rows, positions):
-        logits = label_logits(self.model, input_ids, attention, rows, positions, self.label_ids)
+        logits = label_logits(self.model, input_ids, attention, (rows, positions), self.label_ids)[0]
         return torch.softmax(logits.float(), -1)[:, 0]
-
-
-def label_logits(model, input_ids: torch.Tensor, attention: torch.Tensor, rows: torch.Tensor,
-                 positions: torch.Tensor, label_ids: list[int]) -> torch.Tensor:
-    """[K, len(label_ids)] logits of a causal LM at (rows, positions): the decoder's hidden states there times
-    the LM head, so no [batch, length, vocab] tensor is made; final logit soft-capping (Gemma 2) is applied."""
-    hidden = model.get_decoder()(input_ids=input_ids, attention_mask=attention).last_hidden_state
-    logits = model.get_output_embeddings()(hidden[rows, positions])[:, label_ids]
-    cap = getattr(model.config, "final_logit_softcapping", None)
-    return torch.tanh(logits / cap) * cap if cap else logits
 
 
 class MathShepherdPRM(_LabelTokenPRM):

@@ -15,10 +15,16 @@ step longer than all the room the problem leaves, which no dropping of earlier s
 when such a step is the first, a problem that would leave it under half the context keeps its tail
 (with `model.truncate_problem_left`). Training drops that example instead, since the label of a
 step cut in half is not known. What neither can score carries a `reason`.
+
+Both read the text of a solution as text only: special-token text in a problem or a step (`<step>`,
+`<s>`) is tokenized as characters and a tag that is an ordinary token is taken out, so a candidate
+can never create or move a tag (its own or, in a batch, anyone's); `Encoded.neutralised` names the
+fields where that happened. Text is cut to what the context can hold before it is tokenized.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -59,21 +65,68 @@ class Encoded:
     truncated_problem: bool = False  # the problem lost its head to make room for the first step
     truncated_steps: list[int] = field(default_factory=list)  # indices of steps cut inside (scoring only)
     reason: str | None = None  # why no step could be kept (num_steps == 0)
+    neutralised: list[str] = field(default_factory=list)  # fields whose special-token text was read as plain text
 
 
-def _step_ids(tokenizer, fmt: PromptFormat, index: int, step: str) -> list[int]:
-    piece = ("\n" if index else "") + fmt.render_step(index, step)
-    return tokenizer.encode(piece, add_special_tokens=False) + [*fmt.tag_lead_ids, fmt.step_tag_id]
+@functools.cache
+def _special_texts(tokenizer) -> tuple[str, ...]:
+    """The text of every special token the tokenizer would turn into its id (the step tag, BOS, pad, ...)."""
+    added = [token.content for token in tokenizer.added_tokens_decoder.values() if token.special]
+    return tuple(sorted(set(added) | set(tokenizer.all_special_tokens), key=len, reverse=True))
+
+
+@functools.cache
+def _max_chars_per_token(tokenizer) -> int:
+    """An upper bound on the characters one token covers: its longest vocabulary entry (byte-level and
+    sentencepiece entries are at least as long as the text they stand for)."""
+    return max(len(token) for token in tokenizer.get_vocab())
+
+
+def _text_ids(tokenizer, fmt: PromptFormat, text: str, keep_tail: bool = False) -> tuple[list[int], bool]:
+    """(ids of `text` read as plain text, whether it held special-token or step-tag text).
+
+    Text is cut to what `fmt.max_length` tokens can cover before it is tokenized (its tail with `keep_tail`),
+    so the cost of a piece is bounded by the context, not by its size. Special-token text (the step tag,
+    `<s>`, ...) is tokenized as ordinary characters (`split_special_tokens`), and a step tag that is an
+    ordinary token (Math-Shepherd's ` ки`) is taken out, so no text can create or move a tag.
+    """
+    limit = fmt.max_length * _max_chars_per_token(tokenizer)
+    if len(text) > limit:
+        text = text[-limit:] if keep_tail else text[:limit]
+    ids = tokenizer.encode(text, add_special_tokens=False, split_special_tokens=True)
+    neutralised = any(special in text for special in _special_texts(tokenizer))
+    if fmt.step_tag_id in ids:
+        ids, neutralised = [i for i in ids if i != fmt.step_tag_id], True
+    return ids, neutralised
+
+
+def _step_ids(tokenizer, fmt: PromptFormat, index: int, step: str) -> tuple[list[int], bool]:
+    ids, neutralised = _text_ids(tokenizer, fmt, ("\n" if index else "") + fmt.render_step(index, step))
+    return ids + [*fmt.tag_lead_ids, fmt.step_tag_id], neutralised
+
+
+def unicode_fault(problem: str, steps: list[str]) -> str | None:
+    """Why a field cannot be tokenized (a lone surrogate, which JSON's `\\ud800` escapes can carry), or None."""
+    for name, text in [("problem", problem)] + [(f"steps[{i}]", step) for i, step in enumerate(steps)]:
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as err:
+            return f"{name}: not valid Unicode text ({err.reason} at character {err.start})"
+    return None
 
 
 def _encode(tokenizer, fmt: PromptFormat, problem: str, steps: list[str], cut_long_steps: bool) -> Encoded:
     """The ids of `problem` and as many steps as fit in `fmt.max_length`; see the module docstring."""
+    bad = unicode_fault(problem, steps)
+    if bad:
+        return Encoded([], 0, len(steps), reason=bad)
     ids = [fmt.bos_id] if fmt.bos_id is not None else []
-    problem_ids = tokenizer.encode(problem + "\n", add_special_tokens=False)
+    problem_ids, problem_neutralised = _text_ids(tokenizer, fmt, problem + "\n", keep_tail=fmt.truncate_problem_left)
+    neutralised = ["problem"] if problem_neutralised else []
     truncated = False
     if fmt.truncate_problem_left and steps:
         # Keep the problem's tail (its question) rather than lose the whole example.
-        room = fmt.max_length - len(ids) - len(_step_ids(tokenizer, fmt, 0, steps[0]))
+        room = fmt.max_length - len(ids) - len(_step_ids(tokenizer, fmt, 0, steps[0])[0])
         if room <= 0 and cut_long_steps:  # the first step alone overfills the context: it gets half
             room = (fmt.max_length - len(ids)) // 2
         if 0 < room < len(problem_ids):
@@ -82,25 +135,25 @@ def _encode(tokenizer, fmt: PromptFormat, problem: str, steps: list[str], cut_lo
     after_problem = fmt.max_length - len(ids)  # the most tokens any one step can have here
     kept, cut = 0, []
     for index, step in enumerate(steps):
-        step_ids = _step_ids(tokenizer, fmt, index, step)
+        step_ids, step_neutralised = _step_ids(tokenizer, fmt, index, step)
         room = fmt.max_length - len(ids)
-        if cut_long_steps and fmt.step_tag_id in step_ids[:-1]:  # a tag inside a step would misalign the scores
-            return Encoded([], 0, len(steps), reason=f"steps[{index}]: contains the step tag {fmt.step_tag!r}")
         if len(step_ids) > room:
             if cut_long_steps and len(step_ids) > after_problem and room >= MIN_CUT_TOKENS:
                 ids += step_ids[: room - 1] + [fmt.step_tag_id]
                 kept += 1
                 cut.append(index)
+                neutralised += [f"steps[{index}]"] * step_neutralised
             break
         ids += step_ids
         kept += 1
+        neutralised += [f"steps[{index}]"] * step_neutralised
     reason = None
     if kept == 0:
         hint = "" if fmt.truncate_problem_left else "; model.truncate_problem_left would keep the problem's tail"
         reason = (f"the problem leaves {max(after_problem, 0)} of the model's {fmt.max_length} tokens, too few for "
                   f"its first step{hint}" if steps else "no steps")
     return Encoded(input_ids=ids, num_steps=kept, dropped_steps=len(steps) - kept, truncated_problem=truncated,
-                   truncated_steps=cut, reason=reason)
+                   truncated_steps=cut, reason=reason, neutralised=neutralised)
 
 
 def encode_solution(tokenizer, fmt: PromptFormat, problem: str, steps: list[str]) -> Encoded | None:

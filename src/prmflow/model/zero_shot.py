@@ -20,7 +20,7 @@ import torch
 
 from prmflow.config import ModelParams
 from prmflow.devices import place
-from prmflow.model.modeling import build_model, hidden_states_at, pad_batch, token_logits
+from prmflow.model.modeling import build_model, label_logits, pad_batch
 from prmflow.model.tokenization import load_prompt_format
 
 VERIFICATION_PROMPT = "Is this step correct? Yes or No: "
@@ -79,7 +79,7 @@ class ZeroShotVerifier:
         """[log p(answer | sequence) for each answer] per sequence.
 
         The vocabulary's log-softmax is taken only at the positions that predict an answer token
-        (modeling.hidden_states_at), not at every position of the batch.
+        (modeling.label_logits with the whole vocabulary), not at every position of the batch.
         """
         jobs = [(row, a, seq + ids) for row, seq in enumerate(sequences) for a, ids in enumerate(self.answer_ids)]
         jobs.sort(key=lambda job: len(job[2]))  # batches of similar length waste little on padding
@@ -93,9 +93,9 @@ class ZeroShotVerifier:
                 predicting[b, len(ids) - len(self.answer_ids[a]) - 1: len(ids) - 1] = True
             device = self.model.device
             input_ids, predicting = input_ids.to(device), predicting.to(device)
-            hidden = hidden_states_at(self.model, input_ids, attention.to(device), predicting)
-            log_probs = torch.log_softmax(token_logits(self.model, hidden, slice(None)).float(), -1)
-            position = 0  # rows of `hidden` run in (sequence, position) order, as the answers' tokens do
+            logits = label_logits(self.model, input_ids, attention.to(device), predicting, slice(None))[0]
+            log_probs = torch.log_softmax(logits.float(), -1)
+            position = 0  # rows of `logits` run in (sequence, position) order, as the answers' tokens do
             for row, a, _ in chunk:
                 answer = self.answer_ids[a]
                 out[row][a] = sum(log_probs[position + k, tok].item() for k, tok in enumerate(answer))

@@ -59,6 +59,7 @@ def serving_model_config(params: Params, metrics: dict, prm_format: str = "") ->
         max_steps_per_request=params.register.max_steps_per_request,
         max_request_bytes=params.register.max_request_bytes,
         batch_size=params.evaluate.batch_size,
+        batch_tokens=params.register.batch_tokens,
         process_weight=params.combine.process_weight,
         outcome_weight=params.combine.outcome_weight,
         device=params.model.device,

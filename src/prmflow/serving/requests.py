@@ -15,6 +15,7 @@ in every rule, since the model renders its own (`model.step_template`).
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
@@ -84,6 +85,22 @@ def split_text(text: str) -> tuple[list[str], str]:
     raise AssertionError("unreachable: the last rule always returns")
 
 
+def parse_json(data: bytes | str, where: str, hint: str = "") -> Any:
+    """`json.loads(data)`, or a RequestError `<where>: <why>` (a bare line: `<why>`) for anything that cannot be read: not JSON,
+    not UTF-8, nested too deep (RecursionError), an integer past Python's digit limit. `hint` ends the message."""
+    try:
+        return json.loads(data)
+    except json.JSONDecodeError as err:
+        why = f"not JSON ({err.msg} at line {err.lineno} column {err.colno})"
+    except UnicodeDecodeError:
+        why = "not UTF-8 text"
+    except RecursionError:
+        why = "nested too deep to read"
+    except ValueError as err:  # json's own errors are caught above: this is a value past a limit
+        why = f"a value cannot be read ({clip(str(err), 120)})"
+    raise RequestError(f"{where}: {why}{hint}" if where else why + hint)
+
+
 def solution_from_json(value: Any, where: str) -> Solution:
     """A solution from parsed JSON, its types checked field by field (unknown keys are an error)."""
     if not isinstance(value, dict):
@@ -111,7 +128,10 @@ def check_solution(solution: Solution, where: str) -> list[str]:
     if solution.text is not None:
         if not solution.text.strip():
             raise RequestError(f"{at(where, 'text')}: must be a non-empty string")
-        return split_text(solution.text)[0]
+        steps = split_text(solution.text)[0]
+        if not steps:
+            raise RequestError(f"{at(where, 'text')}: holds no step once its `Step k:` markers are taken out")
+        return steps
     if not solution.steps:
         raise RequestError(f"{at(where, 'steps')}: must be a non-empty list of strings")
     for index, step in enumerate(solution.steps):

@@ -38,9 +38,12 @@ from pydantic import BaseModel
 
 from prmflow.data.answers import extract_final_answer
 from prmflow.model.aggregation import AGGREGATIONS, aggregate, combine, predicted_first_error
+from prmflow.model.modeling import Job
+from prmflow.model.tokenization import unicode_fault
+from prmflow.serving.batcher import ScoringLoop
 from prmflow.serving.requests import (
-    SHAPE, RequestError, Solution, check_solution, clip, described, params_from_json, solution_from_json, split_text,
-    unknown_keys,
+    SHAPE, RequestError, Solution, check_solution, clip, described, params_from_json, parse_json, solution_from_json,
+    split_text, unknown_keys,
 )
 
 DEFAULT_AGGREGATION = "min"
@@ -59,6 +62,7 @@ class Prediction(BaseModel):
     reason: str | None = None
     steps: list[str] | None = None  # a `text` solution: the steps it was split into
     split: str | None = None  # ... and the rule used: blank_lines | step_markers | lines
+    neutralised: list[str] = []  # fields whose special-token text (e.g. the step tag) was read as plain text
 
 
 class CombinedPrediction(Prediction):
@@ -75,7 +79,8 @@ class ServingConfig:
     max_solutions_per_request: int = 64
     max_steps_per_request: int = 16384
     max_request_bytes: int = 4_000_000
-    batch_size: int = 32
+    batch_size: int = 32  # solutions per forward where no scoring loop runs (a zero-shot judge, the ORM)
+    batch_tokens: int = 16384  # the scoring loop's forward: rows x longest row, across requests (batcher.py)
     process_weight: float = 0.7  # a combined model only: score = process_weight * aggregate + outcome_weight * ORM
     outcome_weight: float = 0.3
     prm_format: str = ""  # the model directory's public_prms format; "" = detected from the directory
@@ -117,13 +122,7 @@ def check_body(data: bytes, content_type: str | None, config: ServingConfig) -> 
     if (content_type or "").split(";")[0].strip().lower() != "application/json":
         raise RequestError(f"Content-Type: must be application/json, got {clip(str(content_type))}; send {SHAPE}",
                            status=415)
-    try:
-        body = json.loads(data)
-    except json.JSONDecodeError as err:
-        raise RequestError(f"request body: not JSON ({err.msg} at line {err.lineno} column {err.colno}); "
-                           f"send {SHAPE}") from None
-    except UnicodeDecodeError:
-        raise RequestError(f"request body: not UTF-8 text; send {SHAPE}") from None
+    body = parse_json(data, "request body", f"; send {SHAPE}")
     if not isinstance(body, dict) or "inputs" not in body:
         got = f"an object with keys {[clip(str(k)) for k in list(body)[:5]]}" if isinstance(body, dict) else \
             described(body)
@@ -146,6 +145,8 @@ class Scorer:
         self.config = config
         self.outcome = outcome  # a rewards.TrainedOutcomeRewardModel, or None for the PRM alone
         self.threshold_source = threshold_source  # where config.threshold came from, for `prmflow score`
+        # The process's one scoring loop, for formats that run as jobs (all but a zero-shot judge).
+        self.loop = ScoringLoop(prm, config.batch_tokens) if hasattr(prm, "jobs") else None
 
     def score(self, solutions: list[Solution], aggregation: str = DEFAULT_AGGREGATION) -> list[Prediction]:
         all_steps = check_request(solutions, aggregation, self.config)
@@ -175,18 +176,35 @@ class Scorer:
 
 
     def _score_pairs(self, pairs: list[tuple[str, list[str]]]) -> tuple[list[list[float]], list[dict]]:
-        """Step scores and, per solution, what was cut, dropped or unscorable (`truncated_steps`,
-        `dropped_steps`, `reason`). prmflow's own PRM encodes candidates itself and says exactly; a public
-        format (public_prms) gives scores only, so what it left out is counted from them."""
+        """Step scores and, per solution, what was cut, dropped, unscorable or neutralised (`truncated_steps`,
+        `dropped_steps`, `reason`, `neutralised`). prmflow's own PRM encodes candidates itself and says exactly;
+        a public format (public_prms) gives scores only, so what it left out is counted from them. Formats that
+        run as jobs go through the process's one scoring loop (batcher.py), with every concurrent request."""
         if hasattr(self.prm, "encode"):
             encoded = self.prm.encode(pairs)
-            scores = self.prm.score_batch(pairs, self.config.batch_size, encoded)
+            scores = self._run_jobs(self.prm.jobs(encoded), len(pairs))
             return scores, [{"truncated_steps": e.truncated_steps, "dropped_steps": e.dropped_steps,
-                             "reason": e.reason} for e in encoded]
-        scores = self.prm.score_batch(pairs, self.config.batch_size)
-        return scores, [{"truncated_steps": [], "dropped_steps": len(steps) - len(s),
-                         "reason": None if s else "the problem and first step do not fit the model context"}
-                        for (_, steps), s in zip(pairs, scores)]
+                             "reason": e.reason, "neutralised": e.neutralised} for e in encoded]
+        faults = [unicode_fault(problem, steps) for problem, steps in pairs]
+        if hasattr(self.prm, "jobs"):
+            scores = self._run_jobs([job for i, (problem, steps) in enumerate(pairs) if not faults[i]
+                                     for job in self.prm.jobs(i, problem, steps)], len(pairs))
+        else:  # a zero-shot judge: its own batching, re-entrant
+            scorable = [i for i, fault in enumerate(faults) if not fault]
+            scores = [[] for _ in pairs]
+            for i, step_scores in zip(scorable, self.prm.score_batch([pairs[i] for i in scorable],
+                                                                     self.config.batch_size)):
+                scores[i] = step_scores
+        return scores, [{"truncated_steps": [], "dropped_steps": len(steps) - len(s), "neutralised": [],
+                         "reason": None if s else fault or "the problem and first step do not fit the model context"}
+                        for (_, steps), s, fault in zip(pairs, scores, faults)]
+
+    def _run_jobs(self, jobs: list[Job], count: int) -> list[list[float]]:
+        """Scores per solution (its jobs' in order) from the scoring loop."""
+        scores: list[list[float]] = [[] for _ in range(count)]
+        for job, job_scores in zip(jobs, self.loop.score(jobs)):
+            scores[job.solution] += job_scores
+        return scores
 
 
 class PRMPyfunc(mlflow.pyfunc.PythonModel):

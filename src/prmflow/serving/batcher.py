@@ -1,0 +1,103 @@
+"""One scoring loop for every request in flight: candidates of all concurrent requests, batched by tokens.
+
+MLflow's scoring server runs `predict` in a pool of threads, one request each. Each request's thread
+encodes its own candidates (tokenization runs in parallel) and hands their jobs (model.modeling.Job) to
+the one `ScoringLoop` of the process; its thread forms batches from everything pending and runs the model,
+so the model runs in one thread only and sixteen concurrent one-solution requests cost about one forward,
+not sixteen.
+
+A batch is bounded by padded tokens (rows x longest row <= `batch_tokens`), not by a count of rows, so one
+long candidate does not pad sixty-three short ones. Each batch holds the oldest pending job (no job waits
+behind an endless stream of others) and the pending jobs whose length adds the least padding to it. A job
+longer than the budget runs alone. Every job's scores equal those it gets alone, to the float rounding
+of the kernels at another batch shape: right padding changes no position a causal model reads.
+
+The continuous-batching idea is vLLM's and TGI's; here it is the least of it that a CPU or one GPU
+serving a PRM needs: no preemption, no KV cache across requests.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from concurrent.futures import Future
+
+from prmflow.model.modeling import Job, read_jobs
+
+
+def pick_batch(lengths: list[int], oldest: int, budget: int) -> list[int]:
+    """Indices into `lengths` for one batch: `oldest`, then greedily the job that adds the least padded
+    tokens (rows x longest), while rows x longest stays within `budget`. Pure; exact unit tests.
+
+    >>> pick_batch([5, 100, 6, 7], oldest=0, budget=24)
+    [0, 2, 3]
+    """
+    order = sorted(range(len(lengths)), key=lambda i: (lengths[i], i))
+    at = order.index(oldest)
+    low, high = at, at  # the batch is the window order[low..high]: lengths in order, the widest last
+    while True:
+        rows, width = high - low + 1, lengths[order[high]]
+        shorter = width * (rows + 1) if low > 0 else None  # one more row of the same width
+        longer = lengths[order[high + 1]] * (rows + 1) if high + 1 < len(order) else None
+        options = [(cost, side) for cost, side in ((shorter, -1), (longer, 1)) if cost is not None and cost <= budget]
+        if not options:
+            return [order[i] for i in range(low, high + 1)]
+        if min(options)[1] < 0:
+            low -= 1
+        else:
+            high += 1
+
+
+class ScoringLoop:
+    """Scores `Job`s of any number of threads with one model, in token-budgeted batches (module docstring).
+
+    `scorer`: what modeling.read_jobs runs (ProcessRewardModel or a public_prms format). The loop's thread
+    starts with the first request and is a daemon: it ends with the server process.
+    """
+
+    def __init__(self, scorer, batch_tokens: int):
+        self.scorer = scorer
+        self.batch_tokens = batch_tokens
+        self._pending: list[tuple[int, Job, Future]] = []
+        self._arrivals = itertools.count()
+        self._ready = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self.forwards = 0  # batches run so far
+
+    def score(self, jobs: list[Job]) -> list[list[float]]:
+        """The scores of each job, in order; raises what the model raised for a job's batch."""
+        futures = [Future() for _ in jobs]
+        with self._ready:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="prmflow-scoring-loop", daemon=True)
+                self._thread.start()
+            self._pending += [(next(self._arrivals), job, future) for job, future in zip(jobs, futures)]
+            self._ready.notify()
+        return [future.result() for future in futures]
+
+    def _take_batch(self) -> list[tuple[int, Job, Future]]:
+        with self._ready:
+            while not self._pending:
+                self._ready.wait()
+            lengths = [len(job.input_ids) for _, job, _ in self._pending]
+            oldest = min(range(len(self._pending)), key=lambda i: self._pending[i][0])
+            chosen = set(pick_batch(lengths, oldest, self.batch_tokens))
+            batch = [item for i, item in enumerate(self._pending) if i in chosen]
+            self._pending = [item for i, item in enumerate(self._pending) if i not in chosen]
+            return batch
+
+    def _run(self) -> None:
+        import torch
+
+        while True:
+            batch = self._take_batch()
+            try:
+                with torch.no_grad():
+                    results = read_jobs(self.scorer, [job for _, job, _ in batch])
+            except Exception as err:  # the requests of this batch fail; the loop serves the next ones
+                for _, _, future in batch:
+                    future.set_exception(err)
+                continue
+            self.forwards += 1
+            for (_, _, future), scores in zip(batch, results):
+                future.set_result(scores)
