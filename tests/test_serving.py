@@ -143,6 +143,10 @@ def test_has_final_answer_is_read_from_the_text(server):
     (b'{"inputs": [{"problem": "p", "steps": ["' + b"x" * 100_000 + b'"', "request body: not JSON"),
     ({"inputs": [{"problem": "p", "steps": "x" * 100_000}]}, "inputs[0].steps: must be a list of strings, got a str"),
     ({"inputs": [{"problem": "p", "steps": ["a"]}] * 63 + [{"problem": "p" * 100_000}]}, "inputs[63]: give exactly"),
+    (b'{"inputs": ' + b"[" * 1000 + b"]" * 1000 + b"}", "request body: nested too deep to read"),
+    (b'{"inputs": [{"problem": "p", "steps": ["a"]}], "params": {"aggregation": ' + b"9" * 5000 + b"}}",
+     "request body: a value cannot be read (Exceeds the limit"),
+    ({"inputs": [{"problem": "p", "text": "Step 1:"}]}, "inputs[0].text: holds no step once its `Step k:` markers"),
 ])
 def test_bad_request_is_a_short_400_that_names_the_field(server, payload, message):
     response = invoke(server, payload)
@@ -359,8 +363,8 @@ def test_the_served_model_loads_in_its_stored_placement_unless_the_environment_o
         load_scorer(uri)
 
 
-def test_the_registered_model_carries_the_step_tag_and_label_ids_of_its_tokenizer(store):
-    """What `vllm serve` needs to score with STEP pooling (README): checked against the tokenizer itself."""
+def test_the_registered_model_carries_the_step_tag_label_ids_and_vllm_config_of_its_tokenizer(store):
+    """What `prmflow serve-vllm` reads: checked against the tokenizer itself."""
     import mlflow
     from transformers import AutoTokenizer
 
@@ -371,6 +375,7 @@ def test_the_registered_model_carries_the_step_tag_and_label_ids_of_its_tokenize
     assert tokenizer.convert_ids_to_tokens(step_tag_id) == "<step>"
     assert tokenizer.convert_ids_to_tokens(int(metadata["positive_token_id"])) == "+"
     assert tokenizer.convert_ids_to_tokens(int(metadata["negative_token_id"])) == "-"
-    assert json.loads(metadata["vllm_pooler_config"]) == {
-        "pooling_type": "STEP", "step_tag_id": step_tag_id,
-        "returned_token_ids": [int(metadata["positive_token_id"]), int(metadata["negative_token_id"])]}
+    assert json.loads(metadata["vllm_config"]) == {
+        "hf_overrides": {"architectures": ["LlamaForSequenceClassification"], "classifier_from_token": ["-", "+"],
+                         "method": "from_2_way_softmax", "num_labels": 1},
+        "pooler_config": {"pooling_type": "STEP", "step_tag_id": step_tag_id, "task": "token_classify"}}
