@@ -1,18 +1,22 @@
-"""Bounded load test of the served PRM: a real `mlflow models serve` on loopback, concurrent clients.
+"""The served PRM under load: real `mlflow models serve` (this code and a baseline commit's) and vLLM, side by side.
 
-    .venv/bin/python bench/serve_load.py                       # models/prm, data/rollouts/test.jsonl
-    .venv/bin/python bench/serve_load.py --requests 400 --concurrency 16
-    .venv/bin/python bench/serve_load.py --outcome-dir models/orm --out bench/results/serve_load_combined.json
+    .venv/bin/python bench/serve_load.py                               # models/prm, data/rollouts/test.jsonl
+    .venv/bin/python bench/serve_load.py --requests 10000 --clients 16 --baseline-rev f094e35 \\
+        --vllm-python .venv-vllm/bin/python                             # the BENCHMARKS.md run (~25 min, 2 cores)
 
-Logs the model exactly as the register stage does, into a throwaway sqlite store (the project's
-mlflow/ is never touched), serves it, and for 1 and 16 solutions per request sends a fixed number
-of requests from concurrent clients: p50/p95 latency, throughput, and errors (must be zero).
-Then a burst of malformed requests, after which the server must still answer. The same payloads
-scored in process (`Scorer.score`, one caller) give the HTTP + MLflow overhead by difference.
-With `--degenerate-share 0.05` each size is run a second time with that share of the solutions
-replaced by a degenerate one (its last step a 6,000-digit number, as a repetition loop writes): it
-must also answer with 0 errors, every request 200 with all its predictions (`served_degenerate`).
-Writes bench/results/serve_load.json.
+Logs the model as the register stage does into a throwaway sqlite store (the project's mlflow/ is never touched)
+and, for each server:
+1. throughput: `--throughput-requests` one-solution requests (held-out rollouts) from `--clients` concurrent
+   clients: requests/s, p50/p95 latency, and every answer compared with the candidate's solo score
+   (load_check.mismatch); the baseline commit's code (logged by that commit's own `log_prm`) is served the same way,
+   so the speed-up and the baseline's wrong answers come from one run on one machine;
+2. the mixed run (this code only): `--requests` requests, a `--hostile-share` of hostile bodies, hostile
+   candidates among the valid ones (load_check.run_mix): wrong answers, 5xx, long 4xx, p50/p95;
+3. memory: the server's resident memory (all processes of its group) at start, after the runs, right after
+   `--large-requests` concurrent requests of ~3.9 MB each, and 10 s later;
+4. vLLM (with `--vllm-python`): `prmflow serve-vllm` of the same version, the same one-solution candidates as
+   token ids to /pooling from the same number of clients: requests/s and p95, scores compared with MLflow's.
+Writes bench/results/serve_load.json. Only loopback addresses are used.
 """
 
 from __future__ import annotations
@@ -22,85 +26,123 @@ import dataclasses
 import json
 import os
 import platform
-import statistics
+import subprocess
 import sys
 import tempfile
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-MALFORMED = [b"{not json", b"[]", b'{"inputs": 3}', b'{"inputs": [{"problem": "p", "steps": [""]}]}',
-             b'{"inputs": [{"steps": ["a"]}]}', b'{"inputs": [{"problem": "p", "steps": ["a"]}], '
-                                                 b'"params": {"aggregation": "max"}}']
+VLLM_READY_TIMEOUT_S = 900
 
 
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
-
-
-def summary(latencies: list[float], wall: float, solutions_per_request: int) -> dict:
-    return {"requests": len(latencies), "p50_ms": 1000 * percentile(latencies, 0.5),
-            "p95_ms": 1000 * percentile(latencies, 0.95), "mean_ms": 1000 * statistics.fmean(latencies),
-            "requests_per_s": len(latencies) / wall, "solutions_per_s": len(latencies) * solutions_per_request / wall}
-
-
-DEGENERATE_STEP = "The total is " + "7" * 6000 + " coins."
-
-
-def payloads(rows: list[dict], size: int, count: int, degenerate_share: float = 0.0) -> list[dict]:
-    """`count` requests of `size` solutions each, cycling through the held-out rollouts; with
-    `degenerate_share`, every (1 / share)-th solution overall ends in DEGENERATE_STEP."""
-    every = round(1 / degenerate_share) if degenerate_share else 0
-    out = []
-    for index in range(count):
-        start = (index * size) % len(rows)
-        chunk = [rows[(start + k) % len(rows)] for k in range(size)]
-        inputs = [{"problem": r["problem"], "steps": r["steps"]} for r in chunk]
-        for k, solution in enumerate(inputs):
-            if every and (index * size + k) % every == every - 1:
-                solution["steps"] = solution["steps"][:1] + [DEGENERATE_STEP]
-        out.append({"inputs": inputs, "params": {"aggregation": "min"}})
-    return out
-
-
-def load(url: str, requests_: list[dict], concurrency: int) -> tuple[list[float], list[str], float]:
-    import requests
-
-    session_per_thread: dict[int, requests.Session] = {}
-
-    def one(payload: dict) -> tuple[float, str | None]:
-        import threading
-
-        session = session_per_thread.setdefault(threading.get_ident(), requests.Session())
-        start = time.perf_counter()
+def group_rss_mb(pgid: int) -> float:
+    """Resident memory of every process in process group `pgid` (the server and its uvicorn worker), in MB."""
+    total = 0
+    for status in Path("/proc").glob("[0-9]*/stat"):
         try:
-            response = session.post(f"{url}/invocations", json=payload, timeout=120)
-            ok = response.status_code == 200 and len(response.json()["predictions"]) == len(payload["inputs"])
-            error = None if ok else f"{response.status_code}: {response.text[:200]}"
-        except Exception as err:  # a benchmark counts every failure rather than stopping at the first
-            error = repr(err)
+            fields = status.read_text().rsplit(")", 1)[1].split()
+            if int(fields[2]) == pgid:  # field 5 of /proc/PID/stat: the process group
+                total += int(fields[21]) * os.sysconf("SC_PAGE_SIZE")  # field 24: resident pages
+        except (OSError, IndexError, ValueError):
+            continue
+    return total / 1e6
+
+
+def timed(one, items: list, clients: int) -> tuple[list[float], list[str | None], float]:
+    """Run `one(item) -> error or None` over `items` from `clients` threads: latencies, errors, wall seconds."""
+    def call(item):
+        start = time.perf_counter()
+        error = one(item)
         return time.perf_counter() - start, error
 
     start = time.perf_counter()
-    with ThreadPoolExecutor(concurrency) as pool:
-        results = list(pool.map(one, requests_))
-    wall = time.perf_counter() - start
-    return [r[0] for r in results], [r[1] for r in results if r[1]], wall
+    with ThreadPoolExecutor(clients) as executor:
+        results = list(executor.map(call, items))
+    return [r[0] for r in results], [r[1] for r in results], time.perf_counter() - start
+
+
+def summary(latencies: list[float], errors: list, wall: float) -> dict:
+    ordered = sorted(latencies)
+    at = lambda q: 1000 * ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]  # noqa: E731
+    failed = [e for e in errors if e]
+    return {"requests": len(latencies), "requests_per_s": len(latencies) / wall, "p50_ms": at(0.5),
+            "p95_ms": at(0.95), "wrong_or_failed": len(failed), "examples": failed[:3]}
+
+
+def mlflow_throughput(url: str, pool: list[dict], solo: list[dict], count: int, clients: int) -> dict:
+    """One-solution requests cycling through `pool`, every answer checked against its solo prediction."""
+    import requests
+
+    from prmflow.serving.load_check import mismatch
+
+    local = threading.local()
+
+    def one(index: int) -> str | None:
+        local.session = getattr(local, "session", None) or requests.Session()
+        response = local.session.post(f"{url}/invocations", json={"inputs": [pool[index]]}, timeout=300)
+        if response.status_code != 200:
+            return f"{response.status_code}: {response.text[:200]}"
+        return mismatch(response.json()["predictions"][0], solo[index], 1e-5)
+
+    timed(one, list(range(clients)), clients)  # warm-up, not counted
+    return summary(*timed(one, [i % len(pool) for i in range(count)], clients))
+
+
+def vllm_throughput(url: str, model_dir: Path, pool: list[dict], solo: list[dict], count: int, clients: int) -> dict:
+    """The same one-solution candidates to vLLM's /pooling (encoded by VLLMStepScorer in each client thread)."""
+    from prmflow.serving.vllm_server import VLLMStepScorer
+
+    local = threading.local()
+    differences: list[float] = []
+
+    def one(index: int) -> str | None:
+        local.scorer = getattr(local, "scorer", None) or VLLMStepScorer(url, model_dir)
+        (scores,), _ = local.scorer.score([(pool[index]["problem"], pool[index]["steps"])])
+        differences.extend(abs(a - b) for a, b in zip(scores, solo[index]["step_scores"]))
+        return None if len(scores) == len(solo[index]["step_scores"]) else "scored steps differ"
+
+    timed(one, list(range(clients)), clients)
+    return summary(*timed(one, [i % len(pool) for i in range(count)], clients)) | {
+        "max_abs_difference_from_mlflow": max(differences, default=0.0)}
+
+
+def log_baseline(rev: str, model_dir: Path, config: dict, tmp: str, uri: str) -> str:
+    """Register `model_dir` with the code of commit `rev` (its own log_prm, so its own code is served)."""
+    source = Path(tmp, "baseline")
+    source.mkdir()
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", rev, "src"], check=True, capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(source)], input=archive, check=True)
+    code = (f"import json, mlflow; from prmflow.serving.register import log_prm\n"
+            f"mlflow.set_experiment('bench')\n"
+            f"with mlflow.start_run(): print(log_prm({str(model_dir)!r}, json.loads({json.dumps(config)!r}), "
+            f"'prm-baseline').registered_model_version)")
+    env = {**os.environ, "PYTHONPATH": str(source / "src"), "MLFLOW_TRACKING_URI": uri}
+    out = subprocess.run([sys.executable, "-c", code], env=env, check=True, capture_output=True, text=True).stdout
+    return out.strip().splitlines()[-1]
+
+
+def serve(model_uri: str, env: dict, tmp: str, name: str):
+    from prmflow.serving.model_server import free_port, loopback_process
+
+    port = free_port()
+    cmd = ["mlflow", "models", "serve", "-m", model_uri, "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)]
+    return port, loopback_process(cmd, f"http://127.0.0.1:{port}/ping", env, tmp, Path(tmp, f"{name}.log"))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model-dir", default=str(ROOT / "models" / "prm"))
-    parser.add_argument("--outcome-dir", default=None,
-                        help="a trained ORM (models/orm): serve the combined model (register.model_kind: combined)")
     parser.add_argument("--rollouts", default=str(ROOT / "data" / "rollouts" / "test.jsonl"))
-    parser.add_argument("--requests", type=int, default=200, help="requests per payload size")
-    parser.add_argument("--concurrency", type=int, default=8, help="concurrent clients")
-    parser.add_argument("--sizes", type=int, nargs="+", default=[1, 16], help="solutions per request")
-    parser.add_argument("--degenerate-share", type=float, default=0.0,
-                        help="also run each size with this share of degenerate solutions (e.g. 0.05)")
+    parser.add_argument("--requests", type=int, default=2000, help="requests in the mixed run")
+    parser.add_argument("--throughput-requests", type=int, default=800, help="one-solution requests per server")
+    parser.add_argument("--clients", type=int, default=16, help="concurrent clients")
+    parser.add_argument("--hostile-share", type=float, default=0.25)
+    parser.add_argument("--large-requests", type=int, default=12, help="concurrent ~3.9 MB requests (memory)")
+    parser.add_argument("--baseline-rev", default=None, help="a commit whose server to measure beside this one")
+    parser.add_argument("--vllm-python", default=None, help="vLLM's venv interpreter: measure its server too")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "serve_load.json"))
     args = parser.parse_args()
     for key, value in {"OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
@@ -111,71 +153,77 @@ def main() -> None:
 
     import mlflow
     from prmflow.jsonl import read_jsonl
-    from prmflow.serving.model_server import model_server
+    from prmflow.serving.load_check import candidate_pool, run_mix, solo_predictions
+    from prmflow.serving.model_server import free_port, loopback_process
     from prmflow.serving.register import log_prm
-    from prmflow.serving.scorer import ServingConfig, Solution, load_scorer
+    from prmflow.serving.scorer import ServingConfig
 
-    torch.set_num_threads(1)
+    config = ServingConfig()
     rows = read_jsonl(args.rollouts, required=("problem", "steps"))
-    config = ServingConfig(max_solutions_per_request=max(args.sizes), batch_size=32)
-    result = {"model_dir": args.model_dir, "outcome_dir": args.outcome_dir, "rollouts": args.rollouts, "concurrency": args.concurrency,
-              "server": "mlflow models serve --env-manager local (1 uvicorn worker), OMP_NUM_THREADS=1",
-              "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                          "mlflow": mlflow.__version__, "torch": torch.__version__},
-              "serving_config": dataclasses.asdict(config), "served": {}, "served_degenerate": {},
-              "degenerate_share": args.degenerate_share, "in_process": {}}
+    plain = [{"problem": r["problem"], "steps": r["steps"]} for r in rows[:64]]
+    pool = candidate_pool(rows, config.max_request_bytes)
+    result = {"command": " ".join([Path(sys.executable).name, *sys.argv]), "date": time.strftime("%Y-%m-%d"),
+              "model_dir": args.model_dir, "clients": args.clients,
+              "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "mlflow": mlflow.__version__,
+                          "torch": torch.__version__, "note": "2 shared cores; other work ran beside it"},
+              "serving_config": dataclasses.asdict(config), "servers": {}}
     with tempfile.TemporaryDirectory() as tmp:
         uri = f"sqlite:///{tmp}/mlflow.db"
         mlflow.set_tracking_uri(uri)
         mlflow.set_experiment(experiment_id=mlflow.create_experiment("bench", artifact_location=Path(tmp, "a").as_uri()))
         with mlflow.start_run():
-            version = log_prm(args.model_dir, dataclasses.asdict(config), "prm",
-                              outcome_dir=args.outcome_dir).registered_model_version
-        model_uri = f"models:/prm/{version}"
+            version = log_prm(args.model_dir, dataclasses.asdict(config), "prm").registered_model_version
         env = {**os.environ, "MLFLOW_TRACKING_URI": uri,
                "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-        started = time.perf_counter()
-        with model_server(model_uri, env, tmp, Path(tmp, "serve.log")) as url:
-            result["server_ready_s"] = time.perf_counter() - started
-            for size in args.sizes:
-                batch = payloads(rows, size, args.requests)
-                load(url, batch[: args.concurrency], args.concurrency)  # warm-up, not counted
-                latencies, errors, wall = load(url, batch, args.concurrency)
-                result["served"][str(size)] = summary(latencies, wall, size) | {"errors": len(errors),
-                                                                               "error_examples": errors[:3]}
-                print(f"served  {size:>2} solutions/request: {result['served'][str(size)]}")
-                if args.degenerate_share:
-                    latencies, errors, wall = load(url, payloads(rows, size, args.requests, args.degenerate_share),
-                                                   args.concurrency)
-                    result["served_degenerate"][str(size)] = summary(latencies, wall, size) | {
-                        "errors": len(errors), "error_examples": errors[:3]}
-                    print(f"served  {size:>2} solutions/request, {args.degenerate_share:.0%} degenerate: "
-                          f"{result['served_degenerate'][str(size)]}")
-            with ThreadPoolExecutor(args.concurrency) as pool:
-                codes = list(pool.map(lambda body: requests.post(
-                    f"{url}/invocations", data=body, headers={"Content-Type": "application/json"},
-                    timeout=60).status_code, MALFORMED * 20))
-            after = requests.post(f"{url}/invocations", json=payloads(rows, 1, 1)[0], timeout=60).status_code
-            result["malformed_burst"] = {"requests": len(codes), "all_4xx": all(400 <= c < 500 for c in codes),
-                                         "status_codes": sorted(set(codes)), "valid_request_after": after}
-            print(f"malformed burst: {result['malformed_burst']}")
-        scorer = load_scorer(model_uri)
-        for size in args.sizes:
-            batch = [[Solution(**s) for s in p["inputs"]] for p in payloads(rows, size, args.requests)]
-            scorer.score(batch[0])
-            latencies, start = [], time.perf_counter()
-            for solutions in batch:
-                t = time.perf_counter()
-                scorer.score(solutions)
-                latencies.append(time.perf_counter() - t)
-            result["in_process"][str(size)] = summary(latencies, time.perf_counter() - start, size)
-            print(f"in-proc {size:>2} solutions/request: {result['in_process'][str(size)]}")
-    errors = sum(r["errors"] for part in ("served", "served_degenerate") for r in result[part].values())
+        port, server = serve(f"models:/prm/{version}", env, tmp, "current")
+        with server as proc:
+            url = f"http://127.0.0.1:{port}"
+            memory = {"at_start_mb": group_rss_mb(proc.pid)}
+            solo_plain = solo_predictions(url, plain)
+            current = {"throughput_1_solution": mlflow_throughput(url, plain, solo_plain, args.throughput_requests,
+                                                                  args.clients)}
+            print("current throughput:", current["throughput_1_solution"], flush=True)
+            current["mixed_run"] = run_mix(url, pool, solo_predictions(url, pool), args.clients, args.requests,
+                                           args.hostile_share, seed=0, max_request_bytes=config.max_request_bytes)
+            print("current mixed run:", {k: v for k, v in current["mixed_run"].items() if k != "examples"}, flush=True)
+            memory["after_runs_mb"] = group_rss_mb(proc.pid)
+            large = {"inputs": [{"problem": rows[0]["problem"], "steps": ["7 " * 1_950_000]}]}  # ~3.9 MB
+            _, codes, wall = timed(lambda _: None if requests.post(f"{url}/invocations", json=large, timeout=600)
+                                   .status_code == 200 else "not 200", range(args.large_requests), args.large_requests)
+            memory |= {"large_requests": args.large_requests, "large_requests_wall_s": wall,
+                       "large_requests_failed": sum(bool(c) for c in codes), "after_large_mb": group_rss_mb(proc.pid)}
+            time.sleep(10)
+            memory["10_s_later_mb"] = group_rss_mb(proc.pid)
+            current["memory"] = memory
+            print("current memory:", memory, flush=True)
+        result["servers"]["mlflow_current"] = current
+        if args.baseline_rev:
+            baseline_version = log_baseline(args.baseline_rev, Path(args.model_dir), dataclasses.asdict(config), tmp, uri)
+            port, server = serve(f"models:/prm-baseline/{baseline_version}", env, tmp, "baseline")
+            with server:
+                url = f"http://127.0.0.1:{port}"
+                throughput = mlflow_throughput(url, plain, solo_predictions(url, plain), args.throughput_requests,
+                                               args.clients)
+            result["servers"]["mlflow_baseline"] = {"rev": args.baseline_rev, "throughput_1_solution": throughput}
+            print("baseline throughput:", throughput, flush=True)
+            result["speedup_1_solution"] = (current["throughput_1_solution"]["requests_per_s"]
+                                            / throughput["requests_per_s"])
+        if args.vllm_python:
+            port = free_port()
+            command = ["prmflow", "serve-vllm", "--model", f"models:/prm/{version}", "--port", str(port),
+                       "--python", args.vllm_python]
+            with loopback_process(command, f"http://127.0.0.1:{port}/health", env | {"VLLM_CPU_KVCACHE_SPACE": "1"},
+                                  tmp, Path(tmp, "vllm.log"), ready_timeout=VLLM_READY_TIMEOUT_S):
+                throughput = vllm_throughput(f"http://127.0.0.1:{port}", Path(args.model_dir), plain, solo_plain,
+                                             args.throughput_requests, args.clients)
+            result["servers"]["vllm"] = {"throughput_1_solution": throughput}
+            print("vllm throughput:", throughput, flush=True)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {args.out}")
-    if errors or not result["malformed_burst"]["all_4xx"] or result["malformed_burst"]["valid_request_after"] != 200:
-        sys.exit(f"serve_load: {errors} errors under load or the server misbehaved after malformed requests")
+    mixed = result["servers"]["mlflow_current"]["mixed_run"]
+    if mixed["wrong"] or mixed["server_errors"] or mixed["bad_4xx"] or mixed["hostile_accepted"]:
+        sys.exit(f"serve_load: the current server answered wrong under load: {mixed['examples']}")
 
 
 if __name__ == "__main__":

@@ -379,3 +379,23 @@ def test_the_registered_model_carries_the_step_tag_label_ids_and_vllm_config_of_
         "hf_overrides": {"architectures": ["LlamaForSequenceClassification"], "classifier_from_token": ["-", "+"],
                          "method": "from_2_way_softmax", "num_labels": 1},
         "pooler_config": {"pooling_type": "STEP", "step_tag_id": step_tag_id, "task": "token_classify"}}
+
+
+def test_the_server_shows_no_api_docs_and_refuses_a_body_with_two_lengths(server):
+    import socket
+    from urllib.parse import urlparse
+
+    for path in ("/docs", "/redoc", "/openapi.json"):
+        assert requests.get(f"{server}{path}", timeout=30).status_code == 404, path
+    body = json.dumps({"inputs": SOLUTIONS[:1]}).encode()
+    chunked = f"{len(body):x}\r\n".encode() + body + b"\r\n0\r\n\r\n"
+    head = (f"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+            f"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n").encode()
+    address = urlparse(server)
+    with socket.create_connection((address.hostname, address.port), timeout=30) as connection:
+        connection.sendall(head + chunked)
+        answer = b""
+        while chunk := connection.recv(65536):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 400"), answer[:300]
+    assert len(answer) < 1024 and b"Traceback" not in answer

@@ -14,6 +14,16 @@ under 1 kB. A valid body then goes to MLflow's own `invocations` unchanged.
 The size limit is checked on the body uvicorn has already read: it bounds the parsing and scoring a
 request can cause, not the memory it takes to receive it; a proxy in front (e.g. nginx
 `client_max_body_size`) bounds that.
+
+The FastAPI app MLflow builds is made after the model loads, inside `scoring_server.init`, which imports
+`fastapi.FastAPI` when it runs: `install` puts a subclass there first, so the app is built without the
+interactive docs (`/docs`, `/redoc`, `/openapi.json`: nothing a scoring client needs, and a map of the
+server for anyone else), refuses a request that carries both `Transfer-Encoding` and `Content-Length`
+(RFC 9112 6.3: a request-smuggling vector behind proxies that read the other header) with a short 400,
+and runs `invocations` in a pool of `REQUEST_THREADS` threads instead of asyncio's default
+min(32, cores + 4), so that many concurrent requests can wait together on the one scoring loop
+(batcher.py) and share its batches. uvicorn has no timeout for a client that sends its headers slowly:
+put a proxy with one (nginx `client_header_timeout`) in front of a server reachable by others.
 """
 
 from __future__ import annotations
@@ -27,6 +37,7 @@ from collections.abc import Callable
 from prmflow.serving.requests import MAX_MESSAGE_CHARS, RequestError, clip
 
 SERVER_MODULE = "mlflow.pyfunc.scoring_server"
+REQUEST_THREADS = 128  # requests in flight at once; they wait on the scoring loop, so threads cost little
 ERROR_CODES = {400: "INVALID_PARAMETER_VALUE", 413: "REQUEST_LIMIT_EXCEEDED", 415: "INVALID_PARAMETER_VALUE"}
 
 
@@ -58,4 +69,47 @@ def install(check_body: Callable[[bytes, str | None], None]) -> bool:
             raise
 
     server.invocations = invocations
+    _guard_app_class()
     return True
+
+
+class _RefuseAmbiguousLength:
+    """ASGI middleware: a request with both Transfer-Encoding and Content-Length is answered 400."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        names = {name.lower() for name, _ in scope.get("headers", ())} if scope["type"] == "http" else set()
+        if {b"transfer-encoding", b"content-length"} <= names:
+            body = error_body("request headers: both Transfer-Encoding and Content-Length; send one", 400).encode()
+            await send({"type": "http.response.start", "status": 400,
+                        "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+            await send({"type": "http.response.body", "body": body})
+            return
+        await self.app(scope, receive, send)
+
+
+def _guard_app_class() -> None:
+    """Make the FastAPI app that `scoring_server.init` is about to build a guarded one (module docstring)."""
+    import fastapi
+
+    if getattr(fastapi.FastAPI, "prmflow_guarded", False):
+        return
+
+    class GuardedFastAPI(fastapi.FastAPI):
+        prmflow_guarded = True
+
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **{"docs_url": None, "redoc_url": None, "openapi_url": None, **kwargs})
+            self.add_middleware(_RefuseAmbiguousLength)
+            self.router.on_startup.append(_more_request_threads)
+
+    fastapi.FastAPI = GuardedFastAPI
+
+
+async def _more_request_threads() -> None:
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
+    asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(REQUEST_THREADS, "prmflow-request"))
