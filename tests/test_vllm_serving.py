@@ -6,11 +6,15 @@ text, a step longer than the context, a lone surrogate).
 Skipped only where PRMFLOW_VLLM_PYTHON is unset: the Makefile sets it for `make test`, so CI runs it.
 """
 
+import json
 import os
+import re
 import subprocess
+import sys
 
 import pytest
 
+from conftest import REPO
 from prmflow.serving.load_check import candidate_pool
 from prmflow.serving.model_server import free_port, loopback_process, model_server
 from tiny_models import build_tiny_prm, log_version, server_env, sharpen_label_rows, tracking_store
@@ -52,12 +56,26 @@ def test_serve_vllm_scores_equal_the_mlflow_served_model(tmp_path, heldout):
                               ready_timeout=READY_TIMEOUT_S):
             scores, encoded = VLLMStepScorer(f"http://127.0.0.1:{port}", model_dir).score(
                 [(c["problem"], c["steps"]) for c in heldout])
+            snippet = run_docs_snippet(f"http://127.0.0.1:{port}", model_dir, tmp_path / "project")
     compared = [(p["step_scores"], s) for p, s in zip(predictions, scores)]
     assert [len(a) for a, _ in compared] == [len(b) for _, b in compared]
     assert sum(len(a) for a, _ in compared) > 150 and max(max(a, default=0.5) for a, _ in compared) > 0.8
     assert max(abs(x - y) for a, b in compared for x, y in zip(a, b)) <= 1e-5
     assert [p["neutralised"] for p in predictions] == [e.neutralised for e in encoded]
     assert [p["reason"] for p in predictions] == [e.reason for e in encoded]
+    assert snippet.returncode == 0, snippet.stderr[-2000:]
+    printed_scores = json.loads(snippet.stdout.split("]")[0] + "]")
+    assert len(printed_scores) == 2 and all(0 < s < 1 for s in printed_scores)
+
+
+def run_docs_snippet(url: str, model_dir, project) -> subprocess.CompletedProcess:
+    """docs/serving.md's Python block as written, in a project whose models/prm is `model_dir`; only the server's
+    address is the test's own."""
+    (block,) = re.findall(r"```python\n(.*?)```", (REPO / "docs" / "serving.md").read_text(), flags=re.S)
+    (project / "models").mkdir(parents=True)
+    (project / "models" / "prm").symlink_to(model_dir)
+    return subprocess.run([sys.executable, "-c", block.replace("http://127.0.0.1:8000", url)], cwd=project,
+                          capture_output=True, text=True, timeout=300)
 
 
 def test_serve_vllm_without_an_interpreter_says_how_to_get_one(tmp_path):
