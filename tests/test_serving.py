@@ -192,7 +192,7 @@ def test_score_command_rejects_bad_lines_and_scores_the_others(server, store, tm
     path, rejects = tmp_path / "solutions.jsonl", tmp_path / "rejects.jsonl"
     lines = [json.dumps({"id": "a", **SOLUTIONS[0]}), "{not json", json.dumps({"problem": "p", "steps": ["a", ""]}),
              json.dumps({"id": "b", **SOLUTIONS[1]}), json.dumps({"problem": "p", "steps": "a", "label": 1}),
-             json.dumps({"id": "c", **SOLUTIONS[2]})]
+             json.dumps({"id": "c", **SOLUTIONS[2]}), '{"problem": ' + "[" * 1000 + "]" * 1000 + "}"]
     path.write_text("\n".join(lines) + "\n")
     with pytest.raises(SystemExit) as exited:
         main(["score", str(path), "--model", f"models:/prm/{store['versions'][0]}", "--rejects", str(rejects)])
@@ -202,9 +202,10 @@ def test_score_command_rejects_bad_lines_and_scores_the_others(server, store, tm
     served = invoke(server, {"inputs": SOLUTIONS}).json()["predictions"]
     assert printed == [{"id": key} | prediction for key, prediction in zip("abc", served)]
     assert f"{path}:2: not JSON" in err and f"{path}:3: steps[1]: empty step" in err
-    assert f"{path}:5: steps: must be a list of strings" in err and "3 of 6 lines rejected" in err
+    assert f"{path}:5: steps: must be a list of strings" in err and "4 of 7 lines rejected" in err
+    assert f"{path}:7: nested too deep to read" in err
     recorded = [json.loads(line) for line in rejects.read_text().splitlines()]
-    assert [(r["line"], r["record"]) for r in recorded] == [(2, lines[1]), (3, lines[2]), (5, lines[4])]
+    assert [(r["line"], r["record"][:40]) for r in recorded] == [(n, lines[n - 1][:40]) for n in (2, 3, 5, 7)]
     assert all(r["reason"] and r["file"] == str(path) for r in recorded)
 
 
