@@ -114,8 +114,9 @@ def check_request(solutions: list[Solution], aggregation: str, config: ServingCo
     return steps
 
 
-def check_body(data: bytes, content_type: str | None, config: ServingConfig) -> None:
-    """Raise RequestError (with its HTTP status) for the first rule the raw request breaks."""
+def read_body(data: bytes, content_type: str | None, config: ServingConfig) -> tuple[list[Solution], str]:
+    """(the solutions, the aggregation) of a raw request; RequestError (with its HTTP status) for the first rule
+    the body breaks. The rules on each solution's content are Scorer.score's (check_request)."""
     if len(data) > config.max_request_bytes:
         raise RequestError(f"request body: {len(data)} bytes, more than the limit of {config.max_request_bytes} "
                            f"(register.max_request_bytes); send fewer solutions per request", status=413)
@@ -132,8 +133,7 @@ def check_body(data: bytes, content_type: str | None, config: ServingConfig) -> 
     if not isinstance(body["inputs"], list):
         raise RequestError(f"inputs: must be a list of solutions, got {described(body['inputs'])}; send {SHAPE}")
     check_count(len(body["inputs"]), config)  # before checking each of too many
-    check_request([solution_from_json(value, f"inputs[{i}]") for i, value in enumerate(body["inputs"])],
-                  aggregation, config)
+    return [solution_from_json(value, f"inputs[{i}]") for i, value in enumerate(body["inputs"])], aggregation
 
 
 class Scorer:
@@ -147,6 +147,12 @@ class Scorer:
         self.threshold_source = threshold_source  # where config.threshold came from, for `prmflow score`
         # The process's one scoring loop, for formats that run as jobs (all but a zero-shot judge).
         self.loop = ScoringLoop(prm, config.batch_tokens) if hasattr(prm, "jobs") else None
+
+    def answer(self, data: bytes, content_type: str | None) -> str:
+        """The JSON answer to a raw /invocations request, as MLflow writes a pyfunc's predictions; RequestError
+        for a bad request."""
+        predictions = self.score(*read_body(data, content_type, self.config))
+        return json.dumps({"predictions": [prediction.model_dump() for prediction in predictions]})
 
     def score(self, solutions: list[Solution], aggregation: str = DEFAULT_AGGREGATION) -> list[Prediction]:
         all_steps = check_request(solutions, aggregation, self.config)
@@ -222,7 +228,7 @@ class PRMPyfunc(mlflow.pyfunc.PythonModel):
         outcome_dir = context.artifacts.get(OUTCOME_ARTIFACT)
         self.scorer = Scorer(load_prm(context.artifacts["model_dir"], config.prm_format or None, device, dtype),
                              config, TrainedOutcomeRewardModel(outcome_dir, device, dtype=dtype) if outcome_dir else None)
-        install(lambda data, content_type: check_body(data, content_type, config))  # in a scoring server only
+        install(self.scorer.answer)  # in a scoring server only
 
     def predict(self, context, model_input: list[Solution], params: dict | None = None) -> list[Prediction]:
         from mlflow.exceptions import MlflowException
