@@ -136,7 +136,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model-dir", default=str(ROOT / "models" / "prm"))
     parser.add_argument("--rollouts", default=str(ROOT / "data" / "rollouts" / "test.jsonl"))
-    parser.add_argument("--requests", type=int, default=2000, help="requests in the mixed run")
+    parser.add_argument("--requests", type=int, default=2000, help="requests in the mixed run (0: no mixed run)")
     parser.add_argument("--throughput-requests", type=int, default=800, help="one-solution requests per server")
     parser.add_argument("--clients", type=int, default=16, help="concurrent clients")
     parser.add_argument("--hostile-share", type=float, default=0.25)
@@ -183,9 +183,11 @@ def main() -> None:
             current = {"throughput_1_solution": mlflow_throughput(url, plain, solo_plain, args.throughput_requests,
                                                                   args.clients)}
             print("current throughput:", current["throughput_1_solution"], flush=True)
-            current["mixed_run"] = run_mix(url, pool, solo_predictions(url, pool), args.clients, args.requests,
-                                           args.hostile_share, seed=0, max_request_bytes=config.max_request_bytes)
-            print("current mixed run:", {k: v for k, v in current["mixed_run"].items() if k != "examples"}, flush=True)
+            if args.requests:
+                current["mixed_run"] = run_mix(url, pool, solo_predictions(url, pool), args.clients, args.requests,
+                                               args.hostile_share, seed=0, max_request_bytes=config.max_request_bytes)
+                print("current mixed run:", {k: v for k, v in current["mixed_run"].items() if k != "examples"},
+                      flush=True)
             memory["after_runs_mb"] = group_rss_mb(proc.pid)
             large = {"inputs": [{"problem": rows[0]["problem"], "steps": ["7 " * 1_950_000]}]}  # ~3.9 MB
             _, codes, wall = timed(lambda _: None if requests.post(f"{url}/invocations", json=large, timeout=600)
@@ -221,7 +223,8 @@ def main() -> None:
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {args.out}")
-    mixed = result["servers"]["mlflow_current"]["mixed_run"]
+    mixed = result["servers"]["mlflow_current"].get("mixed_run", {"wrong": 0, "server_errors": 0, "bad_4xx": 0,
+                                                                  "hostile_accepted": 0})
     if mixed["wrong"] or mixed["server_errors"] or mixed["bad_4xx"] or mixed["hostile_accepted"]:
         sys.exit(f"serve_load: the current server answered wrong under load: {mixed['examples']}")
 
