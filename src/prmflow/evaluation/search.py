@@ -93,9 +93,9 @@ class InProcessScorer:
             tail_ids = tail_ids.to(self.prm.device)  # each tail ends with its one step tag: one row each, in order
             tail_logits = label_logits(model, tail_ids, attention.to(self.prm.device), tail_ids == fmt.step_tag_id,
                                        labels, cache=cache)[0]
-        head_scores = p_positive(head_logits)
+        head_scores = p_positive(head_logits).tolist()
         self.forward_tokens += len(head) + int(tail_mask.sum())
-        return [head_scores + [score] for score in p_positive(tail_logits)]
+        return [head_scores + [score] for score in p_positive(tail_logits).tolist()]
 
 
 class EndpointScorer:

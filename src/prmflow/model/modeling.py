@@ -144,9 +144,9 @@ def step_tag_logits(model, input_ids: torch.Tensor, attention_mask: torch.Tensor
     return label_logits(model, input_ids, attention_mask, at_tags, labels)[0]
 
 
-def p_positive(pair_logits: torch.Tensor) -> list[float]:
-    """P(+) from [n, 2] logits of (+, -): the softmax over the two label tokens, in float32."""
-    return torch.softmax(pair_logits.float(), -1)[:, 0].tolist()
+def p_positive(pair_logits: torch.Tensor) -> torch.Tensor:
+    """[n] P(+) from [n, 2] logits of (+, -): the softmax over the two label tokens, in float32."""
+    return torch.softmax(pair_logits.float(), -1)[:, 0]
 
 
 def step_loss(pair_logits: torch.Tensor, targets: torch.Tensor, negative_weight: float = 1.0) -> torch.Tensor:
@@ -246,8 +246,7 @@ class ProcessRewardModel:
     def read(self, input_ids, attention, rows, positions) -> torch.Tensor:
         """[K] P(+) at (rows, positions) of a padded batch (read_jobs)."""
         labels = [self.format.positive_id, self.format.negative_id]
-        logits = label_logits(self.model, input_ids, attention, (rows, positions), labels)[0]
-        return torch.softmax(logits.float(), -1)[:, 0]
+        return p_positive(label_logits(self.model, input_ids, attention, (rows, positions), labels)[0])
 
     def score_batch(self, solutions: list[tuple[str, list[str]]], batch_size: int = 32,
                     encoded: list[Encoded] | None = None) -> list[list[float]]:

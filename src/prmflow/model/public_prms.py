@@ -39,7 +39,7 @@ from prmflow.config import PRM_FORMATS
 from prmflow.model.formats import (  # noqa: F401 (detect_format: re-exported beside load_prm)
     MATH_SHEPHERD_TAG, detect_format, is_token_classifier, label_token_id, read_checkpoint_config,
 )
-from prmflow.model.modeling import Job, label_logits, score_jobs
+from prmflow.model.modeling import Job, label_logits, p_positive, score_jobs
 
 DEFAULT_STEP_TEMPLATE = "Step {i}: {step}"  # Math-Shepherd's steps carry "Step i:", as model.step_template
 
@@ -144,8 +144,7 @@ class _LabelTokenPRM(_PublicPRM):
         self.label_ids = [label_token_id(tokenizer, positive_token), label_token_id(tokenizer, negative_token)]
 
     def read(self, input_ids, attention, rows, positions):
-        logits = label_logits(self.model, input_ids, attention, (rows, positions), self.label_ids)[0]
-        return torch.softmax(logits.float(), -1)[:, 0]
+        return p_positive(label_logits(self.model, input_ids, attention, (rows, positions), self.label_ids)[0])
 
 
 class MathShepherdPRM(_LabelTokenPRM):
