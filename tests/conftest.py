@@ -29,3 +29,19 @@ def labeled_rows():
 
     splits = build_splits(IngestParams(num_train=40, num_test=10), seed=7).splits
     return label_problems(splits["train"], LabelParams(trajectories_per_problem=3, completions_per_step=4), seed=7)
+
+
+@pytest.fixture(scope="session")
+def served_prm(tmp_path_factory, labeled_rows):
+    """A PRM trained for real on `labeled_rows` (as the train stage trains), logged and registered as the register
+    stage does, behind a real `mlflow models serve` on loopback: {"url", "model_dir", "uri"}."""
+    from tiny_models import log_version, server_env, tracking_store, train_tiny_model
+
+    from prmflow.serving.model_server import model_server
+
+    root = tmp_path_factory.mktemp("served_prm")
+    model_dir = train_tiny_model(labeled_rows, root / "prm")["dir"]
+    with tracking_store(root) as uri:
+        version = log_version(model_dir)
+        with model_server(f"models:/prm/{version}", server_env(uri), root, root / "serve.log") as url:
+            yield {"url": url, "model_dir": model_dir, "uri": f"models:/prm/{version}"}
