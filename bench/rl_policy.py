@@ -88,6 +88,14 @@ def fit_policy(directory: Path, problems: list[dict], steps: int, batch: int) ->
             "fit_s": time.perf_counter() - start}
 
 
+def with_answer_line(row: dict) -> dict:
+    """A labeled rollout with its final-answer line `#### x` as one more step, labeled by the outcome: the
+    simulated policy's steps state no such line and the policy's completions end with one, so the PRM sees it."""
+    return {**row, "steps": [*row["steps"], f"#### {row['predicted_answer']}"],
+            "labels": [*row["labels"], "+" if row["correct"] else "-"], "values": [*row["values"], float(row["correct"])],
+            "first_error": len(row["steps"]) if row["first_error"] < 0 and not row["correct"] else row["first_error"]}
+
+
 def train_prm(directory: Path, problems: list[dict]) -> tuple[list[dict], dict]:
     """Monte-Carlo labels of the simulated policy's rollouts, and a tiny PRM trained on them."""
     from tiny_models import train_tiny_model
@@ -96,7 +104,8 @@ def train_prm(directory: Path, problems: list[dict]) -> tuple[list[dict], dict]:
     from prmflow.labeling.label import label_problems
 
     start = time.perf_counter()
-    rows = label_problems(problems, LabelParams(trajectories_per_problem=4, completions_per_step=4), seed=SEED)
+    rows = [with_answer_line(row) for row in
+            label_problems(problems, LabelParams(trajectories_per_problem=4, completions_per_step=4), seed=SEED)]
     train_tiny_model(rows, directory, epochs=3)
     return rows, {"labeled_rollouts": len(rows), "labeled_steps": sum(len(r["steps"]) for r in rows),
                   "negative_steps": sum(r["labels"].count("-") for r in rows), "prm_s": time.perf_counter() - start}
