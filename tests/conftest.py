@@ -1,5 +1,6 @@
 import os
 import random
+import re
 import sys
 from pathlib import Path
 
@@ -45,3 +46,11 @@ def served_prm(tmp_path_factory, labeled_rows):
         version = log_version(model_dir)
         with model_server(f"models:/prm/{version}", server_env(uri), root, root / "serve.log") as url:
             yield {"url": url, "model_dir": model_dir, "uri": f"models:/prm/{version}"}
+
+
+def docs_block(marker: str, language: str = "python", page: str = "rl-trainers.md") -> str:
+    """The one `language` block of docs/`page` that mentions `marker`: tests run the docs' snippets as written."""
+    text = (REPO / "docs" / page).read_text()
+    blocks = [b for b in re.findall(rf"```{language}\n(.*?)```", text, re.S) if marker in b]
+    assert len(blocks) == 1, f"{len(blocks)} {language} blocks of docs/{page} mention {marker!r}"
+    return blocks[0]

@@ -4,10 +4,12 @@ adapters called as their trainers call them (documented payloads and signatures)
 against the server's own answer to the contract's `steps` form of the same solution.
 """
 
+import functools
 import http.server
-import json
+import importlib.util
+import re
+import shlex
 import subprocess
-import sys
 import threading
 import time
 
@@ -15,14 +17,21 @@ import pytest
 import requests
 
 from prmflow.integrations.client import PRMClient, RewardConfig, RewardError, reward_from_prediction
-from prmflow.integrations.openrlhf import make_reward_func
 from prmflow.integrations.text import completion_text, problem_from_prompt, response_from_query
-from prmflow.integrations.verl import compute_score, compute_score_batch
+from prmflow.integrations.verl import compute_score_batch
 from prmflow.serving.model_server import free_port, loopback_process
 
-from conftest import BIN
+from conftest import BIN, docs_block
 
 CHATML = "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\n{q}<|im_end|>\n<|im_start|>assistant\n"
+
+
+def load_file(path):
+    """A Python file loaded as a module, as OpenRLHF and verl load a user's reward file."""
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def served_answer(url: str, problem: str, steps: list[str], aggregation: str = "min") -> dict:
@@ -190,16 +199,11 @@ def openrlhf_batch(solutions) -> tuple[list[str], list[str], list[str]]:
 
 
 def test_openrlhf_reward_func_as_its_file_is_loaded_and_called(served_prm, solutions, tmp_path):
-    # The file a user passes as --reward.remote_url (docs/rl-trainers.md), loaded as OpenRLHF loads it.
-    import importlib.util
-
+    # The file docs/rl-trainers.md gives for --reward.remote_url, loaded and called as OpenRLHF does
+    # (openrlhf/utils/agent.py: spec_from_file_location, then reward_func(queries, prompts, labels)).
     path = tmp_path / "prm_reward.py"
-    path.write_text("from prmflow.integrations.openrlhf import make_reward_func\n"
-                    f"reward_func = make_reward_func(endpoint={served_prm['url']!r})\n")
-    spec = importlib.util.spec_from_file_location("reward_func", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    answer = module.reward_func(*openrlhf_batch(solutions))
+    path.write_text(docs_block("make_reward_func").replace("http://127.0.0.1:5001", served_prm["url"]))
+    answer = load_file(path).reward_func(*openrlhf_batch(solutions))
     expected = [served_answer(served_prm["url"], s["problem"], s["steps"])["score"] for s in solutions[:3]]
     assert answer["rewards"].tolist() == pytest.approx(expected + [0.0], abs=1e-6)
     assert answer["scores"].tolist() == answer["rewards"].tolist()
@@ -208,10 +212,14 @@ def test_openrlhf_reward_func_as_its_file_is_loaded_and_called(served_prm, solut
 
 
 def test_openrlhf_remote_endpoint_answers_its_payload(served_prm, solutions, tmp_path):
+    block = docs_block("prmflow reward-server", "bash")
+    command = next(line for line in block.splitlines() if line.startswith("prmflow reward-server"))
+    url = re.search(r"--reward.remote_url (\S+)", block).group(1)
     port = free_port()
-    cmd = [str(BIN / "prmflow"), "reward-server", "--endpoint", served_prm["url"], "--port", str(port)]
+    command = command.replace("http://127.0.0.1:5001", served_prm["url"]).replace("5002", str(port))
+    cmd = [str(BIN / "prmflow"), *shlex.split(command)[1:]]
     with loopback_process(cmd, f"http://127.0.0.1:{port}/health", None, tmp_path, tmp_path / "reward.log"):
-        url = f"http://127.0.0.1:{port}/get_reward"
+        url = url.replace("5002", str(port))
         queries, prompts, labels = openrlhf_batch(solutions)
         answer = requests.post(url, json={"query": queries, "prompts": prompts, "labels": labels}, timeout=60)
         assert answer.status_code == 200, answer.text
@@ -232,11 +240,21 @@ def test_reward_server_refuses_a_bad_config():
 
 # --- verl ---------------------------------------------------------------------------------------------------
 
-def test_verl_compute_score_with_its_reward_kwargs(served_prm, solutions):
-    # verl: custom_reward_function.reward_kwargs become keyword arguments (functools.partial), then per sample:
-    import functools
+def verl_reward_fn(tmp_path, url: str, name: str | None = None, **extra_kwargs):
+    """The reward function verl builds from docs/rl-trainers.md's overrides (verl's get_custom_reward_fn: the file
+    at custom_reward_function.path, the function named custom_reward_function.name, reward_kwargs bound)."""
+    block = docs_block("custom_reward_function", "bash").replace("\\\n", " ")  # the shell's line continuation
+    overrides = dict(item.split("=", 1) for item in shlex.split(block))
+    path = tmp_path / overrides["custom_reward_function.path"]
+    path.write_text(docs_block("prmflow.integrations.verl"))
+    kwargs = {key.rsplit(".", 1)[1]: value.replace("http://127.0.0.1:5001", url) for key, value in overrides.items()
+              if key.startswith("+custom_reward_function.reward_kwargs.")}
+    return functools.partial(getattr(load_file(path), name or overrides["custom_reward_function.name"]),
+                             **kwargs, **extra_kwargs)
 
-    score = functools.partial(compute_score, endpoint=served_prm["url"], aggregation="mean")
+
+def test_verl_compute_score_as_the_docs_configure_it(served_prm, solutions, tmp_path):
+    score = verl_reward_fn(tmp_path, served_prm["url"], aggregation="mean")
     answers = [score(data_source="openai/gsm8k", solution_str="\n".join(s["steps"]) + "<|im_end|>",
                      ground_truth=s["answer"], extra_info={"split": "train", "index": i, "question": s["problem"]})
                for i, s in enumerate(solutions)]
@@ -245,7 +263,7 @@ def test_verl_compute_score_with_its_reward_kwargs(served_prm, solutions):
             served_answer(served_prm["url"], solution["problem"], solution["steps"], "mean")["score"], abs=1e-6)
     assert answers[3]["score"] == 0.0 and answers[3]["prm_score"] > 0 and answers[3]["prm_has_final_answer"] == 0
     assert len({tuple(sorted(a)) for a in answers}) == 1  # the same keys for every sample: verl stacks them
-    batch = functools.partial(compute_score_batch, endpoint=served_prm["url"], aggregation="mean")(
+    batch = verl_reward_fn(tmp_path, served_prm["url"], "compute_score_batch", aggregation="mean")(
         data_sources=["gsm8k"] * 4, solution_strs=["\n".join(s["steps"]) for s in solutions],
         ground_truths=[s["answer"] for s in solutions], extra_infos=[{"question": s["problem"]} for s in solutions])
     assert [a["score"] for a in batch] == pytest.approx([a["score"] for a in answers], abs=1e-6)

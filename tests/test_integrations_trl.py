@@ -7,12 +7,11 @@ function with its real arguments, that the rewards it logs are the PRM's, and th
 
 import json
 import math
-import re
 
 import pytest
 import requests
 
-from conftest import REPO
+from conftest import docs_block
 from tiny_models import build_tiny_policy_lm
 
 trl = pytest.importorskip("trl", reason="trl is in the dev extra (pyproject.toml)")
@@ -107,14 +106,6 @@ def test_async_reward_gives_the_sync_rewards_inside_a_grpo_run(served_prm, polic
     entry = next(e for e in trainer.state.log_history if "rewards/prm_async/mean" in e)
     assert entry["rewards/prm_async/mean"] == pytest.approx(entry["rewards/prm_reward/mean"], abs=1e-6)
     assert changed(before, model)
-
-
-def docs_block(marker: str) -> str:
-    """The Python block of docs/rl-trainers.md that mentions `marker`."""
-    blocks = [b for b in re.findall(r"```python\n(.*?)```", (REPO / "docs" / "rl-trainers.md").read_text(), re.S)
-              if marker in b]
-    assert len(blocks) == 1, f"{len(blocks)} python blocks of docs/rl-trainers.md mention {marker}"
-    return blocks[0]
 
 
 def test_the_docs_grpo_block_runs_as_written(served_prm, policy_dir, tmp_path, monkeypatch):

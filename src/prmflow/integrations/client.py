@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import threading
 import time
 from dataclasses import dataclass, field, fields
 
@@ -134,9 +135,10 @@ class PRMClient:
 
     def __init__(self, config: RewardConfig):
         self.config = config
-        self.retries = 0  # retried requests so far, for the trainer's logs
+        self.retries = 0  # retried requests so far, for the trainer's logs (counted under a lock: ascore's threads)
+        self._retries_lock = threading.Lock()
         self._jitter = random.Random()
-        self._client: httpx.Client | None = None
+        self._client = httpx.Client(timeout=self.config.timeout_s)  # thread-safe: ascore's threads share it
         self._scorer = None  # a serving.scorer.Scorer, loaded on first use
 
     def score(self, problems: list[str], completions: list[str]) -> list[SolutionReward]:
@@ -145,13 +147,13 @@ class PRMClient:
                                                                                                       completions)])
 
     async def ascore(self, problems: list[str], completions: list[str]) -> list[SolutionReward]:
-        """As `score`, its requests sent concurrently (a local model scores in a worker thread)."""
+        """As `score`, without blocking the event loop: requests go out concurrently from worker threads (one
+        thread-safe connection pool); a model loaded in process scores the chunks in one worker thread."""
         chunks = self._chunks(problems, completions)
         if self.config.model:
             answers = await asyncio.to_thread(lambda: [self._predict(chunk) for chunk in chunks])
         else:
-            async with httpx.AsyncClient(timeout=self.config.timeout_s) as client:
-                answers = await asyncio.gather(*(self._apost(client, chunk) for chunk in chunks))
+            answers = await asyncio.gather(*(asyncio.to_thread(self._predict, chunk) for chunk in chunks))
         return self._assemble(problems, completions, answers)
 
     def _chunks(self, problems: list[str], completions: list[str]) -> list[list[dict]]:
@@ -170,32 +172,15 @@ class PRMClient:
     def _predict(self, inputs: list[dict]) -> list[dict]:
         if self.config.model:
             return self._predict_local(inputs)
-        if self._client is None:
-            self._client = httpx.Client(timeout=self.config.timeout_s)
         failure = ""
         for attempt in range(self.config.max_retries + 1):
             if attempt:
-                self.retries += 1
+                with self._retries_lock:
+                    self.retries += 1
                 time.sleep(self._backoff(attempt))
             try:
                 response = self._client.post(self.config.source, json=self._body(inputs))
             except httpx.TransportError as error:  # refused, reset, timed out
-                failure = f"{type(error).__name__}: {error}"
-                continue
-            failure = self._failure(response)
-            if not failure:
-                return self._read(response, len(inputs))
-        raise self._gave_up(failure)
-
-    async def _apost(self, client: httpx.AsyncClient, inputs: list[dict]) -> list[dict]:
-        failure = ""
-        for attempt in range(self.config.max_retries + 1):
-            if attempt:
-                self.retries += 1
-                await asyncio.sleep(self._backoff(attempt))
-            try:
-                response = await client.post(self.config.source, json=self._body(inputs))
-            except httpx.TransportError as error:
                 failure = f"{type(error).__name__}: {error}"
                 continue
             failure = self._failure(response)
