@@ -92,7 +92,8 @@ def with_answer_line(row: dict) -> dict:
     """A labeled rollout with its final-answer line `#### x` as one more step, labeled by the outcome: the
     simulated policy's steps state no such line and the policy's completions end with one, so the PRM sees it."""
     return {**row, "steps": [*row["steps"], f"#### {row['predicted_answer']}"],
-            "labels": [*row["labels"], "+" if row["correct"] else "-"], "values": [*row["values"], float(row["correct"])],
+            "labels": [*row["labels"], "+" if row["correct"] else "-"],
+            "values": [*row["values"], float(row["correct"])],
             "first_error": len(row["steps"]) if row["first_error"] < 0 and not row["correct"] else row["first_error"]}
 
 

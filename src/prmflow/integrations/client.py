@@ -63,7 +63,8 @@ class RewardConfig:
     max_retries: int = field(default=5, metadata={
         "help": "Retries of a request after a connection error, timeout, 429 or 5xx, with exponential backoff."})
     retry_backoff_s: float = field(default=1.0, metadata={
-        "help": "First retry's delay in seconds; it doubles each retry (capped at 30 s), times a jitter in [0.5, 1.5)."})
+        "help": "First retry's delay in seconds; it doubles each retry (capped at 30 s), times a jitter in "
+                "[0.5, 1.5)."})
 
     def __post_init__(self):
         if bool(self.endpoint) == bool(self.model):
