@@ -244,6 +244,7 @@ def main() -> None:
     parser.add_argument("--train", type=int, default=300, help="train problems (policy fit, PRM labels, RL prompts)")
     parser.add_argument("--test", type=int, default=150, help="held-out problems")
     parser.add_argument("--fit-steps", type=int, default=400, help="supervised steps of the policy on references")
+    parser.add_argument("--fit-batch", type=int, default=32, help="solutions per supervised step")
     parser.add_argument("--steps", type=int, default=60, help="optimizer steps of each arm (DPO, both GRPOs)")
     parser.add_argument("--batch", type=int, default=16, help="completions per GRPO step (= pairs per DPO step)")
     parser.add_argument("--generations", type=int, default=8, help="GRPO completions per prompt")
@@ -260,7 +261,7 @@ def main() -> None:
     train_texts = {p["problem"] for p in train}
     test = [p for p in test if p["problem"] not in train_texts]
     work = Path(tempfile.mkdtemp(prefix="rl_policy_"))
-    info = {"policy": fit_policy(work / "policy", train, args.fit_steps, 32)}
+    info = {"policy": fit_policy(work / "policy", train, args.fit_steps, args.fit_batch)}
     print(json.dumps(info["policy"]), flush=True)
     rows, info["prm"] = train_prm(work / "prm", train)
     pairs = step_pairs(rows)
