@@ -1,8 +1,9 @@
 """A generator that gets better with the PRM: Step-DPO on PRM pairs, GRPO with the PRM's reward against GRPO with
 the outcome reward alone, at equal compute, on a tiny policy on CPU.
 
-    OMP_NUM_THREADS=1 .venv/bin/python bench/rl_policy.py            # ~25 minutes on the shared 2-core machine
-    OMP_NUM_THREADS=1 .venv/bin/python bench/rl_policy.py --steps 10 --test 20   # a quick look (~3 minutes)
+    OMP_NUM_THREADS=1 .venv/bin/python bench/rl_policy.py      # the defaults: over an hour on the shared 2-core machine
+    OMP_NUM_THREADS=1 .venv/bin/python bench/rl_policy.py --train 120 --test 80 --fit-steps 150 --steps 16 --samples 2
+                                                               # BENCHMARKS.md's run 1: 30 minutes with the cores shared
 
 1. Problems from the bundled generator (2-3 steps): `--train` for training, `--test` held out (other seed).
 2. The policy: a small GPT-2 (4 layers, hidden 128) with a byte-level tokenizer trained on the corpus, fitted on
