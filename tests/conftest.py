@@ -1,5 +1,6 @@
 import os
 import random
+import re
 import sys
 from pathlib import Path
 
@@ -29,3 +30,27 @@ def labeled_rows():
 
     splits = build_splits(IngestParams(num_train=40, num_test=10), seed=7).splits
     return label_problems(splits["train"], LabelParams(trajectories_per_problem=3, completions_per_step=4), seed=7)
+
+
+@pytest.fixture(scope="session")
+def served_prm(tmp_path_factory, labeled_rows):
+    """A PRM trained for real on `labeled_rows` (as the train stage trains), logged and registered as the register
+    stage does, behind a real `mlflow models serve` on loopback: {"url", "model_dir", "uri"}."""
+    from tiny_models import log_version, server_env, tracking_store, train_tiny_model
+
+    from prmflow.serving.model_server import model_server
+
+    root = tmp_path_factory.mktemp("served_prm")
+    model_dir = train_tiny_model(labeled_rows, root / "prm")["dir"]
+    with tracking_store(root) as uri:
+        version = log_version(model_dir)
+        with model_server(f"models:/prm/{version}", server_env(uri), root, root / "serve.log") as url:
+            yield {"url": url, "model_dir": model_dir, "uri": f"models:/prm/{version}"}
+
+
+def docs_block(marker: str, language: str = "python", page: str = "rl-trainers.md") -> str:
+    """The one `language` block of docs/`page` that mentions `marker`: tests run the docs' snippets as written."""
+    text = (REPO / "docs" / page).read_text()
+    blocks = [b for b in re.findall(rf"```{language}\n(.*?)```", text, re.S) if marker in b]
+    assert len(blocks) == 1, f"{len(blocks)} {language} blocks of docs/{page} mention {marker!r}"
+    return blocks[0]

@@ -1,4 +1,5 @@
-"""The package layout keeps the pipeline's order: shared -> data -> labeling -> model -> evaluation -> serving.
+"""The package layout keeps the pipeline's order: shared -> data -> labeling -> model -> evaluation -> serving
+-> integrations (rewards for RL trainers, on top of the served model).
 
 Imports are read from the source (ast), function-level ones included, so a lazy import that runs
 against the order fails here as surely as a top-level one.
@@ -21,7 +22,7 @@ SHARED = {"prmflow.config", "prmflow.sections", "prmflow.param_rules", "prmflow.
 # Shared modules a stage's results do not rest on (params are DVC params, not code): left out of its deps.
 # prmflow.devices is code that decides where and in what precision models run: a dep where it is imported.
 NOT_CODE_DEPS = SHARED - {"prmflow.devices"}
-ORDER = ("data", "labeling", "model", "evaluation", "serving")
+ORDER = ("data", "labeling", "model", "evaluation", "serving", "integrations")
 
 
 def module_name(path) -> str:
@@ -66,7 +67,7 @@ def test_every_module_belongs_to_a_known_place():
 def test_no_module_imports_one_to_its_right():
     wrong = [f"{module} imports {target}" for module, targets in import_graph().items() for target in targets
              if rank(target) > rank(module) and module != "prmflow"]  # the facade re-exports the public API
-    assert not wrong, "imports against data -> labeling -> model -> evaluation -> serving:\n" + "\n".join(wrong)
+    assert not wrong, "imports against data -> labeling -> model -> evaluation -> serving -> integrations:\n" + "\n".join(wrong)
 
 
 def test_nothing_imports_the_cli():

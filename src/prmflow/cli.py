@@ -5,6 +5,7 @@
     prmflow promote VERSION --reason "..."                        # move @champion by hand
     prmflow rollback --reason "..."                               # move @champion back to its previous version
     prmflow pairs data/rollouts/train.jsonl --output pairs.jsonl  # step-level DPO pairs from labeled rollouts
+    prmflow reward-server --endpoint http://127.0.0.1:5001 --port 5002  # OpenRLHF's remote reward endpoint
 """
 
 from __future__ import annotations
@@ -160,6 +161,19 @@ def pairs_main(args: argparse.Namespace) -> None:
     print(f"pairs: {count} step-level preference pairs -> {args.output}")
 
 
+def reward_server_main(args: argparse.Namespace) -> None:
+    from prmflow.integrations.client import RewardConfig
+    from prmflow.integrations.openrlhf import serve
+
+    try:
+        config = RewardConfig(endpoint=args.endpoint or "", model=args.model or "", aggregation=args.aggregation,
+                              batch_size=args.batch_size)
+    except ValueError as err:
+        sys.exit(f"prmflow reward-server: {err}")
+    print(f"reward-server: POST http://{args.host}:{args.port}/get_reward, rewards from {config.source}")
+    serve(config, args.host, args.port)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="prmflow", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -202,6 +216,14 @@ def main(argv: list[str] | None = None) -> None:
     vllm.add_argument("--params", default="params.yaml", help="where the tracking URI comes from, unless "
                                                               "MLFLOW_TRACKING_URI is set")
     vllm.add_argument("vllm_args", nargs=argparse.REMAINDER, help="after --: more arguments for vLLM's server")
+    reward = sub.add_parser("reward-server", help="OpenRLHF's remote reward endpoint (POST /get_reward) in front of "
+                                                  "a served PRM or a model directory")
+    reward.add_argument("--endpoint", default=None, help="base URL of the served PRM (mlflow models serve)")
+    reward.add_argument("--model", default=None, help="or a model directory / registered model URI to load here")
+    reward.add_argument("--aggregation", default="min", choices=["min", "prod", "last", "mean"])
+    reward.add_argument("--batch-size", type=int, default=32, help="completions per request to the PRM")
+    reward.add_argument("--host", default="127.0.0.1")
+    reward.add_argument("--port", type=int, default=5002)
     args = parser.parse_args(argv)
     _quiet_environment()
 
@@ -227,6 +249,9 @@ def main(argv: list[str] | None = None) -> None:
 
             mlflow.set_tracking_uri(_tracking_uri(args))
             serve_main(args)
+            return
+        if args.command == "reward-server":
+            reward_server_main(args)
             return
         params = load_params(args.params)
         importlib.import_module(STAGE_MODULES[args.command]).main(params)

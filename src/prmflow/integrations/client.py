@@ -1,0 +1,233 @@
+"""One client for every trainer adapter: (problem, completion text) pairs in, one reward per completion out.
+
+    client = PRMClient(RewardConfig(endpoint="http://127.0.0.1:5001"))   # `mlflow models serve` of the PRM
+    client = PRMClient(RewardConfig(model="models/prm"))                  # or a model directory / models:/prm@champion
+    [r.reward for r in client.score(problems, completions)]              # sync; `await client.ascore(...)` async
+
+Each completion is sent as the serving contract's `text` field (serving/requests.py), so the server splits it
+into steps by its own rules (blank lines, else `Step k:` markers, else line breaks) and the split is returned
+(`SolutionReward.steps`). The reward is the aggregated solution score (`aggregation`, as the server computes it),
+except where the contract says the score must not be used as it is:
+
+- a completion that states no final answer (`has_final_answer` false) gets `no_answer_reward` (default 0.0):
+  with `min` or `prod` a completion that stops after one safe step would otherwise out-score every finished
+  solution, and a policy trained on that reward learns to stop early (the rule of best-of-N, README);
+- a completion with nothing to score (empty, or `score: null` because nothing fits the PRM's context) gets
+  `unscorable_reward` (default 0.0), its `reason` saying why.
+
+Every such case is named in `SolutionReward.reason`; a failure is never a reward. Connection errors, timeouts,
+429 and 5xx are retried `max_retries` times with exponential backoff and jitter, then raise `RewardError`
+naming the endpoint and the last failure; a 4xx (a request the server refuses) raises at once with the
+server's message. Requests carry at most `batch_size` completions (the server's cap is
+`register.max_solutions_per_request`, 64 by default).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import threading
+import time
+from dataclasses import dataclass, field, fields
+
+import httpx
+
+from prmflow.config import AGGREGATIONS
+
+MAX_BACKOFF_S = 30.0
+
+
+class RewardError(RuntimeError):
+    """The PRM could not score a batch: the message names the endpoint (or model) and the failure."""
+
+
+@dataclass(frozen=True)
+class RewardConfig:
+    """Where the PRM is and how its answer becomes a reward (help text beside each knob)."""
+
+    endpoint: str = field(default="", metadata={
+        "help": "Base URL of the served PRM (`mlflow models serve`), e.g. http://127.0.0.1:5001; "
+                "`/invocations` is added. Exactly one of endpoint or model."})
+    model: str = field(default="", metadata={
+        "help": "A PRM loaded in this process instead: a model directory or a registered model URI "
+                "(models:/prm@champion), through prmflow.serving.scorer.load_scorer."})
+    aggregation: str = field(default="min", metadata={
+        "help": f"How step scores become the solution score: one of {', '.join(AGGREGATIONS)}."})
+    no_answer_reward: float | None = field(default=0.0, metadata={
+        "help": "Reward of a completion that states no final answer; null: its PRM score as it is."})
+    unscorable_reward: float = field(default=0.0, metadata={
+        "help": "Reward of a completion with no step the PRM can score (empty, or nothing fits its context)."})
+    batch_size: int = field(default=32, metadata={
+        "help": "Completions per request (the server refuses more than register.max_solutions_per_request)."})
+    timeout_s: float = field(default=120.0, metadata={"help": "Seconds to wait for one answer."})
+    max_retries: int = field(default=5, metadata={
+        "help": "Retries of a request after a connection error, timeout, 429 or 5xx, with exponential backoff."})
+    retry_backoff_s: float = field(default=1.0, metadata={
+        "help": "First retry's delay in seconds; it doubles each retry (capped at 30 s), times a jitter in "
+                "[0.5, 1.5)."})
+
+    def __post_init__(self):
+        if bool(self.endpoint) == bool(self.model):
+            raise ValueError("RewardConfig: give exactly one of endpoint (a served PRM's URL) or model "
+                             f"(a model directory or URI); got endpoint={self.endpoint!r}, model={self.model!r}")
+        if self.aggregation not in AGGREGATIONS:
+            raise ValueError(f"RewardConfig.aggregation: {self.aggregation!r} is not one of {list(AGGREGATIONS)}")
+        for name in ("batch_size", "timeout_s"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"RewardConfig.{name}: must be positive, got {getattr(self, name)}")
+        for name in ("max_retries", "retry_backoff_s"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"RewardConfig.{name}: must be non-negative, got {getattr(self, name)}")
+
+    @classmethod
+    def from_kwargs(cls, **kwargs) -> RewardConfig:
+        """A config from keyword arguments (a trainer's reward kwargs); an unknown name is an error."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(kwargs) - known)
+        if unknown:
+            raise TypeError(f"unknown reward option(s) {unknown} (known: {sorted(known)})")
+        return cls(**kwargs)
+
+    @property
+    def source(self) -> str:
+        """What errors name: the endpoint's URL or the model."""
+        return invocations_url(self.endpoint) if self.endpoint else f"model {self.model}"
+
+
+@dataclass(frozen=True)
+class SolutionReward:
+    """One completion's reward and what the PRM said about it (step scores for the trainer's logs)."""
+
+    reward: float
+    score: float | None  # the PRM's aggregated score; None when nothing was scored
+    step_scores: list[float]
+    steps: list[str]  # the completion as the server split it
+    first_error: int | None  # the first step scored below the model's threshold, -1 for none
+    has_final_answer: bool
+    dropped_steps: int = 0  # trailing steps beyond the PRM's context, not scored
+    reason: str | None = None  # why `reward` is not `score`: "no final answer", "empty completion", the server's
+
+
+def invocations_url(endpoint: str) -> str:
+    url = endpoint.rstrip("/")
+    return url if url.endswith("/invocations") else url + "/invocations"
+
+
+def reward_from_prediction(prediction: dict, config: RewardConfig) -> SolutionReward:
+    """The reward of one contract prediction (`score`, `has_final_answer`, `reason`, ...) under `config`."""
+    base = {"score": prediction["score"], "step_scores": prediction["step_scores"],
+            "steps": prediction.get("steps") or [], "first_error": prediction["first_error"],
+            "has_final_answer": prediction["has_final_answer"], "dropped_steps": prediction.get("dropped_steps", 0)}
+    if prediction["score"] is None:
+        return SolutionReward(reward=config.unscorable_reward, **base,
+                              reason=prediction.get("reason") or "nothing of it was scored")
+    if not prediction["has_final_answer"] and config.no_answer_reward is not None:
+        return SolutionReward(reward=config.no_answer_reward, **base, reason="no final answer")
+    return SolutionReward(reward=float(prediction["score"]), **base)
+
+
+def empty_reward(config: RewardConfig) -> SolutionReward:
+    return SolutionReward(reward=config.unscorable_reward, score=None, step_scores=[], steps=[], first_error=None,
+                          has_final_answer=False, reason="empty completion")
+
+
+class PRMClient:
+    """Scores (problem, completion) pairs with the served PRM or one loaded in process (see module doc)."""
+
+    def __init__(self, config: RewardConfig):
+        self.config = config
+        self.retries = 0  # retried requests so far, for the trainer's logs (counted under a lock: ascore's threads)
+        self._retries_lock = threading.Lock()
+        self._jitter = random.Random()
+        self._client = httpx.Client(timeout=self.config.timeout_s)  # thread-safe: ascore's threads share it
+        self._scorer = None  # a serving.scorer.Scorer, loaded on first use
+
+    def score(self, problems: list[str], completions: list[str]) -> list[SolutionReward]:
+        """One reward per completion, in order."""
+        return self._assemble(problems, completions, [self._predict(chunk) for chunk in self._chunks(problems,
+                                                                                                      completions)])
+
+    async def ascore(self, problems: list[str], completions: list[str]) -> list[SolutionReward]:
+        """As `score`, without blocking the event loop: requests go out concurrently from worker threads (one
+        thread-safe connection pool); a model loaded in process scores the chunks in one worker thread."""
+        chunks = self._chunks(problems, completions)
+        if self.config.model:
+            answers = await asyncio.to_thread(lambda: [self._predict(chunk) for chunk in chunks])
+        else:
+            answers = await asyncio.gather(*(asyncio.to_thread(self._predict, chunk) for chunk in chunks))
+        return self._assemble(problems, completions, answers)
+
+    def _chunks(self, problems: list[str], completions: list[str]) -> list[list[dict]]:
+        """The contract's inputs for the non-empty completions, `batch_size` per request."""
+        if len(problems) != len(completions):
+            raise ValueError(f"{len(problems)} problems for {len(completions)} completions")
+        inputs = [{"problem": p, "text": c} for p, c in zip(problems, completions) if c.strip()]
+        size = self.config.batch_size
+        return [inputs[i:i + size] for i in range(0, len(inputs), size)]
+
+    def _assemble(self, problems: list[str], completions: list[str], answers: list[list[dict]]) -> list[SolutionReward]:
+        predictions = iter(p for answer in answers for p in answer)
+        return [reward_from_prediction(next(predictions), self.config) if c.strip() else empty_reward(self.config)
+                for c in completions]
+
+    def _predict(self, inputs: list[dict]) -> list[dict]:
+        if self.config.model:
+            return self._predict_local(inputs)
+        failure = ""
+        for attempt in range(self.config.max_retries + 1):
+            if attempt:
+                with self._retries_lock:
+                    self.retries += 1
+                time.sleep(self._backoff(attempt))
+            try:
+                response = self._client.post(self.config.source, json=self._body(inputs))
+            except httpx.TransportError as error:  # refused, reset, timed out
+                failure = f"{type(error).__name__}: {error}"
+                continue
+            failure = self._failure(response)
+            if not failure:
+                return self._read(response, len(inputs))
+        raise self._gave_up(failure)
+
+    def _body(self, inputs: list[dict]) -> dict:
+        return {"inputs": inputs, "params": {"aggregation": self.config.aggregation}}
+
+    def _backoff(self, retry: int) -> float:
+        """Doubling from retry_backoff_s (capped), times a jitter that spreads out concurrent retries."""
+        return min(MAX_BACKOFF_S, self.config.retry_backoff_s * 2 ** (retry - 1)) * (0.5 + self._jitter.random())
+
+    def _failure(self, response: httpx.Response) -> str:
+        """"" for a success, the failure for a retryable answer (429, 5xx); raises for any other refusal."""
+        if response.is_success:
+            return ""
+        failure = f"HTTP {response.status_code}: {response.text[:500].strip()}"
+        if response.status_code == 429 or response.status_code >= 500:
+            return failure
+        raise RewardError(f"PRM endpoint {self.config.source} refused the request: {failure}")
+
+    def _gave_up(self, failure: str) -> RewardError:
+        return RewardError(f"PRM endpoint {self.config.source}: no answer after {self.config.max_retries + 1} "
+                           f"attempts (max_retries = {self.config.max_retries}); last failure: {failure}")
+
+    def _read(self, response: httpx.Response, count: int) -> list[dict]:
+        try:
+            predictions = response.json()["predictions"]
+        except (ValueError, KeyError, TypeError) as error:
+            raise RewardError(f"PRM endpoint {self.config.source}: not a scoring response "
+                              f"({type(error).__name__}: {error}): {response.text[:500]}") from error
+        if not isinstance(predictions, list) or len(predictions) != count:
+            raise RewardError(f"PRM endpoint {self.config.source}: {count} solutions sent, answer holds "
+                              f"{len(predictions) if isinstance(predictions, list) else predictions!r:.40}")
+        return predictions
+
+    def _predict_local(self, inputs: list[dict]) -> list[dict]:
+        from prmflow.serving.requests import RequestError, Solution
+        from prmflow.serving.scorer import load_scorer
+
+        if self._scorer is None:
+            self._scorer = load_scorer(self.config.model)
+        try:
+            predictions = self._scorer.score([Solution(**i) for i in inputs], self.config.aggregation)
+        except RequestError as error:
+            raise RewardError(f"PRM {self.config.source} refused the request: {error}") from error
+        return [p.model_dump() for p in predictions]
