@@ -119,7 +119,7 @@ def main() -> None:
         "stages_seconds": times, "total_seconds": sum(times.values()), "serve": served,
         "smollm2": {k: smollm2.get(k) for k in REPORTED},
         "builtin": {k: builtin.get(k) for k in REPORTED}, "builtin_tokenize_to_evaluate_seconds": builtin_seconds,
-        "train": {name: {k: report.get(k) for k in ("steps", "parameters", "final_loss", "seconds", "examples")}
+        "train": {name: {k: report.get(k) for k in ("steps", "parameters", "final_loss", "examples")}
                   for name, report in (("smollm2", smollm2_train), ("builtin", train_report))},
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
