@@ -13,6 +13,10 @@ export DVC_NO_ANALYTICS := 1
 export DO_NOT_TRACK := 1
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export OMP_NUM_THREADS := 1
+# Library noise off unless set otherwise (the prmflow CLI does the same; PRMFLOW_VERBOSE=1 there):
+# `mlflow models serve` draws a download bar per artifact and a "Loading weights" bar per model load.
+export MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR ?= false
+export HF_HUB_DISABLE_PROGRESS_BARS ?= 1
 export MLFLOW_TRACKING_URI ?= sqlite:///mlflow/mlflow.db
 
 # vLLM (the CPU build) lives in its own venv: it needs transformers<5.20 and its own torch build pins
