@@ -74,4 +74,4 @@ schedule: install
 	$(BIN)/python flows/schedule.py $(ARGS)
 
 clean:
-	rm -rf data models reports mlflow/mlflow.db mlflow/artifacts
+	rm -rf data models reports mlflow/mlflow.db mlflow/artifacts mlflow/registered.json

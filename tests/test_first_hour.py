@@ -2,6 +2,7 @@
 the project's settings (offline, no telemetry, quiet libraries) wherever a command is typed in the checkout."""
 
 import os
+import sys
 import subprocess
 
 import pytest
@@ -71,3 +72,23 @@ def test_the_checkout_settings_hold_outside_make():
     dvc = subprocess.run([str(BIN / "dvc"), "config", "core.analytics"], cwd=REPO, env=env, capture_output=True,
                          text=True, timeout=120)
     assert dvc.stdout.strip() == "false"
+
+
+def test_the_best_of_n_plot_bands_are_the_reported_intervals():
+    from prmflow.evaluation.report import interval_bands
+
+    metrics = {f"best_of_n_prm_min_at_{n}_ci_{side}": n / 10 + (0.1 if side == "high" else 0)
+               for n in (1, 2) for side in ("low", "high")}
+    metrics |= {"best_of_n_majority_at_1_ci_low": 0.1, "best_of_n_majority_at_1_ci_high": 0.3}  # N = 2 missing
+    assert interval_bands(metrics, [1, 2]) == {"prm_min": ([0.1, 0.2], [0.2, 0.30000000000000004])}
+    assert interval_bands(metrics, []) == {}
+
+
+def test_a_failing_stage_reports_its_own_exit_status_not_dvcs():
+    sys.path.insert(0, str(REPO / "flows"))
+    from pipeline import stage_exit_code
+
+    failed = subprocess.CompletedProcess(["dvc"], 255, "", "ERROR: failed to reproduce 'validate': failed to run: "
+                                                          "prmflow validate, exited with 1\n")
+    assert stage_exit_code(failed) == 1
+    assert stage_exit_code(subprocess.CompletedProcess(["dvc"], 255, "", "ERROR: unexpected error\n")) == 255

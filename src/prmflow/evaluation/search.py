@@ -223,14 +223,22 @@ def write_png(report: dict[str, dict[int, dict]], path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
+
+    fig, ax = plt.subplots(figsize=(8.5, 4.5))
     for method, by_n in report.items():
         sizes = sorted(by_n)
-        ax.plot([by_n[n]["generated_tokens"] for n in sizes], [by_n[n]["accuracy"] for n in sizes],
-                marker="o", ls="--" if method in BASELINES else "-", label=method)
+        tokens = [by_n[n]["generated_tokens"] for n in sizes]
+        line, = ax.plot(tokens, [by_n[n]["accuracy"] for n in sizes], marker="o",
+                        ls="--" if method in BASELINES else "-", label=method)
+        if all("accuracy_ci_low" in by_n[n] for n in sizes):  # search.bootstrap_samples > 0
+            ax.fill_between(tokens, [by_n[n]["accuracy_ci_low"] for n in sizes],
+                            [by_n[n]["accuracy_ci_high"] for n in sizes], color=line.get_color(), alpha=0.1, lw=0)
     ax.set(xscale="log", xlabel="generated tokens per problem (words)", ylabel="accuracy",
-           title="PRM-guided search at equal compute")
-    ax.legend(fontsize=7)
+           title="PRM-guided search at equal compute (bands: 95% bootstrap intervals)")
+    ax.xaxis.set_major_formatter(ScalarFormatter())  # plain numbers at the decades,
+    ax.xaxis.set_minor_formatter(NullFormatter())    # no crowded labels between them
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)

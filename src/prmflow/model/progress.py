@@ -40,6 +40,7 @@ class TrainProgress(TrainerCallback):
         self.bar = None
         self.started = 0.0
         self.tokens_at_start = 0
+        self.shown: dict[str, str] = {}  # the last loss stays on the bar through logs without one
 
     def on_train_begin(self, args, state, control, **kwargs):
         if not state.is_world_process_zero:
@@ -58,7 +59,8 @@ class TrainProgress(TrainerCallback):
         if self.bar is not None and logs:
             rate = tokens_per_second(self.tokens_at_start, state.num_input_tokens_seen,
                                      time.perf_counter() - self.started)
-            self.bar.set_postfix(postfix(logs, rate), refresh=False)
+            self.shown |= postfix(logs, rate)
+            self.bar.set_postfix(self.shown, refresh=False)
 
     def on_train_end(self, args, state, control, **kwargs):
         if self.bar is not None:
