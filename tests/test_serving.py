@@ -360,7 +360,7 @@ def test_the_served_model_loads_in_its_stored_placement_unless_the_environment_o
 
 
 def test_the_registered_model_carries_the_step_tag_and_label_ids_of_its_tokenizer(store):
-    """What `vllm serve` needs to score with STEP pooling (README): checked against the tokenizer itself."""
+    """What `vllm serve` needs to score with STEP pooling (docs/serving-contract.md): checked against the tokenizer itself."""
     import mlflow
     from transformers import AutoTokenizer
 

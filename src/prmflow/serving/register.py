@@ -217,7 +217,7 @@ def main(params: Params) -> None:
         tags = lineage_tags(commit, dvc_hashes(lineage), sections, run_ids, metrics, heldout_md5)
         tags["model_kind"] = params.register.model_kind
         tags["checkpoint"] = str(model_dir)  # models/prm, or the evaluate.scorers path of register.scorer
-        tags |= step_pooling_ids(model_dir)  # what `vllm serve` needs (README, "Serving with vLLM")
+        tags |= step_pooling_ids(model_dir)  # what `vllm serve` needs (docs/serving-contract.md, "Serving with vLLM")
         for key, value in tags.items():
             client.set_model_version_tag(name, version, key, value)
         rows = read_jsonl(heldout, required=("problem_id", "problem", "steps", "labels", "first_error", "correct"))
