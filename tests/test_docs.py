@@ -39,6 +39,14 @@ def test_the_readme_is_a_front_page():
     assert len((REPO / "README.md").read_text().splitlines()) <= 150
 
 
+def test_the_readme_commands_are_the_ones_tests_run():
+    """`make run`: tests/test_fresh_clone.py, as written, in a fresh clone; `make test`: this suite; `make docs`:
+    the strict build above. A command added to the README needs a test that runs it."""
+    readme = (REPO / "README.md").read_text()
+    assert re.findall(r"^make \w+", readme, flags=re.M) == ["make run", "make test"]
+    assert set(re.findall(r"`(make \w+)", readme)) <= {"make run", "make test", "make docs"}
+
+
 def test_every_stated_duration_cites_its_benchmark_file():
     uncited = []
     for page in PAGES:
