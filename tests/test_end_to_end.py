@@ -41,6 +41,19 @@ def test_every_stage_wrote_its_outputs(project):
     assert search["majority"]["4"]["policy_calls"] == 4 and search["majority"]["4"]["prm_tokens"] == 0
 
 
+def test_tracked_outputs_hold_nothing_of_this_machine(project):
+    """What git tracks must come out the same on any machine (tests/test_fresh_clone.py runs it for real)."""
+    from prmflow.serving.register import REGISTERED_RECEIPT
+    from prmflow.tracking import RUN_ONLY_KEYS
+
+    for report in ("train.json", "train_orm.json", "metrics.json"):
+        assert not set(RUN_ONLY_KEYS) & set(json.loads((project / "reports" / report).read_text())), report
+    assert not any(key.startswith("champion_") for key in json.loads((project / "reports/metrics.json").read_text()))
+    assert json.loads((project / REGISTERED_RECEIPT).read_text()) == {
+        "alias": "champion", "model_name": "prm", "registry": "sqlite:///mlflow/mlflow.db"}
+    assert "reports/registry.json" not in (project / "dvc.lock").read_text()
+
+
 def test_second_repro_does_nothing(project):
     again = run(["dvc", "repro"], project)
     assert again.returncode == 0

@@ -250,7 +250,7 @@ def test_stage_writes_metrics_plots_summary_and_adds_the_champion_when_there_is_
                      "mlflow_experiment": "prmflow-test"},
             "model": {k: getattr(TINY_MODEL, k) for k in ("vocab_size", "hidden_size", "num_layers", "num_heads",
                                                           "intermediate_size", "max_length")},
-            "evaluate": {"external": [
+            "evaluate": {"champion_baseline": True, "external": [
                 {"name": "bon", "path": str(FIXTURES / "outcome.jsonl"), "format": "outcome"},
                 {"name": "pb", "path": str(FIXTURES / "processbench.jsonl"), "format": "processbench"}],
                 "scorers": [{"name": "own", "path": str(tiny_prm_dir)},  # the trained PRM again: the same row

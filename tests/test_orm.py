@@ -94,6 +94,6 @@ def test_train_orm_stage_writes_the_model_its_report_and_an_mlflow_run(tmp_path,
     client = MlflowClient(tracking_uri="sqlite:///mlflow/mlflow.db")
     (run,) = client.search_runs([client.get_experiment_by_name("prmflow").experiment_id],
                                 "tags.`prmflow.stage` = 'train_orm'")
-    assert run.info.run_id == report["mlflow_run_id"]
+    assert run.data.metrics["seconds"] > 0 and not {"seconds", "mlflow_run_id"} & set(report)  # MLflow only
     assert run.data.params["train_orm.epochs"] == "1.0" and run.data.params["train.epochs"] == "4.0"
     assert run.data.metrics["steps"] == 4

@@ -1,5 +1,6 @@
-"""Every Python block of README.md runs as written, from the root of a tiny project that has what the
-README names (`models/prm`, `models/orm`), so the README's code cannot drift from the package."""
+"""Every Python block of README.md and of the docs pages runs as written, from the root of a tiny project
+that has what they name (`models/prm`, `models/orm`), so the documented code cannot drift from the package.
+(The README's commands are run by tests/test_fresh_clone.py.)"""
 
 import re
 import subprocess
@@ -10,7 +11,12 @@ import pytest
 from conftest import REPO
 from tiny_models import build_tiny_orm, build_tiny_prm
 
-BLOCKS = re.findall(r"```python\n(.*?)```", (REPO / "README.md").read_text(), flags=re.S)
+# Pages whose blocks need a live server or a trainer: their own tests run every block as written.
+RUN_ELSEWHERE = {"rl-trainers.md": "tests/test_integrations.py, tests/test_integrations_trl.py",
+                 "serving.md": "tests/test_vllm_serving.py (against a real vLLM server)"}
+PAGES = [REPO / "README.md", *sorted(p for p in (REPO / "docs").glob("*.md") if p.name not in RUN_ELSEWHERE)]
+BLOCKS = [(page.name, block) for page in PAGES
+          for block in re.findall(r"```python\n(.*?)```", page.read_text(), flags=re.S)]
 
 
 @pytest.fixture(scope="module")
@@ -21,12 +27,12 @@ def project(tmp_path_factory):
     return root
 
 
-def test_the_readme_has_python_blocks():
+def test_the_docs_have_python_blocks():
     assert len(BLOCKS) >= 2
 
 
 @pytest.mark.parametrize("index", range(len(BLOCKS)))
-def test_a_readme_python_block_runs_as_written(project, index):
-    proc = subprocess.run([sys.executable, "-c", BLOCKS[index]], cwd=project, capture_output=True, text=True,
-                          timeout=300)
-    assert proc.returncode == 0, f"README python block {index + 1}:\n{BLOCKS[index]}\n{proc.stderr[-3000:]}"
+def test_a_documented_python_block_runs_as_written(project, index):
+    page, block = BLOCKS[index]
+    proc = subprocess.run([sys.executable, "-c", block], cwd=project, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, f"{page}, python block:\n{block}\n{proc.stderr[-3000:]}"

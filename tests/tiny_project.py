@@ -24,7 +24,10 @@ TINY = {
 
 def tool_env(project: Path) -> dict[str, str]:
     return {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
-            "PREFECT_HOME": str(project / ".prefect"), "MLFLOW_TRACKING_URI": "sqlite:///mlflow/mlflow.db"}
+            "PREFECT_HOME": str(project / ".prefect"), "MLFLOW_TRACKING_URI": "sqlite:///mlflow/mlflow.db",
+            # a temporary Prefect server sets up a fresh database first: 20 s (the default) is not enough on
+            # busy shared cores ("Timed out while attempting to connect to ephemeral Prefect API server")
+            "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180"}
 
 
 def run(cmd: list[str], project: Path, timeout: int = 600) -> subprocess.CompletedProcess:

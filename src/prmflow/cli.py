@@ -6,6 +6,7 @@
     prmflow rollback --reason "..."                               # move @champion back to its previous version
     prmflow pairs data/rollouts/train.jsonl --output pairs.jsonl  # step-level DPO pairs from labeled rollouts
     prmflow reward-server --endpoint http://127.0.0.1:5001 --port 5002  # OpenRLHF's remote reward endpoint
+    prmflow metrics [WORD ...]                                    # reports/metrics.json, one metric a line
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import os
 import sys
 
 from prmflow import STAGES
+from prmflow.param_rules import AGGREGATIONS
 
 # The module that holds each stage's `main(params)`: the subpackage of its part of the pipeline.
 STAGE_MODULES = {"ingest": "prmflow.data.ingest", "label": "prmflow.labeling.label",
@@ -24,12 +26,35 @@ STAGE_MODULES = {"ingest": "prmflow.data.ingest", "label": "prmflow.labeling.lab
                  "train": "prmflow.model.train", "train_orm": "prmflow.model.train_orm",
                  "evaluate": "prmflow.evaluation.evaluate", "search": "prmflow.evaluation.search",
                  "register": "prmflow.serving.register"}
+# What each stage does, for `prmflow --help` (inputs and outputs: dvc.yaml).
+STAGE_HELP = {
+    "ingest": "read the problem sources (ingest.sources) into data/problems/{train,test}.jsonl",
+    "label": "sample solutions with the policy and label each step by Monte-Carlo completions -> data/rollouts",
+    "validate": "check problems and rollouts with Great Expectations -> reports/validation.json; fails on errors",
+    "tokenize": "render each step with its step tag and tokenize -> data/tokenized",
+    "train": "train the PRM on the tokenized rollouts -> models/prm, reports/train.json",
+    "train_orm": "train the outcome reward model (final-answer correctness) -> models/orm, reports/train_orm.json",
+    "evaluate": "score the held-out rollouts beside baselines -> reports/metrics.json, summary.md, plots",
+    "search": "steer the policy with the PRM (best-of-N, vote, beam, DVTS) vs majority -> reports/search.json",
+    "register": "log the PRM to MLflow as @challenger; the gate promotes it to @champion only if better",
+}
 
 
-def _quiet_environment() -> None:
-    for key, value in {"HF_HUB_OFFLINE": "1", "DO_NOT_TRACK": "1", "TOKENIZERS_PARALLELISM": "false",
-                       "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
-                       "HF_DATASETS_DISABLE_PROGRESS_BARS": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1"}.items():
+# The project's settings for every prmflow command, wherever it is typed (a value set by the user wins):
+# offline (a missing hub id fails at once instead of after ~50 s), no telemetry.
+PROJECT_ENV = {"HF_HUB_OFFLINE": "1", "DO_NOT_TRACK": "1", "DVC_NO_ANALYTICS": "1",
+               "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "TOKENIZERS_PARALLELISM": "false"}
+# Library noise, off unless PRMFLOW_VERBOSE=1: the libraries' own progress bars (the "Loading weights" bar
+# of every model load, MLflow's artifact-download bar) and their info/warning logging; prmflow's own
+# progress bars (training, labeling, search) stay.
+QUIET_ENV = {"MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false", "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",
+             "HF_HUB_DISABLE_PROGRESS_BARS": "1", "TRANSFORMERS_VERBOSITY": "error",
+             "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1"}
+
+
+def _project_environment() -> None:
+    verbose = os.environ.get("PRMFLOW_VERBOSE", "") not in ("", "0")
+    for key, value in PROJECT_ENV.items() | ({} if verbose else QUIET_ENV).items():
         os.environ.setdefault(key, value)
 
 
@@ -172,20 +197,27 @@ def reward_server_main(args: argparse.Namespace) -> None:
         sys.exit(f"prmflow reward-server: {err}")
     print(f"reward-server: POST http://{args.host}:{args.port}/get_reward, rewards from {config.source}")
     serve(config, args.host, args.port)
+def metric_lines(metrics: dict, words: list[str]) -> list[str]:
+    """`key value` lines of a flat metrics dict in key order, keys padded to one column, numbers to 4
+    significant digits; with `words`, only the keys that contain one of them."""
+    kept = {k: v for k, v in sorted(metrics.items()) if not words or any(w in k for w in words)}
+    width = max(map(len, kept), default=0)
+    return [f"{k:<{width}}  {v:.4g}" if isinstance(v, float) else f"{k:<{width}}  {v}" for k, v in kept.items()]
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="prmflow", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     for stage in STAGES:
-        p = sub.add_parser(stage, help=f"run the {stage} stage")
+        p = sub.add_parser(stage, help=STAGE_HELP[stage], description=STAGE_HELP[stage])
         p.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
     score = sub.add_parser("score", help="score solutions in a JSON-lines file ({problem, steps} per line)")
-    score.add_argument("input")
+    score.add_argument("input", help="a JSON-lines file: one {problem, steps | text, id?} object per line")
     score.add_argument("--model", default="models/prm",
                        help="a registered model URI (models:/prm@champion: exactly what the server answers) "
                             "or a trained model directory")
-    score.add_argument("--aggregation", default="min", choices=["min", "prod", "last", "mean"])
+    score.add_argument("--aggregation", default="min", choices=AGGREGATIONS,
+                       help="how the step scores make the solution's `score` (default: min)")
     score.add_argument("--threshold", type=float, default=None,
                        help="first_error threshold for a model directory (default: evaluate's choice in "
                             "reports/metrics.json for the pipeline's models/prm, else 0.5; a registered model "
@@ -195,7 +227,7 @@ def main(argv: list[str] | None = None) -> None:
     score.add_argument("--params", default="params.yaml", help="where the tracking URI comes from, unless "
                                                                "MLFLOW_TRACKING_URI is set")
     promote = sub.add_parser("promote", help="point the champion alias at VERSION, recording who and why")
-    promote.add_argument("version")
+    promote.add_argument("version", help="the registered model version to serve as @champion (e.g. 7)")
     rollback = sub.add_parser("rollback", help="point the champion alias back at the version it held before")
     rollback.add_argument("--to", default=None, help="roll back to this version instead of the previous one")
     for p in (promote, rollback):
@@ -210,8 +242,8 @@ def main(argv: list[str] | None = None) -> None:
     vllm = sub.add_parser("serve-vllm", help="serve a registered PRM with vLLM's pooling runner (same step scores as "
                                              "mlflow models serve; POST /pooling with token ids)")
     vllm.add_argument("--model", default="models:/prm@champion", help="registered model URI")
-    vllm.add_argument("--host", default="127.0.0.1")
-    vllm.add_argument("--port", type=int, default=8000)
+    vllm.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
+    vllm.add_argument("--port", type=int, default=8000, help="port to listen on (default: 8000)")
     vllm.add_argument("--python", default=None, help="vLLM's venv interpreter (default: $PRMFLOW_VLLM_PYTHON)")
     vllm.add_argument("--params", default="params.yaml", help="where the tracking URI comes from, unless "
                                                               "MLFLOW_TRACKING_URI is set")
@@ -220,12 +252,17 @@ def main(argv: list[str] | None = None) -> None:
                                                   "a served PRM or a model directory")
     reward.add_argument("--endpoint", default=None, help="base URL of the served PRM (mlflow models serve)")
     reward.add_argument("--model", default=None, help="or a model directory / registered model URI to load here")
-    reward.add_argument("--aggregation", default="min", choices=["min", "prod", "last", "mean"])
+    reward.add_argument("--aggregation", default="min", choices=AGGREGATIONS,
+                        help="how step scores become the completion's reward (default: min)")
     reward.add_argument("--batch-size", type=int, default=32, help="completions per request to the PRM")
-    reward.add_argument("--host", default="127.0.0.1")
-    reward.add_argument("--port", type=int, default=5002)
+    reward.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
+    reward.add_argument("--port", type=int, default=5002, help="port to listen on (default: 5002)")
+    metrics = sub.add_parser("metrics", help="print reports/metrics.json one `key value` a line (as a `dvc "
+                                             "metrics show` table it is hundreds of columns wide)")
+    metrics.add_argument("words", nargs="*", help="keep only the keys that contain one of these words")
+    metrics.add_argument("--file", default="reports/metrics.json", help="default: reports/metrics.json")
     args = parser.parse_args(argv)
-    _quiet_environment()
+    _project_environment()
 
     from prmflow.config import ConfigError, load_params
     from prmflow.jsonl import RecordError
@@ -252,6 +289,9 @@ def main(argv: list[str] | None = None) -> None:
             return
         if args.command == "reward-server":
             reward_server_main(args)
+            return
+        if args.command == "metrics":
+            print("\n".join(metric_lines(json.loads(open(args.file).read()), args.words)))
             return
         params = load_params(args.params)
         importlib.import_module(STAGE_MODULES[args.command]).main(params)

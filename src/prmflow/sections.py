@@ -344,7 +344,10 @@ class EvaluateParams:
         default=True, metadata={"help": "Also score the untrained base model with the verification prompt."}
     )
     champion_baseline: bool = field(
-        default=True, metadata={"help": "Also score the registry's current champion, when there is one."}
+        default=False, metadata={"help": (
+            "Also score the registry's current champion, when there is one. Off by default: the champion is "
+            "this machine's registry, not a DVC input, so the tracked reports would differ from one checkout "
+            "to the next; register's gate compares with the champion in any case (reports/registry.json).")}
     )
     bootstrap_samples: int = field(default=1000, metadata={"rule": NON_NEGATIVE, "help": (
         "Resamples of the reported problems (with replacement, seeded by base.seed) behind the 95% interval of "

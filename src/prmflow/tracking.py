@@ -11,6 +11,15 @@ from prmflow.config import BaseParams
 
 # Set by flows/pipeline.py so that the stages of one flow run group under one parent run.
 PARENT_RUN_ENV = "PRMFLOW_PARENT_RUN_ID"
+# What a stage measures about the machine and the run itself (durations, speed, memory, run ids): logged to
+# MLflow and printed, never written into a DVC-tracked report, which must come out the same on every
+# machine that runs the same code, params and data (else `make run` on a fresh clone changes tracked files).
+RUN_ONLY_KEYS = ("seconds", "tokens_per_second", "peak_memory_mb", "mlflow_run_id", "zero_shot_seconds")
+
+
+def tracked_report(report: dict) -> dict:
+    """`report` without its RUN_ONLY_KEYS: the part that belongs in a DVC-tracked (git-committed) report."""
+    return {key: value for key, value in report.items() if key not in RUN_ONLY_KEYS}
 
 
 def configure(base: BaseParams) -> str:

@@ -334,7 +334,7 @@ def main(params: Params) -> None:
     from prmflow.model.public_prms import load_prm
     from prmflow.model.rewards import TrainedOutcomeRewardModel
     from prmflow.model.zero_shot import ZeroShotVerifier
-    from prmflow.tracking import stage_run
+    from prmflow.tracking import stage_run, tracked_report
 
     torch.set_num_threads(params.base.num_threads)
     e = params.evaluate
@@ -412,7 +412,7 @@ def main(params: Params) -> None:
             metrics |= {f"external_{spec['name']}_{k}": v for k, v in externals_metrics[spec["name"]].items()}
         plots = reports / "plots"
         prm_eval = evaluations["prm"]
-        write_json(reports / "metrics.json", metrics)
+        write_json(reports / "metrics.json", tracked_report(metrics))
         write_json(plots / "roc.json", prm_eval.roc)
         write_json(plots / "reliability.json", prm_eval.reliability)
         write_json(plots / "best_of_n.json", [{"n": n, **row} for n, row in sorted(prm_eval.best_of_n.items())])

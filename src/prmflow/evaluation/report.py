@@ -54,11 +54,14 @@ def write_plots(evaluations: dict, directory: Path) -> list[Path]:
     ax.legend(loc="upper left", fontsize=8)
     paths.append(_save(fig, directory / "reliability.png"))
 
-    fig, ax = plt.subplots(figsize=(6, 4.5))
+    fig, ax = plt.subplots(figsize=(8, 4.5))
     table = evaluations["prm"].best_of_n
     sizes = sorted(table)
+    bands = interval_bands(evaluations["prm"].metrics, sizes)
     for how in AGGREGATIONS:
-        ax.plot(sizes, [table[n][f"prm_{how}"] for n in sizes], marker="o", label=f"PRM best-of-N ({how})")
+        line, = ax.plot(sizes, [table[n][f"prm_{how}"] for n in sizes], marker="o", label=f"PRM best-of-N ({how})")
+        if f"prm_{how}" in bands:
+            ax.fill_between(sizes, *bands[f"prm_{how}"], color=line.get_color(), alpha=0.15, lw=0)
     if "zero_shot" in evaluations and evaluations["zero_shot"].best_of_n:
         zs = evaluations["zero_shot"].best_of_n
         ax.plot(sorted(zs), [zs[n]["prm_min"] for n in sorted(zs)], marker="x", ls="-.",
@@ -66,13 +69,28 @@ def write_plots(evaluations: dict, directory: Path) -> list[Path]:
     for key, style in (("majority", "--"), ("oracle", ":"), ("pass_at_1", (0, (1, 3)))):
         ax.plot(sizes, [table[n][key] for n in sizes], ls=style, color="black" if key != "oracle" else "grey",
                 label={"majority": "majority vote", "oracle": "oracle pass@N", "pass_at_1": "pass@1"}[key])
+        if key in bands:
+            ax.fill_between(sizes, *bands[key], color="black", alpha=0.08, lw=0)
     ax.set_xscale("log", base=2)
     ax.set_xticks(sizes, [str(n) for n in sizes])
-    ax.set(xlabel="N (samples per problem)", ylabel="accuracy of the picked answer", title="Best-of-N",
-           ylim=(0, 1.02))
-    ax.legend(fontsize=7, loc="lower right")
+    ax.minorticks_off()
+    ax.set(xlabel="N (samples per problem)", ylabel="accuracy of the picked answer",
+           title="Best-of-N (bands: 95% bootstrap intervals)", ylim=(0, 1.02))
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the axes: no point hidden
     paths.append(_save(fig, directory / "best_of_n.png"))
     return paths
+
+
+def interval_bands(metrics: dict, sizes: list[int]) -> dict[str, tuple[list[float], list[float]]]:
+    """The 95% intervals evaluate computed for the best-of-N curve, as (lows, highs) over `sizes` per curve
+    key (`prm_<aggregation>`, `majority`), for the curves that have one at every N
+    (`best_of_n_<key>_at_<N>_ci_low/_ci_high` in metrics.json)."""
+    bands = {}
+    for key in [f"prm_{how}" for how in AGGREGATIONS] + ["majority"]:
+        names = [(f"best_of_n_{key}_at_{n}_ci_low", f"best_of_n_{key}_at_{n}_ci_high") for n in sizes]
+        if sizes and all(low in metrics and high in metrics for low, high in names):
+            bands[key] = ([metrics[low] for low, _ in names], [metrics[high] for _, high in names])
+    return bands
 
 
 def _save(fig, path: Path) -> Path:

@@ -214,14 +214,24 @@ def write_png(report: dict[str, dict[int, dict]], path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
+
+    fig, ax = plt.subplots(figsize=(8.5, 4.5))
     for method, by_n in report.items():
         sizes = sorted(by_n)
-        ax.plot([by_n[n]["generated_tokens"] for n in sizes], [by_n[n]["accuracy"] for n in sizes],
-                marker="o", ls="--" if method in BASELINES else "-", label=method)
+        tokens, accuracy = [by_n[n]["generated_tokens"] for n in sizes], [by_n[n]["accuracy"] for n in sizes]
+        # the 95% interval as error bars (search.bootstrap_samples > 0): eight overlapping bands would hide the lines
+        spread = ([a - by_n[n]["accuracy_ci_low"] for a, n in zip(accuracy, sizes)],
+                  [by_n[n]["accuracy_ci_high"] - a for a, n in zip(accuracy, sizes)]) if all(
+            "accuracy_ci_low" in by_n[n] for n in sizes) else None
+        ax.errorbar(tokens, accuracy, yerr=spread, marker="o", capsize=2, elinewidth=0.7,
+                    ls="--" if method in BASELINES else "-", label=method)
     ax.set(xscale="log", xlabel="generated tokens per problem (words)", ylabel="accuracy",
-           title="PRM-guided search at equal compute")
-    ax.legend(fontsize=7)
+           title="PRM-guided search at equal compute (bars: 95% bootstrap intervals)")
+    ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))  # 20, 50, 100, 200, ...: a few plain labels,
+    ax.xaxis.set_major_formatter(ScalarFormatter())
+    ax.xaxis.set_minor_formatter(NullFormatter())                 # none crowded between them
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)

@@ -101,6 +101,8 @@ def make_trainer(model, tokenizer, fmt: PromptFormat, train_dataset, params: Par
     """The Trainer; `target` names what the tags learn (a TARGETS key), by default `train.label_type`."""
     from transformers import Trainer, TrainerCallback, TrainingArguments
 
+    from prmflow.model.progress import with_progress
+
     t = params.train
     device, dtype = resolve_placement(params.model.device, params.model.dtype)
     if device.startswith("cuda:"):  # the Trainer trains on the current CUDA device
@@ -153,14 +155,14 @@ def make_trainer(model, tokenizer, fmt: PromptFormat, train_dataset, params: Par
         disable_tqdm=True,
         ddp_find_unused_parameters=False,  # every parameter takes part in the loss
     )
-    return PRMTrainer(
+    return with_progress(PRMTrainer(  # one progress bar (loss, tokens/s, ETA) instead of a dict per log
         model=model,
         args=args,
         train_dataset=train_dataset,
         data_collator=StepTagCollator(tokenizer.pad_token_id, TARGETS[target or t.label_type]),
         processing_class=tokenizer,
         callbacks=[MlflowMetrics(), *callbacks],
-    )
+    ))
 
 
 def resume_checkpoint(checkpoints: Path, stamp: dict) -> str | None:
@@ -253,7 +255,7 @@ def main(params: Params, kind: str = "process") -> None:
     """The `train` stage (kind "process"), or with kind "outcome" the `train_orm` stage (train_orm.py)."""
     import mlflow
     from prmflow.jsonl import write_json
-    from prmflow.tracking import stage_run
+    from prmflow.tracking import stage_run, tracked_report
 
     if os.environ.get("RANK", "0") != "0":  # set by `accelerate launch`: only rank 0 talks to MLflow
         train_stage(params, kind=kind)
@@ -265,7 +267,7 @@ def main(params: Params, kind: str = "process") -> None:
         report = {**train_stage(params, kind=kind), "mlflow_run_id": run.info.run_id}
         dropped = {f"{split}_{k}": v for split, counts in report["tokenize"].items() for k, v in counts.items()}
         mlflow.log_metrics({k: v for k, v in report.items() if isinstance(v, (int, float))} | dropped)
-        write_json(Path(params.base.reports_dir) / f"{stage}.json", report)
+        write_json(Path(params.base.reports_dir) / f"{stage}.json", tracked_report(report))
         print(f"{stage}: {report}")
 
 

@@ -41,6 +41,12 @@ SERVING_PACKAGES = ("torch", "transformers", "tokenizers", "mlflow", "pydantic")
 # Stages whose MLflow run ids are tagged on the version (register's own run is the version's run).
 LINEAGE_STAGES = ("ingest", "label", "validate", "tokenize", "train", "train_orm", "evaluate")
 
+# The register stage's DVC output, beside the registry it describes (git-ignored): written when this machine's
+# MLflow store got a version from the current inputs. Its text is the same on every machine (so dvc.lock is),
+# and a fresh clone lacks it, so `dvc repro` registers there even though every upstream output reproduces
+# byte for byte; reports/registry.json (this registry's versions, run ids, the gate's decision) is no output.
+REGISTERED_RECEIPT = Path("mlflow") / "registered.json"
+
 
 def requirements() -> list[str]:
     """What the served model needs, pinned to what trained it, so a fresh environment reinstalls it."""
@@ -210,6 +216,8 @@ def main(params: Params) -> None:
                   "model_uri": f"models:/{name}@{params.register.alias}", "run_id": run.info.run_id,
                   "source": info.model_uri, **decision, "lineage": tags}
         write_json(reports / "registry.json", record)
+        write_json(REGISTERED_RECEIPT, {"model_name": name, "alias": params.register.alias,
+                                        "registry": params.base.mlflow_tracking_uri})
         verdict = "promoted to" if decision["promoted"] else f"kept version {decision['champion_version']} as"
         print(f"register: {name} version {version} -> @{params.register.challenger_alias}; "
               f"{verdict} @{params.register.alias}: {decision['reason']}")
