@@ -90,6 +90,7 @@ def test_no_file_or_run_of_a_refused_credential_run_holds_it(tmp_path):
     """The label stage with a credential in label.endpoint: refused before any MLflow run, file or request;
     every file under the project (MLflow's database included) is searched for the secret."""
     project = make_project(tmp_path)
+    assert run(["prmflow", "ingest"], project).returncode == 0  # the problems the label stage would read
     params = yaml.safe_load((project / "params.yaml").read_text())
     params["label"] |= {"policy": "openai", "endpoint": f"http://ana:{SECRET}@127.0.0.1:9/v1", "max_retries": 0}
     (project / "params.yaml").write_text(yaml.safe_dump(params))
