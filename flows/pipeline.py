@@ -157,7 +157,8 @@ def registry_now(project_dir: Path) -> str:
     moved = state["champion_set"]
     return (f"Now `{register.model_name}@{register.alias}` is version {state['champion_version']} (set by "
             f"{moved.get('set_by')} at {moved.get('set_at')}: {moved.get('reason')}; history "
-            f"{state['champion_history']}); `@{register.challenger_alias}` is version {state['challenger_version']}.")
+            f"{state['champion_history']}); `@{register.challenger_alias}` is version "
+            f"{state['challenger_version']}.")
 
 
 def summary_markdown(project_dir: Path, statuses: dict[str, str], mlflow_run: str | None, pushed: str | None) -> str:
@@ -222,14 +223,16 @@ def pipeline(project_dir: str = ".", only_if_new_problems: bool = False, push: b
     try:
         base = load_params(root / "params.yaml").base
         experiment_id = configure(base)
+
+        def run_stages(parent_run_id: str | None) -> dict[str, str]:
+            return {stage: stage_task(stage, retry_backoff_seconds)(stage, str(root), parent_run_id)
+                    for stage in stage_names(root)}
+
         if pipeline_up_to_date(str(root)):  # every stage skips: no empty parent run in MLflow
-            statuses = {stage: stage_task(stage, retry_backoff_seconds)(stage, str(root), None)
-                        for stage in stage_names(root)}
-            run_reference = None
+            statuses, run_reference = run_stages(None), None
         else:
             with mlflow.start_run(run_name="pipeline", tags={"prmflow.stage": "pipeline"}) as parent:
-                statuses = {stage: stage_task(stage, retry_backoff_seconds)(stage, str(root), parent.info.run_id)
-                            for stage in stage_names(root)}
+                statuses = run_stages(parent.info.run_id)
             run_reference = mlflow_run_reference(mlflow.get_tracking_uri(), experiment_id, parent.info.run_id)
         pushed = push_outputs(str(root), remote) if push else None
         create_markdown_artifact(summary_markdown(root, statuses, run_reference, pushed), key=ARTIFACT_KEY)

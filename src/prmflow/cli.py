@@ -163,7 +163,7 @@ def alias_main(args: argparse.Namespace) -> None:
                 print(f"rollback: {register.model_name}@{register.alias} -> version {target}")
             state = registry_state(client, register.model_name, register.alias, register.challenger_alias)
             refresh_registry_report(Path(params.base.reports_dir) / "registry.json", state)
-    except (ValueError, MlflowException) as err:
+    except (ValueError, MlflowException, TimeoutError) as err:  # TimeoutError: filelock.Timeout, the lock is held
         print(f"prmflow {args.command}: {err}", file=sys.stderr)
         sys.exit(1)
 
@@ -228,7 +228,7 @@ def main(argv: list[str] | None = None) -> None:
             return
         params = load_params(args.params)
         importlib.import_module(STAGE_MODULES[args.command]).main(params)
-    except (ConfigError, RecordError, ValidationFailed, FileNotFoundError) as err:
+    except (ConfigError, RecordError, ValidationFailed, FileNotFoundError, TimeoutError) as err:
         print(f"prmflow {args.command}: {err}", file=sys.stderr)
         sys.exit(1)
 
