@@ -142,13 +142,35 @@ def registry_decision(registry: dict) -> str:
     if "promoted" not in registry:
         return f"Registered `{name}` version {version} as `@{registry.get('alias')}`."
     verdict = (f"promoted to `@{registry.get('alias')}`" if registry["promoted"]
-               else f"kept as `@{registry.get('challenger_alias')}`; `@{registry.get('alias')}` stays "
-                    f"version {registry.get('champion_version')}")
+               else f"kept as `@{registry.get('challenger_alias')}`; `@{registry.get('alias')}` stayed "
+                    f"version {registry.get('gate', {}).get('champion_version')}")
     reason = f" ({registry['reason']})" if registry.get("reason") else ""
     return f"Registered `{name}` version {version}: {verdict}{reason}."
 
 
-def summary_markdown(project_dir: Path, statuses: dict[str, str], mlflow_run: str, pushed: str | None) -> str:
+def registry_now(project_dir: Path) -> str:
+    """What the registry holds now, read from it (not from a report a later promote or rollback may have
+    outdated): the champion, its history and the last move, and the challenger."""
+    from mlflow import MlflowClient
+
+    from prmflow.config import load_params
+    from prmflow.serving.registry import registry_state
+
+    register = load_params(project_dir / "params.yaml").register
+    client = MlflowClient()
+    if client.search_registered_models(f"name = '{register.model_name}'") == []:
+        return f"No model `{register.model_name}` is registered."
+    state = registry_state(client, register.model_name, register.alias, register.challenger_alias)
+    moved = state["champion_set"]
+    return (f"Now `{register.model_name}@{register.alias}` is version {state['champion_version']} (set by "
+            f"{moved.get('set_by')} at {moved.get('set_at')}: {moved.get('reason')}; history "
+            f"{state['champion_history']}); `@{register.challenger_alias}` is version "
+            f"{state['challenger_version']}.")
+
+
+def summary_markdown(project_dir: Path, statuses: dict[str, str], mlflow_run: str | None, pushed: str | None) -> str:
+    """The run's summary artifact: stages, metrics, the registry as it is now (and this run's register decision
+    when the stage ran), the MLflow parent run (None: nothing ran, so none was made)."""
     reports = project_dir / "reports"
     lines = ["# prm-pipeline run", "", "| stage | status |", "|---|---|"]
     lines += [f"| {stage} | {status} |" for stage, status in statuses.items()]
@@ -156,12 +178,24 @@ def summary_markdown(project_dir: Path, statuses: dict[str, str], mlflow_run: st
         metrics = json.loads((reports / "metrics.json").read_text())
         lines += ["", "## Headline metrics", "", "| metric | value |", "|---|---|"]
         lines += [f"| {key} | {metrics[key]:.4f} |" for key in HEADLINE_METRICS if key in metrics]
-    if (reports / "registry.json").exists():
-        lines += ["", "## Registry", "", registry_decision(json.loads((reports / "registry.json").read_text()))]
-    lines += ["", "## MLflow", "", f"Pipeline run {mlflow_run}; each stage's run is nested under it."]
+    lines += ["", "## Registry", ""]
+    if statuses.get("register") == "ran" and (reports / "registry.json").exists():
+        lines += [registry_decision(json.loads((reports / "registry.json").read_text())), ""]
+    lines += [registry_now(project_dir)]
+    lines += ["", "## MLflow", "", f"Pipeline run {mlflow_run}; each stage's run is nested under it." if mlflow_run
+              else "Every stage was up to date: no MLflow run was made."]
     if pushed is not None:
         lines += ["", "## DVC remote", "", f"`dvc push`: {pushed.splitlines()[-1] if pushed else 'done'}"]
     return "\n".join(lines)
+
+
+@task(cache_policy=NO_CACHE)
+def pipeline_up_to_date(project_dir: str) -> bool:
+    """Whether `dvc status` finds every stage up to date, so the run would only skip (and needs no MLflow run)."""
+    proc = run_dvc(["status", "--json"], project_dir, tool_env())
+    if proc.returncode != 0:
+        raise StageFailed(f"dvc status failed (exit {proc.returncode}): {proc.stderr.strip()}")
+    return not json.loads(proc.stdout or "{}")
 
 
 @flow(name="prm-pipeline")
@@ -196,11 +230,18 @@ def pipeline(project_dir: str = ".", only_if_new_problems: bool = False, push: b
     try:
         base = load_params(root / "params.yaml").base
         experiment_id = configure(base)
-        with mlflow.start_run(run_name="pipeline", tags={"prmflow.stage": "pipeline"}) as parent:
-            statuses = {stage: stage_task(stage, retry_backoff_seconds)(stage, str(root), parent.info.run_id)
-                        for stage in stage_names(root)}
+
+        def run_stages(parent_run_id: str | None) -> dict[str, str]:
+            return {stage: stage_task(stage, retry_backoff_seconds)(stage, str(root), parent_run_id)
+                    for stage in stage_names(root)}
+
+        if pipeline_up_to_date(str(root)):  # every stage skips: no empty parent run in MLflow
+            statuses, run_reference = run_stages(None), None
+        else:
+            with mlflow.start_run(run_name="pipeline", tags={"prmflow.stage": "pipeline"}) as parent:
+                statuses = run_stages(parent.info.run_id)
+            run_reference = mlflow_run_reference(mlflow.get_tracking_uri(), experiment_id, parent.info.run_id)
         pushed = push_outputs(str(root), remote) if push else None
-        run_reference = mlflow_run_reference(mlflow.get_tracking_uri(), experiment_id, parent.info.run_id)
         create_markdown_artifact(summary_markdown(root, statuses, run_reference, pushed), key=ARTIFACT_KEY)
         return statuses
     finally:

@@ -1,4 +1,5 @@
 import dataclasses
+import re
 
 import pytest
 import yaml
@@ -34,8 +35,9 @@ def test_all_problems_are_reported_at_once():
     with pytest.raises(ConfigError) as err:
         params_from_dict(raw, source="p.yaml")
     message = str(err.value)
-    assert "p.yaml: 4 problem(s)" in message
+    assert "p.yaml: 5 problem(s)" in message
     assert "train.learning_rate: expected float, got str 'fast'" in message
+    assert "ingest.num_train: must be > 0, got -1" in message  # a range problem beside the type errors
     assert "train.epochz: unknown key" in message
     assert "label.policy: 'gpt' is not one of ['openai', 'simulated', 'transformers']" in message
     assert "serving: unknown section" in message
@@ -72,3 +74,56 @@ def test_combine_weights_and_model_kind_are_checked():
         assert expected in message
     with pytest.raises(ConfigError, match=r"register.model_kind: 'orm' is not one of \['combined', 'prm'\]"):
         params_from_dict({"register": {"model_kind": "orm"}})
+
+
+def test_type_errors_and_unknown_keys_do_not_hide_range_problems():
+    """Issue 25: one type error or unknown key used to hide every rule problem of the file."""
+    with pytest.raises(ConfigError) as err:
+        params_from_dict({"train": {"learning_rate": -1, "batch_size": "16", "epochz": 1},
+                          "ingest": {"num_train": -5, "max_operand": "x"}, "label": {"slip_rate": 2.0},
+                          "bogus": {}}, source="p.yaml")
+    message = str(err.value)
+    expected = ("train.learning_rate: must be > 0, got -1.0", "train.batch_size: expected int, got str '16'",
+                "train.epochz: unknown key", "ingest.num_train: must be > 0, got -5",
+                "ingest.max_operand: expected int, got str 'x'", "label.slip_rate: must be in [0, 1], got 2.0",
+                "bogus: unknown section")
+    assert "p.yaml: 7 problem(s)" in message
+    for line in expected:
+        assert line in message
+
+
+@pytest.mark.parametrize("key, value", [("epochs", float("inf")), ("learning_rate", float("inf")),
+                                        ("warmup_ratio", float("nan")), ("weight_decay", float("-inf"))])
+def test_infinity_and_nan_are_refused(key, value):
+    with pytest.raises(ConfigError, match=rf"train.{key}: must be a finite number, got {value!r}"):
+        params_from_dict({"train": {key: value}})
+
+
+def test_yaml_infinity_is_a_config_error_not_a_traceback(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text("train:\n  epochs: .inf\n  learning_rate: .nan\ningest:\n  num_train: .inf\n")
+    with pytest.raises(ConfigError) as err:
+        load_params(path)
+    message = str(err.value)
+    assert "3 problem(s)" in message
+    assert "train.epochs: must be a finite number, got inf" in message
+    assert "train.learning_rate: must be a finite number, got nan" in message
+    assert "ingest.num_train: expected int, got float inf" in message
+
+
+@pytest.mark.parametrize("tag", ["", "  ", "+", "-"])
+def test_step_tag_must_be_a_token_other_than_the_labels(tag):
+    with pytest.raises(ConfigError, match=re.escape(f"model.step_tag: {tag!r} must be a non-blank token other "
+                                                    f"than the label tokens '+' and '-'")):
+        params_from_dict({"model": {"step_tag": tag}})
+
+
+def test_a_bad_source_entry_is_named_by_its_index():
+    with pytest.raises(ConfigError) as err:
+        params_from_dict({"ingest": {"sources": [{"format": "generator"}, "gsm8k", ["x"]]},
+                          "evaluate": {"external": [{"name": "a", "path": "p", "format": "outcome"}, 3]}})
+    message = str(err.value)
+    assert "ingest.sources[1]: expected dict, got str 'gsm8k'" in message
+    assert "ingest.sources[2]: expected dict, got list ['x']" in message
+    assert "evaluate.external[1]: expected dict, got int 3" in message
+    assert "got list [" not in message.split("ingest.sources[2]")[0]

@@ -25,7 +25,7 @@ from pipeline import ARTIFACT_KEY, new_problem_changes, stage_names, stage_task 
 
 CRON = "17 3 1 1 *"  # yearly: a scheduled run never races the triggered ones during a test
 DEPLOYMENT = "prm-pipeline/nightly-retrain"
-RUN_TIMEOUT_S = 300
+RUN_TIMEOUT_S = 600  # a full training run; on 2 cores shared with other work it has taken over 300 s
 
 
 @pytest.fixture(scope="module")
@@ -236,3 +236,44 @@ def test_only_the_label_stage_retries_with_exponential_backoff():
     label = stage_task("label", retry_backoff_seconds=5)
     assert label.retries == 3 and label.retry_delay_seconds == [5, 10, 20]
     assert stage_task("train", retry_backoff_seconds=5).retries == 0
+
+
+def test_after_promote_and_rollback_the_report_and_the_summary_say_what_the_registry_holds(client, deployment,
+                                                                                          project, fixed_run):
+    """Issue 29, item 4: `prmflow promote` then `prmflow rollback` leave reports/registry.json on the champion
+    the registry holds, and a later all-skipped run's summary says so too (read from the registry), without
+    making an empty "pipeline" run in MLflow."""
+    from mlflow import MlflowClient
+    from mlflow.entities import ViewType
+
+    mlflow_client = MlflowClient(tracking_uri=f"sqlite:///{project}/mlflow/mlflow.db")
+    experiment = mlflow_client.get_experiment_by_name("prmflow").experiment_id
+
+    def pipeline_runs() -> int:
+        return len(mlflow_client.search_runs([experiment], "tags.`prmflow.stage` = 'pipeline'",
+                                             run_view_type=ViewType.ALL))
+
+    def report() -> dict:
+        return json.loads((project / "reports/registry.json").read_text())
+
+    champion = report()["champion_version"]
+    proc = run(["prmflow", "register"], project)  # the same model again: kept as the challenger
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    challenger = report()["version"]
+    assert not report()["promoted"] and report()["registry"]["champion_version"] == champion
+    for cmd in (["promote", str(challenger)], ["rollback"]):
+        proc = run(["prmflow", *cmd, "--reason", "test", "--who", "ana"], project)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        expected = challenger if cmd[0] == "promote" else champion
+        assert report()["champion_version"] == expected == report()["registry"]["champion_version"]
+        assert str(mlflow_client.get_model_version_by_alias("prm", "champion").version) == str(expected)
+
+    before = pipeline_runs()
+    skipped = trigger(client, deployment, only_if_new_problems=False)
+    assert skipped.state.is_completed(), skipped.state.message
+    text = summary(client, skipped)
+    assert all(f"| {stage} | skipped |" in text for stage in stage_names(project)), text
+    assert f"Now `prm@champion` is version {champion} (set by ana" in text
+    assert f"history [{champion}]" in text and f"`@challenger` is version {challenger}" in text
+    assert "Registered `prm`" not in text  # the register decision of an earlier run is not this run's news
+    assert "no MLflow run was made" in text and pipeline_runs() == before

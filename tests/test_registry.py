@@ -206,7 +206,8 @@ def test_promote_and_rollback_commands_move_the_champion_and_record_why(registry
 
     client, new_version = registry["client"], registry["new_version"]
     params = tmp_path / "params.yaml"
-    params.write_text(yaml.safe_dump({"register": {"model_name": "prm", "alias": "champion"}}))
+    params.write_text(yaml.safe_dump({"register": {"model_name": "prm", "alias": "champion"},
+                                      "base": {"reports_dir": str(tmp_path / "reports")}}))  # promote writes there
     before = new_version("heldout1", {"first_error_f1": 0.5})
     promote(client, "prm", before, "champion", "test", "setup")
     target = new_version("heldout1", {"first_error_f1": 0.1})

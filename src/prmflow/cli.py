@@ -87,11 +87,16 @@ def _read_lines(path: str, config) -> tuple[list[tuple[dict, object, list[str]]]
     from prmflow.serving.requests import RequestError, clip
 
     good, rejects = [], []
-    with open(path, encoding="utf-8", errors="replace") as lines:
-        for number, line in enumerate(lines, start=1):
+    with open(path, "rb") as lines:
+        for number, data in enumerate(lines, start=1):
+            line = data.decode("utf-8", errors="replace")  # what a reject record shows of the line
             if not line.strip():
                 continue
             try:
+                try:
+                    data.decode("utf-8")
+                except UnicodeDecodeError as err:  # scoring a replaced character would score another text
+                    raise RequestError(f"not UTF-8: byte 0x{data[err.start]:02x} at column {err.start + 1}") from None
                 good.append(_checked_line(line, config))
             except RequestError as err:
                 rejects.append({"line": number, "reason": str(err), "record": clip(line.rstrip("\n"), 2000)})
@@ -156,25 +161,32 @@ def score_main(args: argparse.Namespace) -> int:
 
 
 def alias_main(args: argparse.Namespace) -> None:
+    """`promote` / `rollback` under the registry lock; then reports/registry.json says what the registry holds."""
     import getpass
+    from pathlib import Path
 
     from mlflow.exceptions import MlflowException
 
     from mlflow import MlflowClient
     from prmflow.config import load_params
-    from prmflow.serving.registry import promote, rollback
+    from prmflow.serving.register import refresh_registry_report
+    from prmflow.serving.registry import promote, registry_lock, registry_state, rollback
 
-    register = load_params(args.params).register
-    client = MlflowClient(tracking_uri=_tracking_uri(args))
+    params = load_params(args.params)
+    register, uri = params.register, _tracking_uri(args)
+    client = MlflowClient(tracking_uri=uri)
     who = args.who or getpass.getuser()
     try:
-        if args.command == "promote":
-            left = promote(client, register.model_name, args.version, register.alias, who, args.reason)
-            print(f"promote: {register.model_name}@{register.alias} -> version {args.version} (was {left})")
-        else:
-            target = rollback(client, register.model_name, register.alias, who, args.reason, args.to)
-            print(f"rollback: {register.model_name}@{register.alias} -> version {target}")
-    except (ValueError, MlflowException) as err:
+        with registry_lock(uri, register.model_name):
+            if args.command == "promote":
+                left = promote(client, register.model_name, args.version, register.alias, who, args.reason)
+                print(f"promote: {register.model_name}@{register.alias} -> version {args.version} (was {left})")
+            else:
+                target = rollback(client, register.model_name, register.alias, who, args.reason, args.to)
+                print(f"rollback: {register.model_name}@{register.alias} -> version {target}")
+            state = registry_state(client, register.model_name, register.alias, register.challenger_alias)
+            refresh_registry_report(Path(params.base.reports_dir) / "registry.json", state)
+    except (ValueError, MlflowException, TimeoutError) as err:  # TimeoutError: filelock.Timeout, the lock is held
         print(f"prmflow {args.command}: {err}", file=sys.stderr)
         sys.exit(1)
 
@@ -295,7 +307,7 @@ def main(argv: list[str] | None = None) -> None:
             return
         params = load_params(args.params)
         importlib.import_module(STAGE_MODULES[args.command]).main(params)
-    except (ConfigError, RecordError, ValidationFailed, FileNotFoundError) as err:
+    except (ConfigError, RecordError, ValidationFailed, FileNotFoundError, TimeoutError) as err:
         print(f"prmflow {args.command}: {err}", file=sys.stderr)
         sys.exit(1)
 

@@ -12,6 +12,7 @@ one error that lists every problem, instead of being silently ignored mid-pipeli
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -21,7 +22,7 @@ import yaml
 
 from prmflow.param_rules import (  # noqa: F401 (re-exported: prmflow.config is where params come from)
     AGGREGATIONS, EXTERNAL_FORMATS, GENERATOR_MAX_STEPS, NEUTRAL_LABELS, PRM_FORMATS, RULES, SOURCE_FORMATS,
-    SOURCE_SPLITS,
+    SOURCE_SPLITS, credential_problems, redact_url,
 )
 from prmflow.sections import (  # noqa: F401 (re-exported)
     BaseParams, CombineParams, EvaluateParams, IngestParams, LabelParams, ModelParams, RegisterParams, SearchParams,
@@ -49,8 +50,8 @@ class Params:
 
 
 def _type_ok(value: object, annotation: object) -> bool:
-    if annotation is float:  # YAML writes 3 for 3.0; an int is a fine float
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if annotation is float:  # YAML writes 3 for 3.0; an int is a fine float; .inf and .nan are not numbers to train on
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
     if annotation is int:
         return isinstance(value, int) and not isinstance(value, bool)
     origin = typing.get_origin(annotation)
@@ -64,40 +65,59 @@ def _type_ok(value: object, annotation: object) -> bool:
     return isinstance(value, annotation)  # type: ignore[arg-type]
 
 
-def _build_section(name: str, cls: type, raw: object, problems: list[str]) -> object:
+def _type_name(annotation: object) -> str:
+    """`list[dict]`, `float`, `int | None`: how a params type reads in a message."""
+    return annotation.__name__ if isinstance(annotation, type) else str(annotation)
+
+
+def _type_problems(where: str, value: object, annotation: object) -> list[str]:
+    """Why `value` is not of `annotation`: a list names each entry that is not of the item type."""
+    if typing.get_origin(annotation) is list and isinstance(value, list):
+        (item,) = typing.get_args(annotation)
+        return [problem for i, v in enumerate(value) if not _type_ok(v, item)
+                for problem in _type_problems(f"{where}[{i}]", v, item)]
+    if annotation is float and isinstance(value, float):  # the one way a float fails: .inf, -.inf or .nan
+        return [f"{where}: must be a finite number, got {value!r}"]
+    return [f"{where}: expected {_type_name(annotation)}, got {type(value).__name__} {value!r}"]
+
+
+def _build_section(name: str, cls: type, raw: object, problems: list[str]) -> tuple[object, bool]:
+    """(the section, whether every given value had its type and choice); a bad value keeps its default."""
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
         problems.append(f"{name}: expected a mapping, got {type(raw).__name__}")
-        return cls()
+        return cls(), False
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     known = set(fields)
     for key in sorted(set(raw) - known):
         problems.append(f"{name}.{key}: unknown key (known: {', '.join(sorted(known))})")
-    values = {}
-    for key in known & set(raw):
+    values, typed = {}, True
+    for key in sorted(known & set(raw)):
         value, annotation = raw[key], hints[key]
         if not _type_ok(value, annotation):
-            expected = getattr(annotation, "__name__", str(annotation))
-            problems.append(f"{name}.{key}: expected {expected}, got {type(value).__name__} {value!r}")
+            problems += _type_problems(f"{name}.{key}", value, annotation)
+            typed = False
             continue
         if annotation is float:
             value = float(value)
         allowed = fields[key].metadata.get("choices")
         if allowed is not None and value not in allowed:
             problems.append(f"{name}.{key}: {value!r} is not one of {sorted(allowed)}")
+            typed = False
             continue
         values[key] = value
-    return cls(**values)
+    return cls(**values), typed
 
 
-def _section_problems(name: str, section: object) -> list[str]:
-    """Each field's rule, then the section's own `check` (relations between its fields)."""
+def _section_problems(name: str, section: object, typed: bool) -> list[str]:
+    """Each field's rule, then, when every value had its type, the section's own `check` (relations between its
+    fields, which a default standing in for a mistyped value would make misleading)."""
     problems = [f"{name}.{f.name}: must be {f.metadata['rule']}, got {getattr(section, f.name)!r}"
                 for f in dataclasses.fields(section)
                 if "rule" in f.metadata and not RULES[f.metadata["rule"]](getattr(section, f.name))]
-    check = getattr(section, "check", None)
+    check = getattr(section, "check", None) if typed else None
     return problems + [f"{name}.{problem}" for problem in (check() if check else [])]
 
 
@@ -109,15 +129,17 @@ def params_from_dict(raw: object, source: str = "params") -> Params:
     sections = {f.name: f for f in dataclasses.fields(Params)}
     for name in sorted(set(raw) - set(sections)):
         problems.append(f"{name}: unknown section (known: {', '.join(sections)})")
+    problems += [p for name in sections for p in credential_problems(name, raw.get(name))]
     built = {
         name: _build_section(name, typing.get_type_hints(Params)[name], raw.get(name), problems)
         for name in sections
     }
-    params = Params(**built)
-    if not problems:  # rules and checks assume every value has its declared type
-        problems += [p for name in sections for p in _section_problems(name, getattr(params, name))]
+    params = Params(**{name: section for name, (section, _) in built.items()})
+    # Every problem at once: a mistyped value keeps its (legal) default, so the rules of the others still run.
+    problems += [p for name, (section, typed) in built.items() for p in _section_problems(name, section, typed)]
     if problems:
-        raise ConfigError(f"{source}: {len(problems)} problem(s):\n  " + "\n  ".join(problems))
+        message = f"{source}: {len(problems)} problem(s):\n  " + "\n  ".join(problems)
+        raise ConfigError(redact_url(message))  # a value echoed by any message keeps its credential to itself
     return params
 
 

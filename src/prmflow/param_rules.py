@@ -7,6 +7,8 @@ evaluate.py, public_prms.py), so that the one module that validates params depen
 
 from __future__ import annotations
 
+import re
+
 SOURCE_FORMATS = ("generator", "gsm8k", "math", "prm800k", "math_shepherd", "trl_stepwise", "input_value_label")
 SOURCE_SPLITS = ("train", "test", "auto")
 SOURCE_KEYS = ("format", "path", "hub", "split", "limit", "name", "neutral")
@@ -76,3 +78,29 @@ def source_problems(where: str, spec: dict) -> list[str]:
     if "neutral" in spec and (fmt != "prm800k" or spec["neutral"] not in NEUTRAL_LABELS):
         problems.append(f"{where}.neutral: only for prm800k, one of {list(NEUTRAL_LABELS)}; got {spec['neutral']!r}")
     return problems
+
+
+# `scheme://user:password@host`: the userinfo part of a URL (RFC 3986), which must never reach a params file.
+URL_USERINFO = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]*://)(?P<userinfo>[^/?#@\s'\"]*)@")
+
+
+def redact_url(text: str) -> str:
+    """`text` with the userinfo of a URL replaced by `***`: what a message may show of it."""
+    return URL_USERINFO.sub(r"\g<scheme>***@", text)
+
+
+def credential_problems(where: str, value: object) -> list[str]:
+    """Every string under `value` (a params section, a list entry) that holds a URL credential.
+
+    Refused rather than redacted: params.yaml is tracked by git, DVC copies a stage's params into dvc.lock and
+    every stage logs its section to MLflow, so a credential in a params value is published wherever they go.
+    """
+    if isinstance(value, dict):
+        return [p for key, v in value.items() for p in credential_problems(f"{where}.{key}", v)]
+    if isinstance(value, list):
+        return [p for i, v in enumerate(value) for p in credential_problems(f"{where}[{i}]", v)]
+    if isinstance(value, str) and URL_USERINFO.search(value):
+        return [f"{where}: {redact_url(value)!r} holds a credential (user:password@); params are tracked by git "
+                f"and DVC and logged to MLflow: put an API key in an environment variable and name it in "
+                f"label.api_key_env (sent as a Bearer token)"]
+    return []

@@ -261,6 +261,9 @@ class ModelParams:
             (self.hidden_size % max(self.num_heads, 1) == 0,
              f"hidden_size: {self.hidden_size} is not divisible by num_heads {self.num_heads}"),
             (self.positive_token != self.negative_token, "negative_token: must differ from positive_token"),
+            (self.step_tag.strip() != "" and self.step_tag not in (self.positive_token, self.negative_token),
+             f"step_tag: {self.step_tag!r} must be a non-blank token other than the label tokens "
+             f"{self.positive_token!r} and {self.negative_token!r}"),
             ("{step}" in self.step_template, f"step_template: {self.step_template!r} has no {{step}} placeholder"),
             (re.fullmatch(DEVICE_PATTERN, self.device) is not None,
              f"device: {self.device!r} is not auto, cpu, cuda or cuda:N"),

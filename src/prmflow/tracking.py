@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,20 +24,38 @@ def tracked_report(report: dict) -> dict:
     return {key: value for key, value in report.items() if key not in RUN_ONLY_KEYS}
 
 
+def store_lock(tracking_uri: str, scope: str, timeout_s: float = 600.0):
+    """A file lock (context manager) named `scope` for the MLflow store at `tracking_uri`: beside a SQLite
+    database, so it serialises the processes of the machine that opens it; for another store (a tracking
+    server) in the temp folder, so it serialises this machine's processes only. Raises filelock.Timeout."""
+    from filelock import FileLock
+
+    if tracking_uri.startswith("sqlite:///"):
+        path = Path(f"{tracking_uri.removeprefix('sqlite:///')}.{scope}.lock")
+    else:
+        path = Path(tempfile.gettempdir()) / f"prmflow-{hashlib.md5(tracking_uri.encode()).hexdigest()}.{scope}.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return FileLock(str(path), timeout=timeout_s)
+
+
 def configure(base: BaseParams) -> str:
-    """Point MLflow at the project's store; create the experiment with an explicit artifact root."""
+    """Point MLflow at the project's store; create the experiment with an explicit artifact root.
+
+    Under `store_lock`: the first process to open a new SQLite store creates its schema (MLflow's migrations),
+    and two doing it at once crash ("duplicate column name"); the second waits and finds it made."""
     import mlflow
 
     if base.mlflow_tracking_uri.startswith("sqlite:///"):
         Path(base.mlflow_tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(base.mlflow_tracking_uri)
-    experiment = mlflow.get_experiment_by_name(base.mlflow_experiment)
-    if experiment is None:
-        artifacts = Path(base.mlflow_artifacts_dir).resolve()
-        artifacts.mkdir(parents=True, exist_ok=True)
-        experiment_id = mlflow.create_experiment(base.mlflow_experiment, artifact_location=artifacts.as_uri())
-    else:
-        experiment_id = experiment.experiment_id
+    with store_lock(base.mlflow_tracking_uri, "setup"):
+        experiment = mlflow.get_experiment_by_name(base.mlflow_experiment)
+        if experiment is None:
+            artifacts = Path(base.mlflow_artifacts_dir).resolve()
+            artifacts.mkdir(parents=True, exist_ok=True)
+            experiment_id = mlflow.create_experiment(base.mlflow_experiment, artifact_location=artifacts.as_uri())
+        else:
+            experiment_id = experiment.experiment_id
     mlflow.set_experiment(experiment_id=experiment_id)
     return experiment_id
 

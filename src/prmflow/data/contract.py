@@ -5,3 +5,4 @@ on the ingest code.
 """
 
 PROBLEM_FIELDS = ("id", "problem", "answer", "reference_steps", "source")
+PROBLEM_TYPES = {"id": str, "problem": str, "answer": str, "reference_steps": list[str], "source": str}

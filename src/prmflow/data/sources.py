@@ -227,7 +227,7 @@ class RawRecord:
 
 
 def _records_of_file(path: Path) -> Iterator[RawRecord]:
-    if path.suffix == ".json":  # one object per file (MATH) or a list of objects
+    if path.suffix.lower() == ".json":  # one object per file (MATH) or a list of objects
         data = path.read_bytes()
         try:
             value = json.loads(data.decode("utf-8"))
@@ -251,9 +251,10 @@ def _records_of_file(path: Path) -> Iterator[RawRecord]:
 
 
 def local_files(path: Path) -> list[Path]:
-    """A file, or every .jsonl/.json file under a folder, in a stable order."""
+    """A file, or every file under a folder but hidden ones (.gitkeep, .dvc), in a stable order."""
     if path.is_dir():
-        return sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in FILE_SUFFIXES)
+        return sorted(p for p in path.rglob("*") if p.is_file()
+                      and not any(part.startswith(".") for part in p.relative_to(path).parts))
     if not path.exists():
         raise FileNotFoundError(f"ingest source {path}: no such file or folder")
     return [path]
@@ -273,6 +274,10 @@ def raw_records(spec: dict) -> Iterator[RawRecord]:
         yield from _hub_records(spec["hub"], spec.get("split", "auto"))
         return
     for path in local_files(Path(spec["path"])):
+        if path != Path(spec["path"]) and path.suffix.lower() not in FILE_SUFFIXES:  # a named file is read as given
+            yield RawRecord(str(path), 0, None, "", f"not a {' or '.join(FILE_SUFFIXES)} file (any case): a "
+                            f"source folder holds JSON lines or JSON files only")
+            continue
         yield from _records_of_file(path)
 
 

@@ -309,17 +309,30 @@ def baseline_metrics(prefix: str, evaluation: Evaluation) -> dict[str, float]:
     return {f"{prefix}_{k}": v for k, v in evaluation.metrics.items() if not k.startswith(SCORER_FREE)}
 
 
+def processbench_verdict(label: int, steps: int, scores: list[float], threshold: float) -> int | None:
+    """The model's first-error verdict on a ProcessBench solution of `steps` steps labeled `label` (first error
+    or -1), or None where it gave none: it found no error in the steps it scored, but did not score the steps
+    that verdict is about (the labeled error step, or for a correct solution every step). None counts as wrong:
+    a context that ends before the error must not be credited with a right "no error"."""
+    verdict = predicted_first_error(scores, threshold)
+    needed = label + 1 if label >= 0 else steps
+    return None if verdict == -1 and len(scores) < needed else verdict
+
+
 def evaluate_external(fmt: str, rows: list[dict], scores: list[list[float]], threshold: float,
                       aggregation: str) -> dict[str, float]:
-    """`outcome`: best-of-N and ORM-style AUROC of the aggregated score; `processbench`: first-error F1."""
+    """`outcome`: best-of-N and ORM-style AUROC of the aggregated score over the scored solutions;
+    `processbench`: first-error F1 over every solution, those the model gave no verdict on counted wrong
+    (`unjudged_solutions` says how many)."""
     pairs = [(row, s) for row, s in zip(rows, scores) if s]
-    metrics: dict[str, float] = {"solutions": len(pairs), "unscored_solutions": len(rows) - len(pairs)}
+    metrics: dict[str, float] = {"unscored_solutions": len(rows) - len(pairs)}
     if fmt == "outcome":
-        metrics["solution_auroc"] = auroc([aggregate(s, aggregation) for _, s in pairs],
-                                          [bool(r["correct"]) for r, _ in pairs])
+        metrics |= {"solutions": len(pairs), "solution_auroc": auroc([aggregate(s, aggregation) for _, s in pairs],
+                                                                     [bool(r["correct"]) for r, _ in pairs])}
         return metrics | best_of_n_metrics(best_of_n_table(pairs))
-    labels = [row["label"] if row["label"] < len(s) else -1 for row, s in pairs]
-    return metrics | first_error_f1([predicted_first_error(s, threshold) for _, s in pairs], labels)
+    verdicts = [processbench_verdict(row["label"], len(row["steps"]), s, threshold) for row, s in zip(rows, scores)]
+    metrics |= {"solutions": len(rows), "unjudged_solutions": verdicts.count(None)}
+    return metrics | first_error_f1(verdicts, [row["label"] for row in rows])
 
 
 def main(params: Params) -> None:

@@ -4,28 +4,57 @@ registry's champion (the baseline it is compared with).
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from prmflow.config import EXTERNAL_FORMATS, Params
 
 
-def read_external(spec: dict) -> list[dict]:
-    """An `evaluate.external` file; every bad record names the file, line and field."""
+def external_records(path: Path, required: tuple[str, ...]) -> list[tuple[str, dict]]:
+    """(where, record) of each record of a JSON-lines file, a JSON array (`.json`, as ProcessBench is published)
+    or a parquet file (`.parquet`, as the hub serves it); `where` is `file:line` or `file[index]`."""
     from prmflow.jsonl import RecordError, read_jsonl
+
+    suffix = path.suffix.lower()
+    if suffix not in (".json", ".parquet"):
+        return [(f"{path}:{n}", row) for n, row in enumerate(read_jsonl(path, required), start=1)]
+    if suffix == ".parquet":
+        import pyarrow.parquet
+
+        records = pyarrow.parquet.read_table(path).to_pylist()
+    else:
+        try:
+            records = json.loads(path.read_bytes().decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise RecordError(f"{path}: not a JSON array: {err}") from None
+        if not isinstance(records, list):
+            raise RecordError(f"{path}: expected a JSON array of records, got {type(records).__name__}")
+    for i, record in enumerate(records):
+        if not isinstance(record, dict):
+            raise RecordError(f"{path}[{i}]: expected a JSON object, got {type(record).__name__}")
+        missing = [field for field in required if field not in record]
+        if missing:
+            raise RecordError(f"{path}[{i}]: {missing[0]}: missing required field")
+    return [(f"{path}[{i}]", record) for i, record in enumerate(records)]
+
+
+def read_external(spec: dict) -> list[dict]:
+    """An `evaluate.external` file (external_records); every bad record names the file, record and field."""
+    from prmflow.jsonl import RecordError
 
     path = Path(spec["path"])
     if not path.is_file():
         raise FileNotFoundError(f"evaluate.external {spec['name']!r}: {path}: no such file")
-    rows = read_jsonl(path, required=EXTERNAL_FORMATS[spec["format"]])
-    for lineno, row in enumerate(rows, start=1):  # record number (blank lines are not counted)
+    records = external_records(path, EXTERNAL_FORMATS[spec["format"]])
+    for where, row in records:
         steps = row["steps"]
         if not (isinstance(steps, list) and steps and all(isinstance(s, str) and s.strip() for s in steps)):
-            raise RecordError(f"{path}:{lineno}: steps: expected a non-empty list of non-empty strings")
+            raise RecordError(f"{where}: steps: expected a non-empty list of non-empty strings")
+        label = row.get("label")
         if spec["format"] == "processbench" and not (
-                isinstance(row["label"], int) and -1 <= row["label"] < len(steps)):
-            raise RecordError(f"{path}:{lineno}: label: expected -1 or a step index below {len(steps)}, "
-                              f"got {row['label']!r}")
-    return rows
+                isinstance(label, int) and not isinstance(label, bool) and -1 <= label < len(steps)):
+            raise RecordError(f"{where}: label: expected -1 or a step index below {len(steps)}, got {label!r}")
+    return [row for _, row in records]
 
 
 def load_champion(params: Params):

@@ -53,12 +53,14 @@ def step_metrics(scores: list[float], labels: list[str], threshold: float) -> di
     }
 
 
-def first_error_f1(predicted: list[int], actual: list[int]) -> dict[str, float]:
-    """ProcessBench: accuracy on erroneous and on correct solutions, and their harmonic mean."""
+def first_error_f1(predicted: list[int | None], actual: list[int]) -> dict[str, float]:
+    """ProcessBench: accuracy on erroneous and on correct solutions, and their harmonic mean.
+
+    A None prediction is no verdict (the model did not score the steps a verdict needs): wrong either way."""
     erroneous = [(p, a) for p, a in zip(predicted, actual) if a >= 0]
     correct = [(p, a) for p, a in zip(predicted, actual) if a < 0]
     err_acc = sum(p == a for p, a in erroneous) / len(erroneous) if erroneous else math.nan
-    cor_acc = sum(p < 0 for p, _ in correct) / len(correct) if correct else math.nan
+    cor_acc = sum(p is not None and p < 0 for p, _ in correct) / len(correct) if correct else math.nan
     f1 = 2 * err_acc * cor_acc / (err_acc + cor_acc) if err_acc + cor_acc > 0 else 0.0
     return {"first_error_accuracy_erroneous": err_acc, "first_error_accuracy_correct": cor_acc,
             "first_error_f1": f1}

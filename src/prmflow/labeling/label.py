@@ -209,8 +209,8 @@ def compare_methods(problems: list[dict], params: LabelParams, seed: int) -> dic
 def main(params: Params) -> None:
     import mlflow
 
-    from prmflow.data.contract import PROBLEM_FIELDS
-    from prmflow.jsonl import read_jsonl, write_json, write_jsonl
+    from prmflow.data.contract import PROBLEM_FIELDS, PROBLEM_TYPES
+    from prmflow.jsonl import RecordError, read_jsonl, write_json, write_jsonl
     from prmflow.tracking import stage_run
 
     data = Path(params.base.data_dir)
@@ -218,7 +218,9 @@ def main(params: Params) -> None:
     with stage_run(params.base, "label", params.label):
         for split in SPLITS:
             source = data / "problems" / f"{split}.jsonl"
-            problems = read_jsonl(source, required=PROBLEM_FIELDS)
+            problems = read_jsonl(source, required=PROBLEM_FIELDS, types=PROBLEM_TYPES)
+            if not problems:
+                raise RecordError(f"{source}: no problems (the file is empty: rerun `prmflow ingest`)")
             partial = partial_path(data, split, params.label, params.base.seed, source)
             results = label_split(problems, params.label, params.base.seed, partial,
                                   (params.model.device, params.model.dtype))

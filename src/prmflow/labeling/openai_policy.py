@@ -15,7 +15,6 @@ message. The true first error of a real model is unknown: `first_slip` is None.
 
 from __future__ import annotations
 
-import os
 import random
 import threading
 import time
@@ -24,6 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 
 from prmflow.labeling.completion_text import finish, finish_step, prompt_text
+from prmflow.labeling.credentials import endpoint_auth
 from prmflow.labeling.policy import Continuation
 
 MAX_BACKOFF_S = 30.0
@@ -43,13 +43,7 @@ class OpenAIPolicy:
     def __init__(self, endpoint: str, model_name: str = "", max_new_tokens: int = 256, temperature: float = 0.7,
                  concurrency: int = 8, request_timeout_s: float = 120.0, max_retries: int = 5,
                  retry_backoff_s: float = 1.0, api_key_env: str = ""):
-        self.url = endpoint.rstrip("/") + "/completions"
-        headers = {}
-        if api_key_env:
-            key = os.environ.get(api_key_env)
-            if not key:
-                raise ValueError(f"label.api_key_env: environment variable {api_key_env} is not set")
-            headers["Authorization"] = f"Bearer {key}"
+        self.url, headers = endpoint_auth(endpoint, api_key_env)
         # One client (thread-safe, keeps connections alive) with as many connections as requests in flight.
         self.client = httpx.Client(headers=headers, timeout=request_timeout_s,
                                    limits=httpx.Limits(max_connections=concurrency))

@@ -25,19 +25,25 @@ RECOGNISED = {"prmflow": PRM_CONFIG, "trl": "a *ForTokenClassification architect
               "math_shepherd": f"{MATH_SHEPHERD_TAG!r} in the vocabulary of a tokenizer without a chat template"}
 
 
+def refuse_remote_code(path: str | Path) -> None:
+    """Raise ValueError when the local checkpoint `path` declares remote code (`auto_map` in its config.json or
+    tokenizer_config.json): prmflow never runs it, and every loader (public_prms, ProcessRewardModel, the reward
+    family) refuses such a checkpoint rather than load it as something it is not."""
+    for name in ("config.json", "tokenizer_config.json"):
+        file = Path(path) / name
+        if file.is_file() and "auto_map" in json.loads(file.read_text()):
+            raise ValueError(f"{file}: auto_map: this checkpoint needs remote code (trust_remote_code), "
+                             f"which prmflow never runs; convert it to a transformers architecture first")
+
+
 def read_checkpoint_config(path: str | Path) -> dict:
     """config.json of a local checkpoint; refuses one that needs remote code (trust_remote_code stays off)."""
     path = Path(path)
     config_file = path / "config.json"
     if not config_file.is_file():
         raise FileNotFoundError(f"{path}: not a model directory (no config.json)")
-    config = json.loads(config_file.read_text())
-    for name in ("config.json", "tokenizer_config.json"):
-        file = path / name
-        if file.is_file() and "auto_map" in json.loads(file.read_text()):
-            raise ValueError(f"{file}: auto_map: this checkpoint needs remote code (trust_remote_code), "
-                             f"which prmflow never runs; convert it to a transformers architecture first")
-    return config
+    refuse_remote_code(path)
+    return json.loads(config_file.read_text())
 
 
 def is_token_classifier(config: dict) -> bool:

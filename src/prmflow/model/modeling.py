@@ -19,6 +19,7 @@ import torch
 
 from prmflow.config import ModelParams
 from prmflow.devices import load_causal_lm
+from prmflow.model.formats import refuse_remote_code
 from prmflow.model.tokenization import Encoded, PromptFormat, encode_candidate, gguf_kwargs, load_prompt_format
 
 
@@ -224,6 +225,7 @@ class ProcessRewardModel:
         from transformers import AutoTokenizer
 
         self.path = Path(model_name_or_path)
+        refuse_remote_code(self.path)
         self.format = load_prompt_format(self.path)
         self.tokenizer = AutoTokenizer.from_pretrained(self.path)
         self.model = load_causal_lm(self.path, device, dtype)

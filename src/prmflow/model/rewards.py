@@ -119,8 +119,10 @@ class _VerificationPrompt:
                  max_length: int | None = None, aggregation: str = "min", dtype: str = "auto"):
         from transformers import AutoTokenizer
 
+        from prmflow.model.formats import refuse_remote_code
         from prmflow.model.zero_shot import ZeroShotVerifier
 
+        refuse_remote_code(model_name_or_path)  # a hub id has no local files to check: transformers refuses it
         tokenizer = AutoTokenizer.from_pretrained(model_name_or_path)
         model = load_causal_lm(model_name_or_path, device, dtype)
         # Without a stated length the model's own context is the limit.

@@ -10,7 +10,9 @@ soft cross-entropy on the MC values (`train.label_type: soft`), `-` weighted by
 `train.negative_class_weight`. Full fine-tuning, or LoRA (`train.lora_r > 0`, merged before
 saving so the saved model is a plain causal LM). Checkpoints go to `<models_dir>/prm-checkpoints`
 (outside the DVC out) every `train.save_steps`; a rerun with the same params and data resumes
-from the last one, and they are deleted once training finishes. Writes `models/prm/`
+from the last complete one (a kill during a save leaves a partial folder, which is deleted), and
+they are deleted once training finishes. `train_loss` is the mean loss over every step of the
+run, the steps before a resume included (the Trainer's own covers only the steps after it). Writes `models/prm/`
 (save_pretrained + tokenizer + prm_config.json) and `reports/train.json` (loss, tokens/s, peak
 memory, and the kept/dropped counts of the tokenize stage).
 
@@ -43,6 +45,7 @@ from prmflow.model.modeling import pad_batch, step_loss, step_tag_logits
 from prmflow.model.tokenization import COUNTS_FILE, PromptFormat
 
 CHECKPOINT_STAMP = "params.json"  # what the checkpoints were trained with: resume only on a match
+TRAINER_STATE = "trainer_state.json"  # the last file of a Trainer checkpoint
 
 
 def hard_targets(example: dict) -> list[float]:
@@ -63,6 +66,26 @@ TARGETS = {"hard": hard_targets, "soft": soft_targets, "outcome": outcome_target
 # The two models the stages train: directory under base.models_dir, and the stage (its MLflow run, report
 # reports/<stage>.json and params section).
 MODELS = {"process": ("prm", "train"), "outcome": ("orm", "train_orm")}
+
+
+def complete_checkpoint(folder: Path) -> bool:
+    """Whether a `checkpoint-N` folder was saved whole: the Trainer writes `trainer_state.json` last (after the
+    weights, optimizer, scheduler and RNG states), so a kill during the save leaves it missing or cut short."""
+    try:
+        return "global_step" in json.loads((folder / TRAINER_STATE).read_text())
+    except (OSError, ValueError):
+        return False
+
+
+def logged_steps_loss(log_history: list[dict]) -> float:
+    """The mean training loss over every step in `log_history` (the Trainer's logs, restored on resume): each
+    logged `loss` is the mean over the steps since the previous log, so it is weighted by their number."""
+    total, previous = 0.0, 0
+    for entry in log_history:
+        if "loss" in entry:
+            total += entry["loss"] * (entry["step"] - previous)
+            previous = entry["step"]
+    return total / previous if previous else math.nan
 
 
 class StepTagCollator:
@@ -130,6 +153,15 @@ def make_trainer(model, tokenizer, fmt: PromptFormat, train_dataset, params: Par
             if numeric and mlflow.active_run() is not None:
                 mlflow.log_metrics(numeric, step=state.global_step)
 
+    class LogBeforeEverySave(TrainerCallback):
+        """Log at every checkpoint and at the last step, so the logs a checkpoint keeps cover every step up
+        to it (`logged_steps_loss` of a resumed run then covers the steps before the resume too)."""
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if control.should_save or control.should_training_stop:  # set by DefaultFlowCallback, which runs first
+                control.should_log = True
+            return control
+
     args = TrainingArguments(
         output_dir=output_dir,
         num_train_epochs=t.epochs,
@@ -161,17 +193,22 @@ def make_trainer(model, tokenizer, fmt: PromptFormat, train_dataset, params: Par
         train_dataset=train_dataset,
         data_collator=StepTagCollator(tokenizer.pad_token_id, TARGETS[target or t.label_type]),
         processing_class=tokenizer,
-        callbacks=[MlflowMetrics(), *callbacks],
+        callbacks=[MlflowMetrics(), LogBeforeEverySave(), *callbacks],
     ))
 
 
 def resume_checkpoint(checkpoints: Path, stamp: dict) -> str | None:
-    """The last checkpoint of an interrupted run with these params and data; stale ones are wiped."""
-    from transformers.trainer_utils import get_last_checkpoint
+    """The last complete checkpoint of an interrupted run with these params and data; stale checkpoints, and a
+    partial one (a kill during its save), are deleted."""
+    from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, sort_checkpoints
 
     stamp_file = checkpoints / CHECKPOINT_STAMP
     if stamp_file.exists() and json.loads(stamp_file.read_text()) == stamp:
-        return get_last_checkpoint(str(checkpoints))
+        saved = [Path(folder) for folder in sort_checkpoints(str(checkpoints), PREFIX_CHECKPOINT_DIR)]
+        for partial in [folder for folder in saved if not complete_checkpoint(folder)]:
+            shutil.rmtree(partial)
+            saved.remove(partial)
+        return str(saved[-1]) if saved else None
     shutil.rmtree(checkpoints, ignore_errors=True)
     checkpoints.mkdir(parents=True)
     stamp_file.write_text(json.dumps(stamp, sort_keys=True))
@@ -236,7 +273,7 @@ def train_stage(params: Params, callbacks: tuple = (), kind: str = "process") ->
     shutil.rmtree(checkpoints, ignore_errors=True)  # finished: a later run must start fresh
     tokens = trainer.state.num_input_tokens_seen - trainer._initial_num_input_tokens_seen
     return {
-        "train_loss": result.training_loss,
+        "train_loss": logged_steps_loss(trainer.state.log_history),  # every step, a resumed run's too
         "final_loss": _last_logged_loss(trainer),
         "steps": result.global_step,
         "resumed_from": resume,

@@ -162,6 +162,16 @@ def gate_new_version(client, params: Params, version: str, step_scores: Callable
     }
 
 
+def refresh_registry_report(path: Path, state: dict) -> None:
+    """Make reports/registry.json say what the registry holds after a hand move of the alias (`state`:
+    registry.registry_state): `champion_version` and `registry` are replaced, the last register run's decision
+    is kept as it was made."""
+    from prmflow.jsonl import write_json
+
+    record = json.loads(path.read_text()) if path.is_file() else {}
+    write_json(path, record | {"champion_version": state["champion_version"], "registry": state})
+
+
 def step_scores_of(rows: list[dict], params: Params) -> Callable[[str], list[list[float]]]:
     """The PRM step scores of a registered version on `rows`, loaded as the server loads it."""
     def step_scores(version: str) -> list[list[float]]:
@@ -179,7 +189,9 @@ def main(params: Params) -> None:
     import mlflow
     from mlflow import MlflowClient
     from prmflow.jsonl import read_jsonl, write_json
-    from prmflow.serving.registry import dvc_hashes, file_md5, git_commit, lineage_paths, lineage_tags, stage_run_ids
+    from prmflow.serving.registry import (
+        dvc_hashes, file_md5, git_commit, lineage_paths, lineage_tags, registry_lock, registry_state, stage_run_ids,
+    )
     from prmflow.tracking import PARENT_RUN_ENV, stage_run
 
     torch.set_num_threads(params.base.num_threads)
@@ -207,15 +219,18 @@ def main(params: Params) -> None:
         for key, value in tags.items():
             client.set_model_version_tag(name, version, key, value)
         rows = read_jsonl(heldout, required=("problem_id", "problem", "steps", "labels", "first_error", "correct"))
-        decision = gate_new_version(client, params, version, step_scores_of(rows, params), rows, heldout_md5,
-                                    who=f"prmflow register (run {run.info.run_id})")
+        # One gate at a time: the champion read here holds the alias until this decision is recorded.
+        with registry_lock(params.base.mlflow_tracking_uri, name):
+            decision = gate_new_version(client, params, version, step_scores_of(rows, params), rows, heldout_md5,
+                                        who=f"prmflow register (run {run.info.run_id})")
+            record = {"model_name": name, "model_kind": params.register.model_kind, "alias": params.register.alias,
+                      "challenger_alias": params.register.challenger_alias,
+                      "model_uri": f"models:/{name}@{params.register.alias}", "run_id": run.info.run_id,
+                      "source": info.model_uri, **decision, "lineage": tags,
+                      "registry": registry_state(client, name, params.register.alias, params.register.challenger_alias)}
+            write_json(reports / "registry.json", record)
         mlflow.log_metrics({"promoted": int(decision["promoted"])} | {
             f"gate_{k}": v for k, v in decision["gate"].items() if k in ("difference", "ci_low", "ci_high")})
-        record = {"model_name": name, "model_kind": params.register.model_kind, "alias": params.register.alias,
-                  "challenger_alias": params.register.challenger_alias,
-                  "model_uri": f"models:/{name}@{params.register.alias}", "run_id": run.info.run_id,
-                  "source": info.model_uri, **decision, "lineage": tags}
-        write_json(reports / "registry.json", record)
         write_json(REGISTERED_RECEIPT, {"model_name": name, "alias": params.register.alias,
                                         "registry": params.base.mlflow_tracking_uri})
         verdict = "promoted to" if decision["promoted"] else f"kept version {decision['champion_version']} as"

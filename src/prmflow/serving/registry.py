@@ -5,7 +5,14 @@
     rollback(client, "prm", alias="champion", who="ana", reason="bad outputs")
 
 Every alias move leaves tags on the version it lands on: who moved it, why, when, and which
-version held the alias before (`<alias>.previous`), so `rollback` walks that chain back.
+version held the alias before (`<alias>.previous`), and appends the version to the registered model's
+tag `<alias>.history` (the versions that held the alias, oldest first): `rollback` pops that stack, so
+repeated rollbacks walk back through every earlier champion instead of toggling between the last two.
+
+Moves are serialised by `registry_lock`: a file lock per tracking store and model name, held by
+`register` from reading the champion to moving the alias (its gate compares with the version that holds
+the alias at its decision), and by `promote` and `rollback`. Its scope is the processes of one machine
+that use the same store (beside a SQLite database; for a remote tracking server, in the temp folder).
 """
 
 from __future__ import annotations
@@ -19,9 +26,13 @@ from pathlib import Path
 
 import yaml
 
+from prmflow.tracking import store_lock
+
 HELDOUT_TAG = "heldout.md5"  # the held-out set a version's metrics were computed on
 METRIC_TAG = "metric.{}"
 HEADLINE_METRICS = ("first_error_f1", "step_auroc", "negative_f1", "step_accuracy", "best_of_n_prm_min")
+HISTORY_TAG = "{}.history"  # registered-model tag: JSON list of the versions that held the alias, oldest first
+HISTORY_KEPT = 200  # entries kept (MLflow caps a tag value at 5,000 characters)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -144,16 +155,46 @@ def alias_version(client, name: str, alias: str):
         return None
 
 
+def registry_lock(tracking_uri: str, name: str, timeout_s: float = 600.0):
+    """The lock on `name`'s aliases in the store at `tracking_uri` (its scope: the module docstring), a context
+    manager; raises filelock.Timeout after `timeout_s` seconds (a register's gate scores two models inside it)."""
+    return store_lock(tracking_uri, f"{name}.registry", timeout_s)
+
+
+def alias_history(client, name: str, alias: str) -> list[str]:
+    """The versions that held `alias`, oldest first, the current holder last. A registry from before the
+    history tag starts from the current holder and the `previous` it records."""
+    tags = client.get_registered_model(name).tags
+    if HISTORY_TAG.format(alias) in tags:
+        return json.loads(tags[HISTORY_TAG.format(alias)])
+    current = alias_version(client, name, alias)
+    if current is None:
+        return []
+    previous = current.tags.get(f"{alias}.previous")
+    return ([previous] if previous else []) + [str(current.version)]
+
+
+def _set_alias(client, name: str, alias: str, version: str, history: list[str], tags: dict[str, str]) -> None:
+    """Point `alias` at `version`, store `history` and tag `version` with `<alias>.<key>` for each of `tags`."""
+    client.set_registered_model_alias(name, alias, version)
+    client.set_registered_model_tag(name, HISTORY_TAG.format(alias), json.dumps(history[-HISTORY_KEPT:]))
+    stamp = {"set_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    for key, value in (tags | stamp).items():
+        client.set_model_version_tag(name, version, f"{alias}.{key}", value)
+
+
 def move_alias(client, name: str, alias: str, version: str, who: str, reason: str) -> str | None:
-    """Point `alias` at `version`, record who/why/when and the previous holder on it; return the previous."""
+    """Point `alias` at `version`, record who/why/when and the previous holder on it, push it on the alias
+    history; return the previous holder. Call it under `registry_lock`."""
     previous = alias_version(client, name, alias)
     previous_version = str(previous.version) if previous else None
-    client.set_registered_model_alias(name, alias, str(version))
-    record = {"set_by": who, "reason": reason, "set_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    history = alias_history(client, name, alias)
+    record = {"set_by": who, "reason": reason}
     if previous_version is not None and previous_version != str(version):
-        record["previous"] = str(previous_version)
-    for key, value in record.items():
-        client.set_model_version_tag(name, str(version), f"{alias}.{key}", value)
+        record["previous"] = previous_version
+    if history[-1:] != [str(version)]:
+        history.append(str(version))
+    _set_alias(client, name, alias, str(version), history, record)
     return previous_version
 
 
@@ -164,18 +205,34 @@ def promote(client, name: str, version: str, alias: str, who: str, reason: str) 
 
 
 def rollback(client, name: str, alias: str, who: str, reason: str, to: str | None = None) -> str:
-    """Move `alias` back to the version it held before (or to `to`); return the version it now points at."""
+    """Move `alias` back to the version that held it before the current one (or to `to`); return that version.
+
+    The current holder is popped off the alias history, so the next rollback goes one further back. `to`
+    truncates the history after that version's last turn, or pushes it when it never held the alias."""
     current = alias_version(client, name, alias)
     if current is None:
         raise ValueError(f"{name}@{alias}: no version holds this alias, nothing to roll back")
-    target = to or current.tags.get(f"{alias}.previous")
-    if target is None:
-        raise ValueError(f"{name}@{alias}: version {current.version} records no previous holder; "
-                         f"pass the version to roll back to")
-    client.get_model_version(name, str(target))
-    # The tags on the target keep the chain: its own `previous` still points further back.
-    client.set_registered_model_alias(name, alias, str(target))
-    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    for key, value in {"set_by": who, "reason": f"rollback from {current.version}: {reason}", "set_at": stamp}.items():
-        client.set_model_version_tag(name, str(target), f"{alias}.{key}", value)
-    return str(target)
+    history = alias_history(client, name, alias)
+    if to is None:
+        while history and history[-1] == str(current.version):
+            history.pop()
+        if not history:
+            raise ValueError(f"{name}@{alias}: version {current.version} is the first version in the alias "
+                             f"history; pass the version to roll back to (--to)")
+    else:
+        client.get_model_version(name, str(to))  # raises, naming the version, if it does not exist
+        history = history[:len(history) - history[::-1].index(str(to))] if str(to) in history else history + [str(to)]
+    target = history[-1]
+    _set_alias(client, name, alias, target, history,
+               {"set_by": who, "reason": f"rollback from {current.version}: {reason}"})
+    return target
+
+
+def registry_state(client, name: str, alias: str, challenger_alias: str) -> dict:
+    """What the registry holds now: the versions behind both aliases, the champion's history and the last
+    move's who/why/when (from the champion's tags); versions are ints, None where no version holds an alias."""
+    champion, challenger = (alias_version(client, name, a) for a in (alias, challenger_alias))
+    moved = {key: champion.tags.get(f"{alias}.{key}") for key in ("set_by", "reason", "set_at")} if champion else {}
+    return {"champion_version": int(champion.version) if champion else None,
+            "challenger_version": int(challenger.version) if challenger else None,
+            "champion_history": [int(v) for v in alias_history(client, name, alias)], "champion_set": moved}

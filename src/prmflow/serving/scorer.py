@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass
 
 import mlflow.pyfunc
@@ -165,7 +166,10 @@ class Scorer:
                       **detail, "has_final_answer": extract_final_answer("\n".join(pairs[index][1])) is not None}
             if solution.text is not None:
                 fields |= {"steps": pairs[index][1], "split": split_text(solution.text)[1]}
-            if scores:
+            if not all(math.isfinite(score) for score in scores):  # diverged weights: no verdict, and not JSON
+                fields |= {"step_scores": [], "scored_steps": 0, "reason": "the model's step scores are not "
+                           "numbers (NaN): its weights diverged in training"}
+            elif scores:
                 fields |= {"score": aggregate(scores, aggregation),
                            "first_error": predicted_first_error(scores, self.config.threshold)}
             if outcomes is None:
