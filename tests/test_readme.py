@@ -12,8 +12,8 @@ from conftest import REPO
 from tiny_models import build_tiny_orm, build_tiny_prm
 
 # Pages whose blocks need a live server or a trainer: their own tests run every block as written.
-RUN_ELSEWHERE = {"rl-trainers.md": "tests/test_integrations.py, tests/test_integrations_trl.py",
-                 "serving.md": "tests/test_vllm_serving.py (against a real vLLM server)"}
+# (docs/serving.md's vLLM block is fenced `py`: tests/test_vllm_serving.py runs it against a real vLLM server.)
+RUN_ELSEWHERE = {"rl-trainers.md": "tests/test_integrations.py, tests/test_integrations_trl.py"}
 PAGES = [REPO / "README.md", *sorted(p for p in (REPO / "docs").glob("*.md") if p.name not in RUN_ELSEWHERE)]
 BLOCKS = [(page.name, block) for page in PAGES
           for block in re.findall(r"```python\n(.*?)```", page.read_text(), flags=re.S)]
