@@ -16,7 +16,7 @@ EXTERNAL_FORMATS = {  # evaluate.external formats and the fields each record nee
     "outcome": ("problem", "steps", "predicted_answer", "correct"),  # final-answer correctness only
     "processbench": ("problem", "steps", "label"),                    # label: first error index or -1
 }
-EXTERNAL_KEYS = ("name", "path", "format")
+EXTERNAL_KEYS = ("name", "path", "format", "problems")  # problems: the first n problems only
 PRM_FORMATS = ("prmflow", "trl", "math_shepherd", "chat", "zero_shot")  # model/public_prms.py reads each
 SCORER_KEYS = ("name", "path", "format")  # evaluate.scorers entries; format may be left out (detected)
 BUILTIN_SCORERS = ("prm", "orm", "zero_shot", "champion", "combined", "combined_validated", "majority",  # evaluate's

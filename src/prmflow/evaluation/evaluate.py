@@ -39,9 +39,10 @@ from pathlib import Path
 from prmflow.config import CombineParams, EvaluateParams, Params
 from prmflow.data.answers import answer_agreement
 from prmflow.evaluation.bootstrap import (
-    Resampled, intervals, weighted_auroc, weighted_binary_f1, weighted_first_error_f1, weighted_mean,
+    Resampled, intervals, paired_difference, weighted_auroc, weighted_binary_f1, weighted_first_error_f1,
+    weighted_mean,
 )
-from prmflow.evaluation.inputs import load_champion, read_external
+from prmflow.evaluation.inputs import load_champion, problem_key, read_external
 from prmflow.evaluation.metrics import (
     auroc, best_of_n_curve, choose_threshold, expected_calibration_error, first_error_f1, powers_of_two_up_to,
     reliability_bins, roc_points, step_metrics,
@@ -88,7 +89,7 @@ def solution_groups(pairs: list[tuple[dict, float]]) -> list[list[tuple[float, s
     """Per problem, in file order: (solution score, answer, correct, has_final_answer) of each sample."""
     groups: dict[str, list] = defaultdict(list)
     for row, score in pairs:
-        groups[str(row.get("problem_id", row["problem"]))].append(
+        groups[problem_key(row)].append(
             (score, str(row["predicted_answer"]), bool(row["correct"]), has_final_answer(row)))
     return list(groups.values())
 
@@ -174,14 +175,22 @@ def resampled_metrics(rows: list[dict], scores: list[list[float]], params: Evalu
              "first_error_f1": Resampled([str(r["problem_id"]) for r, _ in test], partial(
                  weighted_first_error_f1, [predicted_first_error(s, threshold) for _, s in test],
                  [scored_first_error(r, s) for r, s in test]))}
+    return found | best_of_n_resampled(test, [f"prm_{how}" for how in AGGREGATIONS] + ["majority"])
+
+
+def best_of_n_resampled(pairs: list[tuple[dict, list[float]]], keys: list[str]) -> dict[str, Resampled]:
+    """Best-of-N of each method in `keys` (a best_of_n_table column: prm_<aggregation>, majority, pass_at_1) as a
+    function of resampling weights over problems (one unit per problem): `best_of_n_<key>_at_<N>` for N = 1, 2,
+    4, ... and, at the largest N, `best_of_n_<key>`. With weights of 1 each is best_of_n_table's number."""
     by_problem: dict[str, list] = defaultdict(list)
-    for row, s in test:
-        by_problem[str(row["problem_id"])].append((row, s))
-    tables = [best_of_n_table(pairs) for pairs in by_problem.values()]  # a problem's table stops at its samples
-    sizes = sorted(best_of_n_table(test))
+    for row, s in pairs:
+        by_problem[problem_key(row)].append((row, s))
+    tables = [best_of_n_table(group) for group in by_problem.values()]  # a problem's table stops at its samples
+    sizes = sorted(best_of_n_table(pairs))
+    found = {}
     for n in sizes:
         at_n = [table[max(m for m in table if m <= n)] for table in tables]
-        for key in [f"prm_{how}" for how in AGGREGATIONS] + ["majority"]:
+        for key in keys:
             found[f"best_of_n_{key}_at_{n}"] = Resampled(list(by_problem),
                                                          partial(weighted_mean, [v[key] for v in at_n]))
             if n == sizes[-1]:
@@ -310,14 +319,30 @@ def baseline_metrics(prefix: str, evaluation: Evaluation) -> dict[str, float]:
 
 
 def evaluate_external(fmt: str, rows: list[dict], scores: list[list[float]], threshold: float,
-                      aggregation: str) -> dict[str, float]:
-    """`outcome`: best-of-N and ORM-style AUROC of the aggregated score; `processbench`: first-error F1."""
+                      aggregation: str, samples: int = 0, seed: int = 0) -> dict[str, float]:
+    """`outcome`: best-of-N and ORM-style AUROC of the aggregated score; `processbench`: first-error F1.
+
+    With `samples` > 0, an `outcome` set also gets 95% intervals (bootstrap over its problems, seeded) of
+    best-of-N by N for `aggregation`, majority vote and a random pick (`pass_at_1`: the mean accuracy of the
+    first N candidates), and the paired differences `best_of_n_prm_<aggregation>_minus_<pass_at_1|majority>`
+    at the largest N with theirs: whether the PRM picks better than chance or the vote, beyond resampling noise.
+    """
     pairs = [(row, s) for row, s in zip(rows, scores) if s]
     metrics: dict[str, float] = {"solutions": len(pairs), "unscored_solutions": len(rows) - len(pairs)}
     if fmt == "outcome":
         metrics["solution_auroc"] = auroc([aggregate(s, aggregation) for _, s in pairs],
                                           [bool(r["correct"]) for r, _ in pairs])
-        return metrics | best_of_n_metrics(best_of_n_table(pairs))
+        metrics |= best_of_n_metrics(best_of_n_table(pairs))
+        if not samples or not pairs:
+            return metrics
+        resampled = best_of_n_resampled(pairs, [f"prm_{aggregation}", "majority", "pass_at_1"])
+        metrics |= intervals(resampled, samples, seed)
+        picked = resampled[f"best_of_n_prm_{aggregation}"]
+        for baseline in ("pass_at_1", "majority"):
+            name = f"best_of_n_prm_{aggregation}_minus_{baseline}"
+            metrics[name], metrics[f"{name}_ci_low"], metrics[f"{name}_ci_high"] = paired_difference(
+                picked, resampled[f"best_of_n_{baseline}"], samples, seed)
+        return metrics
     labels = [row["label"] if row["label"] < len(s) else -1 for row, s in pairs]
     return metrics | first_error_f1([predicted_first_error(s, threshold) for _, s in pairs], labels)
 
@@ -408,7 +433,8 @@ def main(params: Params) -> None:
         for spec, ext_rows in externals:
             ext_scores = prm.score_batch([(r["problem"], r["steps"]) for r in ext_rows], e.batch_size)
             externals_metrics[spec["name"]] = evaluate_external(spec["format"], ext_rows, ext_scores,
-                                                                metrics["first_error_threshold"], e.aggregation)
+                                                                metrics["first_error_threshold"], e.aggregation,
+                                                                e.bootstrap_samples, params.base.seed)
             metrics |= {f"external_{spec['name']}_{k}": v for k, v in externals_metrics[spec["name"]].items()}
         plots = reports / "plots"
         prm_eval = evaluations["prm"]

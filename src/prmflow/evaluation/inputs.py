@@ -10,7 +10,8 @@ from prmflow.config import EXTERNAL_FORMATS, Params
 
 
 def read_external(spec: dict) -> list[dict]:
-    """An `evaluate.external` file; every bad record names the file, line and field."""
+    """An `evaluate.external` file (its first `problems` problems when the spec sets it); every bad record names
+    the file, line and field."""
     from prmflow.jsonl import RecordError, read_jsonl
 
     path = Path(spec["path"])
@@ -25,7 +26,15 @@ def read_external(spec: dict) -> list[dict]:
                 isinstance(row["label"], int) and -1 <= row["label"] < len(steps)):
             raise RecordError(f"{path}:{lineno}: label: expected -1 or a step index below {len(steps)}, "
                               f"got {row['label']!r}")
+    if spec.get("problems"):  # the first n problems with every candidate of each: best-of-N groups stay whole
+        kept = set(list(dict.fromkeys(problem_key(row) for row in rows))[: spec["problems"]])
+        rows = [row for row in rows if problem_key(row) in kept]
     return rows
+
+
+def problem_key(row: dict) -> str:
+    """What groups an external file's candidates into problems: `problem_id`, else the problem text."""
+    return str(row.get("problem_id", row["problem"]))
 
 
 def load_champion(params: Params):
