@@ -328,6 +328,10 @@ def test_stage_writes_metrics_plots_summary_and_adds_the_champion_when_there_is_
         assert "ORM: its solution score is P(+) at the last step tag" in summary and "External set `pb`" in summary
         assert f"| trained PRM | {metrics['step_auroc']:.3f} [{metrics['step_auroc_ci_low']:.3f}, " in summary
         assert "95% interval of a bootstrap over the reported problems" in summary
+        gain = metrics["external_bon_best_of_n_prm_min_minus_pass_at_1"]  # the stage passes its bootstrap on
+        assert metrics["external_bon_best_of_n_prm_min_minus_pass_at_1_ci_low"] <= gain
+        assert (f"- best_of_n_prm_min_minus_pass_at_1: {gain:.3f} "
+                f"[{metrics['external_bon_best_of_n_prm_min_minus_pass_at_1_ci_low']:.3f}, ") in summary
         curve = json.loads((reports / "plots" / "best_of_n.json").read_text())
         assert [row["n"] for row in curve] == [1, 2, 3]
         for name in ("roc", "reliability", "best_of_n"):

@@ -26,7 +26,7 @@ GATE_METRICS = ("first_error_f1", "step_auroc", "negative_f1", "step_accuracy", 
                 *(f"best_of_n_prm_{how}" for how in AGGREGATIONS))
 
 DEVICE_PATTERN = r"auto|cpu|cuda(:\d+)?"  # model.device; `auto`: CUDA when present (prmflow.devices)
-DTYPES = ("auto", "float32", "bfloat16", "float16")  # model.dtype; `auto`: bfloat16 on CUDA, float32 on the CPU
+DTYPES = ("auto", "float32", "bfloat16", "float16")  # model.dtype; `auto`: prmflow.devices
 
 # The rule a numeric field's value must pass, named in its metadata ("rule"); "choices" lists legal values.
 POSITIVE, NON_NEGATIVE, FRACTION = "> 0", ">= 0", "in [0, 1]"

@@ -250,8 +250,9 @@ class ModelParams:
     dtype: str = field(
         default="auto",
         metadata={"choices": DTYPES,
-                  "help": "Inference precision, and the mixed-precision type of training: auto (bfloat16 on CUDA, "
-                          "float32 on the CPU), float32, bfloat16 or float16."},
+                  "help": "Inference precision, and the mixed-precision type of training: auto (inference: bfloat16 "
+                          "on CUDA, float32 on the CPU; training: bfloat16 autocast on CUDA and on a CPU with AMX / "
+                          "AVX-512 BF16, else float32), float32, bfloat16 or float16."},
     )
 
     def check(self) -> list[str]:
