@@ -14,8 +14,9 @@ from the last one, and they are deleted once training finishes. Writes `models/p
 (save_pretrained + tokenizer + prm_config.json) and `reports/train.json` (loss, tokens/s, peak
 memory, precision, and the kept/dropped counts of the tokenize stage).
 
-Precision: `model.dtype` through devices.training_placement; `auto` is bfloat16 autocast on CUDA and on a
-CPU with bfloat16 matrix units (AMX / AVX-512 BF16), float32 weights and optimizer state either way.
+Precision: `model.dtype` through devices.training_placement; `auto` is bfloat16 autocast on CUDA, and on a
+CPU with bfloat16 matrix units (AMX / AVX-512 BF16) for a model at least 512 wide (SmolLM2-135M; not the
+builtin model, which autocast slows down); float32 weights and optimizer state either way.
 
     prmflow train_orm         # reads params.yaml: base, model, train, train_orm
 
@@ -105,7 +106,8 @@ def make_trainer(model, tokenizer, fmt: PromptFormat, train_dataset, params: Par
     from transformers import Trainer, TrainerCallback, TrainingArguments
 
     t = params.train
-    device, dtype = training_placement(params.model.device, params.model.dtype)
+    device, dtype = training_placement(params.model.device, params.model.dtype,
+                                       getattr(model.config, "hidden_size", 0))
     if device.startswith("cuda:"):  # the Trainer trains on the current CUDA device
         torch.cuda.set_device(device)
 
