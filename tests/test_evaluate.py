@@ -205,6 +205,17 @@ def test_external_best_of_n_gets_intervals_and_paired_differences_from_a_random_
     assert not any(k.endswith("_ci_low") for k in evaluate_external("outcome", rows, scores, 0.5, "min"))
 
 
+def test_best_of_n_ignores_the_scores_of_problems_whose_candidates_agree(rng):
+    # bench/real_candidates.py --mixed-only scores only mixed problems: the rest cannot change any pick's outcome.
+    rows = [row for i in range(5) for row in candidates(f"m{i}", i % 4)] + [
+        {**row, "correct": True} for row in candidates("right", 0)] + candidates("wrong", None)
+    mixed = [[rng.random()] for _ in range(20)]
+    scored = evaluate_external("outcome", rows, mixed + [[rng.random()] for _ in range(8)], 0.5, "min", 200, 1)
+    constant = evaluate_external("outcome", rows, mixed + [[0.5]] * 8, 0.5, "min", 200, 1)
+    assert {k: v for k, v in scored.items() if k != "solution_auroc"} == {
+        k: v for k, v in constant.items() if k != "solution_auroc"}
+
+
 def test_an_external_file_can_be_cut_to_its_first_problems(tmp_path):
     path = tmp_path / "bon.jsonl"
     path.write_text("".join(json.dumps(row) + "\n" for i in range(5) for row in candidates(f"q{i}", 0)))

@@ -46,14 +46,14 @@ def test_size_flags_replace_the_gsm8k_limits():
 
 def run_short_profile(root: Path, model: dict | None) -> dict:
     """The gsm8k profile on 24 train / 6 test problems and the first 4 QwQ problems (64 candidates) through
-    `dvc repro register`; `model` replaces the profile's model section (None: SmolLM2 as profiled)."""
+    `dvc repro evaluate`; `model` replaces the profile's model section (None: SmolLM2 as profiled)."""
     folder = str(Path(SMOLLM2.origin).parent) if SMOLLM2 else "unused"
     overrides = profile("gsm8k", folder, 24, 6)["params"]
     overrides["evaluate"]["external"][0]["problems"] = 4
     if model is not None:
         overrides |= {"model": model, "train": TINY["train"] | {"save_steps": 0}, "train_orm": TINY["train_orm"]}
     project = make_project(root, overrides)
-    proc = run([str(BIN / "dvc"), "repro", "register"], project, timeout=1800)
+    proc = run([str(BIN / "dvc"), "repro", "evaluate"], project, timeout=1800)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return json.loads((project / "reports" / "metrics.json").read_text())
 
