@@ -105,7 +105,8 @@ def main() -> None:
                           "finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())},
               "model_dir": args.model_dir, "candidates": str(args.candidates), "problems": len(problems),
               "mixed_problems": len(mixed), "scored_solutions": len(scored), "scoring_seconds": seconds,
-              "solutions_per_second": (len(scored) + len(heldout)) / seconds, "heldout_solutions": len(heldout), "metrics": metrics}
+              "solutions_per_second": (len(scored) + len(heldout)) / seconds, "heldout_solutions": len(heldout),
+              "metrics": metrics}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     with open(args.out.with_suffix(".scores.jsonl"), "w") as f:

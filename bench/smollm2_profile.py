@@ -10,10 +10,10 @@ this checkout's dvc.yaml and sources, a fresh git + dvc repo; `--keep DIR` makes
 params.yaml = the defaults with the profile's `params` over them (profiles/<name>.yaml: "{smollm2}" is the
 package folder, a path starting with ../ is read from beside this checkout; `--train-problems` and
 `--test-problems` replace the GSM8K sources' limits, `--external-problems` the external files'). Each of the
-profile's `stages` runs as `dvc repro --single-item STAGE` and is timed; then `mlflow models serve` serves `models:/prm@champion` and
-scores one held-out solution. Last, the default builtin model (the default `model` and `train` sections) is
-trained and evaluated on the same data (`dvc repro evaluate`), for the comparison. Writes
-bench/results/<profile>_profile.json (or `--out`).
+profile's `stages` runs as `dvc repro --single-item STAGE` and is timed; then `mlflow models serve` serves
+`models:/prm@champion` and scores one held-out solution. Last, the default builtin model (the default `model`
+and `train` sections) is trained and evaluated on the same data (`dvc repro evaluate`), for the comparison.
+Writes bench/results/<profile>_profile.json (or `--out`).
 """
 
 from __future__ import annotations

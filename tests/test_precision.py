@@ -12,7 +12,8 @@ from prmflow.devices import (
 )
 from test_train_scale import project, stage_params, tokenize_and_train  # noqa: F401 (fixture)
 
-SAPPHIRE_RAPIDS = "processor\t: 0\nvendor_id\t: GenuineIntel\nflags\t\t: fpu sse2 avx2 avx512f avx512_bf16 amx_bf16 amx_tile\n"
+SAPPHIRE_RAPIDS = ("processor\t: 0\nvendor_id\t: GenuineIntel\n"
+                   "flags\t\t: fpu sse2 avx2 avx512f avx512_bf16 amx_bf16 amx_tile\n")
 SKYLAKE = "processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512bw\n\nprocessor\t: 1\nflags\t\t: fpu amx_bf16\n"
 GRAVITON = "processor\t: 0\nFeatures\t: fp asimd bf16 i8mm\n"
 

@@ -1,7 +1,7 @@
 """Best-of-N: pick one of a problem's N samples by the scorer (against majority vote, a random pick and the
 oracle), and the same as functions of bootstrap weights; and the `evaluate.external` sets scored with it.
 
-    table = best_of_n_table(pairs)        # pairs: (row, step scores) -> {N: {prm_min, ..., majority, pass_at_1, oracle}}
+    table = best_of_n_table(pairs)   # (row, step scores) pairs -> {N: {prm_min, ..., majority, pass_at_1, oracle}}
     metrics = evaluate_external("outcome", rows, scores, threshold, "min", samples=1000, seed=1234)
 
 A row needs `problem` (or `problem_id`), `predicted_answer` and `correct`; the samples of a problem are its rows

@@ -160,6 +160,7 @@ def summary_markdown(evaluations: dict, externals: dict[str, dict], notes: list[
     for name, metrics in externals.items():
         lines += ["", f"External set `{name}`:", ""]
         lines += [f"- {k}: {_estimate(metrics, k) if isinstance(v, float) else v}" for k, v in sorted(metrics.items())
-                  if not re.search(r"(?<!pass)_at_\d+$", k) and not k.endswith(("_ci_low", "_ci_high"))]  # largest N only
+                  if not re.search(r"(?<!pass)_at_\d+$", k)  # by-N rows: the largest N only
+                  and not k.endswith(("_ci_low", "_ci_high"))]
     lines += ["", *[f"- {note}" for note in notes], ""]
     return "\n".join(lines)
