@@ -7,8 +7,8 @@ One temporary project (bench/pipeline_stages.py's make_project) per base: SmolLM
 GGUF; profiles/gsm8k.yaml's params) on the first `--problems` GSM8K train problems, and the builtin model (the
 default params) on `--toy-problems` generated problems; both labeled by the simulated policy and tokenized once.
 Then each variant runs `prmflow train` in its own process (so the peak resident set is its own) with
-`model.dtype: float32` or `auto` (bfloat16 autocast where this CPU has AMX / AVX-512 BF16; the report's
-`precision` says what ran), and its saved PRM scores the held-out rollouts in float32 (step AUROC over every
+`model.dtype: float32` or `bfloat16` (autocast over float32 weights, what `auto` picks for SmolLM2 on a CPU with
+AMX / AVX-512 BF16; the report's `precision` says what ran), and its saved PRM scores the held-out rollouts in float32 (step AUROC over every
 held-out step against the MC labels). Step time = training seconds / optimizer steps, the same batches in
 every variant (same seed, same data order).
 """
@@ -29,9 +29,11 @@ from pipeline_stages import BIN, ROOT, make_project, timed
 from smollm2_profile import profile, smollm2_folder, with_overrides
 
 # (name, base, precision, train overrides); the base's data is made once.
-VARIANTS = [("smollm2_full_float32", "smollm2", "float32", {}), ("smollm2_full_bf16", "smollm2", "auto", {}),
-            ("smollm2_lora_bf16", "smollm2", "auto", {"lora_r": 8, "learning_rate": 5e-4}),
-            ("builtin_float32", "builtin", "float32", {}), ("builtin_bf16", "builtin", "auto", {})]
+# `bfloat16` trains in autocast over float32 weights (build_model loads float32): what `auto` picks for a wide
+# model on a CPU with bfloat16 units, forced here for the builtin model too.
+VARIANTS = [("smollm2_full_float32", "smollm2", "float32", {}), ("smollm2_full_bf16", "smollm2", "bfloat16", {}),
+            ("smollm2_lora_bf16", "smollm2", "bfloat16", {"lora_r": 8, "learning_rate": 5e-4}),
+            ("builtin_float32", "builtin", "float32", {}), ("builtin_bf16", "builtin", "bfloat16", {})]
 
 
 def base_params(base: str, args) -> dict:
