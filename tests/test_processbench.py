@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from prmflow.evaluation.evaluate import evaluate_external, processbench_verdict
+from prmflow.evaluation.best_of_n import evaluate_external, processbench_verdict
 from prmflow.evaluation.inputs import read_external
 from prmflow.jsonl import RecordError
 

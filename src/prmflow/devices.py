@@ -6,14 +6,22 @@
 `model.device` / `model.dtype` (params.yaml) name them for the stages; the public reward-model classes
 take the same strings; the served model stores them in its config and reads PRMFLOW_DEVICE /
 PRMFLOW_DTYPE over them at load time, so a model trained on a GPU serves on a CPU and back.
-`auto` means CUDA + bfloat16 when a GPU is present, else CPU + float32 (CPUs are slow at half
-precision, and bfloat16 keeps float32's range, so no loss scaling is needed).
+`auto` means CUDA + bfloat16 when a GPU is present, else CPU + float32 for loading a model (inference:
+float32 keeps candidates' scores apart, where bfloat16's 8-bit mantissa would tie many of them).
+
+Training precision is resolved apart (`training_placement`): its `auto` on a CPU with bfloat16 matrix units
+(AMX or AVX-512 BF16, read from /proc/cpuinfo) is bfloat16 *autocast* for a model at least BF16_CPU_MIN_HIDDEN
+wide: the weights and optimizer state stay float32, the matrix products run in bfloat16 (SmolLM2-135M, width
+576: 1.25-2x faster per step, BENCHMARKS.md). bfloat16 keeps float32's range, so no loss scaling is needed.
+Narrower models and CPUs without those units train in float32: the builtin model (width 64) measured 1.7x
+slower per step and 2.4x the peak memory under autocast, whose casts cost more than its small products gain.
 """
 
 from __future__ import annotations
 
 import os
 import re
+from pathlib import Path
 
 from prmflow.param_rules import DEVICE_PATTERN, DTYPES
 
@@ -43,6 +51,53 @@ def resolve_placement(device: str = "auto", dtype: str = "auto", source: str = "
     if dtype == "auto":
         dtype = "bfloat16" if device.startswith("cuda") else "float32"
     return device, getattr(torch, dtype)
+
+
+# /proc/cpuinfo flags of the units that run bfloat16 matrix products natively (Intel AMX, AVX-512 BF16; AMD
+# Zen 4+ reports avx512_bf16 too).
+BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")
+# The narrowest model (hidden size) that `auto` trains in bfloat16 autocast on such a CPU: measured faster at 576
+# (SmolLM2-135M), slower at 64 (the builtin model); widths between were not measured (BENCHMARKS.md).
+BF16_CPU_MIN_HIDDEN = 512
+
+
+def cpu_flags(cpuinfo: str) -> set[str]:
+    """The feature flags of the first processor in /proc/cpuinfo's text (x86 `flags`, ARM `Features`)."""
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):
+            return set(value.split())
+    return set()
+
+
+def cpu_has_bf16(flags: set[str]) -> bool:
+    """Whether these CPU flags include native bfloat16 matrix units (BF16_CPU_FLAGS)."""
+    return any(flag in flags for flag in BF16_CPU_FLAGS)
+
+
+def this_cpu_has_bf16() -> bool:
+    """cpu_has_bf16 for this machine (False where /proc/cpuinfo cannot be read: not Linux)."""
+    try:
+        return cpu_has_bf16(cpu_flags(Path("/proc/cpuinfo").read_text()))
+    except OSError:
+        return False
+
+
+def training_placement(device: str = "auto", dtype: str = "auto", hidden_size: int = 0,
+                       bf16_cpu: bool | None = None, source: str = "model") -> tuple[str, object]:
+    """(torch device string, mixed-precision dtype) of training a model `hidden_size` wide: resolve_placement,
+    except that `auto` on a CPU is bfloat16 (autocast over float32 weights) for a model at least
+    BF16_CPU_MIN_HIDDEN wide where `bf16_cpu` (default: this_cpu_has_bf16()) holds.
+
+    Raises ValueError as resolve_placement.
+    """
+    import torch
+
+    where, precision = resolve_placement(device, dtype, source)
+    if dtype == "auto" and where == "cpu" and hidden_size >= BF16_CPU_MIN_HIDDEN and (
+            this_cpu_has_bf16() if bf16_cpu is None else bf16_cpu):
+        precision = torch.bfloat16
+    return where, precision
 
 
 def placement_from_env(device: str, dtype: str) -> tuple[str, str]:

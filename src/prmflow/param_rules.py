@@ -18,7 +18,7 @@ EXTERNAL_FORMATS = {  # evaluate.external formats and the fields each record nee
     "outcome": ("problem", "steps", "predicted_answer", "correct"),  # final-answer correctness only
     "processbench": ("problem", "steps", "label"),                    # label: first error index or -1
 }
-EXTERNAL_KEYS = ("name", "path", "format")
+EXTERNAL_KEYS = ("name", "path", "format", "problems")  # problems: the first n problems only
 PRM_FORMATS = ("prmflow", "trl", "math_shepherd", "chat", "zero_shot")  # model/public_prms.py reads each
 SCORER_KEYS = ("name", "path", "format")  # evaluate.scorers entries; format may be left out (detected)
 BUILTIN_SCORERS = ("prm", "orm", "zero_shot", "champion", "combined", "combined_validated", "majority",  # evaluate's
@@ -28,7 +28,7 @@ GATE_METRICS = ("first_error_f1", "step_auroc", "negative_f1", "step_accuracy", 
                 *(f"best_of_n_prm_{how}" for how in AGGREGATIONS))
 
 DEVICE_PATTERN = r"auto|cpu|cuda(:\d+)?"  # model.device; `auto`: CUDA when present (prmflow.devices)
-DTYPES = ("auto", "float32", "bfloat16", "float16")  # model.dtype; `auto`: bfloat16 on CUDA, float32 on the CPU
+DTYPES = ("auto", "float32", "bfloat16", "float16")  # model.dtype; `auto`: prmflow.devices
 
 # The rule a numeric field's value must pass, named in its metadata ("rule"); "choices" lists legal values.
 POSITIVE, NON_NEGATIVE, FRACTION = "> 0", ">= 0", "in [0, 1]"

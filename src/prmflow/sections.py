@@ -252,8 +252,9 @@ class ModelParams:
     dtype: str = field(
         default="auto",
         metadata={"choices": DTYPES,
-                  "help": "Inference precision, and the mixed-precision type of training: auto (bfloat16 on CUDA, "
-                          "float32 on the CPU), float32, bfloat16 or float16."},
+                  "help": "Inference precision, and the mixed-precision type of training: auto (inference: bfloat16 "
+                          "on CUDA, float32 on the CPU; training: bfloat16 autocast on CUDA and on a CPU with AMX / "
+                          "AVX-512 BF16, else float32), float32, bfloat16 or float16."},
     )
 
     def check(self) -> list[str]:
@@ -358,8 +359,9 @@ class EvaluateParams:
     external: list[dict] = field(
         default_factory=list,
         metadata={"help": "Extra held-out files, each reported as its own section: {name, path, format: "
-                          "outcome (problem, steps, correct; best-of-N) | processbench (problem, steps, "
-                          "label = first error or -1)}."},
+                          "outcome (problem, steps, correct; best-of-N against majority vote and a random pick, "
+                          "with intervals) | processbench (problem, steps, label = first error or -1), and "
+                          "optionally problems: n (the first n problems of the file only)}."},
     )
     scorers: list[dict] = field(default_factory=list, metadata={
         "help": "Other PRM checkpoints scored beside the trained one, in the same comparison: {name, path: a model "
@@ -369,7 +371,12 @@ class EvaluateParams:
     def check(self) -> list[str]:
         problems = unmet([(self.validation_fraction < 1, f"validation_fraction: must be below 1 (some problems "
                                                           f"must be left to report), got {self.validation_fraction}")])
-        problems += spec_problems("external", self.external, EXTERNAL_KEYS, EXTERNAL_KEYS, EXTERNAL_FORMATS)
+        problems += spec_problems("external", self.external, EXTERNAL_KEYS, ("name", "path", "format"),
+                                  EXTERNAL_FORMATS)
+        problems += [f"external[{i}].problems: expected a positive integer, got {spec['problems']!r}"
+                     for i, spec in enumerate(self.external) if "problems" in spec
+                     and not (isinstance(spec["problems"], int) and not isinstance(spec["problems"], bool)
+                              and spec["problems"] > 0)]
         problems += spec_problems("scorers", self.scorers, SCORER_KEYS, ("name", "path"), PRM_FORMATS)
         names = [spec.get("name") for spec in self.scorers]
         return problems + [f"scorers[{i}].name: {n!r} must be letters, digits and underscores, and not a built-in "

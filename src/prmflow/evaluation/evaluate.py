@@ -31,13 +31,15 @@ to MLflow.
 from __future__ import annotations
 
 import hashlib
-from collections import defaultdict
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
 from prmflow.config import CombineParams, EvaluateParams, Params
 from prmflow.data.answers import answer_agreement
+from prmflow.evaluation.best_of_n import (
+    best_of_n_metrics, best_of_n_resampled, best_of_n_table, evaluate_external, has_final_answer, solution_groups,
+)
 from prmflow.evaluation.bootstrap import (
     Resampled, intervals, weighted_auroc, weighted_binary_f1, weighted_first_error_f1, weighted_mean,
 )
@@ -46,7 +48,6 @@ from prmflow.evaluation.metrics import (
     auroc, best_of_n_curve, choose_threshold, expected_calibration_error, first_error_f1, powers_of_two_up_to,
     reliability_bins, roc_points, step_metrics,
 )
-from prmflow.labeling.policy import NO_ANSWER
 from prmflow.model.aggregation import AGGREGATIONS, aggregate, combine, predicted_first_error
 
 # Process weights tried for the validated combined score (outcome weight = 1 - w), coarse on purpose:
@@ -76,48 +77,6 @@ def in_validation(problem_id: str, fraction: float) -> bool:
 def scored_first_error(row: dict, scores: list[float]) -> int:
     """The labeled first error, or -1 when it lies in steps the model could not score."""
     return row["first_error"] if row["first_error"] < len(scores) else -1
-
-
-def has_final_answer(row: dict) -> bool:
-    """Whether the rollout stated a final answer: the policy's extracted answer (labeling; for language-model
-    policies `extract_final_answer`, as serving's `has_final_answer`) is neither empty nor NO_ANSWER."""
-    return str(row["predicted_answer"]).strip() not in ("", NO_ANSWER)
-
-
-def solution_groups(pairs: list[tuple[dict, float]]) -> list[list[tuple[float, str, bool, bool]]]:
-    """Per problem, in file order: (solution score, answer, correct, has_final_answer) of each sample."""
-    groups: dict[str, list] = defaultdict(list)
-    for row, score in pairs:
-        groups[str(row.get("problem_id", row["problem"]))].append(
-            (score, str(row["predicted_answer"]), bool(row["correct"]), has_final_answer(row)))
-    return list(groups.values())
-
-
-def best_of_n_groups(pairs: list[tuple[dict, list[float]]], how: str) -> list[list[tuple[float, str, bool, bool]]]:
-    """`solution_groups` with each solution scored by aggregating its step scores."""
-    return solution_groups([(row, aggregate(scores, how)) for row, scores in pairs])
-
-
-def best_of_n_table(pairs: list[tuple[dict, list[float]]]) -> dict[int, dict[str, float]]:
-    """{N: {prm_<aggregation>, majority, pass_at_1, oracle}} for N = 1, 2, 4, ... up to the largest group."""
-    per_how = {how: best_of_n_groups(pairs, how) for how in AGGREGATIONS}
-    largest = max((len(g) for g in per_how["min"]), default=0)
-    table: dict[int, dict[str, float]] = defaultdict(dict)
-    for how, groups in per_how.items():
-        for n, result in best_of_n_curve(groups, powers_of_two_up_to(largest)).items():
-            table[n][f"prm_{how}"] = result["prm"]
-            table[n] |= {k: v for k, v in result.items() if k != "prm"}
-    return dict(table)
-
-
-def best_of_n_metrics(table: dict[int, dict[str, float]]) -> dict[str, float]:
-    """Each method at every N (`..._at_N`) and, under the plain names, at the largest N."""
-    if not table:
-        return {"best_of_n_n": 0}
-    largest = max(table)
-    metrics = {f"best_of_n_{k}_at_{n}": v for n, row in table.items() for k, v in row.items() if k != "pass_at_1"}
-    metrics |= {f"best_of_n_{k}": v for k, v in table[largest].items()}
-    return metrics | {"best_of_n_n": largest}
 
 
 def reported_part(rows: list[dict], scores: list[list[float]], params: EvaluateParams) -> tuple[list, list, float,
@@ -174,19 +133,7 @@ def resampled_metrics(rows: list[dict], scores: list[list[float]], params: Evalu
              "first_error_f1": Resampled([str(r["problem_id"]) for r, _ in test], partial(
                  weighted_first_error_f1, [predicted_first_error(s, threshold) for _, s in test],
                  [scored_first_error(r, s) for r, s in test]))}
-    by_problem: dict[str, list] = defaultdict(list)
-    for row, s in test:
-        by_problem[str(row["problem_id"])].append((row, s))
-    tables = [best_of_n_table(pairs) for pairs in by_problem.values()]  # a problem's table stops at its samples
-    sizes = sorted(best_of_n_table(test))
-    for n in sizes:
-        at_n = [table[max(m for m in table if m <= n)] for table in tables]
-        for key in [f"prm_{how}" for how in AGGREGATIONS] + ["majority"]:
-            found[f"best_of_n_{key}_at_{n}"] = Resampled(list(by_problem),
-                                                         partial(weighted_mean, [v[key] for v in at_n]))
-            if n == sizes[-1]:
-                found[f"best_of_n_{key}"] = found[f"best_of_n_{key}_at_{n}"]
-    return found
+    return found | best_of_n_resampled(test, [f"prm_{how}" for how in AGGREGATIONS] + ["majority"])
 
 
 def headline_resampled(rows: list[dict], scores: list[list[float]], params: EvaluateParams) -> dict[str, Resampled]:
@@ -309,32 +256,6 @@ def baseline_metrics(prefix: str, evaluation: Evaluation) -> dict[str, float]:
     return {f"{prefix}_{k}": v for k, v in evaluation.metrics.items() if not k.startswith(SCORER_FREE)}
 
 
-def processbench_verdict(label: int, steps: int, scores: list[float], threshold: float) -> int | None:
-    """The model's first-error verdict on a ProcessBench solution of `steps` steps labeled `label` (first error
-    or -1), or None where it gave none: it found no error in the steps it scored, but did not score the steps
-    that verdict is about (the labeled error step, or for a correct solution every step). None counts as wrong:
-    a context that ends before the error must not be credited with a right "no error"."""
-    verdict = predicted_first_error(scores, threshold)
-    needed = label + 1 if label >= 0 else steps
-    return None if verdict == -1 and len(scores) < needed else verdict
-
-
-def evaluate_external(fmt: str, rows: list[dict], scores: list[list[float]], threshold: float,
-                      aggregation: str) -> dict[str, float]:
-    """`outcome`: best-of-N and ORM-style AUROC of the aggregated score over the scored solutions;
-    `processbench`: first-error F1 over every solution, those the model gave no verdict on counted wrong
-    (`unjudged_solutions` says how many)."""
-    pairs = [(row, s) for row, s in zip(rows, scores) if s]
-    metrics: dict[str, float] = {"unscored_solutions": len(rows) - len(pairs)}
-    if fmt == "outcome":
-        metrics |= {"solutions": len(pairs), "solution_auroc": auroc([aggregate(s, aggregation) for _, s in pairs],
-                                                                     [bool(r["correct"]) for r, _ in pairs])}
-        return metrics | best_of_n_metrics(best_of_n_table(pairs))
-    verdicts = [processbench_verdict(row["label"], len(row["steps"]), s, threshold) for row, s in zip(rows, scores)]
-    metrics |= {"solutions": len(rows), "unjudged_solutions": verdicts.count(None)}
-    return metrics | first_error_f1(verdicts, [row["label"] for row in rows])
-
-
 def main(params: Params) -> None:
     import time
 
@@ -421,7 +342,8 @@ def main(params: Params) -> None:
         for spec, ext_rows in externals:
             ext_scores = prm.score_batch([(r["problem"], r["steps"]) for r in ext_rows], e.batch_size)
             externals_metrics[spec["name"]] = evaluate_external(spec["format"], ext_rows, ext_scores,
-                                                                metrics["first_error_threshold"], e.aggregation)
+                                                                metrics["first_error_threshold"], e.aggregation,
+                                                                e.bootstrap_samples, params.base.seed)
             metrics |= {f"external_{spec['name']}_{k}": v for k, v in externals_metrics[spec["name"]].items()}
         plots = reports / "plots"
         prm_eval = evaluations["prm"]

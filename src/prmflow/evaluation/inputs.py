@@ -39,7 +39,8 @@ def external_records(path: Path, required: tuple[str, ...]) -> list[tuple[str, d
 
 
 def read_external(spec: dict) -> list[dict]:
-    """An `evaluate.external` file (external_records); every bad record names the file, record and field."""
+    """An `evaluate.external` file (external_records; its first `problems` problems when the spec sets it); every
+    bad record names the file, record and field."""
     from prmflow.jsonl import RecordError
 
     path = Path(spec["path"])
@@ -54,7 +55,16 @@ def read_external(spec: dict) -> list[dict]:
         if spec["format"] == "processbench" and not (
                 isinstance(label, int) and not isinstance(label, bool) and -1 <= label < len(steps)):
             raise RecordError(f"{where}: label: expected -1 or a step index below {len(steps)}, got {label!r}")
-    return [row for _, row in records]
+    rows = [row for _, row in records]
+    if spec.get("problems"):  # the first n problems with every candidate of each: best-of-N groups stay whole
+        kept = set(list(dict.fromkeys(problem_key(row) for row in rows))[: spec["problems"]])
+        rows = [row for row in rows if problem_key(row) in kept]
+    return rows
+
+
+def problem_key(row: dict) -> str:
+    """What groups an external file's candidates into problems: `problem_id`, else the problem text."""
+    return str(row.get("problem_id", row["problem"]))
 
 
 def load_champion(params: Params):

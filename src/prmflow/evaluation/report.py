@@ -7,6 +7,8 @@ scorer, best-of-N accuracy against N per aggregation beside majority vote, pass@
 
 from __future__ import annotations
 
+import re
+
 from pathlib import Path
 
 from prmflow.model.aggregation import AGGREGATIONS
@@ -175,7 +177,8 @@ def summary_markdown(evaluations: dict, externals: dict[str, dict], notes: list[
                        f"| {_cell(row['oracle'])} |")
     for name, metrics in externals.items():
         lines += ["", f"External set `{name}`:", ""]
-        lines += [f"- {k}: {_cell(v) if isinstance(v, float) else v}" for k, v in sorted(metrics.items())
-                  if "_at_" not in k]
+        lines += [f"- {k}: {_estimate(metrics, k) if isinstance(v, float) else v}" for k, v in sorted(metrics.items())
+                  if not re.search(r"(?<!pass)_at_\d+$", k)  # by-N rows: the largest N only
+                  and not k.endswith(("_ci_low", "_ci_high"))]
     lines += ["", *[f"- {note}" for note in notes], ""]
     return "\n".join(lines)

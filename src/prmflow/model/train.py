@@ -14,7 +14,11 @@ from the last complete one (a kill during a save leaves a partial folder, which 
 they are deleted once training finishes. `train_loss` is the mean loss over every step of the
 run, the steps before a resume included (the Trainer's own covers only the steps after it). Writes `models/prm/`
 (save_pretrained + tokenizer + prm_config.json) and `reports/train.json` (loss, tokens/s, peak
-memory, and the kept/dropped counts of the tokenize stage).
+memory, precision, and the kept/dropped counts of the tokenize stage).
+
+Precision: `model.dtype` through devices.training_placement; `auto` is bfloat16 autocast on CUDA, and on a
+CPU with bfloat16 matrix units (AMX / AVX-512 BF16) for a model at least 512 wide (SmolLM2-135M; not the
+builtin model, which autocast slows down); float32 weights and optimizer state either way.
 
     prmflow train_orm         # reads params.yaml: base, model, train, train_orm
 
@@ -40,7 +44,7 @@ from pathlib import Path
 import torch
 
 from prmflow.config import Params, TrainParams
-from prmflow.devices import resolve_placement
+from prmflow.devices import training_placement
 from prmflow.model.modeling import pad_batch, step_loss, step_tag_logits
 from prmflow.model.tokenization import COUNTS_FILE, PromptFormat
 
@@ -127,7 +131,8 @@ def make_trainer(model, tokenizer, fmt: PromptFormat, train_dataset, params: Par
     from prmflow.model.progress import with_progress
 
     t = params.train
-    device, dtype = resolve_placement(params.model.device, params.model.dtype)
+    device, dtype = training_placement(params.model.device, params.model.dtype,
+                                       getattr(model.config, "hidden_size", 0))
     if device.startswith("cuda:"):  # the Trainer trains on the current CUDA device
         torch.cuda.set_device(device)
 
@@ -215,6 +220,11 @@ def resume_checkpoint(checkpoints: Path, stamp: dict) -> str | None:
     return None
 
 
+def precision_name(args) -> str:
+    """How the Trainer computes: "bfloat16 autocast" / "float16 autocast" (float32 weights), or "float32"."""
+    return "bfloat16 autocast" if args.bf16 else "float16 autocast" if args.fp16 else "float32"
+
+
 def peak_memory_mb() -> float:
     """Peak GPU memory allocated, or on CPU the process's peak resident set size (Linux: KiB)."""
     if torch.cuda.is_available():
@@ -281,6 +291,7 @@ def train_stage(params: Params, callbacks: tuple = (), kind: str = "process") ->
         "tokens_per_second": tokens / seconds,
         "peak_memory_mb": peak_memory_mb(),
         "processes": processes,
+        "precision": precision_name(trainer.args),
         "parameters": sum(p.numel() for p in model.parameters()),
         "examples": len(train_set),
         "target": target,
