@@ -21,16 +21,16 @@ pytest.importorskip("ray")  # installed by the dev extra; a user's install witho
 SEED = 3
 PARAMS = LabelParams(trajectories_per_problem=2, completions_per_step=4, method="binary_search")
 
+# Heavier labeling (~50 ms a problem here), so that the kills land mid-run.
+KILL_PARAMS = {"trajectories_per_problem": 4, "completions_per_step": 16, "method": "mc"}
 # The label stage's labeling of one split on 2 Ray workers, resumable through argv[2]; prints its progress.
-DRIVER = """
+DRIVER = f"""
 import json, sys
 from pathlib import Path
 from prmflow.config import LabelParams
 from prmflow.labeling.label import label_split
 problems = [json.loads(line) for line in open(sys.argv[1])]
-params = LabelParams(trajectories_per_problem=2, completions_per_step=4, method="binary_search", workers=2,
-                     chunk_problems=int(sys.argv[3]))
-label_split(problems, params, 3, Path(sys.argv[2]))
+label_split(problems, LabelParams(**{KILL_PARAMS}, workers=2, chunk_problems=5), 3, Path(sys.argv[2]))
 """
 
 
@@ -68,11 +68,11 @@ def _worker_pids(log) -> list[int]:
 
 
 def test_killing_a_ray_worker_then_the_driver_loses_and_doubles_nothing(tmp_path):
-    problems = _problems(600)
+    problems = _problems(400)
     source, partial, log = tmp_path / "problems.jsonl", tmp_path / ".label_partial" / "train.jsonl", tmp_path / "log"
     source.write_text("".join(json.dumps(p) + "\n" for p in problems))
     with log.open("w") as out:  # its own session: Ray's processes go with it when the group is killed
-        driver = subprocess.Popen([sys.executable, "-c", DRIVER, str(source), str(partial), "5"], stdout=out,
+        driver = subprocess.Popen([sys.executable, "-c", DRIVER, str(source), str(partial)], stdout=out,
                                   stderr=subprocess.STDOUT, start_new_session=True,
                                   env={**os.environ, "OMP_NUM_THREADS": "1"})
     try:
@@ -99,8 +99,9 @@ def test_killing_a_ray_worker_then_the_driver_loses_and_doubles_nothing(tmp_path
     done_before = len(_lines(partial))
     assert killed_at + 40 <= done_before < len(problems)
 
-    resumed = label_split(problems, PARAMS, SEED, partial)  # resumed in one process: the same labels
-    uninterrupted = label_split(problems, PARAMS, SEED)
+    params = LabelParams(**KILL_PARAMS)
+    resumed = label_split(problems, params, SEED, partial)  # resumed in one process: the same labels
+    uninterrupted = label_split(problems, params, SEED)
     assert _written(resumed, tmp_path / "resumed.jsonl") == _written(uninterrupted, tmp_path / "one.jsonl")
     ids = [json.loads(line)["problem_id"] for line in _lines(partial)]
     assert sorted(ids) == sorted(p["id"] for p in problems) and len(ids) == len(set(ids))  # once each
