@@ -26,7 +26,7 @@ pytestmark = needs_vllm
 
 GSM8K = REPO.parent / "shared" / "data" / "gsm8k"
 SHAPE = {"hidden_size": 128, "intermediate_size": 256, "num_hidden_layers": 2, "num_attention_heads": 4,
-         "num_key_value_heads": 4, "max_position_embeddings": 1024}
+         "num_key_value_heads": 4, "head_dim": 32, "max_position_embeddings": 1024}
 
 
 def gsm8k(split: str, count: int) -> list[dict]:
