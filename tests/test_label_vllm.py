@@ -103,5 +103,7 @@ def test_the_server_sees_the_configured_requests_in_flight_across_problems(endpo
         stop.set()
         watcher.join()
     assert peak[0] == 8  # never more than label.concurrency, and that many reached
+    # ... which no single trajectory asked for: one problem at a time, as before, would have stayed below 8
+    assert max(2 * (len(row["steps"]) - 1) for r in results for row in r.rows) < 8
     assert [r.problem_id for r in results] == [p["id"] for p in problems]
     assert sum(r.policy_calls for r in results) >= 24
