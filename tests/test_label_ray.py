@@ -105,3 +105,15 @@ def test_killing_a_ray_worker_then_the_driver_loses_and_doubles_nothing(tmp_path
     assert _written(resumed, tmp_path / "resumed.jsonl") == _written(uninterrupted, tmp_path / "one.jsonl")
     ids = [json.loads(line)["problem_id"] for line in _lines(partial)]
     assert sorted(ids) == sorted(p["id"] for p in problems) and len(ids) == len(set(ids))  # once each
+
+
+def test_a_failure_on_a_worker_names_the_worker_and_the_problem():
+    from prmflow.serving.model_server import free_port
+
+    problems = _problems(6)
+    params = LabelParams(policy="openai", endpoint=f"http://127.0.0.1:{free_port()}/v1", max_retries=0,
+                         workers=2, chunk_problems=3)  # nothing listens at the endpoint
+    with pytest.raises(RuntimeError, match=r"Ray worker [01] \(\S+ pid \d+\) failed on the chunk from problem "
+                                           r"\S+: EndpointError\('label.endpoint http://127.0.0.1:\d+/v1/completions: "
+                                           r"no completion after 1 attempts"):
+        label_split(problems, params, SEED)

@@ -62,6 +62,16 @@ def _start_ray(params: LabelParams) -> bool:
     return True
 
 
+def _where(ray, worker, index: int) -> str:
+    """The worker's host and pid, once it has built its policy; a policy that fails to build fails here, named."""
+    from ray.exceptions import RayActorError
+
+    try:
+        return ray.get(worker.where.remote())
+    except RayActorError as error:
+        raise RuntimeError(f"label: Ray worker {index} could not start: {error}") from error
+
+
 def label_on_ray(problems: list[dict], params: LabelParams, seed: int,
                  placement: tuple[str, str] = ("auto", "auto")) -> Iterator[ProblemLabels]:
     """Each problem's labels as its chunk comes back from a worker (not in input order).
@@ -78,7 +88,7 @@ def label_on_ray(problems: list[dict], params: LabelParams, seed: int,
     chunks = [problems[i:i + size] for i in range(0, len(problems), size)]
     queue = list(reversed(chunks))  # popped from the end: first chunks first
     workers = [actor.remote(params, seed, placement) for _ in range(min(params.workers, len(chunks)))]
-    where = [ray.get(w.where.remote()) for w in workers]
+    where = [_where(ray, w, i) for i, w in enumerate(workers)]
     print(f"label: {len(workers)} Ray workers: " + ", ".join(f"{i} ({w})" for i, w in enumerate(where)), flush=True)
     pending: dict = {}  # ObjectRef -> (worker index, chunk)
     restarts = 0
@@ -108,7 +118,7 @@ def label_on_ray(problems: list[dict], params: LabelParams, seed: int,
                     del pending[other]
                 queue.extend(reversed(lost))
                 workers[index] = actor.remote(params, seed, placement)
-                where[index] = ray.get(workers[index].where.remote())
+                where[index] = _where(ray, workers[index], index)
                 print(f"label: Ray worker {index} is now {where[index]}", flush=True)
             except RayTaskError as error:
                 raise RuntimeError(f"label: Ray worker {index} ({where[index]}) failed on the chunk from problem "
