@@ -52,6 +52,10 @@ def smollm2_checkpoint(directory: Path) -> dict:
     model = AutoModelForCausalLM.from_config(loaded.config, dtype=torch.bfloat16)
     model.load_state_dict(loaded.state_dict())
     model.save_pretrained(directory)
+    # The config still says the weights are GGUF-quantized, which vLLM then refuses: they are plain bf16 now.
+    config_file = directory / "config.json"
+    config_file.write_text(json.dumps({k: v for k, v in json.loads(config_file.read_text()).items()
+                                       if k != "quantization_config"}, indent=2))
     AutoTokenizer.from_pretrained(folder, gguf_file=GGUF_FILE).save_pretrained(directory)
     return {"name": "SmolLM2-135M-Instruct (GGUF Q4_1, dequantized)", "dtype": "bfloat16",
             "parameters": sum(p.numel() for p in model.parameters())}

@@ -139,3 +139,11 @@ def test_a_partial_file_made_by_other_labeling_code_is_not_resumed_and_the_stage
     rows = [json.loads(line) for line in (project / "data" / "rollouts" / "train.jsonl").read_text().splitlines()]
     assert {r["policy"] for r in rows} == {"simulated"} and len(rows) == 24
     assert not stale.exists() and other_inputs.exists()
+
+
+def test_without_a_terminal_the_labeling_logs_problems_done_and_the_cost_so_far(capsys):
+    problems = build_splits(IngestParams(num_train=5, num_test=1), seed=5).splits["train"]
+    results = label_split(problems, PARAMS, SEED)
+    calls = sum(r.policy_calls for r in results)
+    out = capsys.readouterr().out  # captured: no terminal, so no bar; the log line at the end
+    assert f"label (mc, simulated): 5/5 problems, completions {calls}, completions/s " in out
