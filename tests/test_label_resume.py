@@ -147,3 +147,18 @@ def test_without_a_terminal_the_labeling_logs_problems_done_and_the_cost_so_far(
     calls = sum(r.policy_calls for r in results)
     out = capsys.readouterr().out  # captured: no terminal, so no bar; the log line at the end
     assert f"label (mc, simulated): 5/5 problems, completions {calls}, completions/s " in out
+
+
+def test_the_resume_key_ignores_how_the_work_runs_but_not_what_the_labels_rest_on(tmp_path):
+    import dataclasses
+
+    from prmflow.labeling.label import partial_path
+
+    source = tmp_path / "train.jsonl"
+    source.write_text('{"id": "p1"}\n')
+    key = partial_path(tmp_path, "train", PARAMS, SEED, source)
+    for change in ({"workers": 8, "chunk_problems": 4}, {"concurrency": 64, "max_retries": 9}):
+        assert partial_path(tmp_path, "train", dataclasses.replace(PARAMS, **change), SEED, source) == key
+    for change in ({"completions_per_step": 5}, {"method": "binary_search"}, {"endpoint": "http://other/v1"}):
+        assert partial_path(tmp_path, "train", dataclasses.replace(PARAMS, **change), SEED, source) != key
+    assert partial_path(tmp_path, "train", PARAMS, SEED + 1, source) != key

@@ -44,6 +44,10 @@ LABELING_CODE = ("data/answers.py", "data/calc.py", "data/contract.py", "devices
                  "labeling/openai_policy.py", "labeling/policies.py", "labeling/policy.py", "labeling/simulated.py",
                  "labeling/step_labels.py")
 
+# `label` params that change how the work runs, not the labels: a run resumes across them.
+EXECUTION_FIELDS = ("workers", "ray_address", "worker_gpus", "chunk_problems", "concurrency", "request_timeout_s",
+                    "max_retries", "retry_backoff_s", "compare_methods_on")
+
 
 def label_problems(problems: list[dict], params: LabelParams, seed: int) -> list[dict]:
     return [row for result in label_split(problems, params, seed) for row in result.rows]
@@ -151,10 +155,12 @@ def code_key(package: Path = Path(__file__).resolve().parents[1]) -> str:
 
 
 def partial_path(data_dir: Path, split: str, params: LabelParams, seed: int, problems_file: Path) -> Path:
-    """data/.label_partial/<split>-<inputs>-<code>.jsonl: keyed by everything the labels depend on (params, seed,
-    input file, labeling code), so a partial file is never reused for other inputs or by other code."""
+    """data/.label_partial/<split>-<inputs>-<code>.jsonl: keyed by everything the labels depend on (params but
+    EXECUTION_FIELDS, seed, input file, labeling code), so a partial file is never reused for other inputs or by
+    other code, and a run killed on 8 Ray workers resumes on 2, or in one process."""
     key = hashlib.sha256()
-    key.update(json.dumps({"label": dataclasses.asdict(params), "seed": seed}, sort_keys=True).encode())
+    labels_rest_on = {k: v for k, v in dataclasses.asdict(params).items() if k not in EXECUTION_FIELDS}
+    key.update(json.dumps({"label": labels_rest_on, "seed": seed}, sort_keys=True).encode())
     key.update(problems_file.read_bytes())
     return data_dir / ".label_partial" / f"{split}-{key.hexdigest()[:16]}-{code_key()}.jsonl"
 
