@@ -135,6 +135,8 @@ def main() -> None:
     for key, value in {"HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}.items():
         os.environ.setdefault(key, value)
     os.environ.setdefault("PRMFLOW_VLLM_PYTHON", str(ROOT / ".venv-vllm" / "bin" / "python"))
+    # A KV cache that holds every request in flight: a preempted seeded request can kill the CPU engine.
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "4")
     import torch
     from test_label_vllm import gsm8k
     from vllm_server import vllm_server
@@ -147,32 +149,39 @@ def main() -> None:
     parser.add_argument("--problems", type=int, default=6)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--max-new-tokens", type=int, default=48)
+    parser.add_argument("--work-dir", type=Path, default=Path(tempfile.gettempdir()) / "prmflow-labeling-vllm",
+                        help="the converted model (reused when there) and the server's log")
     args = parser.parse_args()
     torch.set_num_threads(1)
     bench_start = time.perf_counter()
     problems = gsm8k("test", args.problems)
     runs: dict[str, dict] = {}
-    with tempfile.TemporaryDirectory(prefix="labeling-vllm-bench-") as tmp:
-        model_dir = Path(tmp) / "policy"
-        model = (smollm2_checkpoint if args.model == "smollm2" else tiny_checkpoint)(model_dir)
-        print(f"model: {model}", flush=True)
-        server_args = ["--dtype", model["dtype"], "--enforce-eager", "--max-model-len", "2048", "--max-num-seqs",
-                       str(args.concurrency), "--served-model-name", "policy", "--no-enable-prefix-caching"]
-        start = time.perf_counter()
-        with vllm_server(model_dir, server_args, Path(tmp) / "server.log", ready_timeout=900) as url:
-            ready_s = time.perf_counter() - start
-            params = LabelParams(policy="openai", endpoint=f"{url}/v1", model_name="policy", method="mc",
-                                 trajectories_per_problem=2, completions_per_step=4,
-                                 max_new_tokens=args.max_new_tokens, temperature=0.7, concurrency=args.concurrency)
-            requests: list[tuple] = []
-            plan = [("label_warmup", lambda: timed_labeling(problems, params, log=requests)),
-                    ("saturating_1", lambda: saturating_client(params.endpoint, requests, params)),
-                    ("label", lambda: timed_labeling(problems, params)),
-                    ("saturating_2", lambda: saturating_client(params.endpoint, requests, params)),
-                    ("label_one_problem_at_a_time", lambda: timed_labeling(problems, params, parallel_problems=1))]
-            for name, run in plan:
-                runs[name] = run()
-                print(name, json.dumps(runs[name]), flush=True)
+    model_dir = args.work_dir / args.model
+    model_file = model_dir / "bench_model.json"
+    if not model_file.exists():
+        model_dir.mkdir(parents=True, exist_ok=True)
+        build = smollm2_checkpoint if args.model == "smollm2" else tiny_checkpoint
+        model_file.write_text(json.dumps(build(model_dir)))
+    model = json.loads(model_file.read_text())
+    print(f"model: {model}", flush=True)
+    server_args = ["--dtype", model["dtype"], "--enforce-eager", "--max-model-len", "2048", "--max-num-seqs",
+                   str(args.concurrency), "--served-model-name", "policy", "--no-enable-prefix-caching"]
+    start = time.perf_counter()
+    with vllm_server(model_dir, server_args, args.work_dir / f"server-{args.model}.log",
+                     ready_timeout=900) as url:
+        ready_s = time.perf_counter() - start
+        params = LabelParams(policy="openai", endpoint=f"{url}/v1", model_name="policy", method="mc",
+                             trajectories_per_problem=2, completions_per_step=4,
+                             max_new_tokens=args.max_new_tokens, temperature=0.7, concurrency=args.concurrency)
+        requests: list[tuple] = []
+        plan = [("label_warmup", lambda: timed_labeling(problems, params, log=requests)),
+                ("saturating_1", lambda: saturating_client(params.endpoint, requests, params)),
+                ("label", lambda: timed_labeling(problems, params)),
+                ("saturating_2", lambda: saturating_client(params.endpoint, requests, params)),
+                ("label_one_problem_at_a_time", lambda: timed_labeling(problems, params, parallel_problems=1))]
+        for name, run in plan:
+            runs[name] = run()
+            print(name, json.dumps(runs[name]), flush=True)
     saturated = {k: (runs["saturating_1"][k] + runs["saturating_2"][k]) / 2
                  for k in ("completions_per_s", "tokens_per_s")}
     share = {k: runs["label"][k] / saturated[k] for k in saturated}
