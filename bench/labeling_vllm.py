@@ -165,7 +165,10 @@ def main() -> None:
     model = json.loads(model_file.read_text())
     print(f"model: {model}", flush=True)
     server_args = ["--dtype", model["dtype"], "--enforce-eager", "--max-model-len", "2048", "--max-num-seqs",
-                   str(args.concurrency), "--served-model-name", "policy", "--no-enable-prefix-caching"]
+                   str(args.concurrency), "--served-model-name", "policy", "--no-enable-prefix-caching",
+                   # Whole prompts only: a seeded request whose prefill is split kills the CPU engine
+                   # (docs/labeling-at-scale.md).
+                   "--no-enable-chunked-prefill", "--max-num-batched-tokens", "8192"]
     start = time.perf_counter()
     with vllm_server(model_dir, server_args, args.work_dir / f"server-{args.model}.log",
                      ready_timeout=900) as url:

@@ -52,7 +52,7 @@ def model_dir(tmp_path_factory):
 def endpoint(model_dir, tmp_path_factory):
     # float32: the in-process policy's precision, for the greedy comparison; eager: no compile warm-up.
     args = ["--dtype", "float32", "--enforce-eager", "--max-model-len", "1024", "--max-num-seqs", "32",
-            "--served-model-name", "policy"]
+            "--served-model-name", "policy", "--no-enable-chunked-prefill"]  # seeds: see vllm_server.py
     with vllm_server(model_dir, args, tmp_path_factory.mktemp("vllm") / "server.log") as url:
         yield f"{url}/v1"
 

@@ -4,6 +4,10 @@ vLLM's CPU build lives in its own venv (`make vllm-env`; the Makefile exports PR
 its console script does not start (STACK.md), so the server is the module
 `vllm.entrypoints.openai.api_server`. A test that needs it skips only when PRMFLOW_VLLM_PYTHON is
 unset. Start-up takes minutes on busy cores: start one per test module or session.
+
+Seeded sampling: the CPU build (0.32) kills its engine ("CPU Generator does not use offset") on a
+seeded request whose prompt is prefilled in chunks over several steps; pass
+`--no-enable-chunked-prefill` where requests carry seeds (docs/labeling-at-scale.md).
 """
 
 from __future__ import annotations
