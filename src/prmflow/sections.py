@@ -150,7 +150,7 @@ class LabelParams:
     concurrency: int = field(default=32, metadata={"rule": POSITIVE, "help": "openai policy: requests in flight, "
                              "over all problems and endpoints (per Ray worker with label.workers > 1)."})
     send_seed: bool = field(default=True, metadata={"help": "openai policy: send each request a seed (reproducible "
-                            "samples); false where seeded requests fail (vLLM's CPU build under preemption)."})
+                            "samples); false where seeded requests fail (vLLM's CPU build, chunked prefill)."})
     request_timeout_s: float = field(default=120.0, metadata={"rule": POSITIVE, "help": "openai policy: seconds a "
                                      "request waits on the server (to connect, or for more of its answer) to retry."})
     max_retries: int = field(

@@ -11,8 +11,8 @@ so lists would gain nothing there. Prompts and completions use the text format o
 completion_text.py, as the transformers policy does. Each request carries a seed drawn from the
 caller's stream, in prompt order before anything is sent, so a run is reproducible where the server
 honours `seed` (vLLM per request; `transformers serve` reseeds its one global generator, so only at
-concurrency 1). `send_seed: false` sends none (vLLM's CPU build can die on a seeded request that was
-preempted: docs/labeling-at-scale.md).
+concurrency 1). `send_seed: false` sends none (vLLM's CPU build dies on a seeded request whose prefill
+is chunked, unless started with --no-enable-chunked-prefill: docs/labeling-at-scale.md).
 
 Connection errors, timeouts, 429 and 5xx are retried up to `max_retries` times with exponential
 backoff and jitter; any other answer fails at once with the endpoint, status and the server's
