@@ -86,7 +86,7 @@ def _requests_at_server(url: str) -> int:
 def test_the_server_sees_the_configured_requests_in_flight_across_problems(endpoint):
     # mc with 2 completions per prefix: one trajectory asks for 1 (its sample) or 2·(T-1) completions at a time,
     # fewer than 8 for most; 8 in flight at the server takes several problems at once.
-    problems = gsm8k("test", 12)
+    problems = gsm8k("test", 24)
     peak, stop = [0], threading.Event()
 
     def watch():
@@ -102,8 +102,10 @@ def test_the_server_sees_the_configured_requests_in_flight_across_problems(endpo
     finally:
         stop.set()
         watcher.join()
-    assert peak[0] == 8  # never more than label.concurrency, and that many reached
-    # ... which no single trajectory asked for: one problem at a time, as before, would have stayed below 8
-    assert max(2 * (len(row["steps"]) - 1) for r in results for row in r.rows) < 8
+    # More than any one trajectory asks for at once (all one problem at a time could reach, as before), and
+    # never more than label.concurrency. /metrics is sampled (each read takes ~0.4 s on busy cores), so the
+    # peak seen may fall short of 8.
+    one_trajectory = max(2 * (len(row["steps"]) - 1) for r in results for row in r.rows)
+    assert one_trajectory < peak[0] <= 8
     assert [r.problem_id for r in results] == [p["id"] for p in problems]
-    assert sum(r.policy_calls for r in results) >= 24
+    assert sum(r.policy_calls for r in results) >= 48
