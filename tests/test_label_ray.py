@@ -117,3 +117,12 @@ def test_a_failure_on_a_worker_names_the_worker_and_the_problem():
                                            r"\S+: EndpointError\('label.endpoint http://127.0.0.1:\d+/v1/completions: "
                                            r"no completion after 1 attempts"):
         label_split(problems, params, SEED)
+
+
+def test_a_worker_whose_policy_cannot_start_is_named(monkeypatch):
+    monkeypatch.delenv("PRMFLOW_NO_SUCH_KEY", raising=False)
+    params = LabelParams(policy="openai", endpoint="http://127.0.0.1:9/v1", api_key_env="PRMFLOW_NO_SUCH_KEY",
+                         workers=2, chunk_problems=2)
+    with pytest.raises(RuntimeError, match=r"Ray worker 0 could not start: .*environment variable "
+                                           r"PRMFLOW_NO_SUCH_KEY is not set"):
+        label_split(_problems(4), params, SEED)

@@ -87,9 +87,7 @@ def label_on_ray(problems: list[dict], params: LabelParams, seed: int,
     size = params.chunk_problems
     chunks = [problems[i:i + size] for i in range(0, len(problems), size)]
     queue = list(reversed(chunks))  # popped from the end: first chunks first
-    workers = [actor.remote(params, seed, placement) for _ in range(min(params.workers, len(chunks)))]
-    where = [_where(ray, w, i) for i, w in enumerate(workers)]
-    print(f"label: {len(workers)} Ray workers: " + ", ".join(f"{i} ({w})" for i, w in enumerate(where)), flush=True)
+    workers: list = []
     pending: dict = {}  # ObjectRef -> (worker index, chunk)
     restarts = 0
 
@@ -99,6 +97,10 @@ def label_on_ray(problems: list[dict], params: LabelParams, seed: int,
             pending[workers[index].label.remote(chunk)] = (index, chunk)
 
     try:
+        workers += [actor.remote(params, seed, placement) for _ in range(min(params.workers, len(chunks)))]
+        where = [_where(ray, w, i) for i, w in enumerate(workers)]
+        print(f"label: {len(workers)} Ray workers: " + ", ".join(f"{i} ({w})" for i, w in enumerate(where)),
+              flush=True)
         for index in range(len(workers)):
             feed(index)
         while pending:
