@@ -123,6 +123,6 @@ def test_a_worker_whose_policy_cannot_start_is_named(monkeypatch):
     monkeypatch.delenv("PRMFLOW_NO_SUCH_KEY", raising=False)
     params = LabelParams(policy="openai", endpoint="http://127.0.0.1:9/v1", api_key_env="PRMFLOW_NO_SUCH_KEY",
                          workers=2, chunk_problems=2)
-    with pytest.raises(RuntimeError, match=r"Ray worker 0 could not start: .*environment variable "
-                                           r"PRMFLOW_NO_SUCH_KEY is not set"):
+    with pytest.raises(RuntimeError, match=r"^label: Ray worker 0 could not start: ValueError: label.api_key_env: "
+                                           r"environment variable PRMFLOW_NO_SUCH_KEY is not set$"):
         label_split(_problems(4), params, SEED)

@@ -68,8 +68,9 @@ def _where(ray, worker, index: int) -> str:
 
     try:
         return ray.get(worker.where.remote())
-    except RayActorError as error:
-        raise RuntimeError(f"label: Ray worker {index} could not start: {error}") from error
+    except RayActorError as error:  # its message is Ray's traceback of the worker; the cause is the last line
+        raise RuntimeError(f"label: Ray worker {index} could not start: {str(error).strip().splitlines()[-1]}") \
+            from error
 
 
 def label_on_ray(problems: list[dict], params: LabelParams, seed: int,
