@@ -10,7 +10,7 @@ steps on average in 16 samples, against 3.4 after training), which leaves `mc` f
 complete. The samples are still mostly wrong; what is measured is the labeling work, not its quality.
 
 The same fixed generator problems are labeled with `label.policy: openai`, method `mc`, through
-`prmflow.labeling.label.label_problem`, at each concurrency, against `transformers serve` pinned to that
+`prmflow.labeling.engine.label_problem`, at each concurrency, against `transformers serve` pinned to that
 model dir (one uvicorn worker, `OMP_NUM_THREADS=1`); then with `--continuous-batching`, if that
 server works on this CPU (else its error is recorded); and in process with the `transformers`
 policy on the same model dir (batch 1 and the default batch 16) for reference. Per run: wall
@@ -52,47 +52,19 @@ def solution_texts(problems: list[dict]) -> list[str]:
 
 def build_policy_lm(directory: Path) -> dict:
     """Train the small GPT-2 on generator solutions (other problems than the workload's) and save it."""
-    import torch
-    from tiny_models import sample_by_default
-    from tiny_tokenizers import build_family
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    from tiny_models import fit_policy_lm
 
     from prmflow.config import IngestParams
     from prmflow.data.ingest import build_splits
 
-    start = time.perf_counter()
     corpus = solution_texts(build_splits(IngestParams(num_train=400, num_test=1, min_steps=INGEST["min_steps"],
                                                       max_steps=INGEST["max_steps"]), seed=SEED + 1).splits["train"])
-    build_family("gpt2", corpus, directory)  # the tokenizer (and a tiny config, replaced below)
-    tokenizer = AutoTokenizer.from_pretrained(directory)
-    config = AutoConfig.from_pretrained(directory)
-    for key, value in MODEL.items():
-        setattr(config, key, value)
-    torch.manual_seed(SEED)
-    model = AutoModelForCausalLM.from_config(config)
-    # One stream of documents, each followed by the next "Question:", as a served model sees it continue.
-    ids = torch.tensor(tokenizer("".join(corpus))["input_ids"])
-    blocks = ids[: len(ids) // TRAIN_BLOCK * TRAIN_BLOCK].view(-1, TRAIN_BLOCK)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    losses = []
-    for step in range(TRAIN_STEPS):
-        batch = blocks[torch.randint(len(blocks), (TRAIN_BATCH,))]
-        loss = model(input_ids=batch, labels=batch).loss
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad()
-        losses.append(loss.item())
-    model.save_pretrained(directory)
-    sample_by_default(directory)
-    return {**MODEL, "vocab_size": config.vocab_size, "parameters": sum(p.numel() for p in model.parameters()),
-            "train_steps": TRAIN_STEPS, "train_tokens_per_step": TRAIN_BATCH * TRAIN_BLOCK,
-            "train_loss_first": losses[0], "train_loss_last": sum(losses[-10:]) / 10,
-            "build_s": time.perf_counter() - start}
+    return fit_policy_lm(directory, corpus, "gpt2", MODEL, TRAIN_STEPS, SEED, TRAIN_BATCH, TRAIN_BLOCK)
 
 
 def label_run(policy, problems: list[dict], label_params) -> dict:
     """Label `problems` with `policy` (one made per run, so its counters are this run's)."""
-    from prmflow.labeling.label import label_problem
+    from prmflow.labeling.engine import label_problem
 
     load_before = os.getloadavg()
     start = time.perf_counter()

@@ -48,9 +48,9 @@ def test_endpoint_auth_refuses_url_credentials_without_echoing_them(monkeypatch)
         endpoint_auth(f"http://ana:{SECRET}@127.0.0.1:8000/v1", "PRMFLOW_TEST_KEY")
     assert "label.endpoint: 'http://***@127.0.0.1:8000/v1' holds a credential" in str(err.value)
     assert SECRET not in str(err.value)
-    assert endpoint_auth("http://h:1/v1/", "PRMFLOW_TEST_KEY") == ("http://h:1/v1/completions",
+    assert endpoint_auth("http://h:1/v1/", "PRMFLOW_TEST_KEY") == (["http://h:1/v1/completions"],
                                                                   {"Authorization": "Bearer sk-key"})
-    assert endpoint_auth("http://h:1/v1", "") == ("http://h:1/v1/completions", {})
+    assert endpoint_auth("http://h:1/v1", "") == (["http://h:1/v1/completions"], {})
 
 
 class _Recorder(BaseHTTPRequestHandler):

@@ -5,7 +5,8 @@ from prmflow.data.calc import ANNOTATION, annotation_result, parse_step
 from prmflow.config import IngestParams, LabelParams
 from prmflow.data.generator import GeneratorSettings, generate_problems
 from prmflow.data.ingest import build_splits, check_problem
-from prmflow.labeling.label import first_error, label_problem, label_summary
+from prmflow.labeling.engine import first_error, label_problem
+from prmflow.labeling.label import label_summary
 from prmflow.labeling.simulated import MISCONCEPTIONS, SimulatedPolicy
 
 

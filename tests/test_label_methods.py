@@ -7,7 +7,8 @@ import pytest
 
 from prmflow.data.answers import extract_final_answer
 from prmflow.config import LabelParams
-from prmflow.labeling.label import label_problem, label_summary
+from prmflow.labeling.engine import label_problem
+from prmflow.labeling.label import label_summary
 from prmflow.labeling.policy import NO_ANSWER, Continuation
 from prmflow.labeling.step_labels import AnswerChecker, binary_search_labels, mc_labels
 

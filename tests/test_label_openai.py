@@ -131,7 +131,20 @@ def test_the_openai_policy_needs_an_endpoint_url():
     with pytest.raises(ConfigError, match="label.endpoint: the openai policy needs the server's base URL"):
         params_from_dict({"label": {"policy": "openai"}})
     params = params_from_dict({"label": {"policy": "openai", "endpoint": "http://127.0.0.1:8000/v1"}})
-    assert (params.label.concurrency, params.label.max_retries) == (8, 5)
+    assert (params.label.concurrency, params.label.max_retries) == (32, 5)
+    with pytest.raises(ConfigError, match="label.endpoint: .*got 'http://a:8000/v1, b:8000/v1'"):
+        params_from_dict({"label": {"policy": "openai", "endpoint": "http://a:8000/v1, b:8000/v1"}})
+    several = params_from_dict({"label": {"policy": "openai", "endpoint": "http://a:8000/v1, https://b/v1/"}})
+    assert OpenAIPolicy(several.label.endpoint).urls == ["http://a:8000/v1/completions", "https://b/v1/completions"]
+
+
+def test_with_several_endpoints_requests_go_to_the_ones_that_answer(endpoint):
+    dead = f"http://127.0.0.1:{free_port()}/v1"  # listed first: the first request goes there and fails
+    policy = OpenAIPolicy(f"{dead},{endpoint}", max_new_tokens=4, concurrency=2, max_retries=2, retry_backoff_s=0.01)
+    out = policy.complete(PROBLEM, [[]] * 6, random.Random(0))
+    assert len(out) == 6 and policy.generate_calls == 6
+    assert 1 <= policy.retries <= 2  # the requests sent before the dead one failed; later ones avoid it
+    assert policy.in_flight == {f"{dead}/completions": 0, f"{endpoint}/completions": 0}
 
 
 def test_the_api_key_comes_from_the_named_environment_variable(monkeypatch):

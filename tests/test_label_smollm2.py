@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from prmflow.config import LabelParams
-from prmflow.labeling.label import label_problem
+from prmflow.labeling.engine import label_problem
 from prmflow.serving.model_server import free_port
 from prmflow.labeling.openai_policy import OpenAIPolicy
 from prmflow.labeling.policies import make_policy

@@ -12,7 +12,7 @@ import pytest
 from prmflow.labeling.completion_text import FINAL_ANSWER_LINE, STEP_LINE, finish, finish_step, prompt_text
 from prmflow.config import LabelParams
 from prmflow.labeling.hf_policy import TransformersPolicy, _StopAt
-from prmflow.labeling.label import label_problem
+from prmflow.labeling.engine import label_problem
 from prmflow.labeling.policy import Continuation
 from prmflow.labeling.step_labels import AnswerChecker, binary_search_labels, mc_labels
 from tiny_models import POLICY_PROBLEM as PROBLEM

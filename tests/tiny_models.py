@@ -39,6 +39,46 @@ def sample_by_default(directory: Path) -> Path:
     return directory
 
 
+def fit_policy_lm(directory: Path, corpus: list[str], family: str, shape: dict, steps: int, seed: int,
+                  batch: int = 8, block: int = 128, lr: float = 3e-3) -> dict:
+    """A `family` causal LM of `shape` (config fields) with a tokenizer trained on `corpus`, fitted for `steps`
+    AdamW steps on `corpus` as one stream of `block`-token windows, saved to `directory` (sampling by default).
+
+    Fitted briefly so that samples follow the prompt format (steps, then a `#### answer` line) rather than
+    being noise. Returns the shape, parameter count, first and last losses and build seconds."""
+    import time
+
+    import torch
+    from tiny_tokenizers import build_family
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    start = time.perf_counter()
+    build_family(family, corpus, directory)  # the tokenizer (and a tiny config, reshaped below)
+    tokenizer = AutoTokenizer.from_pretrained(directory)
+    config = AutoConfig.from_pretrained(directory)
+    for key, value in shape.items():
+        setattr(config, key, value)
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(config)
+    ids = torch.tensor(tokenizer("".join(corpus))["input_ids"])
+    blocks = ids[: len(ids) // block * block].view(-1, block)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
+    losses = []
+    for _ in range(steps):
+        rows = blocks[torch.randint(len(blocks), (batch,))]
+        loss = model(input_ids=rows, labels=rows).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        losses.append(loss.item())
+    model.save_pretrained(directory)
+    sample_by_default(directory)
+    return {**shape, "family": family, "vocab_size": config.vocab_size,
+            "parameters": sum(p.numel() for p in model.parameters()), "train_steps": steps,
+            "train_tokens_per_step": batch * block, "train_loss_first": losses[0],
+            "train_loss_last": sum(losses[-10:]) / min(10, len(losses)), "build_s": time.perf_counter() - start}
+
+
 def serve_policy_lm(model_dir: Path, port: int, log_path: Path, extra_args: tuple[str, ...] = ()):
     """`transformers serve` pinned to the local model dir, on 127.0.0.1:port, stopped by process group on exit."""
     from prmflow.serving.model_server import loopback_process

@@ -140,40 +140,47 @@ class LabelParams:
                               "help": "transformers policy: prompts (prefix completions) per generate call."}
     )
     endpoint: str = field(
-        default="", metadata={"help": "openai policy: base URL of the server, e.g. http://127.0.0.1:8000/v1."}
+        default="", metadata={"help": "openai policy: server base URL, e.g. http://127.0.0.1:8000/v1; several "
+                                      "comma-separated (each request goes to the least busy)."}
     )
     model_name: str = field(
         default="", metadata={"help": "openai policy: model id sent with each request; empty sends none "
                                       "(a server that serves one model uses it)."}
     )
-    concurrency: int = field(default=8, metadata={"rule": POSITIVE,
-                                                  "help": "openai policy: requests in flight at once."})
-    request_timeout_s: float = field(
-        default=120.0, metadata={"rule": POSITIVE,
-                                 "help": "openai policy: seconds a request waits on the server (to connect, or "
-                                         "for the next bytes of its answer) before it is retried."}
-    )
+    concurrency: int = field(default=32, metadata={"rule": POSITIVE, "help": "openai policy: requests in flight, "
+                             "over all problems and endpoints (per Ray worker with label.workers > 1)."})
+    send_seed: bool = field(default=True, metadata={"help": "openai policy: send each request a seed (reproducible "
+                            "samples); false where seeded requests fail (vLLM's CPU build, chunked prefill)."})
+    request_timeout_s: float = field(default=120.0, metadata={"rule": POSITIVE, "help": "openai policy: seconds a "
+                                     "request waits on the server (to connect, or for more of its answer) to retry."})
     max_retries: int = field(
         default=5, metadata={"rule": NON_NEGATIVE,
                              "help": "openai policy: retries of a request after a connection error, timeout, "
                                      "429 or 5xx; other 4xx answers fail at once."}
     )
-    retry_backoff_s: float = field(
-        default=1.0, metadata={"rule": NON_NEGATIVE,
-                               "help": "openai policy: wait before the first retry; doubled each retry "
-                                       "(capped at 30 s), with random jitter."}
-    )
+    retry_backoff_s: float = field(default=1.0, metadata={"rule": NON_NEGATIVE, "help": "openai policy: wait before "
+                                   "the first retry; doubled each retry (capped at 30 s), with random jitter."})
     api_key_env: str = field(
         default="", metadata={"help": "openai policy: name of the environment variable holding the API key, "
                                       "sent as a Bearer token; empty sends none."}
     )
+    workers: int = field(default=1, metadata={"rule": POSITIVE, "help": "Ray workers labeling problems, each with its "
+                         "own policy; 1: in the stage's process, no Ray. The output is the same for any number."})
+    ray_address: str = field(default="", metadata={"help": "workers > 1: the Ray cluster to join (ray://head:10001, "
+                             "or auto: this node's); empty starts a local Ray with `workers` CPUs."})
+    worker_gpus: float = field(default=0.0, metadata={"rule": NON_NEGATIVE, "help": "workers > 1: GPUs Ray gives "
+                               "each worker (the transformers policy loads its model there)."})
+    chunk_problems: int = field(default=64, metadata={"rule": POSITIVE, "help": "workers > 1: problems sent to a "
+                                "worker at once, 2 chunks queued each; a killed worker's chunks are redone."})
 
     def check(self) -> list[str]:
         return unmet([
             (self.policy != "transformers" or bool(self.model_dir),
              "model_dir: the transformers policy needs a local model directory"),
-            (self.policy != "openai" or self.endpoint.startswith(("http://", "https://")),
-             f"endpoint: the openai policy needs the server's base URL (http://host:port/v1), got {self.endpoint!r}"),
+            (self.policy != "openai"
+             or all(url.strip().startswith(("http://", "https://")) for url in self.endpoint.split(",")),
+             f"endpoint: the openai policy needs the server's base URL (http://host:port/v1; several: "
+             f"comma-separated), got {self.endpoint!r}"),
         ])
 
 

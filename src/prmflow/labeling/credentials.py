@@ -1,7 +1,9 @@
-"""How the openai policy authenticates: a Bearer key from the environment, never a credential in the URL.
+"""Where the openai policy sends requests and how it authenticates: one or several servers, a Bearer key from
+the environment, never a credential in the URL.
 
-    url, headers = endpoint_auth("http://127.0.0.1:8000/v1", "VLLM_API_KEY")
-    # -> ("http://127.0.0.1:8000/v1/completions", {"Authorization": "Bearer <the variable's value>"})
+    urls, headers = endpoint_auth("http://127.0.0.1:8000/v1,http://127.0.0.1:8001/v1", "VLLM_API_KEY")
+    # -> (["http://127.0.0.1:8000/v1/completions", "http://127.0.0.1:8001/v1/completions"],
+    #     {"Authorization": "Bearer <the variable's value>"})
 
 The key lives only in the process environment: the params name the variable (`label.api_key_env`), so
 nothing the pipeline writes (params in git and dvc.lock, MLflow params and tags, reports) can hold it.
@@ -14,8 +16,16 @@ import os
 from prmflow.param_rules import URL_USERINFO, redact_url
 
 
-def endpoint_auth(endpoint: str, api_key_env: str) -> tuple[str, dict[str, str]]:
-    """(the completions URL, the request headers) for an OpenAI-compatible server at `endpoint`.
+def endpoint_urls(endpoint: str) -> list[str]:
+    """The `/completions` URLs of `label.endpoint`: one base URL, or several separated by commas."""
+    urls = [part.strip().rstrip("/") + "/completions" for part in endpoint.split(",") if part.strip()]
+    if not urls:
+        raise ValueError("label.endpoint: the openai policy needs the server's base URL (http://host:port/v1)")
+    return urls
+
+
+def endpoint_auth(endpoint: str, api_key_env: str) -> tuple[list[str], dict[str, str]]:
+    """(the completions URLs, the request headers) for the OpenAI-compatible servers of `endpoint` (endpoint_urls).
 
     Raises ValueError when `endpoint` holds a credential (`user:password@host`: an HTTP client would send it as
     Basic auth in place of the Bearer key, and it would be published with the params), or when the variable
@@ -30,4 +40,4 @@ def endpoint_auth(endpoint: str, api_key_env: str) -> tuple[str, dict[str, str]]
         if not key:
             raise ValueError(f"label.api_key_env: environment variable {api_key_env} is not set")
         headers["Authorization"] = f"Bearer {key}"
-    return endpoint.rstrip("/") + "/completions", headers
+    return endpoint_urls(endpoint), headers

@@ -53,28 +53,29 @@ class TransformersPolicy:
 
     def complete(self, problem: dict, prefixes: list[list[str]], rng: random.Random) -> list[Continuation]:
         out = []
-        for generated in self._generate_all(problem, prefixes, rng, FINAL_ANSWER_LINE):
+        for generated, tokens in self._generate_all(problem, prefixes, rng, FINAL_ANSWER_LINE):
             steps, answer = finish(generated)
-            out.append(Continuation(steps=steps, final_answer=answer, first_slip=None))
+            out.append(Continuation(steps=steps, final_answer=answer, first_slip=None, tokens=tokens))
         return out
 
     def next_steps(self, problem: dict, prefixes: list[list[str]], rng: random.Random) -> list[Continuation]:
         out = []
-        for generated in self._generate_all(problem, prefixes, rng, STEP_LINE):
+        for generated, tokens in self._generate_all(problem, prefixes, rng, STEP_LINE):
             step, answer, finished = finish_step(generated)
-            out.append(Continuation(steps=step, final_answer=answer, first_slip=None, finished=finished))
+            out.append(Continuation(steps=step, final_answer=answer, first_slip=None, finished=finished,
+                                    tokens=tokens))
         return out
 
     def _generate_all(self, problem: dict, prefixes: list[list[str]], rng: random.Random,
-                      stop: re.Pattern) -> list[str]:
-        """The generated text of every prefix, `batch_size` prompts per generate call."""
+                      stop: re.Pattern) -> list[tuple[str, int]]:
+        """(generated text, generated tokens) of every prefix, `batch_size` prompts per generate call."""
         out = []
         for start in range(0, len(prefixes), self.batch_size):
             out += self._generate([prompt_text(problem, prefix) for prefix in prefixes[start:start + self.batch_size]],
                                   rng, stop)
         return out
 
-    def _generate(self, prompts: list[str], rng: random.Random, stop: re.Pattern) -> list[str]:
+    def _generate(self, prompts: list[str], rng: random.Random, stop: re.Pattern) -> list[tuple[str, int]]:
         import torch
         from transformers import StoppingCriteriaList
 
@@ -88,6 +89,7 @@ class TransformersPolicy:
                 **inputs, max_new_tokens=self.max_new_tokens, pad_token_id=self.tokenizer.pad_token_id,
                 stopping_criteria=StoppingCriteriaList([_StopAt(self.tokenizer, width, stop)]), **sampling)
         new_tokens = output[:, width:]
+        counts = (new_tokens != self.tokenizer.pad_token_id).sum(dim=1).tolist()
         self.generate_calls += 1
-        self.generated_tokens += int((new_tokens != self.tokenizer.pad_token_id).sum())
-        return self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+        self.generated_tokens += sum(counts)
+        return list(zip(self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True), counts))

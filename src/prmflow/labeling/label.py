@@ -3,14 +3,18 @@
     prmflow label             # reads params.yaml: base, label
 
 For each problem, sample trajectories with the policy and label their steps with `label.method`
-(step_labels.py). The simulated policy also gives the true first error, kept beside the
-labeled one so label quality can be measured (reports/labeling.json); with it, every method
-also labels the first `label.compare_methods_on` train problems, side by side in the report.
+(step_labels.py, through engine.py): in this process, several problems at once where the policy
+takes it (the openai policy: `label.concurrency` requests in flight over all of them), or on a Ray
+cluster with `label.workers` > 1 (distributed.py); the output is the same byte for byte. The
+simulated policy also gives the true first error, kept beside the labeled one so label quality can
+be measured (reports/labeling.json); with it, every method also labels the first
+`label.compare_methods_on` train problems, side by side in the report.
 
 Resumable: each labeled problem is appended, as one line, to a partial file outside
-data/rollouts (data/.label_partial/<split>-<hash of params, seed and input>.jsonl) and flushed.
-A killed run restarts from the problems already there; per-problem random streams make the
-result the same as an uninterrupted run. The final data/rollouts/<split>.jsonl is written
+data/rollouts (data/.label_partial/<split>-<hash of params, seed and input>-<hash of the labeling
+code>.jsonl) and flushed. A killed run restarts from the problems already there; per-problem
+random streams make the result the same as an uninterrupted run. A partial file for the same
+inputs made by other labeling code is deleted, and the stage says so. The final data/rollouts/<split>.jsonl is written
 atomically at the end and the partial file removed, so DVC never sees it.
 """
 
@@ -20,87 +24,33 @@ import contextlib
 import dataclasses
 import hashlib
 import json
-import random
-from dataclasses import dataclass
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
 from prmflow.config import LabelParams, Params
 from prmflow.data.answers import answer_agreement
+from prmflow.labeling.engine import ProblemLabels, label_many
 from prmflow.labeling.policies import make_policy
-from prmflow.labeling.policy import Policy
-from prmflow.labeling.step_labels import METHODS, AnswerChecker, make_labeler
+from prmflow.labeling.step_labels import METHODS
 
 SPLITS = ("train", "test")
+# The code the labels rest on: a partial file made by other code is not resumed (dvc.yaml lists the same
+# files as the stage's deps; tests/test_label_resume.py keeps the two equal).
+LABELING_CODE = ("data/answers.py", "data/calc.py", "data/contract.py", "devices.py", "labeling/completion_text.py",
+                 "labeling/distributed.py", "labeling/engine.py", "labeling/hf_policy.py", "labeling/label.py",
+                 "labeling/openai_policy.py", "labeling/policies.py", "labeling/policy.py", "labeling/simulated.py",
+                 "labeling/step_labels.py")
 
-
-def first_error(labels: list[str]) -> int:
-    return next((i for i, label in enumerate(labels) if label == "-"), -1)
-
-
-@dataclass
-class ProblemLabels:
-    """The labeled solutions of one problem and what labeling them cost."""
-
-    problem_id: str
-    rows: list[dict]
-    policy_calls: int = 0
-    answer_checks: int = 0
-    unparseable_answers: int = 0
-    generated_tokens: int = 0  # model policies only; the simulated policy writes text, not tokens
-
-
-def label_problem(policy: Policy, problem: dict, params: LabelParams, seed: int) -> ProblemLabels:
-    # Per-problem streams (order-independent, resumable); trajectories get their own, so that every
-    # method labels the same trajectories and methods compare pair by pair.
-    rng = random.Random(f"{seed}:{problem['id']}")
-    completion_rng = random.Random(f"{seed}:{problem['id']}:completions")
-    check = AnswerChecker()
-    labeler = make_labeler(params)
-    rows, calls = [], 0
-    tokens_before = getattr(policy, "generated_tokens", 0)
-    for k in range(params.trajectories_per_problem):
-        trajectory = policy.sample_trajectory(problem, rng)
-        step_labels = labeler(policy, problem, trajectory, rng=completion_rng, check=check)
-        calls += 1 + step_labels.policy_calls
-        rows.append({
-            "id": f"{problem['id']}-{k}",
-            "problem_id": problem["id"],
-            "problem": problem["problem"],
-            "steps": trajectory.steps,
-            "labels": step_labels.labels,
-            "values": step_labels.values,
-            "answer": problem["answer"],
-            "predicted_answer": trajectory.final_answer,
-            "correct": check(trajectory.final_answer, problem["answer"]),
-            "first_error": first_error(step_labels.labels),
-            "true_first_error": trajectory.first_slip,
-            "policy": policy.name,
-        })
-    return ProblemLabels(problem["id"], rows, calls, check.checks, check.unparseable,
-                         getattr(policy, "generated_tokens", 0) - tokens_before)
-
-
-def prelabeled_row(problem: dict) -> dict:
-    """A solution that came with its labels (PRM800K, Math-Shepherd, ...): passed through unchanged."""
-    labels = problem["labels"]
-    return {
-        "id": problem["id"], "problem_id": problem["problem_id"], "problem": problem["problem"],
-        "steps": problem["steps"], "labels": labels, "values": problem["values"], "answer": problem["answer"],
-        "predicted_answer": problem.get("predicted_answer", ""), "correct": "-" not in labels,
-        "first_error": first_error(labels), "true_first_error": first_error(labels), "policy": problem["source"],
-    }
+# `label` params that change how the work runs, not the labels: a run resumes across them.
+EXECUTION_FIELDS = ("workers", "ray_address", "worker_gpus", "chunk_problems", "concurrency", "request_timeout_s",
+                    "max_retries", "retry_backoff_s", "compare_methods_on")
 
 
 def label_problems(problems: list[dict], params: LabelParams, seed: int) -> list[dict]:
     return [row for result in label_split(problems, params, seed) for row in result.rows]
-
-
-def label_one(policy: Policy, problem: dict, params: LabelParams, seed: int) -> ProblemLabels:
-    if "labels" in problem:
-        return ProblemLabels(problem["id"], [prelabeled_row(problem)])
-    return label_problem(policy, problem, params, seed)
 
 
 def _read_partial(path: Path) -> dict[str, ProblemLabels]:
@@ -124,46 +74,114 @@ def _read_partial(path: Path) -> dict[str, ProblemLabels]:
     return done
 
 
+def _label_todo(problems: list[dict], params: LabelParams, seed: int,
+                placement: tuple[str, str]) -> Iterator[ProblemLabels]:
+    """Each problem's labels as it finishes: on Ray with `label.workers` > 1, else in this process."""
+    if not problems:
+        return iter(())
+    if params.workers > 1:
+        from prmflow.labeling.distributed import label_on_ray  # Ray only when asked for
+
+        return label_on_ray(problems, params, seed, placement)
+    return label_many(make_policy(params, seed, *placement), problems, params, seed)
+
+
+class _Progress:
+    """Problems done, completions and tokens so far and their rates: a bar on a terminal, else a log line every
+    `LOG_EVERY_S` (dvc and Prefect capture the output)."""
+
+    LOG_EVERY_S = 30.0
+
+    def __init__(self, total: int, done: int, desc: str):
+        self.bar = tqdm(total=total, initial=done, desc=desc, unit="problem", disable=None, mininterval=1.0)
+        self.total, self.done, self.desc = total, done, desc
+        self.calls = self.tokens = 0
+        self.start = self.logged = time.monotonic()
+
+    def add(self, result: ProblemLabels) -> None:
+        self.done += 1
+        self.calls += result.policy_calls
+        self.tokens += result.generated_tokens
+        elapsed = max(time.monotonic() - self.start, 1e-9)
+        rates = {"completions": self.calls, "completions/s": f"{self.calls / elapsed:.1f}", "tokens": self.tokens,
+                 "tokens/s": f"{self.tokens / elapsed:.0f}"}
+        self.bar.set_postfix(rates, refresh=False)
+        self.bar.update()
+        if self.bar.disable and (time.monotonic() - self.logged >= self.LOG_EVERY_S or self.done == self.total):
+            self.logged = time.monotonic()
+            print(f"{self.desc}: {self.done}/{self.total} problems, "
+                  + ", ".join(f"{k} {v}" for k, v in rates.items()) + " (this run)", flush=True)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
 def label_split(problems: list[dict], params: LabelParams, seed: int, partial: Path | None = None,
                 placement: tuple[str, str] = ("auto", "auto")) -> list[ProblemLabels]:
-    """Label every problem, in order; with `partial`, resume from and append to that file.
+    """Every problem's labels, in input order; with `partial`, resume from and append to that file.
 
-    `placement` is the (device, dtype) a model-backed policy loads its model with (`model.device`, `model.dtype`).
+    Problems are labeled as `_label_todo` hands them back (several at once, or on Ray workers) and each is
+    appended to `partial` as it comes, once: only this process writes it. `placement` is the (device, dtype) a
+    model-backed policy loads its model with (`model.device`, `model.dtype`).
     """
-    policy = make_policy(params, seed, *placement)
     done = _read_partial(partial) if partial else {}
+    todo = [problem for problem in problems if problem["id"] not in done]
     handle = None
     if partial:
         partial.parent.mkdir(parents=True, exist_ok=True)
         handle = partial.open("a")
-    # Rate and ETA on a terminal; off in logs (disable=None), where dvc/Prefect capture the output.
-    progress = tqdm(problems, desc=f"label ({params.method}, {policy.name})", unit="problem", disable=None,
-                    mininterval=1.0)
+    workers = f", {params.workers} Ray workers" if params.workers > 1 else ""
+    progress = _Progress(len(problems), len(problems) - len(todo), f"label ({params.method}, {params.policy}{workers})")
     try:
-        results, calls = [], 0
-        for problem in progress:
-            result = done.get(problem["id"])
-            if result is None:
-                result = label_one(policy, problem, params, seed)
-                if handle:
-                    handle.write(json.dumps(dataclasses.asdict(result), ensure_ascii=False) + "\n")
-                    handle.flush()
-            results.append(result)
-            calls += result.policy_calls
-            progress.set_postfix(calls=calls, refresh=False)
-        return results
+        for result in _label_todo(todo, params, seed, placement):
+            if handle:
+                handle.write(json.dumps(dataclasses.asdict(result), ensure_ascii=False) + "\n")
+                handle.flush()
+            done[result.problem_id] = result
+            progress.add(result)
+        return [done[problem["id"]] for problem in problems]
     finally:
         progress.close()
         if handle:
             handle.close()
 
 
+def code_key(package: Path = Path(__file__).resolve().parents[1]) -> str:
+    """A digest of LABELING_CODE's files (names and bytes) in `package` (this prmflow's source folder)."""
+    digest = hashlib.sha256()
+    for name in LABELING_CODE:
+        digest.update(name.encode() + b"\0" + (package / name).read_bytes() + b"\0")
+    return digest.hexdigest()[:12]
+
+
 def partial_path(data_dir: Path, split: str, params: LabelParams, seed: int, problems_file: Path) -> Path:
-    """Keyed by everything the labels depend on, so a partial file is never reused for other inputs."""
+    """data/.label_partial/<split>-<inputs>-<code>.jsonl: keyed by everything the labels depend on (params but
+    EXECUTION_FIELDS, seed, input file, labeling code), so a partial file is never reused for other inputs or by
+    other code, and a run killed on 8 Ray workers resumes on 2, or in one process."""
     key = hashlib.sha256()
-    key.update(json.dumps({"label": dataclasses.asdict(params), "seed": seed}, sort_keys=True).encode())
+    labels_rest_on = {k: v for k, v in dataclasses.asdict(params).items() if k not in EXECUTION_FIELDS}
+    key.update(json.dumps({"label": labels_rest_on, "seed": seed}, sort_keys=True).encode())
     key.update(problems_file.read_bytes())
-    return data_dir / ".label_partial" / f"{split}-{key.hexdigest()[:16]}.jsonl"
+    return data_dir / ".label_partial" / f"{split}-{key.hexdigest()[:16]}-{code_key()}.jsonl"
+
+
+def set_aside_stale_partials(partial: Path) -> list[str]:
+    """Why the other partial files of `partial`'s split are not resumed; those for the same inputs made by other
+    labeling code are deleted (no code can resume them), the rest left in place."""
+    split, inputs, _ = partial.stem.split("-")
+    reasons = []
+    for other in sorted(partial.parent.glob(f"{split}-*.jsonl")):
+        if other == partial:
+            continue
+        problems = sum(1 for _ in other.open("rb"))
+        if other.stem.split("-")[1:2] == [inputs]:
+            other.unlink()
+            reasons.append(f"{other}: {problems} problems labeled by other labeling code (LABELING_CODE changed): "
+                           f"deleted, labeling starts over")
+        else:
+            reasons.append(f"{other}: {problems} problems labeled for other params, seed, problems or code: "
+                           f"not resumed (left in place)")
+    return reasons
 
 
 def true_labels(row: dict) -> list[str]:
@@ -198,10 +216,11 @@ def label_summary(rows: list[dict], results: list[ProblemLabels] = ()) -> dict[s
 
 
 def compare_methods(problems: list[dict], params: LabelParams, seed: int) -> dict[str, dict[str, float]]:
-    """Every method's label summary on the same problems and trajectories (simulated policy: cheap)."""
+    """Every method's label summary on the same problems and trajectories (simulated policy: cheap enough for
+    this process; a Ray cluster would cost more to start than it saves)."""
     comparison = {}
     for method in METHODS:
-        results = label_split(problems, dataclasses.replace(params, method=method), seed)
+        results = label_split(problems, dataclasses.replace(params, method=method, workers=1), seed)
         comparison[method] = label_summary([row for r in results for row in r.rows], results)
     return comparison
 
@@ -222,6 +241,9 @@ def main(params: Params) -> None:
             if not problems:
                 raise RecordError(f"{source}: no problems (the file is empty: rerun `prmflow ingest`)")
             partial = partial_path(data, split, params.label, params.base.seed, source)
+            if partial.parent.exists():
+                for reason in set_aside_stale_partials(partial):
+                    print(f"label {split}: {reason}", flush=True)
             results = label_split(problems, params.label, params.base.seed, partial,
                                   (params.model.device, params.model.dtype))
             rows = [row for result in results for row in result.rows]

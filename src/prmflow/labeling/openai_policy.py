@@ -1,12 +1,18 @@
-"""The `openai` rollout policy: any OpenAI-compatible `/v1/completions` server (vLLM to scale out).
+"""The `openai` rollout policy: OpenAI-compatible `/v1/completions` servers (vLLM to scale out).
 
-One request per completion, `concurrency` of them in flight from a thread pool. One prompt per
-request because every such server takes that: `transformers serve` refuses a list of prompts and
-ignores `n`, and vLLM batches concurrent requests itself (continuous batching), so lists would
-gain nothing there. Prompts and completions use the text format of completion_text.py, as the
-transformers policy does. Each request carries a seed drawn from the caller's stream, in prompt
-order before anything is sent, so a run is reproducible where the server honours `seed` (vLLM
-per request; `transformers serve` reseeds its one global generator, so only at concurrency 1).
+One request per completion. The policy owns one pool of `concurrency` request threads, shared by
+every caller: the label stage labels `concurrency` problems at once through it (engine.label_many,
+`parallel_problems`), so the servers see `concurrency` requests in flight until the work runs out,
+not the few that one trajectory's prefixes make. `label.endpoint` may list several servers
+(comma-separated); each request, and each retry, goes to the one with the fewest requests in
+flight. One prompt per request because every such server takes that: `transformers serve` refuses a
+list of prompts and ignores `n`, and vLLM batches concurrent requests itself (continuous batching),
+so lists would gain nothing there. Prompts and completions use the text format of
+completion_text.py, as the transformers policy does. Each request carries a seed drawn from the
+caller's stream, in prompt order before anything is sent, so a run is reproducible where the server
+honours `seed` (vLLM per request; `transformers serve` reseeds its one global generator, so only at
+concurrency 1). `send_seed: false` sends none (vLLM's CPU build dies on a seeded request whose prefill
+is chunked, unless started with --no-enable-chunked-prefill: docs/labeling-at-scale.md).
 
 Connection errors, timeouts, 429 and 5xx are retried up to `max_retries` times with exponential
 backoff and jitter; any other answer fails at once with the endpoint, status and the server's
@@ -42,90 +48,116 @@ class OpenAIPolicy:
 
     def __init__(self, endpoint: str, model_name: str = "", max_new_tokens: int = 256, temperature: float = 0.7,
                  concurrency: int = 8, request_timeout_s: float = 120.0, max_retries: int = 5,
-                 retry_backoff_s: float = 1.0, api_key_env: str = ""):
-        self.url, headers = endpoint_auth(endpoint, api_key_env)
+                 retry_backoff_s: float = 1.0, api_key_env: str = "", send_seed: bool = True):
+        self.urls, headers = endpoint_auth(endpoint, api_key_env)
         # One client (thread-safe, keeps connections alive) with as many connections as requests in flight.
         self.client = httpx.Client(headers=headers, timeout=request_timeout_s,
                                    limits=httpx.Limits(max_connections=concurrency))
         self.model_name, self.max_new_tokens, self.temperature = model_name, max_new_tokens, temperature
         self.concurrency, self.max_retries, self.retry_backoff_s = concurrency, max_retries, retry_backoff_s
+        self.send_seed = send_seed
+        # Every request of every caller goes through this one pool: `concurrency` in flight in all.
+        self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="openai-request")
+        self.parallel_problems = concurrency  # each problem keeps >= 1 request waiting: the pool stays full
         self._jitter = random.Random()  # retry timing only: the sampling streams never see it
+        self._lock = threading.Lock()  # the counters below are updated from the request threads
+        self.in_flight = dict.fromkeys(self.urls, 0)
+        self.failed_at = dict.fromkeys(self.urls, float("-inf"))  # time.monotonic() of its last retryable failure
         self.generate_calls = 0  # requests answered with a completion
         self.generated_tokens = 0  # from the responses' `usage`, where the server reports it
-        self.retries = 0  # counted as they happen (from the request threads), failed requests' too
-        self._retries_lock = threading.Lock()
+        self.retries = 0  # counted as they happen, failed requests' too
 
     def sample_trajectory(self, problem: dict, rng: random.Random) -> Continuation:
         return self.complete(problem, [[]], rng)[0]
 
     def complete(self, problem: dict, prefixes: list[list[str]], rng: random.Random) -> list[Continuation]:
         out = []
-        for text in self._complete_all(problem, prefixes, rng, [STOP]):
+        for text, tokens in self._complete_all(problem, prefixes, rng, [STOP]):
             steps, answer = finish(text.split(STOP)[0])
-            out.append(Continuation(steps=steps, final_answer=answer, first_slip=None))
+            out.append(Continuation(steps=steps, final_answer=answer, first_slip=None, tokens=tokens))
         return out
 
     def next_steps(self, problem: dict, prefixes: list[list[str]], rng: random.Random) -> list[Continuation]:
         """One step per prefix: the server stops at the line end (kept or not, the first line is the step)."""
         out = []
-        for text in self._complete_all(problem, prefixes, rng, [STOP, "\n"]):
+        for text, tokens in self._complete_all(problem, prefixes, rng, [STOP, "\n"]):
             step, answer, finished = finish_step(text.split(STOP)[0])
-            out.append(Continuation(steps=step, final_answer=answer, first_slip=None, finished=finished))
+            out.append(Continuation(steps=step, final_answer=answer, first_slip=None, finished=finished,
+                                    tokens=tokens))
         return out
 
-    def _complete_all(self, problem: dict, prefixes: list[list[str]], rng: random.Random, stop: list[str]) -> list[str]:
-        """The generated text of every prefix, `concurrency` requests in flight; seeds drawn in prefix order."""
+    def _complete_all(self, problem: dict, prefixes: list[list[str]], rng: random.Random,
+                      stop: list[str]) -> list[tuple[str, int]]:
+        """(generated text, generated tokens) of every prefix through the shared pool; seeds drawn in prefix order."""
         jobs = [(prompt_text(problem, prefix), rng.getrandbits(31)) for prefix in prefixes]
-        with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
-            futures = [pool.submit(self._request, prompt, seed, stop) for prompt, seed in jobs]
-            try:
-                answers = [future.result() for future in futures]
-            finally:  # after a failure send nothing more; requests in flight end on their own
-                for future in futures:
-                    future.cancel()
-        for _, tokens in answers:
-            self.generate_calls += 1
-            self.generated_tokens += tokens
-        return [text for text, _ in answers]
+        futures = [self._pool.submit(self._request, prompt, seed, stop) for prompt, seed in jobs]
+        try:
+            return [future.result() for future in futures]
+        finally:  # after a failure send nothing more of this batch; requests in flight end on their own
+            for future in futures:
+                future.cancel()
 
     def _backoff(self, retry: int) -> float:
         """Exponential (doubling from retry_backoff_s, capped) times a jitter in [0.5, 1.5) that spreads out
         the retries of concurrent requests."""
         return min(MAX_BACKOFF_S, self.retry_backoff_s * 2 ** (retry - 1)) * (0.5 + self._jitter.random())
 
+    def _pick_url(self) -> str:
+        """The endpoint with the fewest requests in flight (the first on a tie), among those whose last answer was
+        not a failure in the last MAX_BACKOFF_S seconds if there are any; counted as one more in flight."""
+        with self._lock:
+            now = time.monotonic()
+            url = min(self.urls, key=lambda u: (now - self.failed_at[u] < MAX_BACKOFF_S, self.in_flight[u]))
+            self.in_flight[url] += 1
+        return url
+
+    def _answered(self, url: str, failed: bool) -> None:
+        with self._lock:
+            self.in_flight[url] -= 1
+            self.failed_at[url] = time.monotonic() if failed else float("-inf")
+
     def _request(self, prompt: str, seed: int, stop: list[str]) -> tuple[str, int]:
         """(generated text, generated tokens) for one prompt."""
-        body = {"prompt": prompt, "max_tokens": self.max_new_tokens, "temperature": self.temperature, "seed": seed,
-                "stop": stop}
+        body = {"prompt": prompt, "max_tokens": self.max_new_tokens, "temperature": self.temperature, "stop": stop}
+        if self.send_seed:
+            body["seed"] = seed
         if self.model_name:
             body["model"] = self.model_name
-        failure = ""
+        failure, url = "", self.urls[0]
         for attempt in range(self.max_retries + 1):
             if attempt:
-                with self._retries_lock:
+                with self._lock:
                     self.retries += 1
                 time.sleep(self._backoff(attempt))
+            url = self._pick_url()
             try:
-                response = self.client.post(self.url, json=body)
+                response = self.client.post(url, json=body)
             except httpx.TransportError as error:  # refused, reset, timed out
+                self._answered(url, failed=True)
                 failure = f"{type(error).__name__}: {error}"
                 continue
+            self._answered(url, failed=response.status_code == 429 or response.status_code >= 500)
             if response.is_success:
-                return self._read(response)
+                text, tokens = self._read(url, response)
+                with self._lock:
+                    self.generate_calls += 1
+                    self.generated_tokens += tokens
+                return text, tokens
             failure = f"HTTP {response.status_code}: {response.text[:500].strip()}"
             if response.status_code != 429 and response.status_code < 500:
-                raise EndpointError(f"label.endpoint {self.url} refused the request: {failure}")
-        raise EndpointError(f"label.endpoint {self.url}: no completion after {self.max_retries + 1} attempts "
+                raise EndpointError(f"label.endpoint {url} refused the request: {failure}")
+        raise EndpointError(f"label.endpoint {url}: no completion after {self.max_retries + 1} attempts "
                             f"(label.max_retries = {self.max_retries}); last failure: {failure}")
 
-    def _read(self, response: httpx.Response) -> tuple[str, int]:
+    @staticmethod
+    def _read(url: str, response: httpx.Response) -> tuple[str, int]:
         try:
             body = response.json()
             text = body["choices"][0]["text"]
             tokens = (body.get("usage") or {}).get("completion_tokens") or 0
         except (ValueError, KeyError, IndexError, TypeError, AttributeError) as error:
-            raise EndpointError(f"label.endpoint {self.url}: not a completions response "
+            raise EndpointError(f"label.endpoint {url}: not a completions response "
                                 f"({type(error).__name__}: {error}): {response.text[:500]}") from error
         if not isinstance(text, str):
-            raise EndpointError(f"label.endpoint {self.url}: choices[0].text is not a string: {response.text[:500]}")
+            raise EndpointError(f"label.endpoint {url}: choices[0].text is not a string: {response.text[:500]}")
         return text, int(tokens)

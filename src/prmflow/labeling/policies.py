@@ -22,5 +22,5 @@ def make_policy(params: LabelParams, seed: int = 0, device: str = "auto", dtype:
 
         return OpenAIPolicy(params.endpoint, params.model_name, params.max_new_tokens, params.temperature,
                             params.concurrency, params.request_timeout_s, params.max_retries, params.retry_backoff_s,
-                            params.api_key_env)
+                            params.api_key_env, params.send_seed)
     raise ValueError(f"label.policy: unknown policy {params.policy!r}")

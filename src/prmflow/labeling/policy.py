@@ -20,6 +20,7 @@ class Continuation:
     final_answer: str
     first_slip: int | None  # index among the new steps of the first slip, -1 when none, None when unknown
     finished: bool = True  # False: a `next_steps` step after which the solution goes on (final_answer "")
+    tokens: int = 0  # tokens the policy generated for it, where it knows (model policies)
 
 
 class Policy(Protocol):
@@ -34,6 +35,9 @@ class Policy(Protocol):
     Continuation holds that one step (none when the policy had nothing more to write) and is
     `finished` when the step ends the solution, with its final answer; otherwise `finished` is False
     and `final_answer` is "".
+
+    A policy may have `parallel_problems` (default 1): how many problems may be labeled through it at
+    once, from as many threads (engine.label_many).
     """
 
     name: str

@@ -1,0 +1,137 @@
+"""Labeling problems with one policy in one process: a problem's labels, and many problems at once.
+
+`label_problem` labels one problem: its trajectories and their step labels, from per-problem
+random streams, so a problem's labels do not depend on which process labels it, when, or
+beside which other problems. `label_many` labels a list of problems with one policy, as many
+at once as the policy takes (`parallel_problems`: the openai policy's `label.concurrency`, so
+that every slot of its shared request pool has a request waiting; 1 for in-process policies),
+and yields each problem's labels as it finishes. The label stage (label.py) and the Ray workers
+(distributed.py) both label through `label_many`.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+
+from prmflow.config import LabelParams
+from prmflow.labeling.policy import Continuation, Policy
+from prmflow.labeling.step_labels import AnswerChecker, make_labeler
+
+
+def first_error(labels: list[str]) -> int:
+    return next((i for i, label in enumerate(labels) if label == "-"), -1)
+
+
+@dataclass
+class ProblemLabels:
+    """The labeled solutions of one problem and what labeling them cost."""
+
+    problem_id: str
+    rows: list[dict]
+    policy_calls: int = 0
+    answer_checks: int = 0
+    unparseable_answers: int = 0
+    generated_tokens: int = 0  # model policies only; the simulated policy writes text, not tokens
+
+
+class _Tally:
+    """A policy seen by one problem: counts the tokens of the continuations it returns to that problem.
+
+    A counter on the policy itself would mix problems labeled at the same time through it."""
+
+    def __init__(self, policy: Policy):
+        self.policy, self.name, self.tokens = policy, policy.name, 0
+
+    def _count(self, continuations: list[Continuation]) -> list[Continuation]:
+        self.tokens += sum(c.tokens for c in continuations)
+        return continuations
+
+    def sample_trajectory(self, problem: dict, rng: random.Random) -> Continuation:
+        return self._count([self.policy.sample_trajectory(problem, rng)])[0]
+
+    def complete(self, problem: dict, prefixes: list[list[str]], rng: random.Random) -> list[Continuation]:
+        return self._count(self.policy.complete(problem, prefixes, rng))
+
+    def next_steps(self, problem: dict, prefixes: list[list[str]], rng: random.Random) -> list[Continuation]:
+        return self._count(self.policy.next_steps(problem, prefixes, rng))
+
+
+def label_problem(policy: Policy, problem: dict, params: LabelParams, seed: int) -> ProblemLabels:
+    # Per-problem streams (order-independent, resumable); trajectories get their own, so that every
+    # method labels the same trajectories and methods compare pair by pair.
+    rng = random.Random(f"{seed}:{problem['id']}")
+    completion_rng = random.Random(f"{seed}:{problem['id']}:completions")
+    check = AnswerChecker()
+    labeler = make_labeler(params)
+    tally = _Tally(policy)
+    rows, calls = [], 0
+    for k in range(params.trajectories_per_problem):
+        trajectory = tally.sample_trajectory(problem, rng)
+        step_labels = labeler(tally, problem, trajectory, rng=completion_rng, check=check)
+        calls += 1 + step_labels.policy_calls
+        rows.append({
+            "id": f"{problem['id']}-{k}",
+            "problem_id": problem["id"],
+            "problem": problem["problem"],
+            "steps": trajectory.steps,
+            "labels": step_labels.labels,
+            "values": step_labels.values,
+            "answer": problem["answer"],
+            "predicted_answer": trajectory.final_answer,
+            "correct": check(trajectory.final_answer, problem["answer"]),
+            "first_error": first_error(step_labels.labels),
+            "true_first_error": trajectory.first_slip,
+            "policy": policy.name,
+        })
+    return ProblemLabels(problem["id"], rows, calls, check.checks, check.unparseable, tally.tokens)
+
+
+def prelabeled_row(problem: dict) -> dict:
+    """A solution that came with its labels (PRM800K, Math-Shepherd, ...): passed through unchanged."""
+    labels = problem["labels"]
+    return {
+        "id": problem["id"], "problem_id": problem["problem_id"], "problem": problem["problem"],
+        "steps": problem["steps"], "labels": labels, "values": problem["values"], "answer": problem["answer"],
+        "predicted_answer": problem.get("predicted_answer", ""), "correct": "-" not in labels,
+        "first_error": first_error(labels), "true_first_error": first_error(labels), "policy": problem["source"],
+    }
+
+
+def label_one(policy: Policy, problem: dict, params: LabelParams, seed: int) -> ProblemLabels:
+    if "labels" in problem:
+        return ProblemLabels(problem["id"], [prelabeled_row(problem)])
+    return label_problem(policy, problem, params, seed)
+
+
+def label_many(policy: Policy, problems: list[dict], params: LabelParams, seed: int) -> Iterator[ProblemLabels]:
+    """Each problem's labels, in the order they finish, `policy.parallel_problems` problems at a time.
+
+    Problems run in threads that share the policy (the openai policy's requests then share its one pool of
+    `label.concurrency` connections); one problem's calls stay in order, so its labels are those of a run
+    that labels it alone. The first failure cancels the problems not yet started and is raised.
+    """
+    parallel = getattr(policy, "parallel_problems", 1)
+    if parallel <= 1:
+        for problem in problems:
+            yield label_one(policy, problem, params, seed)
+        return
+    todo = iter(problems)
+    with ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="label-problem") as pool:
+        running: set[Future] = set()
+        try:
+            while True:
+                for problem in todo:  # top up to `parallel` problems in flight
+                    running.add(pool.submit(label_one, policy, problem, params, seed))
+                    if len(running) >= parallel:
+                        break
+                if not running:
+                    return
+                finished, running = wait(running, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    yield future.result()
+        finally:  # a failure (or a consumer that stops early): start nothing more
+            for future in running:
+                future.cancel()
