@@ -19,7 +19,7 @@ PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 # A stated duration: "12 s", "~90 s", "4.5 minutes", "2 hours" (not "Step 2", not a table cell's bare number).
 DURATION = re.compile(r"(?<![\w.])~?\d[\d,.]*\s?(?:ms|s|sec|seconds?|min|minutes?|h|hours?)\b(?!\w)")
 # A paragraph may state a duration that is a knob's value (`retry_backoff_seconds`), not a measurement.
-KNOB = re.compile(r"`[\w.]*(?:_s|seconds)`")
+KNOB = re.compile(r"`[\w.]*(?:_s|seconds)`", re.IGNORECASE)  # a params knob or a code constant (`MAX_BACKOFF_S`)
 
 
 def test_the_site_builds_in_strict_mode_with_every_knob(tmp_path):

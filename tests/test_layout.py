@@ -17,7 +17,7 @@ from conftest import REPO
 
 PACKAGE = REPO / "src" / "prmflow"
 # Each module's rank; a module may import only modules of its own rank or below.
-SHARED = {"prmflow.config", "prmflow.sections", "prmflow.param_rules", "prmflow.tracking", "prmflow.jsonl",
+SHARED = {"prmflow.config", "prmflow.sections", "prmflow.sections_evaluation", "prmflow.param_rules", "prmflow.tracking", "prmflow.jsonl",
           "prmflow.devices"}
 # Shared modules a stage's results do not rest on (params are DVC params, not code): left out of its deps.
 # prmflow.devices is code that decides where and in what precision models run: a dep where it is imported.

@@ -1,4 +1,4 @@
-"""MkDocs hook: the configuration reference, generated from the help text of `src/prmflow/sections.py`.
+"""MkDocs hook: the configuration reference, generated from the help text of `src/prmflow/sections.py` and `sections_evaluation.py`.
 
 A page that holds the marker line `<!-- configuration-reference -->` gets it replaced by one table per
 `params.yaml` section (key, default, rule or choices, help), read from the section dataclasses of

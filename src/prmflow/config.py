@@ -25,8 +25,10 @@ from prmflow.param_rules import (  # noqa: F401 (re-exported: prmflow.config is 
     SOURCE_SPLITS, credential_problems, redact_url,
 )
 from prmflow.sections import (  # noqa: F401 (re-exported)
-    BaseParams, CombineParams, EvaluateParams, IngestParams, LabelParams, ModelParams, RegisterParams, SearchParams,
-    TrainOrmParams, TrainParams, ValidateParams,
+    BaseParams, IngestParams, LabelParams, ModelParams, TrainOrmParams, TrainParams, ValidateParams,
+)
+from prmflow.sections_evaluation import (  # noqa: F401 (re-exported)
+    CombineParams, EvaluateParams, RegisterParams, SearchParams,
 )
 
 
