@@ -40,9 +40,9 @@ SPLITS = ("train", "test")
 # The code the labels rest on: a partial file made by other code is not resumed (dvc.yaml lists the same
 # files as the stage's deps; tests/test_label_resume.py keeps the two equal).
 LABELING_CODE = ("data/answers.py", "data/calc.py", "data/contract.py", "devices.py", "labeling/completion_text.py",
-                 "labeling/distributed.py", "labeling/engine.py", "labeling/hf_policy.py", "labeling/label.py",
-                 "labeling/openai_policy.py", "labeling/policies.py", "labeling/policy.py", "labeling/simulated.py",
-                 "labeling/step_labels.py")
+                 "labeling/credentials.py", "labeling/distributed.py", "labeling/engine.py", "labeling/hf_policy.py",
+                 "labeling/label.py", "labeling/openai_policy.py", "labeling/policies.py", "labeling/policy.py",
+                 "labeling/simulated.py", "labeling/step_labels.py")
 
 # `label` params that change how the work runs, not the labels: a run resumes across them.
 EXECUTION_FIELDS = ("workers", "ray_address", "worker_gpus", "chunk_problems", "concurrency", "request_timeout_s",
