@@ -86,7 +86,7 @@ def test_killing_a_ray_worker_then_the_driver_loses_and_doubles_nothing(tmp_path
         # The driver notices, names the worker, hands its chunks to a new one, and goes on.
         while "died" not in log.read_text() and time.monotonic() < deadline and driver.poll() is None:
             time.sleep(0.05)
-        assert f"Ray worker 0 (" in log.read_text() and f"pid {workers[0]}) died" in log.read_text()
+        assert "Ray worker 0 (" in log.read_text() and f"pid {workers[0]}) died" in log.read_text()
         while len(_lines(partial)) < killed_at + 40 and time.monotonic() < deadline and driver.poll() is None:
             time.sleep(0.05)
         assert driver.poll() is None, "the run ended before the driver could be killed: " + log.read_text()[-2000:]
