@@ -82,4 +82,4 @@ def test_serve_vllm_without_an_interpreter_says_how_to_get_one(tmp_path):
     env = {k: v for k, v in server_env("sqlite:///nowhere.db").items() if k != "PRMFLOW_VLLM_PYTHON"}
     proc = subprocess.run(["prmflow", "serve-vllm", "--model", "models:/prm@champion"], env=env, cwd=tmp_path,
                           capture_output=True, text=True, timeout=120)
-    assert proc.returncode != 0 and "run `make vllm-env`" in proc.stderr
+    assert proc.returncode != 0 and "run `make vllm-env` in the checkout" in proc.stderr

@@ -256,7 +256,7 @@ def main(argv: list[str] | None = None) -> None:
     vllm.add_argument("--model", default="models:/prm@champion", help="registered model URI")
     vllm.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
     vllm.add_argument("--port", type=int, default=8000, help="port to listen on (default: 8000)")
-    vllm.add_argument("--python", default=None, help="vLLM's venv interpreter (default: $PRMFLOW_VLLM_PYTHON)")
+    vllm.add_argument("--python", default=None, help="vLLM's venv interpreter (default: $PRMFLOW_VLLM_PYTHON, else .venv-vllm/bin/python)")
     vllm.add_argument("--params", default="params.yaml", help="where the tracking URI comes from, unless "
                                                               "MLFLOW_TRACKING_URI is set")
     vllm.add_argument("vllm_args", nargs=argparse.REMAINDER, help="after --: more arguments for vLLM's server")

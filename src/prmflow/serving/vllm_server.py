@@ -26,6 +26,7 @@ from pathlib import Path
 from prmflow.model.tokenization import PRM_CONFIG, Encoded, PromptFormat, encode_candidate, load_prompt_format
 
 PYTHON_ENV = "PRMFLOW_VLLM_PYTHON"  # the interpreter of vLLM's own venv (Makefile: vllm-env)
+DEFAULT_PYTHON = Path(".venv-vllm") / "bin" / "python"  # where `make vllm-env` puts it, in the checkout
 SERVED_NAME = "prm"
 
 
@@ -118,10 +119,10 @@ class VLLMStepScorer:
 
 def serve_main(args: argparse.Namespace) -> None:
     """`prmflow serve-vllm`: replace this process with vLLM's server of the registered model."""
-    python = args.python or os.environ.get(PYTHON_ENV)
+    python = args.python or os.environ.get(PYTHON_ENV) or (str(DEFAULT_PYTHON) if DEFAULT_PYTHON.is_file() else None)
     if not python:
-        raise SystemExit(f"prmflow serve-vllm: no vLLM interpreter: run `make vllm-env` (sets {PYTHON_ENV}) or pass "
-                         f"--python PATH/TO/VENV/bin/python")
+        raise SystemExit(f"prmflow serve-vllm: no vLLM interpreter: run `make vllm-env` in the checkout (it makes "
+                         f"{DEFAULT_PYTHON}), or set {PYTHON_ENV} or pass --python PATH/TO/VENV/bin/python")
     model_dir, config, dtype = registered_checkpoint(args.model)
     command = vllm_command(python, model_dir, config, dtype, args.host, args.port, args.vllm_args)
     print("prmflow serve-vllm: " + " ".join(command), flush=True)
