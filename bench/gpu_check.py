@@ -135,6 +135,7 @@ def score(model, tokenizer, fmt, rows: list[dict], device: str) -> dict:
     """The trained model through ProcessRewardModel in bfloat16 and float32: speed, and the largest difference."""
     import torch
 
+    from prmflow.devices import Placement
     from prmflow.model.modeling import ProcessRewardModel
     from prmflow.model.tokenization import save_prompt_format
 
@@ -145,7 +146,7 @@ def score(model, tokenizer, fmt, rows: list[dict], device: str) -> dict:
         save_prompt_format(fmt, directory)
         scores, seconds = {}, 0.0
         for dtype in ("float32", "bfloat16"):
-            prm = ProcessRewardModel(directory, device, dtype)
+            prm = ProcessRewardModel(directory, Placement(device, dtype))
             prm.score_batch(solutions[:8])  # warm-up: kernels chosen, memory allocated
             started = time.perf_counter()
             scores[dtype] = [s for steps in prm.score_batch(solutions) for s in steps]

@@ -98,8 +98,8 @@ def server_sweep(model_dir: Path, problems: list[dict], label_params, concurrenc
         with serve_policy_lm(model_dir, port, log_path, extra_args):
             info["ready_s"] = time.perf_counter() - start
             # Warm-up, and the check that the server generates at all: no retries, so a broken one fails at once.
-            probe = OpenAIPolicy(endpoint, max_new_tokens=8, temperature=1.0, concurrency=1, request_timeout_s=60,
-                                 max_retries=0)
+            probe = OpenAIPolicy(LabelParams(endpoint=endpoint, max_new_tokens=8, temperature=1.0, concurrency=1,
+                                             request_timeout_s=60, max_retries=0))
             probe.complete(problems[0], [[]], random.Random(0))
             info["works"] = True
             for concurrency in concurrencies:

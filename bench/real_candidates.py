@@ -48,10 +48,11 @@ from prmflow.model.aggregation import aggregate  # noqa: E402
 def score_part(model_dir: str, solutions: list[tuple[str, list[str]]], batch_size: int) -> list[list[float]]:
     import torch
 
+    from prmflow.devices import Placement
     from prmflow.model.modeling import ProcessRewardModel
 
     torch.set_num_threads(1)
-    return ProcessRewardModel(model_dir, "cpu", "float32").score_batch(solutions, batch_size)
+    return ProcessRewardModel(model_dir, Placement("cpu", "float32")).score_batch(solutions, batch_size)
 
 
 def main() -> None:

@@ -152,13 +152,14 @@ def main() -> None:
     import torch
 
     import mlflow
+    from prmflow.config import Params
     from prmflow.jsonl import read_jsonl
     from prmflow.serving.load_check import candidate_pool, run_mix, solo_predictions
     from prmflow.serving.model_server import free_port, loopback_process
     from prmflow.serving.register import log_prm
     from prmflow.serving.scorer import ServingConfig
 
-    config = ServingConfig()
+    config = ServingConfig.from_params(Params())
     rows = read_jsonl(args.rollouts, required=("problem", "steps"))
     plain = [{"problem": r["problem"], "steps": r["steps"]} for r in rows[:64]]
     pool = candidate_pool(rows, config.max_request_bytes)

@@ -13,7 +13,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 import yaml
 
-from prmflow.config import ConfigError, params_from_dict
+from prmflow.config import ConfigError, LabelParams, params_from_dict
 from prmflow.labeling.credentials import endpoint_auth
 from prmflow.labeling.openai_policy import OpenAIPolicy
 from tiny_project import make_project, run
@@ -77,8 +77,8 @@ def test_the_bearer_key_reaches_the_server_on_the_wire(monkeypatch):
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        policy = OpenAIPolicy(f"http://127.0.0.1:{server.server_port}/v1", api_key_env="PRMFLOW_TEST_KEY",
-                              max_retries=0)
+        policy = OpenAIPolicy(LabelParams(endpoint=f"http://127.0.0.1:{server.server_port}/v1",
+                                          api_key_env="PRMFLOW_TEST_KEY", max_retries=0, concurrency=8))
         policy.complete({"problem": "Ava has 3 + 5 apples."}, [[]], random.Random(0))
     finally:
         server.shutdown()

@@ -3,7 +3,7 @@ from fractions import Fraction
 
 from prmflow.data.calc import ANNOTATION, annotation_result, parse_step
 from prmflow.config import IngestParams, LabelParams
-from prmflow.data.generator import GeneratorSettings, generate_problems
+from prmflow.data.generator import generate_problems
 from prmflow.data.ingest import build_splits, check_problem
 from prmflow.labeling.engine import first_error, label_problem
 from prmflow.labeling.label import label_summary
@@ -11,7 +11,7 @@ from prmflow.labeling.simulated import MISCONCEPTIONS, SimulatedPolicy
 
 
 def test_generator_is_deterministic_and_within_bounds():
-    settings = GeneratorSettings(min_steps=2, max_steps=6, max_operand=20)
+    settings = IngestParams(min_steps=2, max_steps=6, max_operand=20)
     a = generate_problems(50, seed=3, settings=settings)
     b = generate_problems(50, seed=3, settings=settings)
     assert a == b
@@ -39,14 +39,14 @@ def _problem():
 
 
 def test_simulated_policy_without_slips_reproduces_the_reference():
-    policy = SimulatedPolicy(slip_rate=0.0)
+    policy = SimulatedPolicy(LabelParams(slip_rate=0.0, misconception_rate=0.0), seed=0)
     out = policy.sample_trajectory(_problem(), random.Random(0))
     assert out.steps == _problem()["reference_steps"]
     assert (out.final_answer, out.first_slip) == ("34", -1)
 
 
 def test_simulated_policy_carries_a_wrong_prefix_forward():
-    policy = SimulatedPolicy(slip_rate=0.0)
+    policy = SimulatedPolicy(LabelParams(slip_rate=0.0, misconception_rate=0.0), seed=0)
     wrong_prefix = ["Ava has 12 + 5 = <<12+5=18>>18 apples."]
     out = policy.continue_from(_problem(), wrong_prefix, random.Random(0))
     assert out.steps == ["Then 18 * 2 = <<18*2=36>>36 apples."]
@@ -54,7 +54,7 @@ def test_simulated_policy_carries_a_wrong_prefix_forward():
 
 
 def test_simulated_policy_knows_where_it_slipped():
-    policy = SimulatedPolicy(slip_rate=1.0, operation_slip_fraction=0.0)
+    policy = SimulatedPolicy(LabelParams(slip_rate=1.0, operation_slip_fraction=0.0, misconception_rate=0.0), seed=0)
     out = policy.sample_trajectory(_problem(), random.Random(0))
     assert out.first_slip == 0
     first = parse_step(out.steps[0], [])
@@ -62,7 +62,7 @@ def test_simulated_policy_knows_where_it_slipped():
 
 
 def test_operation_slips_use_another_operator_and_compute_it_right():
-    policy = SimulatedPolicy(slip_rate=1.0, operation_slip_fraction=1.0)
+    policy = SimulatedPolicy(LabelParams(slip_rate=1.0, operation_slip_fraction=1.0, misconception_rate=0.0), seed=0)
     out = policy.sample_trajectory(_problem(), random.Random(0))
     first = parse_step(out.steps[0], [])
     assert "+" not in out.steps[0].split("=")[0]  # both the visible and the annotated operator changed
@@ -76,17 +76,18 @@ def _generated(count=40):
 
 def test_misconceptions_are_drawn_once_per_problem_from_its_seeded_stream():
     problems = _generated()
-    kinds = [SimulatedPolicy(0.0, misconception_rate=1.0, seed=3).misconception(p) for p in problems]
-    again = [SimulatedPolicy(0.0, misconception_rate=1.0, seed=3).misconception(p) for p in reversed(problems)]
+    always = LabelParams(slip_rate=0.0, misconception_rate=1.0)
+    kinds = [SimulatedPolicy(always, seed=3).misconception(p) for p in problems]
+    again = [SimulatedPolicy(always, seed=3).misconception(p) for p in reversed(problems)]
     assert kinds == again[::-1]  # order-free: the problem's own stream
     assert {m.kind for m in kinds} == set(MISCONCEPTIONS)
-    other_seed = [SimulatedPolicy(0.0, misconception_rate=1.0, seed=4).misconception(p) for p in problems]
+    other_seed = [SimulatedPolicy(always, seed=4).misconception(p) for p in problems]
     assert other_seed != kinds
 
 
 def test_a_held_misconception_is_the_known_first_error_and_completions_stay_consistent():
-    policy = SimulatedPolicy(slip_rate=0.0, misconception_rate=1.0, seed=3)
-    correct = SimulatedPolicy(slip_rate=0.0)
+    policy = SimulatedPolicy(LabelParams(slip_rate=0.0, misconception_rate=1.0), seed=3)
+    correct = SimulatedPolicy(LabelParams(slip_rate=0.0, misconception_rate=0.0), seed=0)
     for problem in _generated():
         misconception = policy.misconception(problem)
         reference = problem["reference_steps"]
@@ -108,7 +109,8 @@ def test_a_held_misconception_is_the_known_first_error_and_completions_stay_cons
 
 def test_next_steps_walks_the_solution_one_step_at_a_time():
     problem = _generated(10)[3]
-    for policy in (SimulatedPolicy(slip_rate=0.0), SimulatedPolicy(slip_rate=0.0, misconception_rate=1.0, seed=3)):
+    for policy in (SimulatedPolicy(LabelParams(slip_rate=0.0, misconception_rate=0.0), seed=0),
+                   SimulatedPolicy(LabelParams(slip_rate=0.0, misconception_rate=1.0), seed=3)):
         whole = policy.sample_trajectory(problem, random.Random(0))
         prefix = []
         while True:
@@ -121,12 +123,12 @@ def test_next_steps_walks_the_solution_one_step_at_a_time():
 
 
 def test_mc_labels_mark_the_slip_and_everything_after_it():
-    policy = SimulatedPolicy(slip_rate=0.0)
+    policy = SimulatedPolicy(LabelParams(slip_rate=0.0, misconception_rate=0.0), seed=0)
     params = LabelParams(trajectories_per_problem=1, completions_per_step=4, slip_rate=0.0)
     (row,) = label_problem(policy, _problem(), params, seed=0).rows
     assert (row["labels"], row["values"], row["correct"], row["first_error"]) == (["+", "+"], [1.0, 1.0], True, -1)
 
-    slipping = SimulatedPolicy(slip_rate=1.0)
+    slipping = SimulatedPolicy(LabelParams(slip_rate=1.0, misconception_rate=0.0), seed=0)
     (row,) = label_problem(slipping, _problem(), params, seed=0).rows
     # Completions also always slip, so no prefix can reach the answer.
     assert row["labels"] == ["-", "-"] and row["first_error"] == 0 and row["true_first_error"] == 0

@@ -40,7 +40,8 @@ def endpoint(model_dir, tmp_path_factory):
 
 def test_complete_returns_one_continuation_per_prefix_and_counts_calls_and_tokens(endpoint, model_dir):
     # The model id the server is pinned to, sent as vLLM requires it.
-    policy = OpenAIPolicy(endpoint, model_name=str(model_dir), max_new_tokens=12, temperature=1.0, concurrency=3)
+    policy = OpenAIPolicy(LabelParams(endpoint=endpoint, model_name=str(model_dir), max_new_tokens=12, temperature=1.0,
+                                      concurrency=3))
     out = policy.complete(PROBLEM, PREFIXES, random.Random(0))
     assert len(out) == len(PREFIXES)
     for continuation in out:
@@ -54,7 +55,7 @@ def test_complete_returns_one_continuation_per_prefix_and_counts_calls_and_token
 
 
 def test_next_steps_returns_one_step_per_prefix_cut_at_the_line_end(endpoint):
-    policy = OpenAIPolicy(endpoint, max_new_tokens=12, temperature=1.0, concurrency=3)
+    policy = OpenAIPolicy(LabelParams(endpoint=endpoint, max_new_tokens=12, temperature=1.0, concurrency=3))
     out = policy.next_steps(PROBLEM, PREFIXES, random.Random(0))
     assert len(out) == len(PREFIXES) and policy.generate_calls == len(PREFIXES)
     for step in out:
@@ -64,7 +65,7 @@ def test_next_steps_returns_one_step_per_prefix_cut_at_the_line_end(endpoint):
 
 def test_seeds_from_the_stream_make_a_run_reproducible(endpoint):
     # Concurrency 1: `transformers serve` seeds one global generator, so concurrent requests would interleave.
-    policy = OpenAIPolicy(endpoint, max_new_tokens=10, temperature=1.0, concurrency=1)
+    policy = OpenAIPolicy(LabelParams(endpoint=endpoint, max_new_tokens=10, temperature=1.0, concurrency=1))
     first = [c.steps for c in policy.complete(PROBLEM, [[]] * 3, random.Random(7))]
     again = [c.steps for c in policy.complete(PROBLEM, [[]] * 3, random.Random(7))]
     other = [c.steps for c in policy.complete(PROBLEM, [[]] * 3, random.Random(8))]
@@ -89,15 +90,15 @@ def test_labeling_with_the_openai_policy(endpoint, model_dir):
     # trajectory: every completion mc counts is one request.
     trajectory = Continuation(steps=["She has 12 apples.", "She buys 5 more.", "12 + 5 = 17.", "#### 16"],
                               final_answer="16", first_slip=None)
-    policy = OpenAIPolicy(endpoint, max_new_tokens=8, temperature=1.0, concurrency=4)
+    policy = OpenAIPolicy(LabelParams(endpoint=endpoint, max_new_tokens=8, temperature=1.0, concurrency=4))
     mc = mc_labels(policy, PROBLEM, trajectory, 3, random.Random(0), AnswerChecker())
     assert (mc.policy_calls, policy.generate_calls) == (9, 9)  # 3 prefixes x 3 completions
     assert len(mc.labels) == len(mc.values) == 4 and mc.labels[-1] == "-"  # 16 is not 17
 
 
 def test_a_refused_request_fails_at_once_with_the_endpoint_status_and_server_message(endpoint):
-    policy = OpenAIPolicy(endpoint, model_name="some-other-model", max_new_tokens=4, max_retries=3,
-                          retry_backoff_s=0.01)
+    policy = OpenAIPolicy(LabelParams(endpoint=endpoint, model_name="some-other-model", max_new_tokens=4, max_retries=3,
+                                      retry_backoff_s=0.01, concurrency=8))
     with pytest.raises(EndpointError, match=r"/v1/completions refused the request: HTTP 400: .*pinned") as err:
         policy.complete(PROBLEM, [[]], random.Random(0))
     assert endpoint in str(err.value)
@@ -106,7 +107,7 @@ def test_a_refused_request_fails_at_once_with_the_endpoint_status_and_server_mes
 
 def test_no_server_fails_after_max_retries_naming_the_endpoint():
     endpoint = f"http://127.0.0.1:{free_port()}/v1"  # nothing listens there
-    policy = OpenAIPolicy(endpoint, max_retries=2, retry_backoff_s=0.01, concurrency=2)
+    policy = OpenAIPolicy(LabelParams(endpoint=endpoint, max_retries=2, retry_backoff_s=0.01, concurrency=2))
     with pytest.raises(EndpointError, match=r"no completion after 3 attempts .*last failure: ConnectError") as err:
         policy.complete(PROBLEM, [[], ["x"]], random.Random(0))
     assert endpoint in str(err.value)
@@ -115,7 +116,8 @@ def test_no_server_fails_after_max_retries_naming_the_endpoint():
 
 def test_retries_reach_a_server_that_starts_after_the_first_attempts_failed(model_dir, tmp_path):
     port = free_port()
-    policy = OpenAIPolicy(f"http://127.0.0.1:{port}/v1", max_new_tokens=8, max_retries=10, retry_backoff_s=0.2)
+    policy = OpenAIPolicy(LabelParams(endpoint=f"http://127.0.0.1:{port}/v1", max_new_tokens=8, max_retries=10,
+                                      retry_backoff_s=0.2, concurrency=8))
     with ThreadPoolExecutor(1) as pool:
         pending = pool.submit(policy.complete, PROBLEM, [[], ["x"]], random.Random(0))
         deadline = time.monotonic() + 30
@@ -135,12 +137,13 @@ def test_the_openai_policy_needs_an_endpoint_url():
     with pytest.raises(ConfigError, match="label.endpoint: .*got 'http://a:8000/v1, b:8000/v1'"):
         params_from_dict({"label": {"policy": "openai", "endpoint": "http://a:8000/v1, b:8000/v1"}})
     several = params_from_dict({"label": {"policy": "openai", "endpoint": "http://a:8000/v1, https://b/v1/"}})
-    assert OpenAIPolicy(several.label.endpoint).urls == ["http://a:8000/v1/completions", "https://b/v1/completions"]
+    assert OpenAIPolicy(several.label).urls == ["http://a:8000/v1/completions", "https://b/v1/completions"]
 
 
 def test_with_several_endpoints_requests_go_to_the_ones_that_answer(endpoint):
     dead = f"http://127.0.0.1:{free_port()}/v1"  # listed first: the first request goes there and fails
-    policy = OpenAIPolicy(f"{dead},{endpoint}", max_new_tokens=4, concurrency=2, max_retries=2, retry_backoff_s=0.01)
+    policy = OpenAIPolicy(LabelParams(endpoint=f"{dead},{endpoint}", max_new_tokens=4, concurrency=2, max_retries=2,
+                                      retry_backoff_s=0.01))
     out = policy.complete(PROBLEM, [[]] * 6, random.Random(0))
     assert len(out) == 6 and policy.generate_calls == 6
     assert 1 <= policy.retries <= 2  # the requests sent before the dead one failed; later ones avoid it
@@ -149,7 +152,7 @@ def test_with_several_endpoints_requests_go_to_the_ones_that_answer(endpoint):
 
 def test_the_api_key_comes_from_the_named_environment_variable(monkeypatch):
     with pytest.raises(ValueError, match="label.api_key_env: environment variable PRMFLOW_TEST_KEY is not set"):
-        OpenAIPolicy("http://127.0.0.1:8000/v1", api_key_env="PRMFLOW_TEST_KEY")
+        OpenAIPolicy(LabelParams(endpoint="http://127.0.0.1:8000/v1", api_key_env="PRMFLOW_TEST_KEY", concurrency=8))
     monkeypatch.setenv("PRMFLOW_TEST_KEY", "sk-test")
-    policy = OpenAIPolicy("http://127.0.0.1:8000/v1", api_key_env="PRMFLOW_TEST_KEY")
+    policy = OpenAIPolicy(LabelParams(endpoint="http://127.0.0.1:8000/v1", api_key_env="PRMFLOW_TEST_KEY", concurrency=8))
     assert policy.client.headers["Authorization"] == "Bearer sk-test"

@@ -27,8 +27,7 @@ class SlowPolicy(SimulatedPolicy):
         time.sleep(0.02)
         return super().sample_trajectory(problem, rng)
 
-label.make_policy = lambda params, seed, *placement: SlowPolicy(params.slip_rate, params.operation_slip_fraction,
-                                                              params.misconception_rate, seed)
+label.make_policy = lambda params, seed, placement: SlowPolicy(params, seed)
 problems = [json.loads(line) for line in open(sys.argv[1])]
 label.label_split(problems, LabelParams(trajectories_per_problem=2, completions_per_step=4), 3, Path(sys.argv[2]))
 """

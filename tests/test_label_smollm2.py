@@ -76,7 +76,8 @@ def test_smollm2_served_by_transformers_serve_completes_for_the_openai_policy(po
     policy.tokenizer.save_pretrained(tmp_path / "smollm2")
     port = free_port()
     with serve(tmp_path / "smollm2", port, tmp_path / "server.log"):
-        served = OpenAIPolicy(f"http://127.0.0.1:{port}/v1", max_new_tokens=64, temperature=0.7, concurrency=2)
+        served = OpenAIPolicy(LabelParams(endpoint=f"http://127.0.0.1:{port}/v1", max_new_tokens=64, temperature=0.7,
+                                          concurrency=2))
         problem = PROBLEMS[0]
         out = served.complete(problem, [[], problem["reference_steps"][:1]], random.Random(0))
     assert len(out) == 2 and all(c.steps and all(isinstance(step, str) for step in c.steps) for c in out)

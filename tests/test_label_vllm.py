@@ -17,6 +17,7 @@ import pytest
 
 from conftest import REPO
 from prmflow.config import LabelParams
+from prmflow.devices import Placement
 from prmflow.labeling.completion_text import prompt_text
 from prmflow.labeling.label import label_split
 from tiny_models import fit_policy_lm
@@ -66,7 +67,7 @@ def test_greedy_labels_through_vllm_equal_the_in_process_policy(endpoint, model_
     problems = gsm8k("test", 3)
     served = label_split(problems, params(policy="openai", endpoint=endpoint, temperature=0.0, concurrency=8), 0)
     local = label_split(problems, params(policy="transformers", model_dir=str(model_dir), temperature=0.0),
-                        0, placement=("cpu", "float32"))
+                        0, placement=Placement("cpu", "float32"))
     keys = ("id", "steps", "labels", "values", "predicted_answer", "correct", "first_error")
     assert [[{k: row[k] for k in keys} for row in r.rows] for r in served] == \
         [[{k: row[k] for k in keys} for row in r.rows] for r in local]

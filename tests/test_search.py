@@ -151,11 +151,12 @@ def test_search_intervals_resample_problems_and_pair_each_method_with_majority_v
 
 
 def test_prefix_caching_scores_as_the_plain_forward_pass_and_reads_fewer_tokens(tmp_path):
+    from prmflow.devices import Placement
     from prmflow.evaluation.search import InProcessScorer
     from prmflow.model.tokenization import encode_solution
     from tiny_models import build_tiny_prm
 
-    scorer = InProcessScorer(build_tiny_prm(tmp_path / "prm", seed=0), batch_size=4)
+    scorer = InProcessScorer(build_tiny_prm(tmp_path / "prm", seed=0), batch_size=4, placement=Placement())
     problem = "Ava has 3 apples and buys 4. How many?"
     prefix = ["Ava has 3 + 4 = <<3+4=7>>7 apples.", "She eats 1: 7 - 1 = <<7-1=6>>6."]
     solutions = [prefix + [last] for last in ("So 6 are left.", "Then 6 * 2 = <<6*2=12>>12.", "#### 6")]
@@ -166,3 +167,28 @@ def test_prefix_caching_scores_as_the_plain_forward_pass_and_reads_fewer_tokens(
         assert a == pytest.approx(b, abs=1e-5)
     full = sum(len(encode_solution(scorer.prm.tokenizer, scorer.prm.format, problem, s).input_ids) for s in solutions)
     assert 0 < scorer.forward_tokens < full
+
+
+def test_the_search_stage_loads_the_prm_on_the_configured_device_and_dtype(tmp_path, monkeypatch):
+    """model.device / model.dtype reach the search stage's PRM (not "auto"): bfloat16 on the CPU, where auto
+    would load float32, is what its parameters hold and what reports/search.md records."""
+    import torch
+
+    from prmflow.config import params_from_dict
+    from prmflow.devices import Placement
+    from prmflow.evaluation import search
+    from prmflow.jsonl import write_jsonl
+    from tiny_models import build_tiny_prm
+
+    monkeypatch.chdir(tmp_path)
+    build_tiny_prm(tmp_path / "models" / "prm", seed=0)
+    write_jsonl(tmp_path / "data" / "problems" / "test.jsonl", [
+        {"id": f"p{b}", "problem": f"Ava has 3 apples and buys {b}. How many?", "answer": str(3 + b),
+         "reference_steps": [f"Ava has 3 + {b} = <<3+{b}={3 + b}>>{3 + b} apples."], "source": "test"}
+        for b in (2, 5)])
+    params = params_from_dict({"model": {"device": "cpu", "dtype": "bfloat16"},
+                               "search": {"sizes": [1, 2], "beam_width": 2, "max_steps": 3, "bootstrap_samples": 0}})
+    scorer = search.make_scorer(params.search, params.base.models_dir, Placement.of(params.model))
+    assert scorer.prm.model.dtype == torch.bfloat16 and scorer.prm.device.type == "cpu"
+    search.main(params)
+    assert "PRM: models/prm in process, on cpu in bfloat16." in (tmp_path / "reports" / "search.md").read_text()

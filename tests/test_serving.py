@@ -303,13 +303,15 @@ def test_a_model_directory_and_its_registered_version_give_the_same_first_error(
 def test_search_picks_the_same_with_the_served_prm_as_in_process(server, store):
     import random
 
+    from prmflow.config import LabelParams
+    from prmflow.devices import Placement
     from prmflow.evaluation.search import EndpointScorer, InProcessScorer
     from prmflow.evaluation.search_methods import beam_search, best_of_n, sample_solutions
     from prmflow.labeling.simulated import SimulatedPolicy
 
-    policy = SimulatedPolicy(slip_rate=0.3, misconception_rate=0.3, seed=1)
+    policy = SimulatedPolicy(LabelParams(slip_rate=0.3, misconception_rate=0.3), seed=1)
     served = EndpointScorer(server, batch_size=LIMITS["max_solutions_per_request"])
-    local = InProcessScorer(store["root"] / "seed0", batch_size=8)
+    local = InProcessScorer(store["root"] / "seed0", batch_size=8, placement=Placement())
     problems = [{"id": f"p{b}", "problem": f"Ava has 3 apples and buys {b}. She gives 1 away. How many are left?",
                  "answer": str(2 + b), "reference_steps": [f"Ava has 3 + {b} = <<3+{b}={3 + b}>>{3 + b} apples.",
                                                            f"Left: {3 + b} - 1 = <<{3 + b}-1={2 + b}>>{2 + b}."]}
@@ -328,6 +330,7 @@ def test_search_picks_the_same_with_the_served_prm_as_in_process(server, store):
 
 def test_a_server_with_the_bfloat16_override_scores_within_0_05_of_float32(store):
     """Scores spread over (0, 1) (sharpened label rows), so the tolerance is not met by scores near 0.5."""
+    from prmflow.devices import Placement
     from prmflow.model.modeling import ProcessRewardModel
 
     directory = sharpen_label_rows(build_tiny_prm(store["root"] / "sharp", seed=3))
@@ -338,7 +341,7 @@ def test_a_server_with_the_bfloat16_override_scores_within_0_05_of_float32(store
         response = invoke(url, {"inputs": SOLUTIONS})
     assert response.status_code == 200, response.text
     served = [s for p in response.json()["predictions"] for s in p["step_scores"]]
-    float32 = ProcessRewardModel(directory, "cpu", "float32").score_batch(pairs)
+    float32 = ProcessRewardModel(directory, Placement("cpu", "float32")).score_batch(pairs)
     expected = [s for steps in float32 for s in steps]
     assert max(expected) - min(expected) > 0.3 and served != expected  # bfloat16 really served, spread scores
     assert max(abs(a - b) for a, b in zip(served, expected)) <= 0.05

@@ -57,10 +57,12 @@ def test_concurrent_clients_with_hostile_requests_get_their_solo_answers(prm_dir
 
 def test_a_candidates_scores_do_not_depend_on_its_batch_mates_or_other_threads(prm_dir, pool):
     """Randomised batches of the pool from 8 threads at once through one Scorer (one scoring loop)."""
+    from prmflow.devices import Placement
     from prmflow.model.modeling import ProcessRewardModel
     from prmflow.serving.scorer import Scorer, ServingConfig, Solution
 
-    scorer = Scorer(ProcessRewardModel(prm_dir, "cpu", "float32"), ServingConfig(batch_tokens=2048))
+    scorer = Scorer(ProcessRewardModel(prm_dir, Placement("cpu", "float32")),
+                    ServingConfig.from_model_config({"batch_tokens": 2048}))
     solo = [scorer.score([Solution(**candidate)])[0].model_dump() for candidate in pool]
     forwards_alone = scorer.loop.forwards
     rng = random.Random(0)

@@ -8,8 +8,8 @@ import pytest
 
 from prmflow.data.answers import answers_equivalent, extract_boxed, normalize_answer
 from prmflow.data.calc import format_number, parse_step, to_number
-from prmflow.config import ConfigError, params_from_dict
-from prmflow.data.generator import GeneratorSettings, generate_problems
+from prmflow.config import ConfigError, IngestParams, LabelParams, params_from_dict
+from prmflow.data.generator import generate_problems
 from prmflow.labeling.simulated import SimulatedPolicy
 from prmflow.data.sources import content_id, read_source
 
@@ -147,13 +147,13 @@ def test_default_generator_stays_small_integer_problems():
 
 
 def test_rich_generator_has_fractions_decimals_and_eight_steps_that_round_trip():
-    settings = GeneratorSettings(min_steps=2, max_steps=8, decimal_rate=0.5, fraction_rate=0.3)
+    settings = IngestParams(min_steps=2, max_steps=8, decimal_rate=0.5, fraction_rate=0.3)
     problems = generate_problems(200, seed=5, settings=settings)
     assert problems == generate_problems(200, seed=5, settings=settings)
     assert {len(p["reference_steps"]) for p in problems} == set(range(2, 9))
     assert any("." in p["answer"] for p in problems)
     assert any(" of the " in p["problem"] and "/" in p["problem"] for p in problems)  # "keeps 3/4 of the ..."
-    policy = SimulatedPolicy(slip_rate=0.0)
+    policy = SimulatedPolicy(LabelParams(slip_rate=0.0, misconception_rate=0.0), seed=0)
     for index, problem in enumerate(problems):
         answer = to_number(problem["answer"])
         assert answer > 0 and format_number(answer) == problem["answer"]

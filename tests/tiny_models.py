@@ -215,7 +215,7 @@ def log_version(model_dir: Path, name: str = "prm", outcome_dir: Path | None = N
     from prmflow.serving.scorer import ServingConfig
 
     with mlflow.start_run():
-        info = log_prm(model_dir, dataclasses.asdict(ServingConfig(**serving)), name, outcome_dir)
+        info = log_prm(model_dir, dataclasses.asdict(ServingConfig.from_model_config(serving)), name, outcome_dir)
     return str(info.registered_model_version)
 
 

@@ -141,7 +141,7 @@ def score_main(args: argparse.Namespace) -> int:
         mlflow.set_tracking_uri(_tracking_uri(args))
         scorer = load_scorer(args.model)
     else:
-        scorer = load_scorer(args.model, args.threshold, _evaluated_metrics(args))
+        scorer = load_scorer(args.model, threshold=args.threshold, metrics_path=_evaluated_metrics(args))
     print(f"prmflow score: first_error threshold {scorer.config.threshold:g} from {scorer.threshold_source}",
           file=sys.stderr)
     good, rejects = _read_lines(args.input, scorer.config)

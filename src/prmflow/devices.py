@@ -1,11 +1,14 @@
 """Where a model runs and in what precision: the one resolver behind every place that loads a model.
 
-    device, dtype = resolve_placement("auto", "auto")   # ("cuda", torch.bfloat16) on a GPU, ("cpu", torch.float32)
-    model = load_causal_lm("models/prm", "cpu", "bfloat16")
+    placement = Placement.of(params.model)              # the model.device / model.dtype settings, read once
+    device, dtype = placement.resolve()                 # ("cuda", torch.bfloat16) on a GPU, ("cpu", torch.float32)
+    model = load_causal_lm("models/prm", Placement("cpu", "bfloat16"))
 
-`model.device` / `model.dtype` (params.yaml) name them for the stages; the public reward-model classes
-take the same strings; the served model stores them in its config and reads PRMFLOW_DEVICE /
-PRMFLOW_DTYPE over them at load time, so a model trained on a GPU serves on a CPU and back.
+A `Placement` is built once where the settings are read (`model.device` / `model.dtype` in params.yaml)
+and handed down whole to whatever loads a model: training, evaluation, search, the rollout policy,
+serving. The public reward-model classes take the same two strings; the served model stores them in its
+config and reads PRMFLOW_DEVICE / PRMFLOW_DTYPE over them at load time (`Placement.with_env`), so a model
+trained on a GPU serves on a CPU and back.
 `auto` means CUDA + bfloat16 when a GPU is present, else CPU + float32 for loading a model (inference:
 float32 keeps candidates' scores apart, where bfloat16's 8-bit mantissa would tie many of them).
 
@@ -21,15 +24,17 @@ from __future__ import annotations
 
 import os
 import re
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from prmflow.param_rules import DEVICE_PATTERN, DTYPES
+from prmflow.sections import ModelParams
 
 DEVICE_ENV = "PRMFLOW_DEVICE"
 DTYPE_ENV = "PRMFLOW_DTYPE"
 
 
-def resolve_placement(device: str = "auto", dtype: str = "auto", source: str = "model") -> tuple[str, object]:
+def resolve_placement(device: str, dtype: str, source: str = "model") -> tuple[str, object]:
     """(torch device string, torch dtype) for the `device` and `dtype` settings.
 
     Raises ValueError naming `source`.device / `source`.dtype for a value outside auto|cpu|cuda|cuda:N
@@ -83,8 +88,8 @@ def this_cpu_has_bf16() -> bool:
         return False
 
 
-def training_placement(device: str = "auto", dtype: str = "auto", hidden_size: int = 0,
-                       bf16_cpu: bool | None = None, source: str = "model") -> tuple[str, object]:
+def training_placement(device: str, dtype: str, hidden_size: int, *, bf16_cpu: bool | None = None,
+                       source: str = "model") -> tuple[str, object]:
     """(torch device string, mixed-precision dtype) of training a model `hidden_size` wide: resolve_placement,
     except that `auto` on a CPU is bfloat16 (autocast over float32 weights) for a model at least
     BF16_CPU_MIN_HIDDEN wide where `bf16_cpu` (default: this_cpu_has_bf16()) holds.
@@ -100,21 +105,46 @@ def training_placement(device: str = "auto", dtype: str = "auto", hidden_size: i
     return where, precision
 
 
-def placement_from_env(device: str, dtype: str) -> tuple[str, str]:
-    """The (device, dtype) settings with PRMFLOW_DEVICE / PRMFLOW_DTYPE, when set, taking precedence."""
-    return os.environ.get(DEVICE_ENV) or device, os.environ.get(DTYPE_ENV) or dtype
+@dataclass(frozen=True)
+class Placement:
+    """The `device` (auto | cpu | cuda | cuda:N) and `dtype` (auto | float32 | bfloat16 | float16) settings of a
+    model, as written (not yet resolved): `model.device` / `model.dtype`, whose defaults these are."""
+
+    device: str = ModelParams.device
+    dtype: str = ModelParams.dtype
+
+    @classmethod
+    def of(cls, model: ModelParams) -> Placement:
+        """The `model` section's placement."""
+        return cls(model.device, model.dtype)
+
+    def with_env(self) -> Placement:
+        """This placement with PRMFLOW_DEVICE / PRMFLOW_DTYPE, when set, taking precedence."""
+        return replace(self, device=os.environ.get(DEVICE_ENV) or self.device,
+                       dtype=os.environ.get(DTYPE_ENV) or self.dtype)
+
+    def resolve(self, source: str = "model") -> tuple[str, object]:
+        """(torch device string, torch dtype) of loading a model to score: resolve_placement (its errors)."""
+        return resolve_placement(self.device, self.dtype, source)
+
+    def for_training(self, hidden_size: int, bf16_cpu: bool | None = None) -> tuple[str, object]:
+        """(torch device string, mixed-precision dtype) of training a model `hidden_size` wide: training_placement."""
+        return training_placement(self.device, self.dtype, hidden_size, bf16_cpu=bf16_cpu)
 
 
-def load_causal_lm(path, device: str = "auto", dtype: str = "auto", **load_kwargs):
-    """`AutoModelForCausalLM.from_pretrained(path)` in eval mode, in `dtype`, on `device` (resolve_placement)."""
+def load_causal_lm(path, placement: Placement, **load_kwargs):
+    """`AutoModelForCausalLM.from_pretrained(path)` in eval mode, in the placement's resolved dtype, on its device.
+
+    Raises ValueError as resolve_placement, before anything is loaded."""
     from transformers import AutoModelForCausalLM
 
-    where, precision = resolve_placement(device, dtype)
+    where, precision = placement.resolve()
     model = AutoModelForCausalLM.from_pretrained(path, dtype=precision, **load_kwargs)
     return model.to(where).eval()
 
 
-def place(model, device: str = "auto", dtype: str = "auto"):
-    """A model built in memory (e.g. from a config), moved to the resolved device and dtype, in eval mode."""
-    where, precision = resolve_placement(device, dtype)
+def place(model, placement: Placement):
+    """A model built in memory (e.g. from a config), moved to the placement's resolved device and dtype, in eval
+    mode."""
+    where, precision = placement.resolve()
     return model.to(device=where, dtype=precision).eval()

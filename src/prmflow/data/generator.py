@@ -8,16 +8,20 @@ integer problems divide evenly; decimal problems (opt-in, `decimal_rate`) are ab
 measured amounts with at most two decimal places, which `calc.format_number` writes back
 exactly. Wording varies over several sentence templates per operation, names, and things.
 
-    from prmflow.data.generator import GeneratorSettings, generate_problems
-    problems = generate_problems(10, seed=0, settings=GeneratorSettings(max_steps=8, fraction_rate=0.2))
+    from prmflow.config import IngestParams
+    from prmflow.data.generator import generate_problems
+    problems = generate_problems(10, seed=0, settings=IngestParams(max_steps=8, fraction_rate=0.2))
+
+The difficulty knobs are the `ingest` section's (min_steps, max_steps, max_operand, decimal_rate,
+fraction_rate), read from an `IngestParams`.
 """
 
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
 from fractions import Fraction
 
+from prmflow.config import IngestParams
 from prmflow.data.calc import format_number
 
 NAMES = ["Ava", "Ben", "Chloe", "Dev", "Emma", "Farid", "Grace", "Hugo", "Iris", "Jamal", "Kira", "Leo",
@@ -73,17 +77,6 @@ SIMPLE_FRACTIONS = [Fraction(1, 2), Fraction(1, 3), Fraction(2, 3), Fraction(1, 
 DECIMAL_PARTS = [Fraction(1, 4), Fraction(1, 2), Fraction(3, 4), Fraction(1, 5), Fraction(1, 10)]
 
 
-@dataclass(frozen=True)
-class GeneratorSettings:
-    """Difficulty knobs (the `ingest` params of the same names)."""
-
-    min_steps: int = 2
-    max_steps: int = 5
-    max_operand: int = 20
-    decimal_rate: float = 0.0  # share of problems about measured amounts with decimals
-    fraction_rate: float = 0.0  # share of steps that keep a simple fraction p/q of the amount
-
-
 def _exact_enough(value: Fraction, decimal: bool) -> bool:
     """Integers for integer problems; at most two decimal places (money, measurements) for decimal ones."""
     return (value * (100 if decimal else 1)).denominator == 1
@@ -94,7 +87,7 @@ def _operand(rng: random.Random, max_operand: int, decimal: bool) -> Fraction:
     return whole + rng.choice(DECIMAL_PARTS) if decimal and rng.random() < 0.5 else whole
 
 
-def _next_operation(rng: random.Random, x: Fraction, s: GeneratorSettings, decimal: bool) -> tuple[str, Fraction]:
+def _next_operation(rng: random.Random, x: Fraction, s: IngestParams, decimal: bool) -> tuple[str, Fraction]:
     """Pick an operation that keeps the running value positive, exact and of modest size."""
     if rng.random() < s.fraction_rate:
         fits = [f for f in SIMPLE_FRACTIONS if x * f >= 1 and _exact_enough(x * f, decimal)]
@@ -134,7 +127,7 @@ def _render_operand(op: str, b: Fraction, spaced: bool = False) -> str:
         else format_number(b)
 
 
-def generate_problem(rng: random.Random, settings: GeneratorSettings) -> dict:
+def generate_problem(rng: random.Random, settings: IngestParams) -> dict:
     decimal = rng.random() < settings.decimal_rate
     name, item = rng.choice(NAMES), rng.choice(MEASURES if decimal else ITEMS)
     x = Fraction(rng.randint(2, settings.max_operand))
@@ -162,8 +155,10 @@ def generate_problem(rng: random.Random, settings: GeneratorSettings) -> dict:
     return {"problem": " ".join(sentences), "answer": format_number(x), "reference_steps": steps}
 
 
-def generate_problems(count: int, seed: int, settings: GeneratorSettings = GeneratorSettings()) -> list[dict]:
-    """`count` distinct problems, the same for the same arguments."""
+def generate_problems(count: int, seed: int, settings: IngestParams | None = None) -> list[dict]:
+    """`count` distinct problems, the same for the same arguments; `settings`: the difficulty knobs (default: the
+    `ingest` section's defaults)."""
+    settings = settings or IngestParams()
     rng = random.Random(seed)
     problems, seen = [], set()
     while len(problems) < count:

@@ -26,7 +26,6 @@ from statistics import mean
 
 from prmflow.config import IngestParams, Params
 from prmflow.data.calc import ANNOTATION, format_number, parse_step, to_number
-from prmflow.data.generator import GeneratorSettings
 from prmflow.data.sources import Record, content_id, incoming_sources, read_source, reject, source_name
 
 def with_ids(row: dict, source: str) -> dict:
@@ -145,12 +144,10 @@ def build_splits(params: IngestParams, seed: int, incoming: Path | None = None) 
     """Read every source (and `incoming/<format>/` files), check, deduplicate and split."""
     extra, rejects = incoming_sources(incoming) if incoming is not None else ([], [])
     specs = [*params.sources, *extra]
-    settings = GeneratorSettings(params.min_steps, params.max_steps, params.max_operand,
-                                 params.decimal_rate, params.fraction_rate)
     candidates: list[Candidate] = []
     for spec in specs:
         name = source_name(spec)
-        records, bad = read_source(spec, seed, {"train": params.num_train, "test": params.num_test}, settings)
+        records, bad = read_source(spec, seed, {"train": params.num_train, "test": params.num_test}, params)
         rejects += bad
         for record in records:
             row = with_ids(record.row, name)

@@ -23,9 +23,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from prmflow.config import NEUTRAL_LABELS
+from prmflow.config import NEUTRAL_LABELS, IngestParams
 from prmflow.data.answers import extract_boxed, normalize_answer
-from prmflow.data.generator import GeneratorSettings, generate_problems
+from prmflow.data.generator import generate_problems
 
 FILE_SUFFIXES = (".jsonl", ".json")
 MATH_SHEPHERD_TAG = "ки"
@@ -287,7 +287,7 @@ def reject(file: str, line: int, source: str, reason: str, text: str, kind: str 
     return {"file": file, "line": line, "source": source, "kind": kind, "reason": reason, "text": text}
 
 
-def _generated(seed: int, counts: dict[str, int], settings: GeneratorSettings) -> list[Record]:
+def _generated(seed: int, counts: dict[str, int], settings: IngestParams | None) -> list[Record]:
     """The bundled generator: the first `train` problems of one seeded stream are train, the rest test."""
     total = counts["train"] + counts["test"]
     rows = generate_problems(total, seed, settings)
@@ -296,8 +296,9 @@ def _generated(seed: int, counts: dict[str, int], settings: GeneratorSettings) -
 
 
 def read_source(spec: dict, seed: int, counts: dict[str, int] | None = None,
-                settings: GeneratorSettings = GeneratorSettings()) -> tuple[list[Record], list[dict]]:
-    """Accepted records and rejects of one source; `limit` caps the records read (bad ones included)."""
+                settings: IngestParams | None = None) -> tuple[list[Record], list[dict]]:
+    """Accepted records and rejects of one source; `limit` caps the records read (bad ones included). The
+    generator reads its difficulty knobs from `settings` (default: the `ingest` section's defaults)."""
     name = source_name(spec)
     if spec["format"] == "generator":
         return _generated(seed, counts or {"train": 0, "test": 0}, settings), []

@@ -262,6 +262,7 @@ def main(params: Params) -> None:
     import torch
 
     import mlflow
+    from prmflow.devices import Placement
     from prmflow.evaluation.report import summary_markdown, write_plots
     from prmflow.jsonl import read_jsonl, write_json
     from prmflow.model.modeling import ProcessRewardModel
@@ -281,12 +282,13 @@ def main(params: Params) -> None:
     externals = [(spec, read_external(spec)) for spec in e.external]
     solutions = [(r["problem"], r["steps"]) for r in rows]
     with stage_run(params.base, "evaluate", e):
-        device, dtype = params.model.device, params.model.dtype
-        prm = ProcessRewardModel(model_dir, device, dtype)
+        placement = Placement.of(params.model)
+        prm = ProcessRewardModel(model_dir, placement)
         prm_scores = prm.score_batch(solutions, e.batch_size)
         evaluations = {"prm": evaluate_solutions(rows, prm_scores, e)}
         metrics = dict(evaluations["prm"].metrics)
-        orm_scores = TrainedOutcomeRewardModel.load(orm_dir, device, dtype).score_batch(solutions, e.batch_size)
+        orm_scores = TrainedOutcomeRewardModel.load(orm_dir, placement.device, placement.dtype).score_batch(
+            solutions, e.batch_size)
         zero_shot = None  # (step scores, first-error threshold) of the zero-shot baseline, when it runs
         notes = [f"ORM: its solution score is P(+) at the last step tag; its earlier tags are value estimates "
                  f"(P(the solution ends correct | prefix)), so its step AUROC is against step labels it was not "
@@ -318,8 +320,7 @@ def main(params: Params) -> None:
                 notes.append(f"champion: {where}.")
         scorers = {}  # evaluate.scorers: (step scores, first-error threshold) of each other PRM, by name
         for spec in e.scorers:
-            steps = load_prm(spec["path"], spec.get("format"), params.model.device, params.model.dtype).score_batch(
-                solutions, e.batch_size)
+            steps = load_prm(spec["path"], spec.get("format"), placement).score_batch(solutions, e.batch_size)
             evaluations[spec["name"]] = evaluate_solutions(rows, steps, e)
             scorers[spec["name"]] = (steps, evaluations[spec["name"]].metrics["first_error_threshold"])
             metrics |= baseline_metrics(f"scorer_{spec['name']}", evaluations[spec["name"]])

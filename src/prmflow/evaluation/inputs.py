@@ -72,9 +72,13 @@ def load_champion(params: Params):
 
     Loaded through MLflow exactly as the server loads it; evaluation imports nothing from serving.
     """
+    import dataclasses
+
     import mlflow.pyfunc
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
+
+    from prmflow.devices import Placement
 
     name, alias = params.register.model_name, params.register.alias
     try:
@@ -82,5 +86,5 @@ def load_champion(params: Params):
     except MlflowException as err:
         return None, f"no {name}@{alias} in the registry ({err.error_code})"
     uri = f"models:/{name}@{alias}"
-    placement = {"device": params.model.device, "dtype": params.model.dtype}  # as the trained PRM's
+    placement = dataclasses.asdict(Placement.of(params.model))  # as the trained PRM's
     return mlflow.pyfunc.load_model(uri, model_config=placement).unwrap_python_model().scorer.prm, uri

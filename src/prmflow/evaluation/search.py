@@ -1,6 +1,6 @@
 """Stage `search`: steer the label policy with the trained PRM on the held-out problems, at equal compute.
 
-    prmflow search            # reads params.yaml: base, label (the policy), search
+    prmflow search            # reads params.yaml: base, label (the policy), model (device, dtype), search
 
 For every held-out problem and every N in `search.sizes`, each method of search_methods.py picks
 an answer: best-of-N (PRM `min`/`prod`/`last`), the PRM-weighted majority vote, step-level beam
@@ -8,7 +8,9 @@ search and DVTS, beside majority vote and pass@1 on the same samples (the PRM-fr
 The policy is `label.policy` (the calibrated simulated one by default: its per-problem
 misconceptions make samples share wrong answers as real generators do, so majority vote is not
 nearly the oracle). The PRM is models/prm in process, or a served one at `search.scorer`
-(`mlflow models serve`, /invocations: the serving contract of serving/scorer.py).
+(`mlflow models serve`, /invocations: the serving contract of serving/scorer.py). The in-process PRM
+and a model-backed policy load on `model.device` in `model.dtype`, as everywhere else; search.md says
+where the PRM ran.
 
 Each problem and method has its own random stream (`{seed}:{problem id}:search:...`); best-of-N
 and the votes at N use the first N of one set of samples, as evaluate's best-of-N does.
@@ -27,6 +29,7 @@ from functools import partial
 from pathlib import Path
 
 from prmflow.config import Params, SearchParams
+from prmflow.devices import Placement
 from prmflow.evaluation.search_methods import (
     BASELINES, BEST_OF_N, METHODS, Compute, Picked, StepScorer, beam_search, best_of_n, dvts, majority,
     sample_solutions, weighted_vote,
@@ -43,12 +46,16 @@ class InProcessScorer:
     its new step's tokens. Exact for a causal PRM: a step's score depends on nothing after it, and
     encode_solution encodes a prefix as the start of the longer solution. The rest (and whatever
     does not fit the context) is scored in padded batches as evaluate scores.
+
+    `placement`: where the PRM loads and in what precision (`model.device` / `model.dtype`).
     """
 
-    def __init__(self, model_dir: str | Path, batch_size: int):
+    def __init__(self, model_dir: str | Path, batch_size: int, placement: Placement):
         from prmflow.model.modeling import ProcessRewardModel
 
-        self.prm, self.batch_size, self.forward_tokens = ProcessRewardModel(model_dir), batch_size, 0
+        self.prm, self.batch_size, self.forward_tokens = ProcessRewardModel(model_dir, placement), batch_size, 0
+        dtype = str(self.prm.model.dtype).removeprefix("torch.")
+        self.description = f"{Path(model_dir).as_posix()} in process, on {self.prm.device} in {dtype}"
 
     def score(self, problem: str, solutions: list[list[str]]) -> list[list[float]]:
         groups: dict[tuple[str, ...], list[int]] = defaultdict(list)
@@ -109,6 +116,7 @@ class EndpointScorer:
 
         self.url, self.batch_size, self.forward_tokens = url.rstrip("/") + "/invocations", batch_size, 0
         self.client = httpx.Client(timeout=timeout_s)
+        self.description = f"served at {url}"
 
     def score(self, problem: str, solutions: list[list[str]]) -> list[list[float]]:
         """Solutions with no step (the serving contract refuses them) get no scores, without a request."""
@@ -125,10 +133,11 @@ class EndpointScorer:
         return scores
 
 
-def make_scorer(params: SearchParams, models_dir: str | Path) -> StepScorer:
+def make_scorer(params: SearchParams, models_dir: str | Path, placement: Placement) -> InProcessScorer | EndpointScorer:
+    """The served PRM at `search.scorer`, else <models_dir>/prm in process on `placement`."""
     if params.scorer:
         return EndpointScorer(params.scorer, params.batch_size)
-    return InProcessScorer(Path(models_dir) / "prm", params.batch_size)
+    return InProcessScorer(Path(models_dir) / "prm", params.batch_size, placement)
 
 
 def search_problem(policy: Policy, scorer: StepScorer, problem: dict, params: SearchParams, seed: int,
@@ -243,10 +252,12 @@ def _interval(row: dict, key: str) -> str:
     return f" [{row[key + '_ci_low']:.2f}, {row[key + '_ci_high']:.2f}]" if key + "_ci_low" in row else ""
 
 
-def summary_markdown(report: dict[str, dict[int, dict]], params: SearchParams, problems: int, policy: str) -> str:
+def summary_markdown(report: dict[str, dict[int, dict]], params: SearchParams, *, problems: int, policy: str,
+                     prm: str) -> str:
+    """reports/search.md: the table of `report` over `problems` held-out problems; `prm` says where the PRM ran."""
     sizes = sorted(next(iter(report.values())))
     lines = [f"# Search: {problems} held-out problems, policy {policy}, beam width {params.beam_width}, "
-             f"aggregation {params.aggregation}", "",
+             f"aggregation {params.aggregation}", "", f"PRM: {prm}.", "",
              "Accuracy, then generated tokens (words) and policy calls per problem.", "",
              "| method | " + " | ".join(f"N={n}" for n in sizes) + " |", "|---|" + "---|" * len(sizes)]
     for method, by_n in report.items():
@@ -280,13 +291,16 @@ def main(params: Params) -> None:
     problems = problems[:s.num_problems] if s.num_problems else problems
     if not problems:
         raise ValueError(f"{params.base.data_dir}/problems/test.jsonl: no held-out problems to search")
+    placement = Placement.of(params.model)
     with stage_run(params.base, "search", s):
-        report = run_search(make_policy(params.label, params.base.seed), make_scorer(s, params.base.models_dir),
-                            problems, s, params.base.seed)
+        scorer = make_scorer(s, params.base.models_dir, placement)
+        report = run_search(make_policy(params.label, params.base.seed, placement), scorer, problems, s,
+                            params.base.seed)
         write_json(reports / "search.json", report)
         write_json(reports / "plots" / "search.json", plot_rows(report))
         png = write_png(report, reports / "plots" / "search.png")
-        (reports / "search.md").write_text(summary_markdown(report, s, len(problems), params.label.policy))
+        (reports / "search.md").write_text(summary_markdown(report, s, problems=len(problems),
+                                                            policy=params.label.policy, prm=scorer.description))
         mlflow.log_metrics({f"search_{method}_at_{n}_{key}": value for method, by_n in report.items()
                             for n, row in by_n.items() for key, value in row.items()})
         for path in (reports / "search.json", reports / "search.md", png):

@@ -25,6 +25,7 @@ import socket
 from collections.abc import Iterator
 
 from prmflow.config import LabelParams
+from prmflow.devices import Placement
 from prmflow.labeling.engine import ProblemLabels, label_many
 
 MAX_WORKER_RESTARTS = 8  # dead workers replaced per run; past this the cluster itself is failing
@@ -33,11 +34,11 @@ MAX_WORKER_RESTARTS = 8  # dead workers replaced per run; past this the cluster 
 class LabelWorker:
     """One Ray worker's policy and what it has labeled; a plain class, made a Ray actor by `label_on_ray`."""
 
-    def __init__(self, params: LabelParams, seed: int, placement: tuple[str, str]):
+    def __init__(self, params: LabelParams, seed: int, placement: Placement):
         from prmflow.labeling.policies import make_policy
 
         self.params, self.seed = params, seed
-        self.policy = make_policy(params, seed, *placement)
+        self.policy = make_policy(params, seed, placement)
 
     def where(self) -> str:
         return f"{socket.gethostname()} pid {os.getpid()}"
@@ -74,7 +75,7 @@ def _where(ray, worker, index: int) -> str:
 
 
 def label_on_ray(problems: list[dict], params: LabelParams, seed: int,
-                 placement: tuple[str, str] = ("auto", "auto")) -> Iterator[ProblemLabels]:
+                 placement: Placement = Placement()) -> Iterator[ProblemLabels]:
     """Each problem's labels as its chunk comes back from a worker (not in input order).
 
     Raises RuntimeError naming the worker (index, host, pid) and the chunk's first problem when labeling

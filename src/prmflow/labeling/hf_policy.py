@@ -12,7 +12,8 @@ from __future__ import annotations
 import random
 import re
 
-from prmflow.devices import load_causal_lm
+from prmflow.config import LabelParams
+from prmflow.devices import Placement, load_causal_lm
 from prmflow.labeling.completion_text import FINAL_ANSWER_LINE, STEP_LINE, finish, finish_step, prompt_text
 from prmflow.labeling.policy import Continuation
 
@@ -31,20 +32,23 @@ class _StopAt:
 
 
 class TransformersPolicy:
+    """The causal LM in `params.model_dir` (or its `params.gguf_file`) on `placement`, sampling with the `label`
+    section's max_new_tokens, temperature and batch_size."""
+
     name = "transformers"
 
-    def __init__(self, model_dir: str, max_new_tokens: int = 256, temperature: float = 0.7, batch_size: int = 16,
-                 gguf_file: str = "", device: str = "auto", dtype: str = "auto"):
+    def __init__(self, params: LabelParams, placement: Placement):
         from transformers import AutoTokenizer
 
         # A GGUF file holds the tokenizer and the (dequantized on load) weights, as for modeling.build_model.
-        load = {"gguf_file": gguf_file} if gguf_file else {}
-        self.tokenizer = AutoTokenizer.from_pretrained(model_dir, **load)
+        load = {"gguf_file": params.gguf_file} if params.gguf_file else {}
+        self.tokenizer = AutoTokenizer.from_pretrained(params.model_dir, **load)
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.model = load_causal_lm(model_dir, device, dtype, **load)
-        self.max_new_tokens, self.temperature, self.batch_size = max_new_tokens, temperature, batch_size
+        self.model = load_causal_lm(params.model_dir, placement, **load)
+        self.max_new_tokens, self.temperature = params.max_new_tokens, params.temperature
+        self.batch_size = params.batch_size
         self.generate_calls = 0
         self.generated_tokens = 0
 

@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 
 from prmflow.config import LabelParams, Params
 from prmflow.data.answers import answer_agreement
+from prmflow.devices import Placement
 from prmflow.labeling.engine import ProblemLabels, label_many
 from prmflow.labeling.policies import make_policy
 from prmflow.labeling.step_labels import METHODS
@@ -75,7 +76,7 @@ def _read_partial(path: Path) -> dict[str, ProblemLabels]:
 
 
 def _label_todo(problems: list[dict], params: LabelParams, seed: int,
-                placement: tuple[str, str]) -> Iterator[ProblemLabels]:
+                placement: Placement) -> Iterator[ProblemLabels]:
     """Each problem's labels as it finishes: on Ray with `label.workers` > 1, else in this process."""
     if not problems:
         return iter(())
@@ -83,7 +84,7 @@ def _label_todo(problems: list[dict], params: LabelParams, seed: int,
         from prmflow.labeling.distributed import label_on_ray  # Ray only when asked for
 
         return label_on_ray(problems, params, seed, placement)
-    return label_many(make_policy(params, seed, *placement), problems, params, seed)
+    return label_many(make_policy(params, seed, placement), problems, params, seed)
 
 
 class _Progress:
@@ -116,13 +117,13 @@ class _Progress:
         self.bar.close()
 
 
-def label_split(problems: list[dict], params: LabelParams, seed: int, partial: Path | None = None,
-                placement: tuple[str, str] = ("auto", "auto")) -> list[ProblemLabels]:
+def label_split(problems: list[dict], params: LabelParams, seed: int, partial: Path | None = None, *,
+                placement: Placement = Placement()) -> list[ProblemLabels]:
     """Every problem's labels, in input order; with `partial`, resume from and append to that file.
 
     Problems are labeled as `_label_todo` hands them back (several at once, or on Ray workers) and each is
-    appended to `partial` as it comes, once: only this process writes it. `placement` is the (device, dtype) a
-    model-backed policy loads its model with (`model.device`, `model.dtype`).
+    appended to `partial` as it comes, once: only this process writes it. `placement` is where a
+    model-backed policy loads its model (`model.device`, `model.dtype`).
     """
     done = _read_partial(partial) if partial else {}
     todo = [problem for problem in problems if problem["id"] not in done]
@@ -245,7 +246,7 @@ def main(params: Params) -> None:
                 for reason in set_aside_stale_partials(partial):
                     print(f"label {split}: {reason}", flush=True)
             results = label_split(problems, params.label, params.base.seed, partial,
-                                  (params.model.device, params.model.dtype))
+                                  placement=Placement.of(params.model))
             rows = [row for result in results for row in result.rows]
             write_jsonl(data / "rollouts" / f"{split}.jsonl", rows)
             partial.unlink()

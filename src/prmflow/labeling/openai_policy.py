@@ -28,6 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 
+from prmflow.config import LabelParams
 from prmflow.labeling.completion_text import finish, finish_step, prompt_text
 from prmflow.labeling.credentials import endpoint_auth
 from prmflow.labeling.policy import Continuation
@@ -44,18 +45,23 @@ class EndpointError(RuntimeError):
 
 
 class OpenAIPolicy:
+    """The server(s) at `params.endpoint`, with the `label` section's openai-policy knobs (model_name,
+    max_new_tokens, temperature, concurrency, request_timeout_s, max_retries, retry_backoff_s, api_key_env,
+    send_seed). Raises ValueError (endpoint_auth) for a credential in the endpoint or an unset API key variable."""
+
     name = "openai"
 
-    def __init__(self, endpoint: str, model_name: str = "", max_new_tokens: int = 256, temperature: float = 0.7,
-                 concurrency: int = 8, request_timeout_s: float = 120.0, max_retries: int = 5,
-                 retry_backoff_s: float = 1.0, api_key_env: str = "", send_seed: bool = True):
-        self.urls, headers = endpoint_auth(endpoint, api_key_env)
+    def __init__(self, params: LabelParams):
+        self.urls, headers = endpoint_auth(params.endpoint, params.api_key_env)
+        concurrency = params.concurrency
         # One client (thread-safe, keeps connections alive) with as many connections as requests in flight.
-        self.client = httpx.Client(headers=headers, timeout=request_timeout_s,
+        self.client = httpx.Client(headers=headers, timeout=params.request_timeout_s,
                                    limits=httpx.Limits(max_connections=concurrency))
-        self.model_name, self.max_new_tokens, self.temperature = model_name, max_new_tokens, temperature
-        self.concurrency, self.max_retries, self.retry_backoff_s = concurrency, max_retries, retry_backoff_s
-        self.send_seed = send_seed
+        self.model_name, self.max_new_tokens, self.temperature = (params.model_name, params.max_new_tokens,
+                                                                  params.temperature)
+        self.concurrency, self.max_retries, self.retry_backoff_s = (concurrency, params.max_retries,
+                                                                    params.retry_backoff_s)
+        self.send_seed = params.send_seed
         # Every request of every caller goes through this one pool: `concurrency` in flight in all.
         self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="openai-request")
         self.parallel_problems = concurrency  # each problem keeps >= 1 request waiting: the pool stays full

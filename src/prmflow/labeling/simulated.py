@@ -36,6 +36,7 @@ from prmflow.data.calc import (
     CalcStep, Operand, annotation_result, evaluate, format_number, parse_step, render_step, to_number,
     tokenize_expression,
 )
+from prmflow.config import LabelParams
 from prmflow.labeling.policy import NO_ANSWER, Continuation
 
 OPERATORS = ["+", "-", "*", "/"]
@@ -68,13 +69,15 @@ def _positive_exact(value: Fraction, correct: Fraction) -> bool:
 
 
 class SimulatedPolicy:
+    """Slips and misconceptions at the `label` section's slip_rate, operation_slip_fraction and
+    misconception_rate; `seed` (base.seed) draws each problem's misconception."""
+
     name = "simulated"
 
-    def __init__(self, slip_rate: float, operation_slip_fraction: float = 0.5, misconception_rate: float = 0.0,
-                 seed: int = 0):
-        self.slip_rate = slip_rate
-        self.operation_slip_fraction = operation_slip_fraction
-        self.misconception_rate = misconception_rate
+    def __init__(self, params: LabelParams, seed: int):
+        self.slip_rate = params.slip_rate
+        self.operation_slip_fraction = params.operation_slip_fraction
+        self.misconception_rate = params.misconception_rate
         self.seed = seed
         self._parsed: dict[str, list[CalcStep | str]] = {}
         self._misconceptions: dict[str, Misconception | None] = {}

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from prmflow.config import ModelParams
-from prmflow.devices import load_causal_lm
+from prmflow.devices import Placement, load_causal_lm
 from prmflow.model.formats import refuse_remote_code
 from prmflow.model.tokenization import Encoded, PromptFormat, encode_candidate, gguf_kwargs, load_prompt_format
 
@@ -216,19 +216,19 @@ def score_jobs(scorer, jobs: list[Job], num_solutions: int, batch_size: int) -> 
 class ProcessRewardModel:
     """Scores every step of a solution in one forward pass; batches many solutions with padding.
 
-        prm = ProcessRewardModel("models/prm")                      # device, dtype: "auto" (prmflow.devices)
-        prm = ProcessRewardModel("models/prm", device="cpu", dtype="bfloat16")
+        prm = ProcessRewardModel("models/prm")                      # Placement(): device, dtype "auto"
+        prm = ProcessRewardModel("models/prm", Placement("cpu", "bfloat16"))
         prm.get_rewards_for_steps("Ava has 3 apples. ...", ["3 + 2 = <<3+2=5>>5", ...])
     """
 
-    def __init__(self, model_name_or_path: str | Path, device: str = "auto", dtype: str = "auto"):
+    def __init__(self, model_name_or_path: str | Path, placement: Placement = Placement()):
         from transformers import AutoTokenizer
 
         self.path = Path(model_name_or_path)
         refuse_remote_code(self.path)
         self.format = load_prompt_format(self.path)
         self.tokenizer = AutoTokenizer.from_pretrained(self.path)
-        self.model = load_causal_lm(self.path, device, dtype)
+        self.model = load_causal_lm(self.path, placement)
         self.device = self.model.device
 
     def encode(self, solutions: list[tuple[str, list[str]]]) -> list[Encoded]:

@@ -36,6 +36,7 @@ from pathlib import Path
 import torch
 
 from prmflow.config import PRM_FORMATS
+from prmflow.devices import Placement, load_causal_lm, place
 from prmflow.model.formats import (  # noqa: F401 (detect_format: re-exported beside load_prm)
     MATH_SHEPHERD_TAG, detect_format, is_token_classifier, label_token_id, read_checkpoint_config,
 )
@@ -44,9 +45,8 @@ from prmflow.model.modeling import Job, label_logits, p_positive, score_jobs
 DEFAULT_STEP_TEMPLATE = "Step {i}: {step}"  # Math-Shepherd's steps carry "Step i:", as model.step_template
 
 
-def load_prm(path: str | Path, format: str | None = None, device: str = "auto", dtype: str = "auto",
-             **options):
-    """A scorer of the checkpoint at `path` with `score_batch` and `get_rewards_for_steps`.
+def load_prm(path: str | Path, format: str | None = None, placement: Placement = Placement(), **options):
+    """A scorer of the checkpoint at `path` with `score_batch` and `get_rewards_for_steps`, loaded on `placement`.
 
     `format`: one of PRM_FORMATS, or None to detect it; `options` go to the format's scorer (e.g.
     `step_tag`, `separator`, `max_length`). Raises ValueError for an unknown or mismatched format.
@@ -64,8 +64,8 @@ def load_prm(path: str | Path, format: str | None = None, device: str = "auto", 
     if format == "prmflow":
         from prmflow.model.modeling import ProcessRewardModel
 
-        return ProcessRewardModel(path, device, dtype)
-    model = _load_model(path, format, device, dtype)
+        return ProcessRewardModel(path, placement)
+    model = _load_model(path, format, placement)
     max_length = options.pop("max_length", None) or getattr(model.config, "max_position_embeddings", None) or 2048
     if format == "zero_shot":
         from prmflow.model.zero_shot import ZeroShotVerifier
@@ -76,14 +76,12 @@ def load_prm(path: str | Path, format: str | None = None, device: str = "auto", 
     return scorer(model, tokenizer, max_length, **options)
 
 
-def _load_model(path: Path, format: str, device: str, dtype: str):
+def _load_model(path: Path, format: str, placement: Placement):
     from transformers import AutoModelForTokenClassification
 
-    from prmflow.devices import load_causal_lm, place
-
     if format == "trl":
-        return place(AutoModelForTokenClassification.from_pretrained(path, trust_remote_code=False), device, dtype)
-    return load_causal_lm(path, device, dtype, trust_remote_code=False)
+        return place(AutoModelForTokenClassification.from_pretrained(path, trust_remote_code=False), placement)
+    return load_causal_lm(path, placement, trust_remote_code=False)
 
 
 class _PublicPRM:

@@ -7,7 +7,7 @@
     zs = ZeroShotProcessRewardModel("any/causal-lm")              # verification prompt: log-odds per step
     orm = OutcomeRewardModel("any/causal-lm")                     # one log-odds for the whole solution
     orm = OutcomeRewardModel.load("models/orm")                   # trained (train_orm): P(correct) at the last tag
-    both = CombinedRewardModel(prm, orm)                          # 0.7 * aggregate(steps) + 0.3 * outcome
+    both = CombinedRewardModel(prm, orm)                          # combine's weights: 0.7 * aggregate + 0.3 * outcome
     both.save("models/combined"); load_reward_model("models/combined").get_reward(problem, text)
 
 Every model answers `get_reward(problem, solution_text) -> float`, which is what the ensemble and
@@ -26,13 +26,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from prmflow.devices import load_causal_lm
+from prmflow.devices import Placement, load_causal_lm
 from prmflow.model import modeling
 from prmflow.model.aggregation import AGGREGATIONS, aggregate, combine
 from prmflow.model.reward_config import (
     DEFAULT_DELIMITER, REWARD_CONFIG, read_config, trained_outcome_config, write_config,
 )
 from prmflow.model.tokenization import PRM_CONFIG, save_prompt_format
+from prmflow.sections_evaluation import CombineParams
 
 STEP_PROMPT = "Is this step correct? Yes or No: "
 OUTCOME_PROMPT = "Is this solution correct? Yes or No: "
@@ -91,7 +92,7 @@ class ProcessRewardModel(modeling.ProcessRewardModel, _StepScorer):
 
     def __init__(self, model_name_or_path: str | Path, device: str = "auto", delimiter: str = DEFAULT_DELIMITER,
                  aggregation: str = "min", dtype: str = "auto"):
-        super().__init__(model_name_or_path, device, dtype)
+        super().__init__(model_name_or_path, Placement(device, dtype))
         self.delimiter = delimiter
         self.aggregation = _check_aggregation(aggregation)
 
@@ -124,7 +125,7 @@ class _VerificationPrompt:
 
         refuse_remote_code(model_name_or_path)  # a hub id has no local files to check: transformers refuses it
         tokenizer = AutoTokenizer.from_pretrained(model_name_or_path)
-        model = load_causal_lm(model_name_or_path, device, dtype)
+        model = load_causal_lm(model_name_or_path, Placement(device, dtype))
         # Without a stated length the model's own context is the limit.
         max_length = max_length or getattr(model.config, "max_position_embeddings", None) or tokenizer.model_max_length
         self.verifier = ZeroShotVerifier(model, tokenizer, max_length, tokenizer.bos_token_id, step_template,
@@ -199,7 +200,7 @@ class TrainedOutcomeRewardModel(modeling.ProcessRewardModel):
 
     def __init__(self, model_name_or_path: str | Path, device: str = "auto", delimiter: str = DEFAULT_DELIMITER,
                  dtype: str = "auto"):
-        super().__init__(model_name_or_path, device, dtype)
+        super().__init__(model_name_or_path, Placement(device, dtype))
         self.delimiter = delimiter
 
     def outcome_batch(self, solutions: list[tuple[str, list[str]]], batch_size: int = 32) -> list[float | None]:
@@ -228,12 +229,13 @@ class TrainedOutcomeRewardModel(modeling.ProcessRewardModel):
 class CombinedRewardModel:
     """process_weight * aggregate(step rewards) + outcome_weight * outcome reward.
 
-    `outcome` is an OutcomeRewardModel (verification prompt) or a TrainedOutcomeRewardModel.
+    `outcome` is an OutcomeRewardModel (verification prompt) or a TrainedOutcomeRewardModel; the weights
+    default to the `combine` section's.
     """
 
-    def __init__(self, process, outcome, process_weight: float = 0.7,
-                 outcome_weight: float = 0.3, delimiter: str = DEFAULT_DELIMITER, max_steps: int | None = None,
-                 aggregation: str = "min"):
+    def __init__(self, process, outcome, *, process_weight: float = CombineParams.process_weight,
+                 outcome_weight: float = CombineParams.outcome_weight, delimiter: str = DEFAULT_DELIMITER,
+                 max_steps: int | None = None, aggregation: str = "min"):
         self.process, self.outcome = process, outcome
         self.process_weight, self.outcome_weight = process_weight, outcome_weight
         self.delimiter, self.max_steps = delimiter, max_steps
@@ -263,8 +265,8 @@ class CombinedRewardModel:
         config = read_config(path, "combined")
         return cls(ProcessRewardModel.load(Path(path, "process"), device, dtype),
                    OutcomeRewardModel.load(Path(path, "outcome"), device, dtype),
-                   config["process_weight"], config["outcome_weight"], config["delimiter"], config["max_steps"],
-                   config["aggregation"])
+                   process_weight=config["process_weight"], outcome_weight=config["outcome_weight"],
+                   delimiter=config["delimiter"], max_steps=config["max_steps"], aggregation=config["aggregation"])
 
 
 class EnsembleRewardModel:

@@ -16,7 +16,7 @@ run, the steps before a resume included (the Trainer's own covers only the steps
 (save_pretrained + tokenizer + prm_config.json) and `reports/train.json` (loss, tokens/s, peak
 memory, precision, and the kept/dropped counts of the tokenize stage).
 
-Precision: `model.dtype` through devices.training_placement; `auto` is bfloat16 autocast on CUDA, and on a
+Precision: `model.dtype` through devices.Placement.for_training; `auto` is bfloat16 autocast on CUDA, and on a
 CPU with bfloat16 matrix units (AMX / AVX-512 BF16) for a model at least 512 wide (SmolLM2-135M; not the
 builtin model, which autocast slows down); float32 weights and optimizer state either way.
 
@@ -44,7 +44,7 @@ from pathlib import Path
 import torch
 
 from prmflow.config import Params, TrainParams
-from prmflow.devices import training_placement
+from prmflow.devices import Placement
 from prmflow.model.modeling import pad_batch, step_loss, step_tag_logits
 from prmflow.model.tokenization import COUNTS_FILE, PromptFormat
 
@@ -131,8 +131,7 @@ def make_trainer(model, tokenizer, fmt: PromptFormat, train_dataset, params: Par
     from prmflow.model.progress import with_progress
 
     t = params.train
-    device, dtype = training_placement(params.model.device, params.model.dtype,
-                                       getattr(model.config, "hidden_size", 0))
+    device, dtype = Placement.of(params.model).for_training(getattr(model.config, "hidden_size", 0))
     if device.startswith("cuda:"):  # the Trainer trains on the current CUDA device
         torch.cuda.set_device(device)
 

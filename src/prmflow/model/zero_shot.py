@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from prmflow.config import ModelParams
-from prmflow.devices import place
+from prmflow.devices import Placement, place
 from prmflow.model.modeling import build_model, label_logits, pad_batch
 from prmflow.model.tokenization import load_prompt_format
 
@@ -52,7 +52,7 @@ class ZeroShotVerifier:
         fmt = load_prompt_format(prm_dir)
         tokenizer = AutoTokenizer.from_pretrained(prm_dir)
         set_seed(seed)  # as train.main does right before build_model: the same initial weights
-        model = place(build_model(params, tokenizer), params.device, params.dtype)
+        model = place(build_model(params, tokenizer), Placement.of(params))
         return cls(model, tokenizer, fmt.max_length, fmt.bos_id, fmt.step_template)
 
     def prefix_sequences(self, problem: str, steps: list[str], final_only: bool = False) -> list[list[int]]:

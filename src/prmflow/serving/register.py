@@ -59,19 +59,8 @@ def serving_model_config(params: Params, metrics: dict, prm_format: str = "") ->
     """The served model's config; its first-error threshold is the one evaluate chose on the validation half."""
     from prmflow.serving.scorer import ServingConfig
 
-    return dataclasses.asdict(ServingConfig(
-        prm_format=prm_format,
-        threshold=metrics.get("first_error_threshold", params.evaluate.threshold),
-        max_solutions_per_request=params.register.max_solutions_per_request,
-        max_steps_per_request=params.register.max_steps_per_request,
-        max_request_bytes=params.register.max_request_bytes,
-        batch_size=params.evaluate.batch_size,
-        batch_tokens=params.register.batch_tokens,
-        process_weight=params.combine.process_weight,
-        outcome_weight=params.combine.outcome_weight,
-        device=params.model.device,
-        dtype=params.model.dtype,
-    ))
+    return dataclasses.asdict(ServingConfig.from_params(params, threshold=metrics.get("first_error_threshold"),
+                                                        prm_format=prm_format))
 
 
 def log_prm(model_dir: str | Path, model_config: dict, registered_model_name: str | None = None,
@@ -177,8 +166,9 @@ def step_scores_of(rows: list[dict], params: Params) -> Callable[[str], list[lis
     def step_scores(version: str) -> list[list[float]]:
         from prmflow.serving.scorer import load_scorer
 
-        placement = (params.model.device, params.model.dtype)
-        prm = load_scorer(f"models:/{params.register.model_name}/{version}", placement=placement).prm
+        from prmflow.devices import Placement
+
+        prm = load_scorer(f"models:/{params.register.model_name}/{version}", placement=Placement.of(params.model)).prm
         return prm.score_batch([(r["problem"], r["steps"]) for r in rows], params.evaluate.batch_size)
     return step_scores
 

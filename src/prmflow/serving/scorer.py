@@ -37,7 +37,9 @@ from dataclasses import dataclass
 import mlflow.pyfunc
 from pydantic import BaseModel
 
+from prmflow.config import EvaluateParams, Params
 from prmflow.data.answers import extract_final_answer
+from prmflow.devices import Placement
 from prmflow.model.aggregation import AGGREGATIONS, aggregate, combine, predicted_first_error
 from prmflow.model.modeling import Job
 from prmflow.model.tokenization import unicode_fault
@@ -74,24 +76,49 @@ class CombinedPrediction(Prediction):
 
 @dataclass(frozen=True)
 class ServingConfig:
-    """What the served model needs besides its weights; stored as the pyfunc's `model_config`."""
+    """What the served model needs besides its weights; stored as the pyfunc's `model_config`.
 
-    threshold: float = 0.5
-    max_solutions_per_request: int = 64
-    max_steps_per_request: int = 16384
-    max_request_bytes: int = 4_000_000
-    batch_size: int = 32  # solutions per forward where no scoring loop runs (a zero-shot judge, the ORM)
-    batch_tokens: int = 16384  # the scoring loop's forward: rows x longest row, across requests (batcher.py)
-    process_weight: float = 0.7  # a combined model only: score = process_weight * aggregate + outcome_weight * ORM
-    outcome_weight: float = 0.3
-    prm_format: str = ""  # the model directory's public_prms format; "" = detected from the directory
-    device: str = "auto"  # where the model loads (prmflow.devices); PRMFLOW_DEVICE overrides it at load time
-    dtype: str = "auto"   # its precision; PRMFLOW_DTYPE overrides it
+    Every field but `prm_format` is a params.yaml knob, with its help and default there: `threshold` and
+    `batch_size` (solutions per forward where no scoring loop runs: a zero-shot judge, the ORM) are evaluate's,
+    the request limits and `batch_tokens` register's, the weights combine's (a combined model only), `device` and
+    `dtype` model's (PRMFLOW_DEVICE / PRMFLOW_DTYPE override them at load time). Build it with `from_params`.
+    """
+
+    threshold: float
+    max_solutions_per_request: int
+    max_steps_per_request: int
+    max_request_bytes: int
+    batch_size: int
+    batch_tokens: int
+    process_weight: float
+    outcome_weight: float
+    prm_format: str  # the model directory's public_prms format; "" = detected from the directory
+    device: str
+    dtype: str
+
+    @classmethod
+    def from_params(cls, params: Params, *, threshold: float | None = None, prm_format: str = "",
+                    placement: Placement | None = None) -> ServingConfig:
+        """The config of `params` (register, evaluate, combine, model); `threshold` (the one evaluate chose)
+        and `placement` replace evaluate.threshold and model.device / model.dtype when given."""
+        register, placement = params.register, placement or Placement.of(params.model)
+        return cls(threshold=params.evaluate.threshold if threshold is None else threshold,
+                   max_solutions_per_request=register.max_solutions_per_request,
+                   max_steps_per_request=register.max_steps_per_request,
+                   max_request_bytes=register.max_request_bytes, batch_size=params.evaluate.batch_size,
+                   batch_tokens=register.batch_tokens, process_weight=params.combine.process_weight,
+                   outcome_weight=params.combine.outcome_weight, prm_format=prm_format, device=placement.device,
+                   dtype=placement.dtype)
 
     @classmethod
     def from_model_config(cls, config: dict | None) -> ServingConfig:
+        """A stored config; a key it lacks (a model registered before that knob existed) takes the default."""
         known = set(cls.__dataclass_fields__)
-        return cls(**{k: v for k, v in (config or {}).items() if k in known})
+        return dataclasses.replace(cls.from_params(Params()), **{k: v for k, v in (config or {}).items() if k in known})
+
+    @property
+    def placement(self) -> Placement:
+        return Placement(self.device, self.dtype)
 
 
 def check_count(count: int, config: ServingConfig) -> None:
@@ -221,17 +248,18 @@ class PRMPyfunc(mlflow.pyfunc.PythonModel):
     def load_context(self, context):
         """Load the PRM (and ORM) on the device and dtype of the stored config, or of PRMFLOW_DEVICE /
         PRMFLOW_DTYPE when set, so one registered model serves on a GPU or a CPU unchanged."""
-        from prmflow.devices import placement_from_env
         from prmflow.model.public_prms import load_prm
         from prmflow.model.rewards import TrainedOutcomeRewardModel
         from prmflow.serving.http_guard import install
 
         config = ServingConfig.from_model_config(context.model_config)
-        device, dtype = placement_from_env(config.device, config.dtype)
-        config = dataclasses.replace(config, device=device, dtype=dtype)
+        placement = config.placement.with_env()
+        config = dataclasses.replace(config, device=placement.device, dtype=placement.dtype)
         outcome_dir = context.artifacts.get(OUTCOME_ARTIFACT)
-        self.scorer = Scorer(load_prm(context.artifacts["model_dir"], config.prm_format or None, device, dtype),
-                             config, TrainedOutcomeRewardModel(outcome_dir, device, dtype=dtype) if outcome_dir else None)
+        outcome = TrainedOutcomeRewardModel(outcome_dir, placement.device, dtype=placement.dtype) if outcome_dir \
+            else None
+        self.scorer = Scorer(load_prm(context.artifacts["model_dir"], config.prm_format or None, placement), config,
+                             outcome)
         install(self.scorer.answer)  # in a scoring server only
 
     def predict(self, context, model_input: list[Solution], params: dict | None = None) -> list[Prediction]:
@@ -249,7 +277,8 @@ class PRMPyfunc(mlflow.pyfunc.PythonModel):
 
 def directory_threshold(model: str, metrics_path: str | None) -> tuple[float, str]:
     """The first-error threshold for a bare model directory, and where it came from: evaluate's choice in
-    `metrics_path` (reports/metrics.json) when that file measured this directory, else the default 0.5.
+    `metrics_path` (reports/metrics.json) when that file measured this directory, else evaluate.threshold's
+    default.
 
     The threshold is not written into the directory: it is the train stage's DVC output, and evaluate
     writing into it would make `dvc status` report train as changed.
@@ -260,26 +289,26 @@ def directory_threshold(model: str, metrics_path: str | None) -> tuple[float, st
         chosen = json.loads(Path(metrics_path).read_text()).get("first_error_threshold")
         if chosen is not None:
             return float(chosen), f"{metrics_path} (chosen by evaluate)"
-    return 0.5, "the default 0.5 (no evaluate threshold for this directory)"
+    default = EvaluateParams.threshold
+    return default, f"the default {default} (no evaluate threshold for this directory)"
 
 
-def load_scorer(model: str, threshold: float | None = None, metrics_path: str | None = None,
-                placement: tuple[str, str] | None = None) -> Scorer:
+def load_scorer(model: str, *, threshold: float | None = None, metrics_path: str | None = None,
+                placement: Placement | None = None) -> Scorer:
     """The scorer of a registered model (`models:/prm@champion`, `runs:/...`) or of a model directory.
 
     A model URI is loaded through MLflow exactly as the server loads it, with the serving config
     stored beside it (its threshold: the one evaluate chose); a directory takes `threshold`, else
     `directory_threshold(model, metrics_path)`, and its format (public_prms) is detected.
-    `Scorer.threshold_source` says which threshold applied. `placement` (device, dtype) replaces the
-    stored ones; PRMFLOW_DEVICE / PRMFLOW_DTYPE override both.
+    `Scorer.threshold_source` says which threshold applied. `placement` replaces the stored one (a directory's
+    default: model.device / model.dtype's); PRMFLOW_DEVICE / PRMFLOW_DTYPE override both.
     """
     if ":/" in model:
-        override = dict(zip(("device", "dtype"), placement)) if placement else None
+        override = dataclasses.asdict(placement) if placement else None
         return mlflow.pyfunc.load_model(model, model_config=override).unwrap_python_model().scorer
-    from prmflow.devices import placement_from_env
     from prmflow.model.public_prms import load_prm
 
-    device, dtype = placement_from_env(*(placement or ("auto", "auto")))
+    placement = (placement or Placement()).with_env()
     chosen, source = (threshold, "--threshold") if threshold is not None else directory_threshold(model, metrics_path)
-    return Scorer(load_prm(model, None, device, dtype),
-                  ServingConfig(threshold=chosen, device=device, dtype=dtype), threshold_source=source)
+    return Scorer(load_prm(model, None, placement),
+                  ServingConfig.from_params(Params(), threshold=chosen, placement=placement), threshold_source=source)

@@ -73,11 +73,11 @@ def registered_checkpoint(model_uri: str) -> tuple[Path, dict, str]:
     registered model (`models:/prm@champion`); PRMFLOW_DEVICE / PRMFLOW_DTYPE apply as they do there."""
     import mlflow
 
-    from prmflow.devices import placement_from_env, resolve_placement
+    from prmflow.devices import Placement
 
     info = mlflow.models.get_model_info(model_uri)
     stored = info.flavors["python_function"].get("config") or {}
-    dtype = resolve_placement(*placement_from_env(stored.get("device", "auto"), stored.get("dtype", "auto")))[1]
+    dtype = Placement(**{key: stored[key] for key in ("device", "dtype") if key in stored}).with_env().resolve()[1]
     metadata = info.metadata or {}
     if "vllm_config" not in metadata:
         raise ValueError(f"{model_uri}: no vllm_config in its metadata (register it again with this prmflow, or it is "
