@@ -77,7 +77,7 @@ def recording_policy(params, log: list):
     from prmflow.labeling.openai_policy import OpenAIPolicy
     from prmflow.labeling.policies import make_policy
 
-    policy = make_policy(params)
+    policy = make_policy(params, seed=0)  # the seed draws only the simulated policy's misconceptions
     send = OpenAIPolicy._request.__get__(policy)
 
     def request(prompt: str, seed: int, stop: list[str]):

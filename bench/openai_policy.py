@@ -85,6 +85,7 @@ def server_sweep(model_dir: Path, problems: list[dict], label_params, concurrenc
     """Serve `model_dir` with `extra_args`, probe it with one request, then label at each concurrency."""
     from tiny_models import serve_policy_lm
 
+    from prmflow.config import LabelParams
     from prmflow.labeling.openai_policy import OpenAIPolicy
     from prmflow.labeling.policies import make_policy
     from prmflow.serving.model_server import free_port
@@ -105,7 +106,7 @@ def server_sweep(model_dir: Path, problems: list[dict], label_params, concurrenc
             for concurrency in concurrencies:
                 params = dataclasses.replace(label_params, endpoint=endpoint, concurrency=concurrency)
                 runs.append({"path": "openai, transformers serve" + "".join(f" {a}" for a in extra_args),
-                             "concurrency": concurrency, **label_run(make_policy(params), problems, params)})
+                             "concurrency": concurrency, **label_run(make_policy(params, seed=0), problems, params)})
                 print(json.dumps(runs[-1]), flush=True)
     except Exception as error:  # a benchmark records why a server variant did not work and goes on
         info["error"] = f"{type(error).__name__}: {str(error)[-1500:]}"
@@ -145,7 +146,7 @@ def main() -> None:
             params = dataclasses.replace(label_params, policy="transformers", model_dir=str(model_dir),
                                          batch_size=batch_size)
             runs.append({"path": f"transformers in process, batch {batch_size}", "concurrency": None,
-                         **label_run(make_policy(params), problems, params)})
+                         **label_run(make_policy(params, seed=0), problems, params)})
             print(json.dumps(runs[-1]), flush=True)
     result = {
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "note": "2 cores shared with other "

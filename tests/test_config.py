@@ -19,6 +19,43 @@ def test_params_yaml_matches_the_dataclasses_exactly():
         assert set(raw[name]) == fields, f"params.yaml section {name!r} differs from its dataclass"
 
 
+def test_params_yaml_values_are_the_dataclass_defaults():
+    """One definition per knob: params.yaml writes out the sections' defaults, value for value."""
+    written, defaults = dataclasses.asdict(load_params(REPO / "params.yaml")), dataclasses.asdict(Params())
+    differ = [f"{section}.{key}: params.yaml {value!r}, default {defaults[section][key]!r}"
+              for section, values in written.items() for key, value in values.items()
+              if value != defaults[section][key]]
+    assert not differ, "\n".join(differ)
+
+
+# What is built from a section, and the sections whose knobs it takes.
+BUILT_FROM_SECTIONS = [
+    ("prmflow.serving.scorer", "ServingConfig", ("register", "evaluate", "combine", "model")),
+    ("prmflow.labeling.simulated", "SimulatedPolicy", ("label", "base")),
+    ("prmflow.labeling.openai_policy", "OpenAIPolicy", ("label",)),
+    ("prmflow.labeling.hf_policy", "TransformersPolicy", ("label", "model")),
+    ("prmflow.labeling.policies", "make_policy", ("label", "base")),
+    ("prmflow.model.rewards", "CombinedRewardModel", ("combine",)),
+    ("prmflow.devices", "Placement", ("model",)),
+]
+
+
+@pytest.mark.parametrize("module, name, sections", BUILT_FROM_SECTIONS)
+def test_nothing_built_from_a_section_keeps_a_default_of_its_own(module, name, sections):
+    """A parameter named as a knob of its sections has no default, or the section's own default object (the
+    public reward API's keyword defaults); a copy (the simulated policy's misconception_rate 0.0 against 0.25)
+    fails."""
+    import importlib
+    import inspect
+
+    built = getattr(importlib.import_module(module), name)
+    knobs = {f.name: getattr(type(getattr(Params(), section)), f.name, dataclasses.MISSING)
+             for section in sections for f in dataclasses.fields(getattr(Params(), section))}
+    own = [f"{p.name}={p.default!r}" for p in inspect.signature(built).parameters.values()
+           if p.name in knobs and p.default is not inspect.Parameter.empty and p.default is not knobs[p.name]]
+    assert not own, f"{name} keeps defaults of its own for knobs of {sections}: {own}"
+
+
 def test_every_field_has_help_text():
     for section in dataclasses.fields(Params):
         for f in dataclasses.fields(section.default_factory()):

@@ -45,7 +45,7 @@ def smollm2_params() -> LabelParams:
 @pytest.fixture(scope="module")
 def policy():
     torch.set_num_threads(1)
-    return make_policy(smollm2_params())  # unpacks the GGUF once for both tests
+    return make_policy(smollm2_params(), seed=0)  # unpacks the GGUF once for both tests
 
 
 def test_smollm2_gguf_samples_and_labels_gsm8k_style_problems(policy):

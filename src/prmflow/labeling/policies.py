@@ -8,7 +8,7 @@ from prmflow.labeling.policy import Policy
 from prmflow.labeling.simulated import SimulatedPolicy
 
 
-def make_policy(params: LabelParams, seed: int = 0, placement: Placement = Placement()) -> Policy:
+def make_policy(params: LabelParams, seed: int, placement: Placement = Placement()) -> Policy:
     """The `label.policy`, built from its section. `seed` draws the simulated policy's per-problem misconceptions
     (base.seed in the pipeline); a model-backed policy loads its model on `placement` (`model.device` /
     `model.dtype`). Raises ValueError for an unknown policy."""
