@@ -154,5 +154,6 @@ def test_the_api_key_comes_from_the_named_environment_variable(monkeypatch):
     with pytest.raises(ValueError, match="label.api_key_env: environment variable PRMFLOW_TEST_KEY is not set"):
         OpenAIPolicy(LabelParams(endpoint="http://127.0.0.1:8000/v1", api_key_env="PRMFLOW_TEST_KEY", concurrency=8))
     monkeypatch.setenv("PRMFLOW_TEST_KEY", "sk-test")
-    policy = OpenAIPolicy(LabelParams(endpoint="http://127.0.0.1:8000/v1", api_key_env="PRMFLOW_TEST_KEY", concurrency=8))
+    policy = OpenAIPolicy(LabelParams(endpoint="http://127.0.0.1:8000/v1", api_key_env="PRMFLOW_TEST_KEY",
+                                      concurrency=8))
     assert policy.client.headers["Authorization"] == "Bearer sk-test"

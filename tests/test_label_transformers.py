@@ -25,6 +25,11 @@ def model_dir(tmp_path_factory):
     return build_tiny_policy_lm(tmp_path_factory.mktemp("tiny-gpt2"))
 
 
+def local_policy(model_dir, **knobs) -> TransformersPolicy:
+    """The tiny model as the transformers policy, with these `label` knobs, on the default placement."""
+    return TransformersPolicy(LabelParams(model_dir=str(model_dir), **knobs), Placement())
+
+
 def test_finish_keeps_the_steps_up_to_the_final_answer_line():
     assert finish("She has 3 + 4 = 7.\n\n#### 7\nrambling on\n") == (["She has 3 + 4 = 7.", "#### 7"], "7")
     assert finish("So \\boxed{\\frac{1}{2}} it is.\nmore") == (["So \\boxed{\\frac{1}{2}} it is."], "\\frac{1}{2}")
@@ -32,7 +37,7 @@ def test_finish_keeps_the_steps_up_to_the_final_answer_line():
 
 
 def test_stop_criterion_fires_per_row_once_the_answer_line_is_complete(model_dir):
-    policy = TransformersPolicy(LabelParams(model_dir=str(model_dir), max_new_tokens=4), Placement())
+    policy = local_policy(model_dir, max_new_tokens=4)
     prompts = policy.tokenizer(["Q", "Q", "Q"], return_tensors="pt", padding=True)["input_ids"]
     width = prompts.shape[1]
     rows = policy.tokenizer(["x\n#### 5\n", "x\n#### 5", "The answer is 6\n"], return_tensors="pt", padding=True)
@@ -55,11 +60,10 @@ def test_finish_step_takes_one_line_and_ends_the_solution_at_its_answer():
 
 def test_next_steps_proposes_one_step_per_prefix_in_one_generate_call(model_dir):
     prefixes = [[], ["She has 3 apples."], ["one", "two"]]
-    policy = TransformersPolicy(LabelParams(model_dir=str(model_dir), max_new_tokens=12, temperature=0.0, batch_size=4), Placement())
+    policy = local_policy(model_dir, max_new_tokens=12, temperature=0.0, batch_size=4)
     steps = policy.next_steps(PROBLEM, prefixes, random.Random(0))
     assert (len(steps), policy.generate_calls) == (3, 1)
-    full = TransformersPolicy(LabelParams(model_dir=str(model_dir), max_new_tokens=12, temperature=0.0, batch_size=4),
-                              Placement()).complete(
+    full = local_policy(model_dir, max_new_tokens=12, temperature=0.0, batch_size=4).complete(
         PROBLEM, prefixes, random.Random(0))
     for step, completion in zip(steps, full):
         assert len(step.steps) <= 1 and step.first_slip is None
@@ -70,11 +74,11 @@ def test_next_steps_proposes_one_step_per_prefix_in_one_generate_call(model_dir)
 def test_batches_are_left_padded_and_sampled_in_one_generate_call_each(model_dir):
     prefixes = [[], ["She has 3 apples."], ["She has 3 apples.", "Then 3 + 5 = 8 apples, and she eats some of them."],
                 ["x"], ["one", "two", "three"]]
-    batched = TransformersPolicy(LabelParams(model_dir=str(model_dir), max_new_tokens=12, temperature=0.0, batch_size=2), Placement())
+    batched = local_policy(model_dir, max_new_tokens=12, temperature=0.0, batch_size=2)
     assert batched.tokenizer.padding_side == "left"
     together = batched.complete(PROBLEM, prefixes, random.Random(0))
     assert (len(together), batched.generate_calls) == (5, 3)  # 2 + 2 + 1
-    single = TransformersPolicy(LabelParams(model_dir=str(model_dir), max_new_tokens=12, temperature=0.0, batch_size=1), Placement())
+    single = local_policy(model_dir, max_new_tokens=12, temperature=0.0, batch_size=1)
     alone = single.complete(PROBLEM, prefixes, random.Random(0))
     assert single.generate_calls == 5
     assert [c.steps for c in together] == [c.steps for c in alone]  # padding changed no row's decode
@@ -83,7 +87,7 @@ def test_batches_are_left_padded_and_sampled_in_one_generate_call_each(model_dir
 
 
 def test_sampling_follows_the_per_problem_stream(model_dir):
-    policy = TransformersPolicy(LabelParams(model_dir=str(model_dir), max_new_tokens=10, temperature=1.0, batch_size=4), Placement())
+    policy = local_policy(model_dir, max_new_tokens=10, temperature=1.0, batch_size=4)
     first = policy.complete(PROBLEM, [[]] * 4, random.Random(5))
     again = policy.complete(PROBLEM, [[]] * 4, random.Random(5))
     assert [c.steps for c in first] == [c.steps for c in again]
@@ -112,7 +116,7 @@ def test_labeling_with_the_transformers_policy_counts_calls_and_unparseable_answ
 def test_methods_batch_their_prefixes_into_generate_calls(model_dir):
     trajectory = Continuation(steps=["She has 12 apples.", "She buys 5 more.", "12 + 5 = 17.", "#### 16"],
                               final_answer="16", first_slip=None)
-    policy = TransformersPolicy(LabelParams(model_dir=str(model_dir), max_new_tokens=8, temperature=1.0, batch_size=4), Placement())
+    policy = local_policy(model_dir, max_new_tokens=8, temperature=1.0, batch_size=4)
     mc = mc_labels(policy, PROBLEM, trajectory, 3, random.Random(0), AnswerChecker())
     assert (mc.policy_calls, policy.generate_calls) == (9, 3)  # 3 prefixes x 3 completions, 4 per generate
     assert len(mc.labels) == len(mc.values) == 4 and mc.labels[-1] == "-"  # 16 is not 17

@@ -8,6 +8,8 @@ import pytest
 import torch
 from tiny_models import build_tiny_prm, sharpen_label_rows
 
+from prmflow.devices import Placement
+
 from prmflow.model.rewards import (
     OUTCOME_PROMPT, STEP_PROMPT, CombinedRewardModel, EnsembleRewardModel, OutcomeRewardModel, ProcessRewardModel,
     UnscorableError, ZeroShotProcessRewardModel, load_reward_model, reward_function, shaped_reward,
@@ -73,7 +75,7 @@ def test_bfloat16_on_the_cpu_scores_within_0_05_of_float32(tmp_path):
                  (PROBLEM, ["3 + 2 = <<3+2=6>>6", "6 + 4 = <<6+4=10>>10", "Ava has 10 apples."])]
     scores = {}
     for dtype in ("float32", "bfloat16"):
-        prm = ProcessRewardModel(directory, device="cpu", dtype=dtype)
+        prm = ProcessRewardModel(directory, placement=Placement("cpu", dtype))
         assert prm.model.dtype == getattr(torch, dtype) and prm.device.type == "cpu"
         scores[dtype] = [s for steps in prm.score_batch(solutions) for s in steps]
     full, half = scores["float32"], scores["bfloat16"]

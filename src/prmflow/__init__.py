@@ -7,7 +7,8 @@ STAGES = ("ingest", "label", "validate", "tokenize", "train", "train_orm", "eval
 
 # The public reward-model API (prmflow.model.rewards); its tag-mode ProcessRewardModel extends modeling's.
 REWARD_API = ("ProcessRewardModel", "ZeroShotProcessRewardModel", "OutcomeRewardModel", "TrainedOutcomeRewardModel",
-              "CombinedRewardModel", "EnsembleRewardModel", "load_reward_model", "reward_function", "shaped_reward")
+              "CombinedRewardModel", "EnsembleRewardModel", "Placement", "load_reward_model", "reward_function",
+              "shaped_reward")
 
 
 def __getattr__(name: str):

@@ -287,8 +287,7 @@ def main(params: Params) -> None:
         prm_scores = prm.score_batch(solutions, e.batch_size)
         evaluations = {"prm": evaluate_solutions(rows, prm_scores, e)}
         metrics = dict(evaluations["prm"].metrics)
-        orm_scores = TrainedOutcomeRewardModel.load(orm_dir, placement.device, placement.dtype).score_batch(
-            solutions, e.batch_size)
+        orm_scores = TrainedOutcomeRewardModel.load(orm_dir, placement=placement).score_batch(solutions, e.batch_size)
         zero_shot = None  # (step scores, first-error threshold) of the zero-shot baseline, when it runs
         notes = [f"ORM: its solution score is P(+) at the last step tag; its earlier tags are value estimates "
                  f"(P(the solution ends correct | prefix)), so its step AUROC is against step labels it was not "

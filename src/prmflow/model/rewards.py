@@ -1,8 +1,8 @@
 """The reward-model family: process, outcome, combined and ensemble scorers, usable without the pipeline.
 
-    from prmflow import ProcessRewardModel, OutcomeRewardModel, CombinedRewardModel, load_reward_model
+    from prmflow import ProcessRewardModel, OutcomeRewardModel, CombinedRewardModel, Placement, load_reward_model
     prm = ProcessRewardModel("models/prm")                        # trained tag mode: P(+) per step
-    prm = ProcessRewardModel("models/prm", device="cuda", dtype="bfloat16")  # every class: device, dtype
+    prm = ProcessRewardModel("models/prm", placement=Placement("cuda", "bfloat16"))  # every class and load
     prm.get_reward_for_text("3 + 2 = 5\\n5 * 2 = 10", problem="...")
     zs = ZeroShotProcessRewardModel("any/causal-lm")              # verification prompt: log-odds per step
     orm = OutcomeRewardModel("any/causal-lm")                     # one log-odds for the whole solution
@@ -12,7 +12,9 @@
 
 Every model answers `get_reward(problem, solution_text) -> float`, which is what the ensemble and
 the TRL reward function (`reward_function`) use, and saves a `reward_config.json` that
-`load_reward_model` dispatches on. Scales differ by mode: the trained PRM and the trained ORM give
+`load_reward_model` dispatches on. Every constructor and `load` takes its options by keyword, among them
+`placement` (prmflow.devices.Placement: device and dtype, "auto" by default), handed down whole to
+whatever the model is made of. Scales differ by mode: the trained PRM and the trained ORM give
 probabilities in [0, 1], the verification prompt gives log p(Yes) - log p(No); combine or ensemble
 models of one scale, or choose the weights with that in mind.
 
@@ -90,9 +92,9 @@ def _save_tag_model(scorer: modeling.ProcessRewardModel, path: Path, config: dic
 class ProcessRewardModel(modeling.ProcessRewardModel, _StepScorer):
     """Trained tag mode: P(+) at each step tag, all steps in one forward pass (the pipeline's PRM)."""
 
-    def __init__(self, model_name_or_path: str | Path, device: str = "auto", delimiter: str = DEFAULT_DELIMITER,
-                 aggregation: str = "min", dtype: str = "auto"):
-        super().__init__(model_name_or_path, Placement(device, dtype))
+    def __init__(self, model_name_or_path: str | Path, *, placement: Placement = Placement(),
+                 delimiter: str = DEFAULT_DELIMITER, aggregation: str = "min"):
+        super().__init__(model_name_or_path, placement)
         self.delimiter = delimiter
         self.aggregation = _check_aggregation(aggregation)
 
@@ -101,12 +103,12 @@ class ProcessRewardModel(modeling.ProcessRewardModel, _StepScorer):
                                            "aggregation": self.aggregation})
 
     @classmethod
-    def load(cls, path: str | Path, device: str = "auto", dtype: str = "auto"):
+    def load(cls, path: str | Path, *, placement: Placement = Placement()):
         """A saved process model in the mode it was saved in (tag, or verification prompt)."""
         config = read_config(path, "process")
         if config["mode"] == "verification":
-            return ZeroShotProcessRewardModel.load(path, device, dtype)
-        return cls(path, device, config["delimiter"], config["aggregation"], dtype)
+            return ZeroShotProcessRewardModel.load(path, placement=placement)
+        return cls(path, placement=placement, delimiter=config["delimiter"], aggregation=config["aggregation"])
 
 
 class _VerificationPrompt:
@@ -115,9 +117,10 @@ class _VerificationPrompt:
     kind = ""
     default_prompt = ""
 
-    def __init__(self, model_name_or_path: str | Path, device: str = "auto", prompt: str | None = None,
-                 delimiter: str = DEFAULT_DELIMITER, step_template: str = DEFAULT_STEP_TEMPLATE,
-                 max_length: int | None = None, aggregation: str = "min", dtype: str = "auto"):
+    def __init__(self, model_name_or_path: str | Path, *, placement: Placement = Placement(),
+                 prompt: str | None = None, delimiter: str = DEFAULT_DELIMITER,
+                 step_template: str = DEFAULT_STEP_TEMPLATE,
+                 max_length: int | None = None, aggregation: str = "min"):
         from transformers import AutoTokenizer
 
         from prmflow.model.formats import refuse_remote_code
@@ -125,7 +128,7 @@ class _VerificationPrompt:
 
         refuse_remote_code(model_name_or_path)  # a hub id has no local files to check: transformers refuses it
         tokenizer = AutoTokenizer.from_pretrained(model_name_or_path)
-        model = load_causal_lm(model_name_or_path, Placement(device, dtype))
+        model = load_causal_lm(model_name_or_path, placement)
         # Without a stated length the model's own context is the limit.
         max_length = max_length or getattr(model.config, "max_position_embeddings", None) or tokenizer.model_max_length
         self.verifier = ZeroShotVerifier(model, tokenizer, max_length, tokenizer.bos_token_id, step_template,
@@ -149,10 +152,11 @@ class _VerificationPrompt:
         write_config(path, self.config())
 
     @classmethod
-    def load(cls, path: str | Path, device: str = "auto", dtype: str = "auto"):
+    def load(cls, path: str | Path, *, placement: Placement = Placement()):
         config = read_config(path, cls.kind)
-        return cls(path, device, config["prompt"], config["delimiter"], config["step_template"],
-                   config["max_length"], config["aggregation"], dtype)
+        return cls(path, placement=placement, prompt=config["prompt"], delimiter=config["delimiter"],
+                   step_template=config["step_template"], max_length=config["max_length"],
+                   aggregation=config["aggregation"])
 
 
 class ZeroShotProcessRewardModel(_VerificationPrompt, _StepScorer):
@@ -182,11 +186,11 @@ class OutcomeRewardModel(_VerificationPrompt):
         return self.get_reward_for_problem_solution(problem, solution)
 
     @classmethod
-    def load(cls, path: str | Path, device: str = "auto", dtype: str = "auto"):
+    def load(cls, path: str | Path, *, placement: Placement = Placement()):
         """A saved outcome model in the mode it was saved in: trained (tag, e.g. models/orm) or verification prompt."""
         if read_config(path, cls.kind)["mode"] == "tag":
-            return TrainedOutcomeRewardModel.load(path, device, dtype)
-        return super().load(path, device, dtype)
+            return TrainedOutcomeRewardModel.load(path, placement=placement)
+        return super().load(path, placement=placement)
 
 
 class TrainedOutcomeRewardModel(modeling.ProcessRewardModel):
@@ -198,9 +202,9 @@ class TrainedOutcomeRewardModel(modeling.ProcessRewardModel):
     not step-correctness judgements.
     """
 
-    def __init__(self, model_name_or_path: str | Path, device: str = "auto", delimiter: str = DEFAULT_DELIMITER,
-                 dtype: str = "auto"):
-        super().__init__(model_name_or_path, Placement(device, dtype))
+    def __init__(self, model_name_or_path: str | Path, *, placement: Placement = Placement(),
+                 delimiter: str = DEFAULT_DELIMITER):
+        super().__init__(model_name_or_path, placement)
         self.delimiter = delimiter
 
     def outcome_batch(self, solutions: list[tuple[str, list[str]]], batch_size: int = 32) -> list[float | None]:
@@ -219,11 +223,11 @@ class TrainedOutcomeRewardModel(modeling.ProcessRewardModel):
         _save_tag_model(self, Path(path), trained_outcome_config(self.delimiter))
 
     @classmethod
-    def load(cls, path: str | Path, device: str = "auto", dtype: str = "auto") -> TrainedOutcomeRewardModel:
+    def load(cls, path: str | Path, *, placement: Placement = Placement()) -> TrainedOutcomeRewardModel:
         config = read_config(path, "outcome")
         if config["mode"] != "tag":
             raise ValueError(f"{Path(path, REWARD_CONFIG)}: mode: expected 'tag', got {config['mode']!r}")
-        return cls(path, device, config["delimiter"], dtype)
+        return cls(path, placement=placement, delimiter=config["delimiter"])
 
 
 class CombinedRewardModel:
@@ -261,10 +265,10 @@ class CombinedRewardModel:
                              "max_steps": self.max_steps, "aggregation": self.aggregation})
 
     @classmethod
-    def load(cls, path: str | Path, device: str = "auto", dtype: str = "auto") -> CombinedRewardModel:
+    def load(cls, path: str | Path, *, placement: Placement = Placement()) -> CombinedRewardModel:
         config = read_config(path, "combined")
-        return cls(ProcessRewardModel.load(Path(path, "process"), device, dtype),
-                   OutcomeRewardModel.load(Path(path, "outcome"), device, dtype),
+        return cls(ProcessRewardModel.load(Path(path, "process"), placement=placement),
+                   OutcomeRewardModel.load(Path(path, "outcome"), placement=placement),
                    process_weight=config["process_weight"], outcome_weight=config["outcome_weight"],
                    delimiter=config["delimiter"], max_steps=config["max_steps"], aggregation=config["aggregation"])
 
@@ -272,14 +276,14 @@ class CombinedRewardModel:
 class EnsembleRewardModel:
     """The weighted mean of the `get_reward` of saved reward models of any kind (weights need not sum to 1)."""
 
-    def __init__(self, paths: list[str | Path], weights: list[float] | None = None, device: str = "auto",
-                 dtype: str = "auto"):
+    def __init__(self, paths: list[str | Path], weights: list[float] | None = None, *,
+                 placement: Placement = Placement()):
         weights = [1.0] * len(paths) if weights is None else list(weights)
         if not paths or len(weights) != len(paths):
             raise ValueError(f"weights: {len(weights)} weights for {len(paths)} models (need one per model, >= 1)")
         if any(w < 0 for w in weights) or sum(weights) <= 0:
             raise ValueError(f"weights: must be >= 0 with a positive sum, got {weights}")
-        self.members = [load_reward_model(p, device, dtype) for p in paths]
+        self.members = [load_reward_model(p, placement=placement) for p in paths]
         self.weights = weights
 
     def get_reward(self, problem: str, solution: str) -> float:
@@ -294,27 +298,27 @@ class EnsembleRewardModel:
         write_config(path, {"kind": "ensemble", "weights": self.weights})
 
     @classmethod
-    def load(cls, path: str | Path, device: str = "auto", dtype: str = "auto") -> EnsembleRewardModel:
+    def load(cls, path: str | Path, *, placement: Placement = Placement()) -> EnsembleRewardModel:
         config = read_config(path, "ensemble")
-        return cls([Path(path, f"member_{i}") for i in range(len(config["weights"]))], config["weights"], device,
-                   dtype)
+        return cls([Path(path, f"member_{i}") for i in range(len(config["weights"]))], config["weights"],
+                   placement=placement)
 
 
 LOADERS = {"process": ProcessRewardModel, "outcome": OutcomeRewardModel, "combined": CombinedRewardModel,
            "ensemble": EnsembleRewardModel}
 
 
-def load_reward_model(path: str | Path, device: str = "auto", dtype: str = "auto"):
-    """Any saved reward model, by the `kind` in its reward_config.json, on `device` in `dtype` (prmflow.devices).
+def load_reward_model(path: str | Path, *, placement: Placement = Placement()):
+    """Any saved reward model, by the `kind` in its reward_config.json, on `placement` (prmflow.devices).
 
     A pipeline PRM directory (prm_config.json only, never `.save`d) loads as a tag-mode ProcessRewardModel.
     """
     if not Path(path, REWARD_CONFIG).exists() and Path(path, PRM_CONFIG).exists():
-        return ProcessRewardModel(path, device, dtype=dtype)
+        return ProcessRewardModel(path, placement=placement)
     kind = read_config(path).get("kind")
     if kind not in LOADERS:
         raise ValueError(f"{Path(path, REWARD_CONFIG)}: kind: {kind!r} is not one of {list(LOADERS)}")
-    return LOADERS[kind].load(path, device, dtype)
+    return LOADERS[kind].load(path, placement=placement)
 
 
 def shaped_reward(base_reward: float, confidence: float = 1.0, complexity: float = 0.0,
@@ -363,5 +367,5 @@ def reward_function(model, shaping=None):
 
 
 __all__ = ["ProcessRewardModel", "ZeroShotProcessRewardModel", "OutcomeRewardModel", "TrainedOutcomeRewardModel",
-           "CombinedRewardModel", "EnsembleRewardModel", "UnscorableError", "load_reward_model", "reward_function",
-           "shaped_reward", "split_steps"]
+           "CombinedRewardModel", "EnsembleRewardModel", "Placement", "UnscorableError", "load_reward_model",
+           "reward_function", "shaped_reward", "split_steps"]

@@ -256,8 +256,7 @@ class PRMPyfunc(mlflow.pyfunc.PythonModel):
         placement = config.placement.with_env()
         config = dataclasses.replace(config, device=placement.device, dtype=placement.dtype)
         outcome_dir = context.artifacts.get(OUTCOME_ARTIFACT)
-        outcome = TrainedOutcomeRewardModel(outcome_dir, placement.device, dtype=placement.dtype) if outcome_dir \
-            else None
+        outcome = TrainedOutcomeRewardModel(outcome_dir, placement=placement) if outcome_dir else None
         self.scorer = Scorer(load_prm(context.artifacts["model_dir"], config.prm_format or None, placement), config,
                              outcome)
         install(self.scorer.answer)  # in a scoring server only
