@@ -41,7 +41,7 @@ def train_tokens_per_second(project: Path, params, steps: int) -> dict:
     train_set = datasets.load_from_disk(str(tokenized / "train"))
     subset = train_set.select(range(min(len(train_set), steps * per_step)))
     one_pass = dataclasses.replace(params, train=dataclasses.replace(params.train, epochs=1.0, save_steps=0))
-    trainer = make_trainer(build_model(params.model, tokenizer), tokenizer, fmt, subset, one_pass,
+    trainer = make_trainer(build_model(params.model, tokenizer), tokenizer, fmt, train_dataset=subset, params=one_pass,
                            output_dir=tempfile.mkdtemp())
     started = time.perf_counter()
     result = trainer.train()

@@ -173,7 +173,8 @@ def main() -> None:
         mlflow.set_tracking_uri(uri)
         mlflow.set_experiment(experiment_id=mlflow.create_experiment("bench", artifact_location=Path(tmp, "a").as_uri()))
         with mlflow.start_run():
-            version = log_prm(args.model_dir, dataclasses.asdict(config), "prm").registered_model_version
+            version = log_prm(args.model_dir, dataclasses.asdict(config),
+                              registered_model_name="prm").registered_model_version
         env = {**os.environ, "MLFLOW_TRACKING_URI": uri,
                "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
         port, server = serve(f"models:/prm/{version}", env, tmp, "current")
@@ -185,8 +186,9 @@ def main() -> None:
                                                                   args.clients)}
             print("current throughput:", current["throughput_1_solution"], flush=True)
             if args.requests:
-                current["mixed_run"] = run_mix(url, pool, solo_predictions(url, pool), args.clients, args.requests,
-                                               args.hostile_share, seed=0, max_request_bytes=config.max_request_bytes)
+                current["mixed_run"] = run_mix(url, pool, solo_predictions(url, pool), clients=args.clients,
+                                               requests=args.requests, hostile_share=args.hostile_share, seed=0,
+                                               max_request_bytes=config.max_request_bytes)
                 print("current mixed run:", {k: v for k, v in current["mixed_run"].items() if k != "examples"},
                       flush=True)
             memory["after_runs_mb"] = group_rss_mb(proc.pid)

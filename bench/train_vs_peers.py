@@ -75,8 +75,9 @@ def run_prmflow(params, tokenizer, fmt, rows, tokenized) -> float:
     from prmflow.model.modeling import build_model
     from prmflow.model.train import make_trainer
 
-    trainer = make_trainer(build_model(params.model, tokenizer), tokenizer, fmt, datasets.Dataset.from_list(tokenized),
-                           one_epoch(params), output_dir=tempfile.mkdtemp())
+    trainer = make_trainer(build_model(params.model, tokenizer), tokenizer, fmt,
+                           train_dataset=datasets.Dataset.from_list(tokenized), params=one_epoch(params),
+                           output_dir=tempfile.mkdtemp())
     with timer() as seconds:
         trainer.train()
     return seconds

@@ -47,7 +47,10 @@ SLIPS_AT_STEP_3 = {1: ["10", "10", "3", "10"], 2: ["10", "5", "5", "5"], 3: ["5"
 
 
 def _run(method, policy, completions=4):
-    return method(policy, PROBLEM, policy.trajectory, completions, random.Random(0), AnswerChecker())
+    """`method` as make_labeler calls it; binary search draws label.first_round_completions' default first."""
+    rounds = {"first_round": LabelParams.first_round_completions} if method is binary_search_labels else {}
+    return method(policy, PROBLEM, policy.trajectory, completions=completions, rng=random.Random(0),
+                  check=AnswerChecker(), **rounds)
 
 
 def test_mc_samples_every_proper_prefix_and_judges_the_full_one_by_its_answer():

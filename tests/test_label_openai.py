@@ -91,7 +91,7 @@ def test_labeling_with_the_openai_policy(endpoint, model_dir):
     trajectory = Continuation(steps=["She has 12 apples.", "She buys 5 more.", "12 + 5 = 17.", "#### 16"],
                               final_answer="16", first_slip=None)
     policy = OpenAIPolicy(LabelParams(endpoint=endpoint, max_new_tokens=8, temperature=1.0, concurrency=4))
-    mc = mc_labels(policy, PROBLEM, trajectory, 3, random.Random(0), AnswerChecker())
+    mc = mc_labels(policy, PROBLEM, trajectory, completions=3, rng=random.Random(0), check=AnswerChecker())
     assert (mc.policy_calls, policy.generate_calls) == (9, 9)  # 3 prefixes x 3 completions
     assert len(mc.labels) == len(mc.values) == 4 and mc.labels[-1] == "-"  # 16 is not 17
 

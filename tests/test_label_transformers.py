@@ -117,11 +117,12 @@ def test_methods_batch_their_prefixes_into_generate_calls(model_dir):
     trajectory = Continuation(steps=["She has 12 apples.", "She buys 5 more.", "12 + 5 = 17.", "#### 16"],
                               final_answer="16", first_slip=None)
     policy = local_policy(model_dir, max_new_tokens=8, temperature=1.0, batch_size=4)
-    mc = mc_labels(policy, PROBLEM, trajectory, 3, random.Random(0), AnswerChecker())
+    mc = mc_labels(policy, PROBLEM, trajectory, completions=3, rng=random.Random(0), check=AnswerChecker())
     assert (mc.policy_calls, policy.generate_calls) == (9, 3)  # 3 prefixes x 3 completions, 4 per generate
     assert len(mc.labels) == len(mc.values) == 4 and mc.labels[-1] == "-"  # 16 is not 17
     policy.generate_calls = 0
     # The random model never reaches 17: each probe draws its first round (2) and then the last one.
-    search = binary_search_labels(policy, PROBLEM, trajectory, 3, random.Random(0), AnswerChecker(), first_round=2)
+    search = binary_search_labels(policy, PROBLEM, trajectory, completions=3, rng=random.Random(0),
+                                  check=AnswerChecker(), first_round=2)
     assert (search.policy_calls, policy.generate_calls) == (3 * len(search.probed), 2 * len(search.probed))
     assert len(search.probed) == 2 and search.labels[-1] == "-"

@@ -230,9 +230,9 @@ def test_fine_tuning_a_math_shepherd_checkpoint_continues_in_its_own_format(tmp_
 
     rows, _ = tokenize_rows(tokenizer, fmt, labeled_rows)
     model = build_model(params, tokenizer)
-    trainer = make_trainer(model, tokenizer, fmt, datasets.Dataset.from_list(rows),
-                           Params(model=params, train=TrainParams(epochs=2, batch_size=8, learning_rate=3e-3)),
-                           str(tmp_path / "ckpt"))
+    trainer = make_trainer(model, tokenizer, fmt, train_dataset=datasets.Dataset.from_list(rows),
+                           params=Params(model=params, train=TrainParams(epochs=2, batch_size=8, learning_rate=3e-3)),
+                           output_dir=str(tmp_path / "ckpt"))
     trainer.train()
     losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
     assert losses[-1] < losses[0]

@@ -176,12 +176,14 @@ def test_first_version_is_promoted_then_an_identical_one_or_noise_is_not(registr
     rows = heldout_rows()
     params = Params(base=BaseParams(seed=3), register=RegisterParams(promotion_margin=0.0))
     first = new_version("heldout1", {"first_error_f1": 0.60})
-    decision = gate_new_version(client, params, first, step_scores_of(rows, params), rows, "heldout1", "test")
+    decision = gate_new_version(client, params, first, step_scores=step_scores_of(rows, params), rows=rows,
+                                heldout_md5="heldout1", who="test")
     assert decision["promoted"] and decision["reason"] == "no current champion"
     assert decision["gate"]["champion_version"] is None and "difference" not in decision["gate"]
 
     same = new_version("heldout1", {"first_error_f1": 0.60})  # the same weights registered again
-    decision = gate_new_version(client, params, same, step_scores_of(rows, params), rows, "heldout1", "test")
+    decision = gate_new_version(client, params, same, step_scores=step_scores_of(rows, params), rows=rows,
+                                heldout_md5="heldout1", who="test")
     assert not decision["promoted"] and decision["champion_version"] == int(first)
     assert (decision["gate"]["difference"], decision["gate"]["ci_low"], decision["gate"]["ci_high"]) == (0, 0, 0)
     assert json.loads(json.dumps(decision)) == decision  # what reports/registry.json records
@@ -196,7 +198,8 @@ def test_first_version_is_promoted_then_an_identical_one_or_noise_is_not(registr
     assert holder(client, "champion") == first and holder(client, "challenger") == same
 
     other = log_version(build_tiny_prm(root / "other", seed=1))  # another random model, on 4 problems
-    decision = gate_new_version(client, params, other, step_scores_of(rows, params), rows, "heldout1", "test")
+    decision = gate_new_version(client, params, other, step_scores=step_scores_of(rows, params), rows=rows,
+                                heldout_md5="heldout1", who="test")
     assert decision["gate"]["ci_low"] <= 0 <= decision["gate"]["ci_high"] and not decision["promoted"]
     assert holder(client, "champion") == first
 

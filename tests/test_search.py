@@ -119,7 +119,7 @@ def test_one_beam_is_a_greedy_walk_and_max_steps_leaves_it_without_an_answer():
 def test_search_problem_counts_each_n_on_the_first_n_samples():
     scorer = ScriptedScorer()
     params = SearchParams(sizes=[1, 4], beam_width=2, max_steps=10)
-    out = search_problem(ScriptedPolicy(), scorer, PROBLEM, params, seed=0, check=AnswerChecker())
+    out = search_problem(ScriptedPolicy(), scorer, PROBLEM, params=params, seed=0, check=AnswerChecker())
     assert vars(out["best_of_n_min"][1][1]) == {"policy_calls": 1, "generated_tokens": 2, "prm_calls": 1,
                                                 "prm_tokens": 3}
     assert vars(out["best_of_n_min"][4][1]) == {"policy_calls": 4, "generated_tokens": 10, "prm_calls": 1,

@@ -323,7 +323,8 @@ def test_search_picks_the_same_with_the_served_prm_as_in_process(server, store):
             assert a == pytest.approx(b, abs=1e-5)
         picks = [best_of_n(samples, scores, "min", 0).solution for scores in by_scorer]
         assert picks[0] == picks[1]
-        beams = [beam_search(policy, scorer, problem, 8, 2, 12, "min", random.Random(3)) for scorer in (served, local)]
+        beams = [beam_search(policy, scorer, problem, n=8, beam_width=2, max_steps=12, how="min", rng=random.Random(3))
+                 for scorer in (served, local)]
         assert beams[0].solution == beams[1].solution and beams[0].answer == beams[1].answer
     assert local.forward_tokens > 0 and served.forward_tokens == 0  # the endpoint does not say what it read
 

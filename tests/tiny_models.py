@@ -162,8 +162,8 @@ def train_tiny_model(labeled_rows: list[dict], directory: Path, target: str | No
     rows, _ = tokenize_rows(tokenizer, fmt, labeled_rows)
     model = build_model(model_params, tokenizer)
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    trainer = make_trainer(model, tokenizer, fmt, datasets.Dataset.from_list(rows), params,
-                           str(directory / "ckpt"), target=target)
+    trainer = make_trainer(model, tokenizer, fmt, train_dataset=datasets.Dataset.from_list(rows), params=params,
+                           output_dir=str(directory / "ckpt"), target=target)
     trainer.train()
     trainer.save_model(str(directory))
     tokenizer.save_pretrained(directory)
@@ -215,7 +215,8 @@ def log_version(model_dir: Path, name: str = "prm", outcome_dir: Path | None = N
     from prmflow.serving.scorer import ServingConfig
 
     with mlflow.start_run():
-        info = log_prm(model_dir, dataclasses.asdict(ServingConfig.from_model_config(serving)), name, outcome_dir)
+        info = log_prm(model_dir, dataclasses.asdict(ServingConfig.from_model_config(serving)),
+                       registered_model_name=name, outcome_dir=outcome_dir)
     return str(info.registered_model_version)
 
 

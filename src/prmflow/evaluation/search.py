@@ -140,7 +140,7 @@ def make_scorer(params: SearchParams, models_dir: str | Path, placement: Placeme
     return InProcessScorer(Path(models_dir) / "prm", params.batch_size, placement)
 
 
-def search_problem(policy: Policy, scorer: StepScorer, problem: dict, params: SearchParams, seed: int,
+def search_problem(policy: Policy, scorer: StepScorer, problem: dict, *, params: SearchParams, seed: int,
                    check: AnswerChecker) -> dict[str, dict[int, tuple[float, Compute]]]:
     """{method: {N: (share right, compute)}} for one problem: every method and baseline at every N.
 
@@ -159,8 +159,9 @@ def search_problem(policy: Policy, scorer: StepScorer, problem: dict, params: Se
         picks["weighted_vote"][n] = weighted_vote(first, scores, params.aggregation, prm_tokens)
         picks["majority"][n] = majority(first)
         for method, run in (("beam_search", beam_search), ("dvts", dvts)):
-            picks[method][n] = run(policy, scorer, problem, n, params.beam_width, params.max_steps,
-                                   params.aggregation, random.Random(f"{stream}:{method}:{n}"))
+            picks[method][n] = run(policy, scorer, problem, n=n, beam_width=params.beam_width,
+                                   max_steps=params.max_steps, how=params.aggregation,
+                                   rng=random.Random(f"{stream}:{method}:{n}"))
         one = Compute(policy_calls=1, generated_tokens=picks["majority"][n].compute.generated_tokens / n)
         out["pass_at_1"][n] = (sum(check(s.final_answer, problem["answer"]) for s in first) / n, one)
     for method, by_n in picks.items():
@@ -200,12 +201,12 @@ def search_report(outcomes: list[dict[str, dict[int, tuple[float, Compute]]]], b
     return report
 
 
-def run_search(policy: Policy, scorer: StepScorer, problems: list[dict], params: SearchParams,
+def run_search(policy: Policy, scorer: StepScorer, problems: list[dict], *, params: SearchParams,
                seed: int) -> dict[str, dict[int, dict]]:
     from tqdm.auto import tqdm
 
     check = AnswerChecker()
-    outcomes = [search_problem(policy, scorer, problem, params, seed, check)
+    outcomes = [search_problem(policy, scorer, problem, params=params, seed=seed, check=check)
                 for problem in tqdm(problems, desc="search", unit="problem", disable=None, mininterval=1.0)]
     return search_report(outcomes, params.bootstrap_samples, seed)
 
@@ -294,8 +295,8 @@ def main(params: Params) -> None:
     placement = Placement.of(params.model)
     with stage_run(params.base, "search", s):
         scorer = make_scorer(s, params.base.models_dir, placement)
-        report = run_search(make_policy(params.label, params.base.seed, placement), scorer, problems, s,
-                            params.base.seed)
+        report = run_search(make_policy(params.label, params.base.seed, placement), scorer, problems, params=s,
+                            seed=params.base.seed)
         write_json(reports / "search.json", report)
         write_json(reports / "plots" / "search.json", plot_rows(report))
         png = write_png(report, reports / "plots" / "search.png")

@@ -151,7 +151,7 @@ def _width(n: int, beam_width: int) -> tuple[int, int]:
     return max(1, n // per_beam), per_beam
 
 
-def beam_search(policy: Policy, scorer: StepScorer, problem: dict, n: int, beam_width: int, max_steps: int,
+def beam_search(policy: Policy, scorer: StepScorer, problem: dict, *, n: int, beam_width: int, max_steps: int,
                 how: str, rng: random.Random) -> Picked:
     """Step-level beam search; solutions unfinished after `max_steps` steps compete with no answer."""
     keep, per_beam = _width(n, beam_width)
@@ -169,7 +169,7 @@ def beam_search(policy: Policy, scorer: StepScorer, problem: dict, n: int, beam_
     return Picked(best.answer if best.finished else "", compute, best.steps)
 
 
-def dvts(policy: Policy, scorer: StepScorer, problem: dict, n: int, beam_width: int, max_steps: int, how: str,
+def dvts(policy: Policy, scorer: StepScorer, problem: dict, *, n: int, beam_width: int, max_steps: int, how: str,
          rng: random.Random) -> Picked:
     """Diverse verifier tree search: N // M greedy subtrees expanded M times per step, all in one batch."""
     subtrees, per_beam = _width(n, beam_width)

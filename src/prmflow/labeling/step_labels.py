@@ -81,7 +81,7 @@ class StepLabels:
     probed: list[int] = field(default_factory=list)  # prefix lengths that got completions
 
 
-def _hit_counts(policy: Policy, problem: dict, prefixes: list[list[str]], completions: int,
+def _hit_counts(policy: Policy, problem: dict, prefixes: list[list[str]], *, completions: int,
                 rng: random.Random, check: AnswerChecker) -> list[int]:
     """How many of `completions` continuations of each prefix reach the answer, all in one batch."""
     batch = [prefix for prefix in prefixes for _ in range(completions)]
@@ -89,12 +89,13 @@ def _hit_counts(policy: Policy, problem: dict, prefixes: list[list[str]], comple
     return [sum(hits[i:i + completions]) for i in range(0, len(hits), completions)]
 
 
-def mc_labels(policy: Policy, problem: dict, trajectory: Continuation, completions: int, rng: random.Random,
+def mc_labels(policy: Policy, problem: dict, trajectory: Continuation, *, completions: int, rng: random.Random,
               check: AnswerChecker) -> StepLabels:
     steps = trajectory.steps
     if not steps:
         return StepLabels([], [], 0)
-    hits = _hit_counts(policy, problem, [steps[:t] for t in range(1, len(steps))], completions, rng, check)
+    hits = _hit_counts(policy, problem, [steps[:t] for t in range(1, len(steps))], completions=completions, rng=rng,
+                       check=check)
     values = [h / completions for h in hits] + [float(check(trajectory.final_answer, problem["answer"]))]
     return StepLabels(["+" if v > 0 else "-" for v in values], values, (len(steps) - 1) * completions,
                       probed=list(range(1, len(steps))))
@@ -171,8 +172,8 @@ class _Prober:
             self.unconfirmed.update(t for t in single if self.hits[t] == 1)
 
 
-def binary_search_labels(policy: Policy, problem: dict, trajectory: Continuation, completions: int,
-                         rng: random.Random, check: AnswerChecker, first_round: int = 2) -> StepLabels:
+def binary_search_labels(policy: Policy, problem: dict, trajectory: Continuation, *, completions: int,
+                         rng: random.Random, check: AnswerChecker, first_round: int) -> StepLabels:
     steps = trajectory.steps
     prober = _Prober(policy, problem, steps, completions, first_round, rng, check)
     if check(trajectory.final_answer, problem["answer"]):

@@ -321,7 +321,7 @@ def load_reward_model(path: str | Path, *, placement: Placement = Placement()):
     return LOADERS[kind].load(path, placement=placement)
 
 
-def shaped_reward(base_reward: float, confidence: float = 1.0, complexity: float = 0.0,
+def shaped_reward(base_reward: float, *, confidence: float = 1.0, complexity: float = 0.0,
                   complexity_penalty: float = 0.01) -> float:
     """A shaping hook: `confidence * base_reward - complexity_penalty * complexity`.
 

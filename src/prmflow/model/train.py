@@ -123,7 +123,7 @@ def merge_lora(model):
     return model.merge_and_unload() if hasattr(model, "merge_and_unload") else model
 
 
-def make_trainer(model, tokenizer, fmt: PromptFormat, train_dataset, params: Params, output_dir: str,
+def make_trainer(model, tokenizer, fmt: PromptFormat, *, train_dataset, params: Params, output_dir: str,
                  callbacks: tuple = (), target: str | None = None):
     """The Trainer; `target` names what the tags learn (a TARGETS key), by default `train.label_type`."""
     from transformers import Trainer, TrainerCallback, TrainingArguments
@@ -260,7 +260,8 @@ def train_stage(params: Params, callbacks: tuple = (), kind: str = "process") ->
     model = build_model(params.model, tokenizer)
     if params.train.lora_r:
         model = apply_lora(model, params.train, fmt.step_tag_id)
-    trainer = make_trainer(model, tokenizer, fmt, train_set, params, str(checkpoints), callbacks, target)
+    trainer = make_trainer(model, tokenizer, fmt, train_dataset=train_set, params=params, output_dir=str(checkpoints),
+                           callbacks=callbacks, target=target)
     processes = trainer.args.world_size  # > 1 under `accelerate launch`
     stamp = {"seed": params.base.seed, "model": dataclasses.asdict(params.model), "target": target,
              "train": dataclasses.asdict(params.train), "data": train_set._fingerprint, "processes": processes}

@@ -90,7 +90,7 @@ def mismatch(got: dict, expected: dict, tolerance: float) -> str | None:
     return None
 
 
-def run_mix(url: str, pool: list[dict], solo: list[dict], clients: int, requests: int, hostile_share: float,
+def run_mix(url: str, pool: list[dict], solo: list[dict], *, clients: int, requests: int, hostile_share: float,
             seed: int, max_request_bytes: int, tolerance: float = 1e-5, time_limit_s: float = 3600.0) -> dict:
     """Send `requests` requests from `clients` concurrent clients and check every answer (module docstring).
 

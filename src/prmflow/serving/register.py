@@ -63,7 +63,7 @@ def serving_model_config(params: Params, metrics: dict, prm_format: str = "") ->
                                                         prm_format=prm_format))
 
 
-def log_prm(model_dir: str | Path, model_config: dict, registered_model_name: str | None = None,
+def log_prm(model_dir: str | Path, model_config: dict, *, registered_model_name: str | None = None,
             outcome_dir: str | Path | None = None):
     """Log the PRM from code (no pickle): the model directory (weights, tokenizer, prm_config.json) as an
     artifact, prmflow's source as code, a signature with the `aggregation` param, pinned requirements, and
@@ -122,7 +122,7 @@ def gate_comparison(rows: list[dict], challenger: list[list[float]], champion: l
             "ci_high": high}
 
 
-def gate_new_version(client, params: Params, version: str, step_scores: Callable[[str], list[list[float]]],
+def gate_new_version(client, params: Params, version: str, *, step_scores: Callable[[str], list[list[float]]],
                      rows: list[dict], heldout_md5: str, who: str) -> dict:
     """Make `version` the challenger; promote it to champion if it passes the paired gate against the current
     champion on `rows` (`step_scores(version)` scores them with a registered version); tag and return the decision.
@@ -193,7 +193,8 @@ def main(params: Params) -> None:
     outcome_dir = models / "orm" if params.register.model_kind == "combined" else None
     model_dir, prm_format, metrics = registered_checkpoint(params, metrics)
     with stage_run(params.base, "register", params.register) as run:
-        info = log_prm(model_dir, serving_model_config(params, metrics, prm_format), name, outcome_dir)
+        info = log_prm(model_dir, serving_model_config(params, metrics, prm_format), registered_model_name=name,
+                       outcome_dir=outcome_dir)
         version = str(info.registered_model_version)
         client = MlflowClient()
         heldout_md5 = file_md5(heldout)
@@ -211,8 +212,8 @@ def main(params: Params) -> None:
         rows = read_jsonl(heldout, required=("problem_id", "problem", "steps", "labels", "first_error", "correct"))
         # One gate at a time: the champion read here holds the alias until this decision is recorded.
         with registry_lock(params.base.mlflow_tracking_uri, name):
-            decision = gate_new_version(client, params, version, step_scores_of(rows, params), rows, heldout_md5,
-                                        who=f"prmflow register (run {run.info.run_id})")
+            decision = gate_new_version(client, params, version, step_scores=step_scores_of(rows, params), rows=rows,
+                                        heldout_md5=heldout_md5, who=f"prmflow register (run {run.info.run_id})")
             record = {"model_name": name, "model_kind": params.register.model_kind, "alias": params.register.alias,
                       "challenger_alias": params.register.challenger_alias,
                       "model_uri": f"models:/{name}@{params.register.alias}", "run_id": run.info.run_id,

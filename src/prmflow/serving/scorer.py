@@ -168,7 +168,7 @@ class Scorer:
     """A loaded PRM (and, for a combined model, the trained ORM) plus its serving config: validates a
     request and scores it in padded batches."""
 
-    def __init__(self, prm, config: ServingConfig, outcome=None, threshold_source: str = REGISTERED_THRESHOLD):
+    def __init__(self, prm, config: ServingConfig, *, outcome=None, threshold_source: str = REGISTERED_THRESHOLD):
         self.prm = prm
         self.config = config
         self.outcome = outcome  # a rewards.TrainedOutcomeRewardModel, or None for the PRM alone
@@ -258,7 +258,7 @@ class PRMPyfunc(mlflow.pyfunc.PythonModel):
         outcome_dir = context.artifacts.get(OUTCOME_ARTIFACT)
         outcome = TrainedOutcomeRewardModel(outcome_dir, placement=placement) if outcome_dir else None
         self.scorer = Scorer(load_prm(context.artifacts["model_dir"], config.prm_format or None, placement), config,
-                             outcome)
+                             outcome=outcome)
         install(self.scorer.answer)  # in a scoring server only
 
     def predict(self, context, model_input: list[Solution], params: dict | None = None) -> list[Prediction]:

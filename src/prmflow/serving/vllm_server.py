@@ -50,7 +50,7 @@ def vllm_metadata(model_dir: str | Path) -> dict[str, str]:
             "negative_token_id": str(fmt.negative_id), "vllm_config": json.dumps(vllm_config(fmt, architecture))}
 
 
-def vllm_command(python: str, model_dir: str | Path, config: dict, dtype: str, host: str, port: int,
+def vllm_command(python: str, model_dir: str | Path, config: dict, *, dtype: str, host: str, port: int,
                  extra: list[str] = ()) -> list[str]:
     """The command that serves `model_dir` with vLLM's OpenAI-compatible server under `config` (vllm_config).
 
@@ -124,6 +124,6 @@ def serve_main(args: argparse.Namespace) -> None:
         raise SystemExit(f"prmflow serve-vllm: no vLLM interpreter: run `make vllm-env` in the checkout (it makes "
                          f"{DEFAULT_PYTHON}), or set {PYTHON_ENV} or pass --python PATH/TO/VENV/bin/python")
     model_dir, config, dtype = registered_checkpoint(args.model)
-    command = vllm_command(python, model_dir, config, dtype, args.host, args.port, args.vllm_args)
+    command = vllm_command(python, model_dir, config, dtype=dtype, host=args.host, port=args.port, extra=args.vllm_args)
     print("prmflow serve-vllm: " + " ".join(command), flush=True)
     os.execv(command[0], command)
