@@ -6,9 +6,9 @@
 
 A `Placement` is built once where the settings are read (`model.device` / `model.dtype` in params.yaml)
 and handed down whole to whatever loads a model: training, evaluation, search, the rollout policy,
-serving. The public reward-model classes take the same two strings; the served model stores them in its
-config and reads PRMFLOW_DEVICE / PRMFLOW_DTYPE over them at load time (`Placement.with_env`), so a model
-trained on a GPU serves on a CPU and back.
+serving. The public reward-model classes take one too (`placement=`); the served model stores its two
+settings in its config and reads PRMFLOW_DEVICE / PRMFLOW_DTYPE over them at load time (`Placement.with_env`),
+so a model trained on a GPU serves on a CPU and back.
 `auto` means CUDA + bfloat16 when a GPU is present, else CPU + float32 for loading a model (inference:
 float32 keeps candidates' scores apart, where bfloat16's 8-bit mantissa would tie many of them).
 

@@ -114,10 +114,12 @@ class ServingConfig:
     def from_model_config(cls, config: dict | None) -> ServingConfig:
         """A stored config; a key it lacks (a model registered before that knob existed) takes the default."""
         known = set(cls.__dataclass_fields__)
-        return dataclasses.replace(cls.from_params(Params()), **{k: v for k, v in (config or {}).items() if k in known})
+        stored = {key: value for key, value in (config or {}).items() if key in known}
+        return dataclasses.replace(cls.from_params(Params()), **stored)
 
     @property
     def placement(self) -> Placement:
+        """Where the model loads (before PRMFLOW_DEVICE / PRMFLOW_DTYPE)."""
         return Placement(self.device, self.dtype)
 
 
