@@ -143,6 +143,12 @@ class RegisterParams:
             "Served model: the most padded tokens (rows x longest row) in one forward of the scoring loop, which "
             "batches the candidates of all requests in flight together (serving/batcher.py).")}
     )
+    scoring_threads: int = field(
+        default=0, metadata={"rule": NON_NEGATIVE, "help": (
+            "Served model: threads that run the scoring loop's forwards, each on its own batch. 0: one per CPU core "
+            "the server may use on a CPU (a forward at one torch thread each beats one forward at several for a "
+            "small model), 1 on a GPU.")}
+    )
     model_kind: str = field(
         default="prm",
         metadata={"choices": ("prm", "combined"),

@@ -37,7 +37,9 @@ INPUT_EXAMPLE_ROWS = [{"problem": "Ava has 3 apples. She buys 2 more. How many a
                        "steps": ["Ava has 3 + 2 = <<3+2=5>>5 apples."]}]
 INPUT_EXAMPLE_PARAMS = {"aggregation": "min"}
 # Served-model dependencies; prmflow itself travels with the model as code (code_paths).
-SERVING_PACKAGES = ("torch", "transformers", "tokenizers", "mlflow", "pydantic")
+# httptools and uvloop: uvicorn (under `mlflow models serve`) takes them when installed; a model env without
+# them serves through pure-Python h11 and asyncio (bench/serve_load.py).
+SERVING_PACKAGES = ("torch", "transformers", "tokenizers", "mlflow", "pydantic", "httptools", "uvloop")
 # Stages whose MLflow run ids are tagged on the version (register's own run is the version's run).
 LINEAGE_STAGES = ("ingest", "label", "validate", "tokenize", "train", "train_orm", "evaluate")
 
@@ -67,6 +69,7 @@ def serving_model_config(params: Params, metrics: dict, prm_format: str = "") ->
         max_request_bytes=params.register.max_request_bytes,
         batch_size=params.evaluate.batch_size,
         batch_tokens=params.register.batch_tokens,
+        scoring_threads=params.register.scoring_threads,
         process_weight=params.combine.process_weight,
         outcome_weight=params.combine.outcome_weight,
         device=params.model.device,

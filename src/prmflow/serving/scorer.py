@@ -82,6 +82,7 @@ class ServingConfig:
     max_request_bytes: int = 4_000_000
     batch_size: int = 32  # solutions per forward where no scoring loop runs (a zero-shot judge, the ORM)
     batch_tokens: int = 16384  # the scoring loop's forward: rows x longest row, across requests (batcher.py)
+    scoring_threads: int = 0  # forwards at once (batcher.py); 0: one per CPU core, 1 on a GPU
     process_weight: float = 0.7  # a combined model only: score = process_weight * aggregate + outcome_weight * ORM
     outcome_weight: float = 0.3
     prm_format: str = ""  # the model directory's public_prms format; "" = detected from the directory
@@ -147,7 +148,7 @@ class Scorer:
         self.outcome = outcome  # a rewards.TrainedOutcomeRewardModel, or None for the PRM alone
         self.threshold_source = threshold_source  # where config.threshold came from, for `prmflow score`
         # The process's one scoring loop, for formats that run as jobs (all but a zero-shot judge).
-        self.loop = ScoringLoop(prm, config.batch_tokens) if hasattr(prm, "jobs") else None
+        self.loop = ScoringLoop(prm, config.batch_tokens, config.scoring_threads) if hasattr(prm, "jobs") else None
 
     def answer(self, data: bytes, content_type: str | None) -> str:
         """The JSON answer to a raw /invocations request, as MLflow writes a pyfunc's predictions; RequestError
