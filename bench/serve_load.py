@@ -213,7 +213,7 @@ def main() -> None:
         if args.vllm_python:
             port = free_port()
             command = ["prmflow", "serve-vllm", "--model", f"models:/prm/{version}", "--port", str(port),
-                       "--python", args.vllm_python]
+                       "--python", str(Path(args.vllm_python).absolute())]  # the server runs in `tmp`
             with loopback_process(command, f"http://127.0.0.1:{port}/health", env | {"VLLM_CPU_KVCACHE_SPACE": "1"},
                                   tmp, Path(tmp, "vllm.log"), ready_timeout=VLLM_READY_TIMEOUT_S):
                 throughput = vllm_throughput(f"http://127.0.0.1:{port}", Path(args.model_dir), plain, solo_plain,
