@@ -51,7 +51,7 @@ def pick_batch(lengths: list[int], oldest: int, budget: int) -> list[int]:
 class ScoringLoop:
     """Scores `Job`s of any number of threads with one model, in token-budgeted batches (module docstring).
 
-    `scorer`: what modeling.read_jobs runs (ProcessRewardModel or a public_prms format). The loop's thread
+    `scorer`: what modeling.read_jobs runs (StepTagScorer or a public_prms format). The loop's thread
     starts with the first request and is a daemon: it ends with the server process.
     """
 
