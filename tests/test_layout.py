@@ -15,7 +15,7 @@ from prmflow.cli import STAGE_MODULES
 from conftest import REPO
 
 sys.path.insert(0, str(REPO / "scripts"))
-from dvc_deps import SHARED, differences, import_graph, modules  # noqa: E402 (scripts/ is not a package)
+from dvc_deps import DVC_YAML, SHARED, differences, fixed_text, import_graph, modules  # noqa: E402 (not a package)
 
 # Each module's rank (SHARED below all): a module may import only modules of its own rank or below.
 ORDER = ("data", "labeling", "model", "evaluation", "serving", "integrations")
@@ -68,6 +68,14 @@ def test_each_stage_depends_on_exactly_the_code_it_runs(stage):
     missing, extra = differences().get(stage, ([], []))
     assert not missing and not extra, f"{stage}: missing {missing}, extra {extra}; run python scripts/dvc_deps.py --fix"
 
+
+
+def test_the_fix_mode_rewrites_only_the_src_deps():
+    """`scripts/dvc_deps.py --fix` restores a stage's dropped and stray src/ deps and leaves every other line."""
+    text = DVC_YAML.read_text()
+    broken = text.replace("      - src/prmflow/model/tokenization.py\n", "", 1).replace(
+        "      - src/prmflow/data/answers.py\n", "      - src/prmflow/data/answers.py\n      - src/prmflow/gone.py\n", 1)
+    assert broken != text and fixed_text(broken) == text == fixed_text(text)
 
 def test_modules_stay_small():
     long = {name: n for name, path in modules().items() if (n := len(path.read_text().splitlines())) > 450}
