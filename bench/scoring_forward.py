@@ -3,7 +3,7 @@
     OMP_NUM_THREADS=1 .venv/bin/python bench/scoring_forward.py                     # models/prm, 1 thread
     OMP_NUM_THREADS=1 .venv/bin/python bench/scoring_forward.py --model-dir DIR --batch 16
 
-ProcessRewardModel.read runs the forward without a mask (a causal LM's positions never attend to the right
+StepTagScorer.read runs the forward without a mask (a causal LM's positions never attend to the right
 padding after them); this measures what that saves over the masked forward, per batch of `--batch` solutions
 of similar length (the scoring loop's batches, batcher.py), and the largest difference in P(+) between the two.
 Writes bench/results/scoring_forward.json.
@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
 from prmflow.jsonl import read_jsonl  # noqa: E402
-from prmflow.model.modeling import ProcessRewardModel, label_logits, p_positive, pad_batch  # noqa: E402
+from prmflow.model.modeling import StepTagScorer, label_logits, p_positive, pad_batch  # noqa: E402
 
 
 def main() -> None:
@@ -37,7 +37,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "scoring_forward.json"))
     args = parser.parse_args()
-    prm = ProcessRewardModel(args.model_dir, device="cpu", dtype="float32")
+    prm = StepTagScorer(args.model_dir, device="cpu", dtype="float32")
     rows = read_jsonl(args.rollouts, required=("problem", "steps"))[: args.solutions]
     jobs = sorted(prm.jobs(prm.encode([(r["problem"], r["steps"]) for r in rows])), key=lambda j: len(j.input_ids))
     labels = [prm.format.positive_id, prm.format.negative_id]

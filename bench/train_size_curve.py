@@ -53,7 +53,7 @@ def point(size: int, args, folder: str, defaults: dict) -> dict:
     real = json.loads(measured.read_text())
     metrics = real["metrics"]
     return {"train_problems": size, "labeled_solutions": train.get("examples"), "stages_seconds": seconds,
-            "train": {k: train.get(k) for k in TRAIN_REPORTED},
+            "train": {k: train[k] for k in TRAIN_REPORTED if k in train},
             "real_problems": real["problems"], "real_mixed_problems": real["mixed_problems"],
             "heldout_solutions": real["heldout_solutions"],
             "metrics": {k: v for k, v in metrics.items() if k.removesuffix("_ci_low").removesuffix("_ci_high")

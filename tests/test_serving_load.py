@@ -12,8 +12,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from prmflow.serving.batcher import default_threads, pick_batch
-from prmflow.serving.load_check import candidate_pool, mismatch, run_mix, solo_predictions
-from prmflow.serving.model_server import model_server
+from load_check import candidate_pool, mismatch, run_mix, solo_predictions
+from model_server import model_server
 from tiny_models import build_tiny_prm, log_version, server_env, sharpen_label_rows, tracking_store
 
 LIMITS = {"max_solutions_per_request": 64, "max_steps_per_request": 310, "max_request_bytes": 150_000}
@@ -65,10 +65,10 @@ def test_concurrent_clients_with_hostile_requests_get_their_solo_answers(prm_dir
 def test_a_candidates_scores_do_not_depend_on_its_batch_mates_or_other_threads(prm_dir, pool):
     """Randomised batches of the pool from 8 threads at once through one Scorer (one scoring loop, two forwards
     at once)."""
-    from prmflow.model.modeling import ProcessRewardModel
+    from prmflow.model.modeling import StepTagScorer
     from prmflow.serving.scorer import Scorer, ServingConfig, Solution
 
-    scorer = Scorer(ProcessRewardModel(prm_dir, "cpu", "float32"), ServingConfig(batch_tokens=2048, scoring_threads=2))
+    scorer = Scorer(StepTagScorer(prm_dir, "cpu", "float32"), ServingConfig(batch_tokens=2048, scoring_threads=2))
     solo = [scorer.score([Solution(**candidate)])[0].model_dump() for candidate in pool]
     forwards_alone = scorer.loop.forwards
     rng = random.Random(0)

@@ -28,7 +28,7 @@ from pathlib import Path
 
 from prmflow.config import Params, SearchParams
 from prmflow.evaluation.search_methods import (
-    BASELINES, BEST_OF_N, METHODS, Compute, Picked, StepScorer, beam_search, best_of_n, dvts, majority,
+    BASELINES, BEST_OF_N, BEST_OF_N_AGGREGATIONS, METHODS, Compute, Picked, StepScorer, beam_search, best_of_n, dvts, majority,
     sample_solutions, weighted_vote,
 )
 from prmflow.labeling.policy import Policy
@@ -46,9 +46,9 @@ class InProcessScorer:
     """
 
     def __init__(self, model_dir: str | Path, batch_size: int):
-        from prmflow.model.modeling import ProcessRewardModel
+        from prmflow.model.modeling import StepTagScorer
 
-        self.prm, self.batch_size, self.forward_tokens = ProcessRewardModel(model_dir), batch_size, 0
+        self.prm, self.batch_size, self.forward_tokens = StepTagScorer(model_dir), batch_size, 0
 
     def score(self, problem: str, solutions: list[list[str]]) -> list[list[float]]:
         groups: dict[tuple[str, ...], list[int]] = defaultdict(list)
@@ -145,7 +145,7 @@ def search_problem(policy: Policy, scorer: StepScorer, problem: dict, params: Se
         first, before = samples[:n], scorer.forward_tokens
         scores = scorer.score(problem["problem"], [s.steps for s in first])
         prm_tokens = scorer.forward_tokens - before
-        for method, how in zip(BEST_OF_N, ("min", "prod", "last")):
+        for method, how in zip(BEST_OF_N, BEST_OF_N_AGGREGATIONS):
             picks[method][n] = best_of_n(first, scores, how, prm_tokens)
         picks["weighted_vote"][n] = weighted_vote(first, scores, params.aggregation, prm_tokens)
         picks["majority"][n] = majority(first)

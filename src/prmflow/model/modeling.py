@@ -1,7 +1,7 @@
 """The PRM itself: tokenizer, base model, step scores from one forward pass.
 
 The score of step t is softmax over the logits of the two label tokens (`+`, `-`) at the
-position of step tag t. Training (train.py), evaluation and serving (ProcessRewardModel), the
+position of step tag t. Training (train.py), evaluation and serving (StepTagScorer), the
 search stage's prefix-cached scoring and the public checkpoint formats (public_prms.py) all go
 through `label_logits`, so they can never disagree about where a label lives or how its logits
 are computed: the tag-only head, the final hidden states at the tags times the label rows of
@@ -191,7 +191,7 @@ def read_jobs(scorer, jobs: list[Job]) -> list[list[float]]:
     """The scores at each job's positions, all `jobs` in one right-padded forward.
 
     `scorer` has `read(input_ids [B, T], attention [B, T], rows [K], positions [K]) -> [K]` scores, `pad_id`
-    and `device` (ProcessRewardModel, public_prms). Right padding changes no position a job reads (causal).
+    and `device` (StepTagScorer, public_prms). Right padding changes no position a job reads (causal).
     """
     input_ids, attention = pad_batch([job.input_ids for job in jobs], scorer.pad_id)
     rows = torch.tensor([row for row, job in enumerate(jobs) for _ in job.positions])
@@ -219,11 +219,15 @@ def score_jobs(scorer, jobs: list[Job], num_solutions: int, batch_size: int) -> 
     return results
 
 
-class ProcessRewardModel:
+class StepTagScorer:
     """Scores every step of a solution in one forward pass; batches many solutions with padding.
 
-        prm = ProcessRewardModel("models/prm")                      # device, dtype: "auto" (prmflow.devices)
-        prm = ProcessRewardModel("models/prm", device="cpu", dtype="bfloat16")
+    The scorer a prmflow checkpoint (`prm_config.json`) loads into: P(+) at each step tag. Evaluation,
+    serving and search use it directly; the public API's `prmflow.ProcessRewardModel` (rewards.py) extends it
+    with `get_reward`, text splitting and `save`.
+
+        prm = StepTagScorer("models/prm")                      # device, dtype: "auto" (prmflow.devices)
+        prm = StepTagScorer("models/prm", device="cpu", dtype="bfloat16")
         prm.get_rewards_for_steps("Ava has 3 apples. ...", ["3 + 2 = <<3+2=5>>5", ...])
     """
 

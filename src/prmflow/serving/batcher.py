@@ -65,7 +65,7 @@ def default_threads(device: str) -> int:
 class ScoringLoop:
     """Scores `Job`s of any number of threads with one model, in token-budgeted batches (module docstring).
 
-    `scorer`: what modeling.read_jobs runs (ProcessRewardModel or a public_prms format). `threads`: forwards at
+    `scorer`: what modeling.read_jobs runs (StepTagScorer or a public_prms format). `threads`: forwards at
     once (0: `default_threads(scorer.device)`). The loop's threads start with the first request and are daemons:
     they end with the server process.
     """

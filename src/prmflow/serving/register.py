@@ -4,7 +4,7 @@
 
 `register.model_kind: combined` logs the trained ORM (models/orm) beside the PRM, with the `combine`
 weights: the served response then adds `outcome_score` and `score` is the weighted combination
-(serving.py). The gate is the same for both kinds: metrics of the PRM's step scores. `register.scorer`
+(scorer.py). The gate is the same for both kinds: metrics of the PRM's step scores. `register.scorer`
 names an `evaluate.scorers` checkpoint (a public PRM) to register instead of models/prm: its
 `scorer_<name>_*` metrics stand in for the PRM's in the tags and the served threshold; the gate scores
 the registered version itself, whatever it holds.
@@ -124,7 +124,7 @@ def gate_comparison(rows: list[dict], challenger: list[list[float]], champion: l
     """The gate metric of challenger and champion on the held-out solutions both scored (step scores per
     row), and the paired bootstrap of their difference: {challenger, champion, difference, ci_low, ci_high}."""
     from prmflow.evaluation.bootstrap import paired_difference
-    from prmflow.evaluation.evaluate import resampled_metrics
+    from prmflow.evaluation.heldout_metrics import resampled_metrics
 
     both = [i for i in range(len(rows)) if challenger[i] and champion[i]]
     metric = params.register.gate_metric

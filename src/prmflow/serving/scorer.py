@@ -1,4 +1,4 @@
-"""The served reward model: an MLflow pyfunc that answers the DESIGN.md serving contract.
+"""The served reward model: an MLflow pyfunc that answers the serving contract (docs/serving.md).
 
     POST /invocations
     {"inputs": [{"problem": "...", "steps": ["...", "..."]}], "params": {"aggregation": "min"}}
@@ -37,6 +37,7 @@ from dataclasses import dataclass
 import mlflow.pyfunc
 from pydantic import BaseModel
 
+from prmflow.config import DEFAULT_AGGREGATION
 from prmflow.data.answers import extract_final_answer
 from prmflow.model.aggregation import AGGREGATIONS, aggregate, combine, predicted_first_error
 from prmflow.model.modeling import Job
@@ -47,7 +48,6 @@ from prmflow.serving.requests import (
     split_text, unknown_keys,
 )
 
-DEFAULT_AGGREGATION = "min"
 REGISTERED_THRESHOLD = "the registered model's config (evaluate's choice, stored by register)"
 OUTCOME_ARTIFACT = "outcome_model_dir"  # the pyfunc artifact of a combined model's ORM (register.log_prm)
 
