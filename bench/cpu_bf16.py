@@ -52,11 +52,11 @@ def held_out_step_auroc(project: Path) -> dict:
     from prmflow.evaluation.metrics import auroc
     from prmflow.jsonl import read_jsonl
     from prmflow.devices import Placement
-    from prmflow.model.modeling import ProcessRewardModel
+    from prmflow.model.modeling import StepTagScorer
 
     rows = read_jsonl(project / "data" / "rollouts" / "test.jsonl")
     started = time.perf_counter()
-    scores = ProcessRewardModel(project / "models" / "prm", Placement("cpu", "float32")).score_batch(
+    scores = StepTagScorer(project / "models" / "prm", Placement("cpu", "float32")).score_batch(
         [(r["problem"], r["steps"]) for r in rows], 16)
     seconds = time.perf_counter() - started
     flat = [(x, label == "+") for r, s in zip(rows, scores) for x, label in zip(s, r["labels"])]

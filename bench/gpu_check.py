@@ -19,7 +19,7 @@ the same initial weights and batches. Reported per path: non-padding tokens/s ov
 `--warmup`, peak GPU memory, model FLOPs utilisation = 6 x parameters x tokens/s / `--peak-tflops`
 (default 989: the H100/H200 SXM dense BF16 tensor-core peak of NVIDIA's datasheet, 1,979 with
 sparsity), and the first and last losses. Scoring: the tag-only model saved and loaded by
-`ProcessRewardModel` in bfloat16 and in float32 on the same device, `--score` solutions each;
+`StepTagScorer` in bfloat16 and in float32 on the same device, `--score` solutions each;
 solutions/s and steps/s in bfloat16, and the largest |bf16 score - float32 score|. Prints JSON.
 """
 
@@ -52,10 +52,10 @@ def write_data(path: Path, problems: int = 128, seed: int = 20) -> None:
     installed: this imports the ingest and label code)."""
     from prmflow.config import IngestParams, LabelParams
     from prmflow.data.ingest import build_splits
-    from prmflow.labeling.label import label_problems
+    from prmflow.labeling.label import rollout_rows
 
     train = build_splits(IngestParams(num_train=problems, num_test=1, max_steps=5), seed=seed).splits["train"]
-    rows = label_problems(train, LabelParams(trajectories_per_problem=4, completions_per_step=4), seed=seed)
+    rows = rollout_rows(train, LabelParams(trajectories_per_problem=4, completions_per_step=4), seed=seed)
     keep = ("id", "problem", "steps", "labels", "values", "correct")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(json.dumps({k: row[k] for k in keep}) + "\n" for row in rows))
@@ -132,11 +132,11 @@ def train(config, fmt, tokenized, pad_id: int, args, full_logits: bool) -> tuple
 
 
 def score(model, tokenizer, fmt, rows: list[dict], device: str) -> dict:
-    """The trained model through ProcessRewardModel in bfloat16 and float32: speed, and the largest difference."""
+    """The trained model through StepTagScorer in bfloat16 and float32: speed, and the largest difference."""
     import torch
 
     from prmflow.devices import Placement
-    from prmflow.model.modeling import ProcessRewardModel
+    from prmflow.model.modeling import StepTagScorer
     from prmflow.model.tokenization import save_prompt_format
 
     solutions = [(r["problem"], r["steps"]) for r in rows]
@@ -146,7 +146,7 @@ def score(model, tokenizer, fmt, rows: list[dict], device: str) -> dict:
         save_prompt_format(fmt, directory)
         scores, seconds = {}, 0.0
         for dtype in ("float32", "bfloat16"):
-            prm = ProcessRewardModel(directory, Placement(device, dtype))
+            prm = StepTagScorer(directory, Placement(device, dtype))
             prm.score_batch(solutions[:8])  # warm-up: kernels chosen, memory allocated
             started = time.perf_counter()
             scores[dtype] = [s for steps in prm.score_batch(solutions) for s in steps]

@@ -32,11 +32,11 @@ def make_project(folder: Path) -> None:
     from prmflow.config import BaseParams, IngestParams, LabelParams, ModelParams, Params, TrainParams
     from prmflow.data.ingest import build_splits
     from prmflow.jsonl import write_jsonl
-    from prmflow.labeling.label import label_problems
-    from prmflow.model import tokenize
+    from prmflow.labeling.label import rollout_rows
+    from prmflow.model import tokenize_stage
 
     splits = build_splits(IngestParams(num_train=40, num_test=10), seed=7).splits
-    rows = label_problems(splits["train"], LabelParams(trajectories_per_problem=3, completions_per_step=4), seed=7)
+    rows = rollout_rows(splits["train"], LabelParams(trajectories_per_problem=3, completions_per_step=4), seed=7)
     os.chdir(folder)
     write_jsonl("data/rollouts/train.jsonl", rows[:48])
     write_jsonl("data/rollouts/test.jsonl", rows[48:54])
@@ -44,7 +44,7 @@ def make_project(folder: Path) -> None:
                     model=ModelParams(vocab_size=300, hidden_size=16, num_layers=1, num_heads=2, intermediate_size=32),
                     train=TrainParams(epochs=2.0, batch_size=8, save_steps=0))
     Path("params.yaml").write_text(yaml.safe_dump(dataclasses.asdict(params)))
-    tokenize.main(params)
+    tokenize_stage.main(params)
 
 
 def train(folder: Path, capability: str) -> dict:

@@ -7,7 +7,7 @@ For each seed, both methods label the same problems and (same per-problem random
 same trajectories, so they compare pair by pair: policy calls per labeled step, labeled steps
 per second, agreement of the hard labels and of the first error with the simulator's true first
 error. Also the discordant trajectories (one method finds the true first error, the other does
-not), which say whether an agreement gap is more than noise. Target (issue 4): binary_search at
+not), which say whether an agreement gap is more than noise. Target: binary_search at
 least as good as mc on first-error agreement with at most 40% of its calls.
 Writes bench/results/labeling.json.
 """

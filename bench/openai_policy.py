@@ -10,7 +10,7 @@ steps on average in 16 samples, against 3.4 after training), which leaves `mc` f
 complete. The samples are still mostly wrong; what is measured is the labeling work, not its quality.
 
 The same fixed generator problems are labeled with `label.policy: openai`, method `mc`, through
-`prmflow.labeling.engine.label_problem`, at each concurrency, against `transformers serve` pinned to that
+`prmflow.labeling.engine.sample_and_label`, at each concurrency, against `transformers serve` pinned to that
 model dir (one uvicorn worker, `OMP_NUM_THREADS=1`); then with `--continuous-batching`, if that
 server works on this CPU (else its error is recorded); and in process with the `transformers`
 policy on the same model dir (batch 1 and the default batch 16) for reference. Per run: wall
@@ -64,11 +64,11 @@ def build_policy_lm(directory: Path) -> dict:
 
 def label_run(policy, problems: list[dict], label_params) -> dict:
     """Label `problems` with `policy` (one made per run, so its counters are this run's)."""
-    from prmflow.labeling.engine import label_problem
+    from prmflow.labeling.engine import sample_and_label
 
     load_before = os.getloadavg()
     start = time.perf_counter()
-    results = [label_problem(policy, problem, label_params, SEED) for problem in problems]
+    results = [sample_and_label(policy, problem, label_params, SEED) for problem in problems]
     wall = time.perf_counter() - start
     calls = sum(r.policy_calls for r in results)
     tokens = sum(r.generated_tokens for r in results)
@@ -88,7 +88,7 @@ def server_sweep(model_dir: Path, problems: list[dict], label_params, concurrenc
     from prmflow.config import LabelParams
     from prmflow.labeling.openai_policy import OpenAIPolicy
     from prmflow.labeling.policies import make_policy
-    from prmflow.serving.model_server import free_port
+    from model_server import free_port
 
     port = free_port()
     endpoint = f"http://127.0.0.1:{port}/v1"

@@ -6,8 +6,8 @@
 Labels the default generator problems with label.label_split (the label stage's function: the
 trajectories are the ones `reports/labeling.json` describes) and reports, per split, the share of
 problems where two of the `label.trajectories_per_problem` samples share the right answer and where
-two share a wrong one (data/answers.py's answer_agreement, the definition evaluate uses). Target
-(issue 18): within 3 points of 45% and 20%, what four real models' samples show on GSM8K test
+two share a wrong one (data/answers.py's answer_agreement, the definition evaluate uses). Target:
+within 3 points of 45% and 20%, what four real models' samples show on GSM8K test
 problems. `--grid slip_rate,misconception_rate ...` samples the train trajectories only (no
 labels, same random streams), for calibrating. Writes bench/results/policy_agreement.json.
 """
@@ -45,7 +45,7 @@ def sampled(params, slip_rate: float, misconception_rate: float) -> dict:
     label = dataclasses.replace(params.label, slip_rate=slip_rate, misconception_rate=misconception_rate)
     policy, rows = make_policy(label, params.base.seed), []
     for problem in build_splits(params.ingest, params.base.seed).splits["train"]:
-        rng = random.Random(f"{params.base.seed}:{problem['id']}")  # the stream label_problem samples from
+        rng = random.Random(f"{params.base.seed}:{problem['id']}")  # the stream sample_and_label samples from
         for _ in range(label.trajectories_per_problem):
             answer = policy.sample_trajectory(problem, rng).final_answer
             rows.append({"problem_id": problem["id"], "predicted_answer": answer,

@@ -7,7 +7,7 @@ problems than one process scores in the time a laptop run allows.
         --out bench/results/real_candidates.json
 
 Reads the file as `evaluate.external` does (evaluation.inputs.read_external, its first `--problems` problems),
-splits the problems over `--workers` processes (torch at 1 thread each, ProcessRewardModel in float32), and
+splits the problems over `--workers` processes (torch at 1 thread each, StepTagScorer in float32), and
 reports evaluation.best_of_n.evaluate_external with `--aggregation` and 95% bootstrap intervals over the
 problems (`--bootstrap` draws, `--seed`): best-of-N against majority vote and a random pick (pass@1), with
 the paired differences, plus solutions/s. Scores are written beside the JSON (`<out>.scores.jsonl`).
@@ -39,7 +39,7 @@ from prmflow.evaluation.best_of_n import evaluate_external  # noqa: E402
 from prmflow.evaluation.inputs import problem_key, read_external  # noqa: E402
 from prmflow.config import EvaluateParams  # noqa: E402
 from prmflow.evaluation.bootstrap import intervals  # noqa: E402
-from prmflow.evaluation.evaluate import evaluate_solutions, headline_resampled  # noqa: E402
+from prmflow.evaluation.heldout_metrics import evaluate_solutions, headline_resampled  # noqa: E402
 from prmflow.evaluation.metrics import auroc  # noqa: E402
 from prmflow.jsonl import read_jsonl  # noqa: E402
 from prmflow.model.aggregation import aggregate  # noqa: E402
@@ -49,10 +49,10 @@ def score_part(model_dir: str, solutions: list[tuple[str, list[str]]], batch_siz
     import torch
 
     from prmflow.devices import Placement
-    from prmflow.model.modeling import ProcessRewardModel
+    from prmflow.model.modeling import StepTagScorer
 
     torch.set_num_threads(1)
-    return ProcessRewardModel(model_dir, Placement("cpu", "float32")).score_batch(solutions, batch_size)
+    return StepTagScorer(model_dir, Placement("cpu", "float32")).score_batch(solutions, batch_size)
 
 
 def main() -> None:

@@ -103,11 +103,11 @@ def train_prm(directory: Path, problems: list[dict]) -> tuple[list[dict], dict]:
     from tiny_models import train_tiny_model
 
     from prmflow.config import LabelParams
-    from prmflow.labeling.label import label_problems
+    from prmflow.labeling.label import rollout_rows
 
     start = time.perf_counter()
     rows = [with_answer_line(row) for row in
-            label_problems(problems, LabelParams(trajectories_per_problem=4, completions_per_step=4), seed=SEED)]
+            rollout_rows(problems, LabelParams(trajectories_per_problem=4, completions_per_step=4), seed=SEED)]
     train_tiny_model(rows, directory, epochs=3)
     return rows, {"labeled_rollouts": len(rows), "labeled_steps": sum(len(r["steps"]) for r in rows),
                   "negative_steps": sum(r["labels"].count("-") for r in rows), "prm_s": time.perf_counter() - start}

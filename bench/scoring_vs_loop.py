@@ -1,9 +1,9 @@
-"""Steps scored per second: ProcessRewardModel vs the per-prefix loop vs a bare forward pass.
+"""Steps scored per second: StepTagScorer vs the per-prefix loop vs a bare forward pass.
 
     .venv/bin/python bench/scoring_vs_loop.py        # ~1-2 minutes; writes bench/results/scoring_vs_loop.json
 
 Same model (the trained default `models/prm`), same solutions, one thread:
-- prmflow: `ProcessRewardModel.score_batch`, every step of a solution in one pass, solutions
+- prmflow: `StepTagScorer.score_batch`, every step of a solution in one pass, solutions
   batched (the evaluate stage's batch size), tokenization and softmax included;
 - per-prefix loop: the original inference example, one forward pass per step prefix
   (problem + steps[:k] + tag, read P(+) at the last tag), one solution at a time;
@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 from prmflow.jsonl import read_jsonl
-from prmflow.model.modeling import ProcessRewardModel, pad_batch
+from prmflow.model.modeling import StepTagScorer, pad_batch
 from prmflow.model.tokenization import encode_solution
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -47,7 +47,7 @@ def make_solutions(tokenizer, rows: list[dict], num_steps: int, count: int) -> l
             for i in range(count)]
 
 
-def per_prefix_loop(prm: ProcessRewardModel, solutions) -> list[list[float]]:
+def per_prefix_loop(prm: StepTagScorer, solutions) -> list[list[float]]:
     fmt = prm.format
     scores = []
     with torch.no_grad():
@@ -61,14 +61,14 @@ def per_prefix_loop(prm: ProcessRewardModel, solutions) -> list[list[float]]:
     return scores
 
 
-def bare_batches(prm: ProcessRewardModel, solutions, batch_size: int):
+def bare_batches(prm: StepTagScorer, solutions, batch_size: int):
     """The padded batches `score_batch` feeds the model (same sort by length), built ahead of the clock."""
     encoded = sorted((encode_solution(prm.tokenizer, prm.format, p, s).input_ids for p, s in solutions), key=len)
     return [pad_batch(encoded[i: i + batch_size], prm.tokenizer.pad_token_id)
             for i in range(0, len(encoded), batch_size)]
 
 
-def bare_forward(prm: ProcessRewardModel, batches) -> None:
+def bare_forward(prm: StepTagScorer, batches) -> None:
     with torch.no_grad():
         for input_ids, attention in batches:
             prm.model(input_ids=input_ids, attention_mask=attention)
@@ -99,7 +99,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "scoring_vs_loop.json")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    prm = ProcessRewardModel(args.model)
+    prm = StepTagScorer(args.model)
     rows = read_jsonl(args.rollouts, required=("problem", "steps"))
     results = {}
     for num_steps in (4, 8, 16):

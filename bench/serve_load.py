@@ -8,7 +8,7 @@ Logs the model as the register stage does into a throwaway sqlite store (the pro
 and, for each server:
 1. throughput: `--throughput-requests` one-solution requests (held-out rollouts) from `--clients` concurrent
    clients: requests/s, p50/p95 latency, and every answer compared with the candidate's solo score
-   (load_check.mismatch); the baseline commit's code (logged by that commit's own `log_prm`) is served the same way,
+   (tests/load_check.py: mismatch); the baseline commit's code (logged by that commit's own `log_prm`) is served the same way,
    so the speed-up and the baseline's wrong answers come from one run on one machine;
 2. the mixed run (this code only): `--requests` requests, a `--hostile-share` of hostile bodies, hostile
    candidates among the valid ones (load_check.run_mix): wrong answers, 5xx, long 4xx, p50/p95;
@@ -35,6 +35,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))  # load_check, model_server: the serving tests' helpers (not in the package)
 VLLM_READY_TIMEOUT_S = 900
 
 
@@ -76,7 +77,7 @@ def mlflow_throughput(url: str, pool: list[dict], solo: list[dict], count: int, 
     """One-solution requests cycling through `pool`, every answer checked against its solo prediction."""
     import requests
 
-    from prmflow.serving.load_check import mismatch
+    from load_check import mismatch
 
     local = threading.local()
 
@@ -125,7 +126,7 @@ def log_baseline(rev: str, model_dir: Path, config: dict, tmp: str, uri: str) ->
 
 
 def serve(model_uri: str, env: dict, tmp: str, name: str):
-    from prmflow.serving.model_server import free_port, loopback_process
+    from model_server import free_port, loopback_process
 
     port = free_port()
     cmd = ["mlflow", "models", "serve", "-m", model_uri, "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)]
@@ -154,8 +155,8 @@ def main() -> None:
     import mlflow
     from prmflow.config import Params
     from prmflow.jsonl import read_jsonl
-    from prmflow.serving.load_check import candidate_pool, run_mix, solo_predictions
-    from prmflow.serving.model_server import free_port, loopback_process
+    from load_check import candidate_pool, run_mix, solo_predictions
+    from model_server import free_port, loopback_process
     from prmflow.serving.register import log_prm
     from prmflow.serving.scorer import ServingConfig
 
@@ -216,7 +217,7 @@ def main() -> None:
         if args.vllm_python:
             port = free_port()
             command = ["prmflow", "serve-vllm", "--model", f"models:/prm/{version}", "--port", str(port),
-                       "--python", args.vllm_python]
+                       "--python", str(Path(args.vllm_python).absolute())]  # the server runs in `tmp`
             with loopback_process(command, f"http://127.0.0.1:{port}/health", env | {"VLLM_CPU_KVCACHE_SPACE": "1"},
                                   tmp, Path(tmp, "vllm.log"), ready_timeout=VLLM_READY_TIMEOUT_S):
                 throughput = vllm_throughput(f"http://127.0.0.1:{port}", Path(args.model_dir), plain, solo_plain,

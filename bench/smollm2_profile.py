@@ -96,8 +96,8 @@ def serve_once(project: Path, solution: dict) -> dict:
     """Serve models:/prm@champion with a real `mlflow models serve`; seconds to ready and one answer."""
     import requests
 
-    sys.path.insert(0, str(ROOT / "src"))
-    from prmflow.serving.model_server import model_server
+    sys.path.insert(0, str(ROOT / "tests"))  # model_server: the tests' loopback server helper
+    from model_server import model_server
 
     started = time.perf_counter()
     with model_server("models:/prm@champion", tool_env(project), project, project / "serve.log") as url:

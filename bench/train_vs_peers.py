@@ -89,6 +89,7 @@ def run_trl(params, tokenizer, fmt, rows, tokenized) -> float:
     from transformers import LlamaForTokenClassification
     from trl.experimental.prm import PRMConfig, PRMTrainer
 
+    from prmflow.data.step_text import step_line
     from prmflow.model.modeling import build_model
 
     t = params.train
@@ -97,7 +98,7 @@ def run_trl(params, tokenizer, fmt, rows, tokenized) -> float:
     model = LlamaForTokenClassification(config)
     data = datasets.Dataset.from_list([{
         "prompt": row["problem"] + "\n",
-        "completions": [("\n" if i else "") + fmt.render_step(i, step) for i, step in enumerate(row["steps"])],
+        "completions": [step_line(fmt.step_template, i, step) for i, step in enumerate(row["steps"])],
         "labels": [label == "+" for label in row["labels"][: len(row["steps"])]],
     } for row in rows])
     args = PRMConfig(

@@ -35,7 +35,6 @@ RETRIES = {"label": 3}
 RETRY_JITTER_FACTOR = 0.2
 OUTPUT_TAIL_CHARS = 4000
 ARTIFACT_KEY = "prm-pipeline-summary"
-HEADLINE_METRICS = ("step_auroc", "negative_f1", "first_error_f1", "step_accuracy", "best_of_n_prm_min")
 
 
 def stage_names(project_dir: str | Path = ".") -> list[str]:
@@ -171,6 +170,8 @@ def registry_now(project_dir: Path) -> str:
 def summary_markdown(project_dir: Path, statuses: dict[str, str], mlflow_run: str | None, pushed: str | None) -> str:
     """The run's summary artifact: stages, metrics, the registry as it is now (and this run's register decision
     when the stage ran), the MLflow parent run (None: nothing ran, so none was made)."""
+    from prmflow.param_rules import HEADLINE_METRICS
+
     reports = project_dir / "reports"
     lines = ["# prm-pipeline run", "", "| stage | status |", "|---|---|"]
     lines += [f"| {stage} | {status} |" for stage, status in statuses.items()]

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-# Offline and quiet before anything imports transformers, mlflow or prefect (STACK.md).
+# Offline and quiet before anything imports transformers, mlflow or prefect (../shared/STACK.md).
 for key, value in {"HF_HUB_OFFLINE": "1", "DVC_NO_ANALYTICS": "1", "DO_NOT_TRACK": "1",
                    "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "OMP_NUM_THREADS": "1",
                    "TOKENIZERS_PARALLELISM": "false"}.items():
@@ -26,10 +26,10 @@ def labeled_rows():
     """A small labeled dataset from the real generator and simulated policy."""
     from prmflow.config import IngestParams, LabelParams
     from prmflow.data.ingest import build_splits
-    from prmflow.labeling.label import label_problems
+    from prmflow.labeling.label import rollout_rows
 
     splits = build_splits(IngestParams(num_train=40, num_test=10), seed=7).splits
-    return label_problems(splits["train"], LabelParams(trajectories_per_problem=3, completions_per_step=4), seed=7)
+    return rollout_rows(splits["train"], LabelParams(trajectories_per_problem=3, completions_per_step=4), seed=7)
 
 
 @pytest.fixture(scope="session")
@@ -38,7 +38,7 @@ def served_prm(tmp_path_factory, labeled_rows):
     stage does, behind a real `mlflow models serve` on loopback: {"url", "model_dir", "uri"}."""
     from tiny_models import log_version, server_env, tracking_store, train_tiny_model
 
-    from prmflow.serving.model_server import model_server
+    from model_server import model_server
 
     root = tmp_path_factory.mktemp("served_prm")
     model_dir = train_tiny_model(labeled_rows, root / "prm")["dir"]

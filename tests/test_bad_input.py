@@ -108,14 +108,14 @@ def test_a_source_folder_reads_any_case_of_jsonl_and_rejects_other_files(tmp_pat
 
 
 def test_every_loader_refuses_a_checkpoint_that_declares_remote_code(prm_dir, tmp_path):
-    from prmflow.model.modeling import ProcessRewardModel
+    from prmflow.model.modeling import StepTagScorer
     from prmflow.model.rewards import load_reward_model
 
     remote = tmp_path / "remote"
     shutil.copytree(prm_dir, remote)
     config = json.loads((remote / "config.json").read_text())
     (remote / "config.json").write_text(json.dumps(config | {"auto_map": {"AutoModelForCausalLM": "x.Model"}}))
-    for load in (ProcessRewardModel, load_reward_model):
+    for load in (StepTagScorer, load_reward_model):
         with pytest.raises(ValueError, match="config.json: auto_map: this checkpoint needs remote code"):
             load(remote)
-    ProcessRewardModel(prm_dir)  # the same checkpoint without auto_map loads
+    StepTagScorer(prm_dir)  # the same checkpoint without auto_map loads

@@ -10,7 +10,7 @@ import json
 import pytest
 import requests
 
-from prmflow.serving.model_server import model_server
+from model_server import model_server
 from tiny_project import make_project, run, run_flow, tool_env
 
 @pytest.fixture(scope="session")

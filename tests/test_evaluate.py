@@ -9,10 +9,10 @@ import pytest
 
 from prmflow.config import CombineParams, ConfigError, EvaluateParams, ModelParams, params_from_dict
 from prmflow.evaluation.bootstrap import bootstrap_interval
-from prmflow.evaluation.evaluate import (
-    compare_scorers, comparison, evaluate_external, evaluate_solutions, headline_resampled, in_validation,
-    read_external, resampled_metrics, validated_process_weight,
-)
+from prmflow.evaluation.best_of_n import evaluate_external
+from prmflow.evaluation.comparison import compare_scorers, comparison, validated_process_weight
+from prmflow.evaluation.heldout_metrics import evaluate_solutions, headline_resampled, in_validation, resampled_metrics
+from prmflow.evaluation.inputs import read_external
 from prmflow.param_rules import GATE_METRICS
 
 from tiny_models import build_public_prm, build_tiny_orm, build_tiny_prm, log_version, tracking_store

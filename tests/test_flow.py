@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from conftest import BIN, REPO
-from prmflow.serving.model_server import free_port, loopback_process, stop_process_group
+from model_server import free_port, loopback_process, stop_process_group
 from tiny_project import make_project, run
 
 sys.path.insert(0, str(REPO / "flows"))

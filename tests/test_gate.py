@@ -22,18 +22,18 @@ def trained(tmp_path_factory):
     per-problem misconceptions, whose skipped steps and misread quantities no word shows)."""
     from prmflow.config import IngestParams, LabelParams
     from prmflow.data.ingest import build_splits
-    from prmflow.labeling.label import label_problems
-    from prmflow.model.modeling import ProcessRewardModel
+    from prmflow.labeling.label import rollout_rows
+    from prmflow.model.modeling import StepTagScorer
 
     splits = build_splits(IngestParams(num_train=100, num_test=100, max_steps=3), seed=7).splits
     policy = LabelParams(trajectories_per_problem=4, completions_per_step=4, slip_rate=0.3,
                          operation_slip_fraction=1.0, misconception_rate=0.0)
-    train, heldout = label_problems(splits["train"], policy, seed=7), label_problems(splits["test"], policy, seed=8)
+    train, heldout = rollout_rows(splits["train"], policy, seed=7), rollout_rows(splits["test"], policy, seed=8)
     scores = {}
     for epochs in (0.2, 8.0):
         directory = tmp_path_factory.mktemp(f"prm-{epochs}")
         train_tiny_model(train, Path(directory), epochs=epochs)
-        scores[epochs] = ProcessRewardModel(directory).score_batch([(r["problem"], r["steps"]) for r in heldout])
+        scores[epochs] = StepTagScorer(directory).score_batch([(r["problem"], r["steps"]) for r in heldout])
     return heldout, scores[0.2], scores[8.0]
 
 

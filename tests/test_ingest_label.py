@@ -5,7 +5,7 @@ from prmflow.data.calc import ANNOTATION, annotation_result, parse_step
 from prmflow.config import IngestParams, LabelParams
 from prmflow.data.generator import generate_problems
 from prmflow.data.ingest import build_splits, check_problem
-from prmflow.labeling.engine import first_error, label_problem
+from prmflow.labeling.engine import first_error, sample_and_label
 from prmflow.labeling.label import label_summary
 from prmflow.labeling.simulated import MISCONCEPTIONS, SimulatedPolicy
 
@@ -125,11 +125,11 @@ def test_next_steps_walks_the_solution_one_step_at_a_time():
 def test_mc_labels_mark_the_slip_and_everything_after_it():
     policy = SimulatedPolicy(LabelParams(slip_rate=0.0, misconception_rate=0.0), seed=0)
     params = LabelParams(trajectories_per_problem=1, completions_per_step=4, slip_rate=0.0)
-    (row,) = label_problem(policy, _problem(), params, seed=0).rows
+    (row,) = sample_and_label(policy, _problem(), params, seed=0).rows
     assert (row["labels"], row["values"], row["correct"], row["first_error"]) == (["+", "+"], [1.0, 1.0], True, -1)
 
     slipping = SimulatedPolicy(LabelParams(slip_rate=1.0, misconception_rate=0.0), seed=0)
-    (row,) = label_problem(slipping, _problem(), params, seed=0).rows
+    (row,) = sample_and_label(slipping, _problem(), params, seed=0).rows
     # Completions also always slip, so no prefix can reach the answer.
     assert row["labels"] == ["-", "-"] and row["first_error"] == 0 and row["true_first_error"] == 0
 

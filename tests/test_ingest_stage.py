@@ -9,7 +9,7 @@ from prmflow.config import IngestParams, LabelParams, params_from_dict
 from prmflow.data.ingest import build_splits, hashed_split, main
 from prmflow.data.sources import content_id
 from prmflow.jsonl import RecordError, read_jsonl
-from prmflow.labeling.label import label_problems
+from prmflow.labeling.label import rollout_rows
 
 from conftest import REPO
 
@@ -86,7 +86,7 @@ def test_generator_and_prelabeled_sources_combine_with_stable_ids():
 def test_prelabeled_rows_pass_through_label_unchanged():
     sources = [{"format": "prm800k", "path": str(FIXTURES / "prm800k.jsonl"), "name": "prm800k-phase2"}]
     rows = build_splits(IngestParams(sources=sources, test_fraction=0.0), seed=0).splits["train"]
-    rollouts = label_problems(rows, LabelParams(), seed=0)
+    rollouts = rollout_rows(rows, LabelParams(), seed=0)
     assert rollouts[1] == {
         "id": rows[1]["id"], "problem_id": rows[1]["problem_id"], "problem": "Solve $2x = 10$ for $x$.",
         "steps": ["Divide both sides by 2.", "So $x = 4$."], "labels": ["+", "-"], "values": [1.0, 0.0],
@@ -167,7 +167,7 @@ def test_gsm8k_from_the_shared_folder():
         }
     assert not {r["problem_id"] for r in result.splits["train"]} & {r["problem_id"] for r in result.splits["test"]}
     assert all(r["answer"].lstrip("-").replace(".", "").isdigit() for rows in result.splits.values() for r in rows)
-    labeled = label_problems(result.splits["test"][:20], LabelParams(trajectories_per_problem=2,
+    labeled = rollout_rows(result.splits["test"][:20], LabelParams(trajectories_per_problem=2,
                                                                     completions_per_step=2), seed=0)
     assert len(labeled) == 40 and all(len(r["labels"]) == len(r["steps"]) for r in labeled)
 
@@ -179,6 +179,6 @@ def test_prelabeled_sources_pass_validation_without_reference_solutions():
     sources = [{"format": fmt, "path": str(FIXTURES / f"{fmt}.jsonl")}
                for fmt in ("prm800k", "math_shepherd", "trl_stepwise", "input_value_label")]
     result = build_splits(IngestParams(sources=sources, test_fraction=0.0), seed=0)
-    rollouts = {split: label_problems(rows, LabelParams(), seed=0) for split, rows in result.splits.items()}
+    rollouts = {split: rollout_rows(rows, LabelParams(), seed=0) for split, rows in result.splits.items()}
     results = validate_datasets(result.splits, rollouts, ValidateParams(min_negative_fraction=0.0))
     assert failed_checks(results) == []

@@ -19,7 +19,7 @@ import requests
 from prmflow.integrations.client import PRMClient, RewardConfig, RewardError, reward_from_prediction
 from prmflow.integrations.text import completion_text, problem_from_prompt, response_from_query
 from prmflow.integrations.verl import compute_score_batch
-from prmflow.serving.model_server import free_port, loopback_process
+from model_server import free_port, loopback_process
 
 from conftest import BIN, docs_block
 

@@ -7,7 +7,7 @@ import pytest
 
 from prmflow.data.answers import extract_final_answer
 from prmflow.config import LabelParams
-from prmflow.labeling.engine import label_problem
+from prmflow.labeling.engine import sample_and_label
 from prmflow.labeling.label import label_summary
 from prmflow.labeling.policy import NO_ANSWER, Continuation
 from prmflow.labeling.step_labels import AnswerChecker, binary_search_labels, mc_labels
@@ -113,7 +113,7 @@ def test_a_completion_that_repeats_the_trajectory_witnesses_the_longer_prefixes(
 def test_label_problem_counts_calls_and_measures_against_the_true_first_error(method, calls, values):
     policy = ScriptedPolicy("7", {1: ["10"], 2: ["10", "5"], 3: ["", NO_ANSWER]}, first_slip=2)
     params = LabelParams(method=method, trajectories_per_problem=2, completions_per_step=2)
-    result = label_problem(policy, PROBLEM, params, seed=0)
+    result = sample_and_label(policy, PROBLEM, params, seed=0)
     assert [row["values"] for row in result.rows] == [values, values]
     assert [row["first_error"] for row in result.rows] == [2, 2]
     assert result.policy_calls == calls

@@ -14,7 +14,7 @@ import pytest
 
 from prmflow.config import ConfigError, LabelParams, params_from_dict
 from prmflow.labeling.label import label_split
-from prmflow.serving.model_server import free_port
+from model_server import free_port
 from prmflow.labeling.openai_policy import EndpointError, OpenAIPolicy
 from prmflow.labeling.policy import Continuation
 from prmflow.labeling.step_labels import AnswerChecker, mc_labels

@@ -108,7 +108,7 @@ def test_killing_a_ray_worker_then_the_driver_loses_and_doubles_nothing(tmp_path
 
 
 def test_a_failure_on_a_worker_names_the_worker_and_the_problem():
-    from prmflow.serving.model_server import free_port
+    from model_server import free_port
 
     problems = _problems(6)
     params = LabelParams(policy="openai", endpoint=f"http://127.0.0.1:{free_port()}/v1", max_retries=0,

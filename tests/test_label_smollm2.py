@@ -14,8 +14,8 @@ import pytest
 import torch
 
 from prmflow.config import LabelParams
-from prmflow.labeling.engine import label_problem
-from prmflow.serving.model_server import free_port
+from prmflow.labeling.engine import sample_and_label
+from model_server import free_port
 from prmflow.labeling.openai_policy import OpenAIPolicy
 from prmflow.labeling.policies import make_policy
 from test_label_openai import serve
@@ -51,7 +51,7 @@ def policy():
 def test_smollm2_gguf_samples_and_labels_gsm8k_style_problems(policy):
     params = smollm2_params()
     assert policy.model.config.model_type == "llama" and policy.model.num_parameters() > 100_000_000
-    results = [label_problem(policy, problem, params, seed=0) for problem in PROBLEMS]
+    results = [sample_and_label(policy, problem, params, seed=0) for problem in PROBLEMS]
     rows = [row for result in results for row in result.rows]
     assert len(rows) == 4
     for row in rows:

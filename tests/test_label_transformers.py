@@ -13,7 +13,7 @@ from prmflow.labeling.completion_text import FINAL_ANSWER_LINE, STEP_LINE, finis
 from prmflow.config import LabelParams
 from prmflow.devices import Placement
 from prmflow.labeling.hf_policy import TransformersPolicy, _StopAt
-from prmflow.labeling.engine import label_problem
+from prmflow.labeling.engine import sample_and_label
 from prmflow.labeling.policy import Continuation
 from prmflow.labeling.step_labels import AnswerChecker, binary_search_labels, mc_labels
 from tiny_models import POLICY_PROBLEM as PROBLEM
@@ -99,7 +99,7 @@ def test_labeling_with_the_transformers_policy_counts_calls_and_unparseable_answ
     params = LabelParams(policy="transformers", method=method, model_dir=str(model_dir), trajectories_per_problem=2,
                          completions_per_step=2, max_new_tokens=24, temperature=1.0, batch_size=8)
     policy = TransformersPolicy(params, Placement())
-    result = label_problem(policy, PROBLEM, params, seed=0)
+    result = sample_and_label(policy, PROBLEM, params, seed=0)
     assert len(result.rows) == 2
     for row in result.rows:
         assert len(row["steps"]) == len(row["labels"]) == len(row["values"])

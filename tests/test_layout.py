@@ -5,50 +5,20 @@ Imports are read from the source (ast), function-level ones included, so a lazy 
 against the order fails here as surely as a top-level one.
 """
 
-import ast
 import importlib
+import sys
 
 import pytest
-import yaml
 
 from prmflow.cli import STAGE_MODULES
 
 from conftest import REPO
 
-PACKAGE = REPO / "src" / "prmflow"
-# Each module's rank; a module may import only modules of its own rank or below.
-SHARED = {"prmflow.config", "prmflow.sections", "prmflow.sections_evaluation", "prmflow.param_rules", "prmflow.tracking", "prmflow.jsonl",
-          "prmflow.devices"}
-# Shared modules a stage's results do not rest on (params are DVC params, not code): left out of its deps.
-# prmflow.devices is code that decides where and in what precision models run: a dep where it is imported.
-NOT_CODE_DEPS = SHARED - {"prmflow.devices"}
+sys.path.insert(0, str(REPO / "scripts"))
+from dvc_deps import DVC_YAML, SHARED, differences, fixed_text, import_graph, modules  # noqa: E402 (not a package)
+
+# Each module's rank (SHARED below all): a module may import only modules of its own rank or below.
 ORDER = ("data", "labeling", "model", "evaluation", "serving", "integrations")
-
-
-def module_name(path) -> str:
-    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
-    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
-
-
-def modules() -> dict[str, object]:
-    return {module_name(path): path for path in sorted(PACKAGE.rglob("*.py"))}
-
-
-def imported_modules(path, known: set[str]) -> set[str]:
-    """The prmflow modules `path` imports (`from prmflow.x import y` counts y when y is a module)."""
-    found = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Import):
-            found |= {alias.name for alias in node.names if alias.name.startswith("prmflow.")}
-        elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("prmflow"):
-            submodules = {f"{node.module}.{alias.name}" for alias in node.names} & known
-            found |= submodules or {node.module}
-    return found & known
-
-
-def import_graph() -> dict[str, set[str]]:
-    paths = modules()
-    return {name: imported_modules(path, set(paths)) - {name} for name, path in paths.items()}
 
 
 def rank(module: str) -> int:
@@ -92,31 +62,20 @@ def test_no_import_cycles():
     assert not cycles, "import cycles:\n" + "\n".join(sorted(set(cycles)))
 
 
-def code_deps(stage_module: str) -> set[str]:
-    """The source files a stage's behaviour rests on: its module and everything it imports, transitively,
-    except the shared config, sections, param_rules, tracking and jsonl (params are DVC params, not code deps)."""
-    graph, todo, closure = import_graph(), [stage_module], set()
-    while todo:
-        module = todo.pop()
-        if module in closure or module in NOT_CODE_DEPS or module == "prmflow":
-            continue
-        closure.add(module)
-        todo += graph[module]
-    paths = modules()
-    return {str(paths[m].relative_to(REPO)) for m in closure if not paths[m].name == "__init__.py"}
-
-
-# Code a stage runs without importing it: the registered pyfunc is logged from this file.
-EXTRA_CODE_DEPS = {"register": {"src/prmflow/serving/pyfunc_entry.py"}}
-
-
 @pytest.mark.parametrize("stage", list(STAGE_MODULES))
 def test_each_stage_depends_on_exactly_the_code_it_runs(stage):
-    deps = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"][stage]["deps"]
-    listed = {d for d in deps if d.startswith("src/")}
-    expected = code_deps(STAGE_MODULES[stage]) | EXTRA_CODE_DEPS.get(stage, set())
-    assert listed == expected, f"{stage}: missing {sorted(expected - listed)}, extra {sorted(listed - expected)}"
+    """dvc.yaml's src/ deps of each stage are its import closure (scripts/dvc_deps.py; `--fix` rewrites them)."""
+    missing, extra = differences().get(stage, ([], []))
+    assert not missing and not extra, f"{stage}: missing {missing}, extra {extra}; run python scripts/dvc_deps.py --fix"
 
+
+
+def test_the_fix_mode_rewrites_only_the_src_deps():
+    """`scripts/dvc_deps.py --fix` restores a stage's dropped and stray src/ deps and leaves every other line."""
+    text = DVC_YAML.read_text()
+    broken = text.replace("      - src/prmflow/model/tokenization.py\n", "", 1).replace(
+        "      - src/prmflow/data/answers.py\n", "      - src/prmflow/data/answers.py\n      - src/prmflow/gone.py\n", 1)
+    assert broken != text and fixed_text(broken) == text == fixed_text(text)
 
 def test_modules_stay_small():
     long = {name: n for name, path in modules().items() if (n := len(path.read_text().splitlines())) > 450}

@@ -72,7 +72,7 @@ def test_trained_orm_loads_by_mode_and_scores_the_last_tag(trained_orm, labeled_
 def test_train_orm_stage_writes_the_model_its_report_and_an_mlflow_run(tmp_path, labeled_rows, monkeypatch):
     from mlflow import MlflowClient
 
-    from prmflow.model import tokenize, train_orm
+    from prmflow.model import tokenize_stage, train_orm
     from prmflow.jsonl import write_jsonl
     from prmflow.model.rewards import OutcomeRewardModel, TrainedOutcomeRewardModel
 
@@ -82,7 +82,7 @@ def test_train_orm_stage_writes_the_model_its_report_and_an_mlflow_run(tmp_path,
     small = {"vocab_size": 300, "hidden_size": 16, "num_layers": 1, "num_heads": 2, "intermediate_size": 32}
     params = Params(base=BaseParams(mlflow_tracking_uri="sqlite:///mlflow/mlflow.db"), model=ModelParams(**small),
                     train=TrainParams(epochs=4.0, batch_size=8, save_steps=0), train_orm=TrainOrmParams(epochs=1.0))
-    tokenize.main(params)
+    tokenize_stage.main(params)
     train_orm.main(params)
     report = json.loads(Path("reports/train_orm.json").read_text())
     assert report["steps"] == 32 // 8  # train_orm.epochs (1), not train.epochs (4)

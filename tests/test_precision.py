@@ -45,12 +45,12 @@ def test_auto_trains_wide_models_in_bf16_where_the_cpu_has_the_units_and_infers_
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU rule")
 def test_the_train_stage_uses_the_cpu_rule_and_saves_float32_weights(project):  # noqa: F811
-    from prmflow.model.modeling import ProcessRewardModel
+    from prmflow.model.modeling import StepTagScorer
 
     wide = tokenize_and_train(stage_params({"hidden_size": BF16_CPU_MIN_HIDDEN, "intermediate_size": 64}, epochs=1.0))
     assert wide["precision"] == ("bfloat16 autocast" if this_cpu_has_bf16() else "float32")  # model.dtype: auto
     assert math.isfinite(wide["train_loss"])  # 6 steps: fewer than one logging interval, so no final_loss
-    assert ProcessRewardModel(project / "models" / "prm").model.dtype == torch.float32
+    assert StepTagScorer(project / "models" / "prm").model.dtype == torch.float32
     assert tokenize_and_train(stage_params(epochs=1.0))["precision"] == "float32"  # 16 wide
     forced = tokenize_and_train(stage_params({"hidden_size": BF16_CPU_MIN_HIDDEN, "intermediate_size": 64,
                                               "dtype": "float32"}, epochs=1.0))

@@ -128,12 +128,12 @@ def test_chat_scores_equal_the_per_turn_reference(tmp_path, template, one_pass):
 def test_prmflow_and_zero_shot_checkpoints_load_as_their_own_scorers(tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from prmflow.model.modeling import ProcessRewardModel
+    from prmflow.model.modeling import StepTagScorer
     from prmflow.model.zero_shot import ZeroShotVerifier
 
     own = build_tiny_prm(tmp_path / "prm", seed=1)
     assert detect_format(own) == "prmflow"
-    assert load_prm(own).score_batch(SOLUTIONS) == ProcessRewardModel(own).score_batch(SOLUTIONS)
+    assert load_prm(own).score_batch(SOLUTIONS) == StepTagScorer(own).score_batch(SOLUTIONS)
     judge = build_public_prm(tmp_path / "judge", "gpt2", corpus=PLAIN_CORPUS)
     direct = ZeroShotVerifier(AutoModelForCausalLM.from_pretrained(judge), AutoTokenizer.from_pretrained(judge), 512,
                               AutoTokenizer.from_pretrained(judge).bos_token_id, "Step {i}: {step}")
@@ -176,7 +176,7 @@ def test_registered_math_shepherd_checkpoint_is_served_with_the_same_contract_an
     import requests
 
     from prmflow.config import params_from_dict
-    from prmflow.serving.model_server import model_server
+    from model_server import model_server
     from prmflow.serving.register import registered_checkpoint
 
     from tiny_models import log_version, server_env, tracking_store
@@ -208,7 +208,7 @@ def test_fine_tuning_a_math_shepherd_checkpoint_continues_in_its_own_format(tmp_
     from transformers import AutoTokenizer
 
     from prmflow.config import ModelParams, Params, TrainParams
-    from prmflow.model.modeling import ProcessRewardModel, build_model
+    from prmflow.model.modeling import StepTagScorer, build_model
     from prmflow.model.tokenization import encode_solution, prepare_tokenizer, prompt_format, save_prompt_format
     from prmflow.model.tokenization import tokenize_rows
     from prmflow.model.train import make_trainer
@@ -240,5 +240,5 @@ def test_fine_tuning_a_math_shepherd_checkpoint_continues_in_its_own_format(tmp_
     tokenizer.save_pretrained(tmp_path / "prm")
     save_prompt_format(fmt, tmp_path / "prm")
     trained = load_prm(tmp_path / "prm")
-    assert isinstance(trained, ProcessRewardModel) and trained.format == fmt
+    assert isinstance(trained, StepTagScorer) and trained.format == fmt
     assert [len(s) for s in trained.score_batch(SOLUTIONS)] == [len(s) for _, s in SOLUTIONS]

@@ -9,7 +9,7 @@ import yaml
 
 from conftest import REPO
 from prmflow.config import BaseParams, Params, RegisterParams
-from prmflow.evaluation.evaluate import evaluate_scores
+from prmflow.evaluation.heldout_metrics import evaluate_solutions
 from prmflow.serving.register import gate_new_version, step_scores_of
 from prmflow.serving.registry import (
     alias_version, dvc_hashes, dvc_md5, file_md5, gate, git_commit, lineage_paths, lineage_tags, promote,
@@ -170,7 +170,7 @@ def heldout_rows() -> list[dict]:
 
 def test_first_version_is_promoted_then_an_identical_one_or_noise_is_not(registry):
     """The gate scores both registered versions on the current held-out rows and tags what it decided."""
-    from prmflow.model.modeling import ProcessRewardModel
+    from prmflow.model.modeling import StepTagScorer
 
     client, new_version, root = registry["client"], registry["new_version"], registry["root"]
     rows = heldout_rows()
@@ -187,8 +187,9 @@ def test_first_version_is_promoted_then_an_identical_one_or_noise_is_not(registr
     assert not decision["promoted"] and decision["champion_version"] == int(first)
     assert (decision["gate"]["difference"], decision["gate"]["ci_low"], decision["gate"]["ci_high"]) == (0, 0, 0)
     assert json.loads(json.dumps(decision)) == decision  # what reports/registry.json records
-    prm = ProcessRewardModel(root / "model")  # the champion measured afresh on these rows, not its tags
-    expected = evaluate_scores(rows, prm.score_batch([(r["problem"], r["steps"]) for r in rows]), params.evaluate)
+    prm = StepTagScorer(root / "model")  # the champion measured afresh on these rows, not its tags
+    scores = prm.score_batch([(r["problem"], r["steps"]) for r in rows])
+    expected = evaluate_solutions(rows, scores, params.evaluate).metrics
     assert decision["gate"]["champion"] == expected["first_error_f1"] == decision["gate"]["challenger"]
     tags = client.get_model_version("prm", same).tags
     assert (tags["gate.promoted"], tags["gate.difference"], tags["gate.ci_low"], tags["gate.champion_version"]) == (

@@ -11,9 +11,10 @@ from tiny_models import build_tiny_prm, sharpen_label_rows
 from prmflow.devices import Placement
 
 from prmflow.model.rewards import (
-    OUTCOME_PROMPT, STEP_PROMPT, CombinedRewardModel, EnsembleRewardModel, OutcomeRewardModel, ProcessRewardModel,
+    OUTCOME_PROMPT, CombinedRewardModel, EnsembleRewardModel, OutcomeRewardModel, ProcessRewardModel,
     UnscorableError, ZeroShotProcessRewardModel, load_reward_model, reward_function, shaped_reward,
 )
+from prmflow.model.zero_shot import VERIFICATION_PROMPT
 
 PROBLEM = "Ava has 3 apples and finds 2 more. Tom gives her 4. How many apples?"
 STEPS = ["3 + 2 = <<3+2=5>>5", "5 + 4 = <<5+4=9>>9", "Ava has 9 apples."]
@@ -49,7 +50,7 @@ def hand_log_odds(directory, problem, steps, prompt):
 def test_zero_shot_step_reward_is_the_hand_computed_log_odds(tiny):
     zero_shot = ZeroShotProcessRewardModel(tiny["prm"])
     rewards = zero_shot.get_rewards_for_steps(PROBLEM, STEPS[:2])
-    expected = [hand_log_odds(tiny["prm"], PROBLEM, STEPS[: t + 1], STEP_PROMPT) for t in range(2)]
+    expected = [hand_log_odds(tiny["prm"], PROBLEM, STEPS[: t + 1], VERIFICATION_PROMPT) for t in range(2)]
     assert rewards == pytest.approx(expected, abs=1e-4)
     # The pipeline's zero-shot baseline reports the same reward on the probability scale.
     assert zero_shot.verifier.score_batch([(PROBLEM, STEPS[:2])])[0] == pytest.approx(

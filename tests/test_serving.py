@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
-from prmflow.serving.model_server import model_server
+from model_server import model_server
 from tiny_models import build_tiny_orm, build_tiny_prm, log_version, server_env, sharpen_label_rows, tracking_store
 
 LIMITS = {"max_solutions_per_request": 64, "max_steps_per_request": 310, "max_request_bytes": 150_000}
@@ -238,13 +238,13 @@ def test_rollback_changes_what_a_restarted_server_serves(store):
 def test_combined_model_serves_the_outcome_score_and_the_weighted_score(store, server, tmp_path, capsys):
     from prmflow.cli import main
     from prmflow.model.aggregation import aggregate, predicted_first_error
-    from prmflow.model.modeling import ProcessRewardModel
+    from prmflow.model.modeling import StepTagScorer
     from prmflow.model.rewards import TrainedOutcomeRewardModel
 
     root = store["root"]
     prm_dir, orm_dir = root / "seed0", build_tiny_orm(root / "orm", seed=2)
     version = log_version(prm_dir, "prm-combined", orm_dir, process_weight=0.6, outcome_weight=0.4, **LIMITS)
-    prm, orm = ProcessRewardModel(prm_dir), TrainedOutcomeRewardModel(orm_dir)
+    prm, orm = StepTagScorer(prm_dir), TrainedOutcomeRewardModel(orm_dir)
     plain = invoke(server, {"inputs": SOLUTIONS[:1]}).json()["predictions"][0]
     assert "outcome_score" not in plain  # the PRM alone
     with model_server(f"models:/prm-combined/{version}", server_env(store["uri"]), root,
@@ -332,7 +332,7 @@ def test_search_picks_the_same_with_the_served_prm_as_in_process(server, store):
 def test_a_server_with_the_bfloat16_override_scores_within_0_05_of_float32(store):
     """Scores spread over (0, 1) (sharpened label rows), so the tolerance is not met by scores near 0.5."""
     from prmflow.devices import Placement
-    from prmflow.model.modeling import ProcessRewardModel
+    from prmflow.model.modeling import StepTagScorer
 
     directory = sharpen_label_rows(build_tiny_prm(store["root"] / "sharp", seed=3))
     version = log_version(directory, name="prm-sharp", **LIMITS)
@@ -342,7 +342,7 @@ def test_a_server_with_the_bfloat16_override_scores_within_0_05_of_float32(store
         response = invoke(url, {"inputs": SOLUTIONS})
     assert response.status_code == 200, response.text
     served = [s for p in response.json()["predictions"] for s in p["step_scores"]]
-    float32 = ProcessRewardModel(directory, Placement("cpu", "float32")).score_batch(pairs)
+    float32 = StepTagScorer(directory, Placement("cpu", "float32")).score_batch(pairs)
     expected = [s for steps in float32 for s in steps]
     assert max(expected) - min(expected) > 0.3 and served != expected  # bfloat16 really served, spread scores
     assert max(abs(a - b) for a, b in zip(served, expected)) <= 0.05

@@ -11,9 +11,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from prmflow.serving.batcher import pick_batch
-from prmflow.serving.load_check import candidate_pool, mismatch, run_mix, solo_predictions
-from prmflow.serving.model_server import model_server
+from prmflow.serving.batcher import default_threads, pick_batch
+from load_check import candidate_pool, mismatch, run_mix, solo_predictions
+from model_server import model_server
 from tiny_models import build_tiny_prm, log_version, server_env, sharpen_label_rows, tracking_store
 
 LIMITS = {"max_solutions_per_request": 64, "max_steps_per_request": 310, "max_request_bytes": 150_000}
@@ -38,6 +38,13 @@ def test_pick_batch_takes_the_oldest_and_its_nearest_lengths_within_the_token_bu
     assert pick_batch([50, 8, 9, 10, 60], oldest=3, budget=40) == [1, 2, 3]  # 3 x 10: with 50, 4 x 50 = 200
 
 
+def test_the_scoring_loop_runs_one_forward_per_cpu_core_by_default_and_one_on_an_accelerator():
+    import os
+
+    assert default_threads("cpu") == len(os.sched_getaffinity(0))
+    assert default_threads("cuda:0") == 1 and default_threads("mps") == 1
+
+
 def test_concurrent_clients_with_hostile_requests_get_their_solo_answers(prm_dir, pool, tmp_path):
     with tracking_store(tmp_path) as uri:
         version = log_version(prm_dir, **LIMITS)
@@ -56,13 +63,14 @@ def test_concurrent_clients_with_hostile_requests_get_their_solo_answers(prm_dir
 
 
 def test_a_candidates_scores_do_not_depend_on_its_batch_mates_or_other_threads(prm_dir, pool):
-    """Randomised batches of the pool from 8 threads at once through one Scorer (one scoring loop)."""
+    """Randomised batches of the pool from 8 threads at once through one Scorer (one scoring loop, two forwards
+    at once)."""
     from prmflow.devices import Placement
-    from prmflow.model.modeling import ProcessRewardModel
+    from prmflow.model.modeling import StepTagScorer
     from prmflow.serving.scorer import Scorer, ServingConfig, Solution
 
-    scorer = Scorer(ProcessRewardModel(prm_dir, Placement("cpu", "float32")),
-                    ServingConfig.from_model_config({"batch_tokens": 2048}))
+    scorer = Scorer(StepTagScorer(prm_dir, Placement("cpu", "float32")),
+                    ServingConfig.from_model_config({"batch_tokens": 2048, "scoring_threads": 2}))
     solo = [scorer.score([Solution(**candidate)])[0].model_dump() for candidate in pool]
     forwards_alone = scorer.loop.forwards
     rng = random.Random(0)

@@ -37,9 +37,9 @@ def project(tmp_path, labeled_rows, monkeypatch):
 
 
 def tokenize_and_train(params: Params, callbacks: tuple = ()) -> dict:
-    from prmflow.model import tokenize, train
+    from prmflow.model import tokenize_stage, train
 
-    tokenize.main(params)
+    tokenize_stage.main(params)
     if callbacks:
         return train.train_stage(params, callbacks)
     train.main(params)
@@ -53,7 +53,7 @@ def tokenize_and_train(params: Params, callbacks: tuple = ()) -> dict:
 def test_local_base_model_trains_through_the_stage(project, labeled_rows, family, weight, lora_r, accumulation):
     from transformers import AutoModelForCausalLM
 
-    from prmflow.model.modeling import ProcessRewardModel
+    from prmflow.model.modeling import StepTagScorer
     from prmflow.model.tokenization import corpus_texts
 
     base = build_family(family, corpus_texts(labeled_rows, ModelParams()), project / "base", with_weights=True)
@@ -77,7 +77,7 @@ def test_local_base_model_trains_through_the_stage(project, labeled_rows, family
     after = AutoModelForCausalLM.from_pretrained(project / "models/prm").state_dict()
     assert set(after) == set(before)
     assert not torch.equal(before[weight], after[weight])
-    prm = ProcessRewardModel(project / "models/prm")
+    prm = StepTagScorer(project / "models/prm")
     row = labeled_rows[0]
     scores = prm.get_rewards_for_steps(row["problem"], row["steps"])
     assert len(scores) == len(row["steps"]) and all(0 < s < 1 for s in scores)
@@ -110,11 +110,11 @@ def test_an_interrupted_run_resumes_from_its_last_checkpoint(project):
 
 
 def test_two_process_accelerate_launch(project):
-    from prmflow.model import tokenize
+    from prmflow.model import tokenize_stage
 
     params = stage_params()
     Path("params.yaml").write_text(yaml.safe_dump(dataclasses.asdict(params)))
-    tokenize.main(params)
+    tokenize_stage.main(params)
     # --multi_gpu picks the torchrun launcher (--cpu would start one process); with no GPU the
     # Trainer (use_cpu) joins the processes over gloo.
     cmd = [str(BIN / "accelerate"), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from prmflow.config import ModelParams, TrainParams
-from prmflow.model.modeling import ProcessRewardModel, build_model, step_loss, step_tag_logits
+from prmflow.model.modeling import StepTagScorer, build_model, step_loss, step_tag_logits
 from prmflow.model.tokenization import corpus_texts, prepare_tokenizer, prompt_format, tokenize_rows
 from tiny_models import assert_trained, train_tiny_model
 
@@ -42,7 +42,7 @@ def test_training_changes_parameters_and_lowers_the_loss(trained):
 
 
 def test_one_pass_scores_equal_per_prefix_scores(trained, labeled_rows):
-    prm = ProcessRewardModel(trained["dir"])
+    prm = StepTagScorer(trained["dir"])
     row = max(labeled_rows, key=lambda r: len(r["steps"]))
     one_pass = prm.get_rewards_for_steps(row["problem"], row["steps"])
     per_prefix = [prm.get_rewards_for_steps(row["problem"], row["steps"][: t + 1])[-1]
@@ -74,7 +74,7 @@ def test_lora_trains_adapters_and_the_step_tag_embedding_only(labeled_rows):
     torch.optim.AdamW(trainable, lr=1e-2).step()
 
     merged = merge_lora(wrapped)
-    assert type(merged).__name__ == "LlamaForCausalLM"  # plain model again: ProcessRewardModel loads it
+    assert type(merged).__name__ == "LlamaForCausalLM"  # plain model again: StepTagScorer loads it
     after = merged.get_input_embeddings().weight.detach()
     changed_rows = (after != embeddings).any(dim=1).nonzero().flatten().tolist()
     assert changed_rows == [fmt.step_tag_id]

@@ -19,11 +19,11 @@ def clean():
     """Problems and labeled rollouts of both splits, from the real generator and simulated policy."""
     from prmflow.config import IngestParams, LabelParams
     from prmflow.data.ingest import build_splits
-    from prmflow.labeling.label import label_problems
+    from prmflow.labeling.label import rollout_rows
 
     problems = build_splits(IngestParams(num_train=30, num_test=8), seed=7).splits
     label = LabelParams(trajectories_per_problem=3, completions_per_step=8)
-    rollouts = {split: label_problems(rows, label, seed=7) for split, rows in problems.items()}
+    rollouts = {split: rollout_rows(rows, label, seed=7) for split, rows in problems.items()}
     return problems, rollouts
 
 

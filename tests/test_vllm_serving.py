@@ -15,8 +15,8 @@ import sys
 import pytest
 
 from conftest import REPO
-from prmflow.serving.load_check import candidate_pool
-from prmflow.serving.model_server import free_port, loopback_process, model_server
+from load_check import candidate_pool
+from model_server import free_port, loopback_process, model_server
 from tiny_models import build_tiny_prm, log_version, server_env, sharpen_label_rows, tracking_store
 
 VLLM_PYTHON = os.environ.get("PRMFLOW_VLLM_PYTHON")
@@ -29,10 +29,10 @@ READY_TIMEOUT_S = 900
 def heldout(tmp_path_factory):
     from prmflow.config import IngestParams, LabelParams
     from prmflow.data.ingest import build_splits
-    from prmflow.labeling.label import label_problems
+    from prmflow.labeling.label import rollout_rows
 
     splits = build_splits(IngestParams(num_train=4, num_test=16), seed=11).splits
-    rows = label_problems(splits["test"], LabelParams(trajectories_per_problem=4, completions_per_step=2), seed=11)
+    rows = rollout_rows(splits["test"], LabelParams(trajectories_per_problem=4, completions_per_step=2), seed=11)
     return candidate_pool(rows, max_request_bytes=4_000_000, size=64)
 
 

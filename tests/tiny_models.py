@@ -81,7 +81,7 @@ def fit_policy_lm(directory: Path, corpus: list[str], family: str, shape: dict, 
 
 def serve_policy_lm(model_dir: Path, port: int, log_path: Path, extra_args: tuple[str, ...] = ()):
     """`transformers serve` pinned to the local model dir, on 127.0.0.1:port, stopped by process group on exit."""
-    from prmflow.serving.model_server import loopback_process
+    from model_server import loopback_process
 
     cmd = [str(BIN / "transformers"), "serve", str(model_dir), "--host", "127.0.0.1", "--port", str(port),
            "--device", "cpu", *extra_args]

@@ -1,7 +1,7 @@
 """A real vLLM OpenAI-compatible server on loopback, for the tests that need one.
 
 vLLM's CPU build lives in its own venv (`make vllm-env`; the Makefile exports PRMFLOW_VLLM_PYTHON):
-its console script does not start (STACK.md), so the server is the module
+its console script does not start (../shared/STACK.md), so the server is the module
 `vllm.entrypoints.openai.api_server`. A test that needs it skips only when PRMFLOW_VLLM_PYTHON is
 unset. Start-up takes minutes on busy cores: start one per test module or session.
 
@@ -27,7 +27,7 @@ needs_vllm = pytest.mark.skipif(not VLLM_PYTHON, reason="PRMFLOW_VLLM_PYTHON is 
 def vllm_server(model_dir, args: list[str], log_path, ready_timeout=600) -> Iterator[str]:
     """Serve `model_dir` with `vllm.entrypoints.openai.api_server` and `args` on 127.0.0.1; yield the base URL
     (`http://127.0.0.1:PORT`, the OpenAI routes under /v1); stopped by process group on exit."""
-    from prmflow.serving.model_server import free_port, loopback_process
+    from model_server import free_port, loopback_process
 
     port = free_port()
     url = f"http://127.0.0.1:{port}"

@@ -5,7 +5,7 @@ __version__ = "0.1.0"
 STAGES = ("ingest", "label", "validate", "tokenize", "train", "train_orm", "evaluate", "search", "register")
 
 
-# The public reward-model API (prmflow.model.rewards); its tag-mode ProcessRewardModel extends modeling's.
+# The public reward-model API (prmflow.model.rewards); its tag-mode ProcessRewardModel extends modeling.StepTagScorer.
 REWARD_API = ("ProcessRewardModel", "ZeroShotProcessRewardModel", "OutcomeRewardModel", "TrainedOutcomeRewardModel",
               "CombinedRewardModel", "EnsembleRewardModel", "Placement", "load_reward_model", "reward_function",
               "shaped_reward")

@@ -18,11 +18,11 @@ import os
 import sys
 
 from prmflow import STAGES
-from prmflow.param_rules import AGGREGATIONS
+from prmflow.param_rules import AGGREGATIONS, DEFAULT_AGGREGATION
 
 # The module that holds each stage's `main(params)`: the subpackage of its part of the pipeline.
 STAGE_MODULES = {"ingest": "prmflow.data.ingest", "label": "prmflow.labeling.label",
-                 "validate": "prmflow.labeling.validate", "tokenize": "prmflow.model.tokenize",
+                 "validate": "prmflow.labeling.validate", "tokenize": "prmflow.model.tokenize_stage",
                  "train": "prmflow.model.train", "train_orm": "prmflow.model.train_orm",
                  "evaluate": "prmflow.evaluation.evaluate", "search": "prmflow.evaluation.search",
                  "register": "prmflow.serving.register"}
@@ -228,8 +228,8 @@ def main(argv: list[str] | None = None) -> None:
     score.add_argument("--model", default="models/prm",
                        help="a registered model URI (models:/prm@champion: exactly what the server answers) "
                             "or a trained model directory")
-    score.add_argument("--aggregation", default="min", choices=AGGREGATIONS,
-                       help="how the step scores make the solution's `score` (default: min)")
+    score.add_argument("--aggregation", default=DEFAULT_AGGREGATION, choices=AGGREGATIONS,
+                       help="how the step scores make the solution's `score` (default: %(default)s)")
     score.add_argument("--threshold", type=float, default=None,
                        help="first_error threshold for a model directory (default: evaluate's choice in "
                             "reports/metrics.json for the pipeline's models/prm, else 0.5; a registered model "
@@ -264,8 +264,8 @@ def main(argv: list[str] | None = None) -> None:
                                                   "a served PRM or a model directory")
     reward.add_argument("--endpoint", default=None, help="base URL of the served PRM (mlflow models serve)")
     reward.add_argument("--model", default=None, help="or a model directory / registered model URI to load here")
-    reward.add_argument("--aggregation", default="min", choices=AGGREGATIONS,
-                        help="how step scores become the completion's reward (default: min)")
+    reward.add_argument("--aggregation", default=DEFAULT_AGGREGATION, choices=AGGREGATIONS,
+                        help="how step scores become the completion's reward (default: %(default)s)")
     reward.add_argument("--batch-size", type=int, default=32, help="completions per request to the PRM")
     reward.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
     reward.add_argument("--port", type=int, default=5002, help="port to listen on (default: 5002)")

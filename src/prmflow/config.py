@@ -21,11 +21,11 @@ from pathlib import Path
 import yaml
 
 from prmflow.param_rules import (  # noqa: F401 (re-exported: prmflow.config is where params come from)
-    AGGREGATIONS, EXTERNAL_FORMATS, GENERATOR_MAX_STEPS, NEUTRAL_LABELS, PRM_FORMATS, RULES, SOURCE_FORMATS,
+    AGGREGATIONS, DEFAULT_AGGREGATION, EXTERNAL_FORMATS, GENERATOR_MAX_STEPS, NEUTRAL_LABELS, PRM_FORMATS, RULES, SOURCE_FORMATS,
     SOURCE_SPLITS, credential_problems, redact_url,
 )
 from prmflow.sections import (  # noqa: F401 (re-exported)
-    BaseParams, IngestParams, LabelParams, ModelParams, TrainOrmParams, TrainParams, ValidateParams,
+    DEFAULT_STEP_TEMPLATE, BaseParams, IngestParams, LabelParams, ModelParams, TrainOrmParams, TrainParams, ValidateParams,
 )
 from prmflow.sections_evaluation import (  # noqa: F401 (re-exported)
     CombineParams, EvaluateParams, RegisterParams, SearchParams,

@@ -24,8 +24,11 @@ SCORER_KEYS = ("name", "path", "format")  # evaluate.scorers entries; format may
 BUILTIN_SCORERS = ("prm", "orm", "zero_shot", "champion", "combined", "combined_validated", "majority",  # evaluate's
                    "pass_at_1", "oracle")
 AGGREGATIONS = ("min", "prod", "last", "mean")  # step scores to a solution score: prmflow.model.aggregation
+DEFAULT_AGGREGATION = "min"  # where none is named: evaluate, search, the served model, the CLI, RewardConfig
 GATE_METRICS = ("first_error_f1", "step_auroc", "negative_f1", "step_accuracy",  # higher-is-better metrics.json keys
                 *(f"best_of_n_prm_{how}" for how in AGGREGATIONS))
+# The metrics.json keys a registered version carries as tags and the flow's summary shows, in that order.
+HEADLINE_METRICS = ("step_auroc", "negative_f1", "first_error_f1", "step_accuracy", "best_of_n_prm_min")
 
 DEVICE_PATTERN = r"auto|cpu|cuda(:\d+)?"  # model.device; `auto`: CUDA when present (prmflow.devices)
 DTYPES = ("auto", "float32", "bfloat16", "float16")  # model.dtype; `auto`: prmflow.devices

@@ -16,6 +16,9 @@ from prmflow.param_rules import (
     DEVICE_PATTERN, DTYPES, FRACTION, GENERATOR_MAX_STEPS, NON_NEGATIVE, POSITIVE, source_problems, unmet,
 )
 
+# model.step_template's default, and the reward models' and Math-Shepherd PRMs' (prmflow.data.step_text lays it out).
+DEFAULT_STEP_TEMPLATE = "Step {i}: {step}"
+
 
 @dataclass
 class BaseParams:
@@ -30,7 +33,7 @@ class BaseParams:
     mlflow_artifacts_dir: str = field(default="mlflow/artifacts", metadata={"help": "MLflow artifact root."})
     mlflow_experiment: str = field(default="prmflow", metadata={"help": "MLflow experiment name."})
     num_threads: int = field(
-        default=1, metadata={"rule": POSITIVE, "help": "torch CPU threads; 1 is fastest for tiny models (STACK.md)."}
+        default=1, metadata={"rule": POSITIVE, "help": "torch CPU threads; 1 is fastest for tiny models."}
     )
 
 
@@ -237,7 +240,7 @@ class ModelParams:
     step_tag: str = field(default="<step>", metadata={"help": "Special token appended after every step."})
     positive_token: str = field(default="+", metadata={"help": "Label token for a correct step."})
     negative_token: str = field(default="-", metadata={"help": "Label token for an incorrect step."})
-    step_template: str = field(default="Step {i}: {step}", metadata={"help": "How each step is rendered."})
+    step_template: str = field(default=DEFAULT_STEP_TEMPLATE, metadata={"help": "How each step is rendered."})
     vocab_size: int = field(default=512, metadata={"help": "Corpus tokenizer size (builtin model only)."})
     hidden_size: int = field(default=64, metadata={"rule": POSITIVE, "help": "Builtin model width."})
     num_layers: int = field(default=2, metadata={"rule": POSITIVE, "help": "Builtin model depth."})

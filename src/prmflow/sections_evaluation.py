@@ -6,8 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from prmflow.param_rules import (
-    AGGREGATIONS, BUILTIN_SCORERS, EXTERNAL_FORMATS, EXTERNAL_KEYS, FRACTION, GATE_METRICS, NON_NEGATIVE, POSITIVE,
-    PRM_FORMATS, SCORER_KEYS, spec_problems, unmet,
+    AGGREGATIONS, BUILTIN_SCORERS, DEFAULT_AGGREGATION, EXTERNAL_FORMATS, EXTERNAL_KEYS, FRACTION, GATE_METRICS,
+    NON_NEGATIVE, POSITIVE, PRM_FORMATS, SCORER_KEYS, spec_problems, unmet,
 )
 
 
@@ -31,7 +31,7 @@ class CombineParams:
 @dataclass
 class EvaluateParams:
     threshold: float = field(default=0.5, metadata={"rule": FRACTION, "help": "Step score below this predicts '-'."})
-    aggregation: str = field(default="min", metadata={"choices": AGGREGATIONS,
+    aggregation: str = field(default=DEFAULT_AGGREGATION, metadata={"choices": AGGREGATIONS,
                                                       "help": "Step-score aggregation for best-of-N."})
     batch_size: int = field(default=32, metadata={"rule": POSITIVE, "help": "Solutions scored per forward pass."})
     validation_fraction: float = field(
@@ -90,8 +90,9 @@ class SearchParams:
     beam_width: int = field(default=4, metadata={"rule": POSITIVE, "help": "M: expansions per kept beam (beam search "
                                                  "keeps N // M beams; DVTS runs N // M subtrees)."})
     max_steps: int = field(default=12, metadata={"rule": POSITIVE, "help": "Step-level search: steps per solution."})
-    aggregation: str = field(default="min", metadata={"choices": AGGREGATIONS, "help": "Step scores to a candidate's "
-                             "score in beam search, DVTS and the weighted vote (best-of-N reports min, prod, last)."})
+    aggregation: str = field(default=DEFAULT_AGGREGATION, metadata={
+        "choices": AGGREGATIONS, "help": "Step scores to a candidate's score in beam search, DVTS and the weighted "
+                                         "vote (best-of-N reports min, prod, last)."})
     num_problems: int = field(default=0, metadata={"rule": NON_NEGATIVE, "help": "Held-out problems searched (the "
                                                     "first of data/problems/test.jsonl); 0: all."})
     scorer: str = field(default="", metadata={"help": "The PRM: empty for models/prm in process, or the URL of a "
@@ -142,6 +143,12 @@ class RegisterParams:
         default=16384, metadata={"rule": POSITIVE, "help": (
             "Served model: the most padded tokens (rows x longest row) in one forward of the scoring loop, which "
             "batches the candidates of all requests in flight together (serving/batcher.py).")}
+    )
+    scoring_threads: int = field(
+        default=0, metadata={"rule": NON_NEGATIVE, "help": (
+            "Served model: threads that run the scoring loop's forwards, each on its own batch. 0: one per CPU core "
+            "the server may use on a CPU (a forward at one torch thread each beats one forward at several for a "
+            "small model), 1 on a GPU.")}
     )
     model_kind: str = field(
         default="prm",

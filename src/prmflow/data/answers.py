@@ -5,7 +5,7 @@ inside a LaTeX solution, sometimes with `\\text{ cm}` units or a `^\\circ`; a mo
 `A: 18`. `normalize_answer` strips what is presentation, not value (currency, units, degrees,
 thousands separators of a plain number, a trailing period) and keeps a percent sign as `\\%`.
 
-`answers_equivalent` never calls a wrong answer right (issue 16). math-verify 0.9 is the engine,
+`answers_equivalent` never calls a wrong answer right (tests/fixtures/answers/equivalence.jsonl). math-verify 0.9 is the engine,
 but its `parse` searches the text for anything it can read: when `1 - \\frac{1}{\\mathrm{e}}` fails
 to parse it falls back to the `1` at its start, so two different answers "match". Here each
 side is read whole by math-verify's LaTeX normalisation and parser (`parse_latex_cached`), and
@@ -223,7 +223,7 @@ def answer_agreement(rows: list[dict]) -> dict[str, float]:
 
     `rows`: sampled solutions with `problem_id` (or `problem`), `predicted_answer` and `correct`.
     Majority vote needs only the first; it fails on the second. Real generators on GSM8K: about
-    45% and 20% with 4 samples (issue 18); the simulated policy's misconceptions are calibrated to them.
+    45% and 20% with 4 samples (bench/policy_agreement.py); the simulated policy's misconceptions are calibrated to them.
     """
     groups: dict[str, list[tuple[str, bool]]] = defaultdict(list)
     for row in rows:

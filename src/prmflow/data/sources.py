@@ -26,9 +26,9 @@ from pathlib import Path
 from prmflow.config import NEUTRAL_LABELS, IngestParams
 from prmflow.data.answers import extract_boxed, normalize_answer
 from prmflow.data.generator import generate_problems
+from prmflow.data.step_text import MATH_SHEPHERD_TAG
 
 FILE_SUFFIXES = (".jsonl", ".json")
-MATH_SHEPHERD_TAG = "ки"
 _ANSWER_SENTENCE = re.compile(r"The answer is:?\s*(.+?)\s*$", re.IGNORECASE | re.DOTALL)
 _ANSWER_HEADING = re.compile(r"^# Answer\s*\n(.+?)\s*$", re.MULTILINE | re.DOTALL)
 

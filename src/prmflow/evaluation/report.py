@@ -140,6 +140,33 @@ def comparison_markdown(metrics: dict[str, float]) -> list[str]:
     return lines
 
 
+def evaluation_notes(metrics: dict[str, float], params, champion: tuple[bool, str] | None) -> list[str]:
+    """The prose notes under the summary: what the ORM and combined scores are, why majority vote wins when it
+    does, where the champion came from (`champion`: (scored, where) when `evaluate.champion_baseline`), and the
+    validated combine weight when one was chosen."""
+    e, combine = params.evaluate, params.combine
+    notes = [f"ORM: its solution score is P(+) at the last step tag; its earlier tags are value estimates "
+             f"(P(the solution ends correct | prefix)), so its step AUROC is against step labels it was not "
+             f"trained on. Combined = {combine.process_weight} x PRM {e.aggregation} + "
+             f"{combine.outcome_weight} x ORM (both probabilities)."]
+    if metrics.get(f"best_of_n_prm_{e.aggregation}", 1.0) < metrics.get("best_of_n_majority", 0.0):
+        notes.append(
+            f"majority vote ({metrics['best_of_n_majority']:.3f}) beats PRM best-of-{metrics['best_of_n_n']} "
+            f"({e.aggregation}: {metrics[f'best_of_n_prm_{e.aggregation}']:.3f}): in "
+            f"{metrics['answers_repeated_right_share']:.0%} of problems two samples share the right answer, "
+            f"in only {metrics['answers_repeated_wrong_share']:.0%} two share a wrong one, so the vote is "
+            f"right almost whenever two samples are; the PRM must separate right from wrong solutions better than "
+            f"its step AUROC of {metrics['step_auroc']:.3f} to pick as well.")
+    if champion is not None:
+        scored, where = champion
+        notes.append(f"champion: {where}." if scored else f"champion: skipped, {where}.")
+    if "combined_validated_process_weight" in metrics:
+        weight = metrics["combined_validated_process_weight"]
+        notes.append(f"combined, validated: process weight {weight:.1f} (outcome {1 - weight:.1f}), the best "
+                     f"solution AUROC on the validation part of the grid 0, 0.1, ..., 1.")
+    return notes
+
+
 def summary_markdown(evaluations: dict, externals: dict[str, dict], notes: list[str],
                      metrics: dict[str, float] | None = None) -> str:
     """Scorers side by side on the reported split, the PRM/ORM/combined comparison when `metrics` holds it,

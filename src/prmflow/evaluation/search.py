@@ -31,7 +31,7 @@ from pathlib import Path
 from prmflow.config import Params, SearchParams
 from prmflow.devices import Placement
 from prmflow.evaluation.search_methods import (
-    BASELINES, BEST_OF_N, METHODS, Compute, Picked, StepScorer, beam_search, best_of_n, dvts, majority,
+    BASELINES, BEST_OF_N, BEST_OF_N_AGGREGATIONS, METHODS, Compute, Picked, StepScorer, beam_search, best_of_n, dvts, majority,
     sample_solutions, weighted_vote,
 )
 from prmflow.labeling.policy import Policy
@@ -51,9 +51,9 @@ class InProcessScorer:
     """
 
     def __init__(self, model_dir: str | Path, batch_size: int, placement: Placement):
-        from prmflow.model.modeling import ProcessRewardModel
+        from prmflow.model.modeling import StepTagScorer
 
-        self.prm, self.batch_size, self.forward_tokens = ProcessRewardModel(model_dir, placement), batch_size, 0
+        self.prm, self.batch_size, self.forward_tokens = StepTagScorer(model_dir, placement), batch_size, 0
         dtype = str(self.prm.model.dtype).removeprefix("torch.")
         self.description = f"{Path(model_dir).as_posix()} in process, on {self.prm.device} in {dtype}"
 
@@ -154,7 +154,7 @@ def search_problem(policy: Policy, scorer: StepScorer, problem: dict, *, params:
         first, before = samples[:n], scorer.forward_tokens
         scores = scorer.score(problem["problem"], [s.steps for s in first])
         prm_tokens = scorer.forward_tokens - before
-        for method, how in zip(BEST_OF_N, ("min", "prod", "last")):
+        for method, how in zip(BEST_OF_N, BEST_OF_N_AGGREGATIONS):
             picks[method][n] = best_of_n(first, scores, how, prm_tokens)
         picks["weighted_vote"][n] = weighted_vote(first, scores, params.aggregation, prm_tokens)
         picks["majority"][n] = majority(first)

@@ -32,7 +32,8 @@ from prmflow.evaluation.metrics import majority_vote
 from prmflow.labeling.policy import Continuation, Policy
 from prmflow.model.aggregation import aggregate
 
-BEST_OF_N = tuple(f"best_of_n_{how}" for how in ("min", "prod", "last"))
+BEST_OF_N_AGGREGATIONS = ("min", "prod", "last")  # the best-of-N methods, one per aggregation
+BEST_OF_N = tuple(f"best_of_n_{how}" for how in BEST_OF_N_AGGREGATIONS)
 METHODS = (*BEST_OF_N, "weighted_vote", "beam_search", "dvts")
 BASELINES = ("majority", "pass_at_1")  # no PRM: what a PRM must beat at the same samples
 

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field, fields
 
 import httpx
 
-from prmflow.config import AGGREGATIONS
+from prmflow.config import AGGREGATIONS, DEFAULT_AGGREGATION
 
 MAX_BACKOFF_S = 30.0
 
@@ -51,7 +51,7 @@ class RewardConfig:
     model: str = field(default="", metadata={
         "help": "A PRM loaded in this process instead: a model directory or a registered model URI "
                 "(models:/prm@champion), through prmflow.serving.scorer.load_scorer."})
-    aggregation: str = field(default="min", metadata={
+    aggregation: str = field(default=DEFAULT_AGGREGATION, metadata={
         "help": f"How step scores become the solution score: one of {', '.join(AGGREGATIONS)}."})
     no_answer_reward: float | None = field(default=0.0, metadata={
         "help": "Reward of a completion that states no final answer; null: its PRM score as it is."})

@@ -1,6 +1,6 @@
 """Labeling problems with one policy in one process: a problem's labels, and many problems at once.
 
-`label_problem` labels one problem: its trajectories and their step labels, from per-problem
+`sample_and_label` labels one problem: its trajectories and their step labels, from per-problem
 random streams, so a problem's labels do not depend on which process labels it, when, or
 beside which other problems. `label_many` labels a list of problems with one policy, as many
 at once as the policy takes (`parallel_problems`: the openai policy's `label.concurrency`, so
@@ -59,7 +59,7 @@ class _Tally:
         return self._count(self.policy.next_steps(problem, prefixes, rng))
 
 
-def label_problem(policy: Policy, problem: dict, params: LabelParams, seed: int) -> ProblemLabels:
+def sample_and_label(policy: Policy, problem: dict, params: LabelParams, seed: int) -> ProblemLabels:
     # Per-problem streams (order-independent, resumable); trajectories get their own, so that every
     # method labels the same trajectories and methods compare pair by pair.
     rng = random.Random(f"{seed}:{problem['id']}")
@@ -100,10 +100,10 @@ def prelabeled_row(problem: dict) -> dict:
     }
 
 
-def label_one(policy: Policy, problem: dict, params: LabelParams, seed: int) -> ProblemLabels:
+def label_or_pass_through(policy: Policy, problem: dict, params: LabelParams, seed: int) -> ProblemLabels:
     if "labels" in problem:
         return ProblemLabels(problem["id"], [prelabeled_row(problem)])
-    return label_problem(policy, problem, params, seed)
+    return sample_and_label(policy, problem, params, seed)
 
 
 def label_many(policy: Policy, problems: list[dict], params: LabelParams, seed: int) -> Iterator[ProblemLabels]:
@@ -116,7 +116,7 @@ def label_many(policy: Policy, problems: list[dict], params: LabelParams, seed: 
     parallel = getattr(policy, "parallel_problems", 1)
     if parallel <= 1:
         for problem in problems:
-            yield label_one(policy, problem, params, seed)
+            yield label_or_pass_through(policy, problem, params, seed)
         return
     todo = iter(problems)
     with ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="label-problem") as pool:
@@ -124,7 +124,7 @@ def label_many(policy: Policy, problems: list[dict], params: LabelParams, seed: 
         try:
             while True:
                 for problem in todo:  # top up to `parallel` problems in flight
-                    running.add(pool.submit(label_one, policy, problem, params, seed))
+                    running.add(pool.submit(label_or_pass_through, policy, problem, params, seed))
                     if len(running) >= parallel:
                         break
                 if not running:

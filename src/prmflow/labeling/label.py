@@ -50,7 +50,8 @@ EXECUTION_FIELDS = ("workers", "ray_address", "worker_gpus", "chunk_problems", "
                     "max_retries", "retry_backoff_s", "compare_methods_on")
 
 
-def label_problems(problems: list[dict], params: LabelParams, seed: int) -> list[dict]:
+def rollout_rows(problems: list[dict], params: LabelParams, seed: int) -> list[dict]:
+    """The labeled rollout rows of `problems`, in input order: `label_split` without a resume file (tests, bench)."""
     return [row for result in label_split(problems, params, seed) for row in result.rows]
 
 

@@ -11,7 +11,7 @@ prefix actually holds (so an earlier slip propagates) and makes two kinds of err
   (another quantity of the problem, or a near one) or a skipped step (the amount is carried on
   as it was before the step). Each call (a sampled solution, or one completion of a prefix)
   holds it with probability `misconception_rate`, so samples of a problem share its wrong
-  answer the way real generators do (issue 18: two of 4 samples share a wrong answer in about
+  answer the way real generators do (bench/policy_agreement.py: two of 4 samples share a wrong answer in about
   20% of GSM8K problems).
 
 Because the policy knows where it erred, every trajectory has a true first error (`first_slip`).

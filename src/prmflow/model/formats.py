@@ -19,15 +19,16 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from prmflow.data.step_text import MATH_SHEPHERD_TAG
+
 PRM_CONFIG = "prm_config.json"
-MATH_SHEPHERD_TAG = "ки"
 RECOGNISED = {"prmflow": PRM_CONFIG, "trl": "a *ForTokenClassification architecture in config.json",
               "math_shepherd": f"{MATH_SHEPHERD_TAG!r} in the vocabulary of a tokenizer without a chat template"}
 
 
 def refuse_remote_code(path: str | Path) -> None:
     """Raise ValueError when the local checkpoint `path` declares remote code (`auto_map` in its config.json or
-    tokenizer_config.json): prmflow never runs it, and every loader (public_prms, ProcessRewardModel, the reward
+    tokenizer_config.json): prmflow never runs it, and every loader (public_prms, StepTagScorer, the reward
     family) refuses such a checkpoint rather than load it as something it is not."""
     for name in ("config.json", "tokenizer_config.json"):
         file = Path(path) / name

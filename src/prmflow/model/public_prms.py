@@ -1,4 +1,4 @@
-"""Public PRM checkpoints in the formats users arrive with, behind ProcessRewardModel's scoring interface.
+"""Public PRM checkpoints in the formats users arrive with, behind StepTagScorer's scoring interface.
 
     prm = load_prm("checkpoints/math-shepherd-mistral-7b-prm")   # format read from the directory
     prm = load_prm("checkpoints/rlhflow-llama3-prm", format="chat")
@@ -6,7 +6,7 @@
 
 | format          | recognised by                                  | score of step t                            |
 |-----------------|------------------------------------------------|--------------------------------------------|
-| `prmflow`       | `prm_config.json` (what `prmflow train` saves) | ProcessRewardModel: P(+) at its step tag   |
+| `prmflow`       | `prm_config.json` (what `prmflow train` saves) | StepTagScorer: P(+) at its step tag   |
 | `trl`           | an `*ForTokenClassification` architecture      | P(label 1), last token of step + separator |
 | `math_shepherd` | `ки` in its vocabulary, no chat template       | softmax(+, -) at the last token of ` ки`   |
 | `chat`          | named only (`format="chat"`)                   | softmax(+, -) where the assistant answers  |
@@ -35,14 +35,14 @@ from pathlib import Path
 
 import torch
 
-from prmflow.config import PRM_FORMATS
+from prmflow.config import DEFAULT_STEP_TEMPLATE, PRM_FORMATS
+from prmflow.data.step_text import MATH_SHEPHERD_TAG, step_line
 from prmflow.devices import Placement, load_causal_lm, place
 from prmflow.model.formats import (  # noqa: F401 (detect_format: re-exported beside load_prm)
-    MATH_SHEPHERD_TAG, detect_format, is_token_classifier, label_token_id, read_checkpoint_config,
+    detect_format, is_token_classifier, label_token_id, read_checkpoint_config,
 )
 from prmflow.model.modeling import Job, label_logits, p_positive, score_jobs
 
-DEFAULT_STEP_TEMPLATE = "Step {i}: {step}"  # Math-Shepherd's steps carry "Step i:", as model.step_template
 
 
 def load_prm(path: str | Path, format: str | None = None, placement: Placement = Placement(), **options):
@@ -62,9 +62,9 @@ def load_prm(path: str | Path, format: str | None = None, placement: Placement =
     if is_token_classifier(config) != (format == "trl"):
         raise ValueError(f"{path}: format {format!r} does not fit its architectures {config.get('architectures')}")
     if format == "prmflow":
-        from prmflow.model.modeling import ProcessRewardModel
+        from prmflow.model.modeling import StepTagScorer
 
-        return ProcessRewardModel(path, placement)
+        return StepTagScorer(path, placement)
     model = _load_model(path, format, placement)
     max_length = options.pop("max_length", None) or getattr(model.config, "max_position_embeddings", None) or 2048
     if format == "zero_shot":
@@ -159,7 +159,7 @@ class MathShepherdPRM(_LabelTokenPRM):
         """The text up to and including each step's tag."""
         text, prefixes = problem + " ", []
         for index, step in enumerate(steps):
-            text += ("\n" if index else "") + self.step_template.format(i=index + 1, step=step) + " " + self.step_tag
+            text += step_line(self.step_template, index, step) + " " + self.step_tag
             prefixes.append(text)
         return prefixes
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from prmflow.config import DEFAULT_STEP_TEMPLATE
 from prmflow.devices import Placement, load_causal_lm
 from prmflow.model import modeling
 from prmflow.model.aggregation import AGGREGATIONS, aggregate, combine
@@ -35,11 +36,10 @@ from prmflow.model.reward_config import (
     DEFAULT_DELIMITER, REWARD_CONFIG, read_config, trained_outcome_config, write_config,
 )
 from prmflow.model.tokenization import PRM_CONFIG, save_prompt_format
+from prmflow.model.zero_shot import VERIFICATION_PROMPT
 from prmflow.sections_evaluation import CombineParams
 
-STEP_PROMPT = "Is this step correct? Yes or No: "
 OUTCOME_PROMPT = "Is this solution correct? Yes or No: "
-DEFAULT_STEP_TEMPLATE = "Step {i}: {step}"  # as ModelParams.step_template
 
 
 class UnscorableError(ValueError):
@@ -81,7 +81,7 @@ class _StepScorer:
         return _solution_reward(self.get_reward_for_text(solution, problem), self.aggregation)
 
 
-def _save_tag_model(scorer: modeling.ProcessRewardModel, path: Path, config: dict) -> None:
+def _save_tag_model(scorer: modeling.StepTagScorer, path: Path, config: dict) -> None:
     """A trained tag-mode model as the train stages write it (weights, tokenizer, prm_config.json) plus `config`."""
     scorer.model.save_pretrained(path)
     scorer.tokenizer.save_pretrained(path)
@@ -89,7 +89,7 @@ def _save_tag_model(scorer: modeling.ProcessRewardModel, path: Path, config: dic
     write_config(path, config)
 
 
-class ProcessRewardModel(modeling.ProcessRewardModel, _StepScorer):
+class ProcessRewardModel(modeling.StepTagScorer, _StepScorer):
     """Trained tag mode: P(+) at each step tag, all steps in one forward pass (the pipeline's PRM)."""
 
     def __init__(self, model_name_or_path: str | Path, *, placement: Placement = Placement(),
@@ -163,7 +163,7 @@ class ZeroShotProcessRewardModel(_VerificationPrompt, _StepScorer):
     """Verification-prompt mode of the process model: reward of step t = log p(Yes) - log p(No)."""
 
     kind = "process"
-    default_prompt = STEP_PROMPT
+    default_prompt = VERIFICATION_PROMPT
 
     def get_rewards_for_steps(self, problem: str, steps: list[str]) -> list[float]:
         return self.verifier.log_odds_batch([(problem, steps)])[0]
@@ -193,7 +193,7 @@ class OutcomeRewardModel(_VerificationPrompt):
         return super().load(path, placement=placement)
 
 
-class TrainedOutcomeRewardModel(modeling.ProcessRewardModel):
+class TrainedOutcomeRewardModel(modeling.StepTagScorer):
     """Trained tag mode of the outcome model (stage train_orm): the PRM's architecture, trained with every
     step tag's target = the rollout's final-answer correctness (Cobbe et al. 2021 verifier style).
 

@@ -30,7 +30,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from prmflow.config import ModelParams
-from prmflow.model.formats import PRM_CONFIG, MATH_SHEPHERD_TAG, label_token_id, recognised_format
+from prmflow.data.step_text import MATH_SHEPHERD_TAG, step_line
+from prmflow.model.formats import PRM_CONFIG, label_token_id, recognised_format
 
 COUNTS_FILE = "counts.json"  # in data/tokenized: what truncation dropped, per split
 MIN_CUT_TOKENS = 8  # a step cut inside keeps at least this many tokens (its tag included), else it is left out
@@ -101,7 +102,7 @@ def _text_ids(tokenizer, fmt: PromptFormat, text: str, keep_tail: bool = False) 
 
 
 def _step_ids(tokenizer, fmt: PromptFormat, index: int, step: str) -> tuple[list[int], bool]:
-    ids, neutralised = _text_ids(tokenizer, fmt, ("\n" if index else "") + fmt.render_step(index, step))
+    ids, neutralised = _text_ids(tokenizer, fmt, step_line(fmt.step_template, index, step))
     return ids + [*fmt.tag_lead_ids, fmt.step_tag_id], neutralised
 
 

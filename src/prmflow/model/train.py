@@ -119,7 +119,7 @@ def apply_lora(model, t: TrainParams, step_tag_id: int):
 
 
 def merge_lora(model):
-    """A plain causal LM with the adapters folded in, so ProcessRewardModel loads it like any other."""
+    """A plain causal LM with the adapters folded in, so StepTagScorer loads it like any other."""
     return model.merge_and_unload() if hasattr(model, "merge_and_unload") else model
 
 

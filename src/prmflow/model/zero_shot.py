@@ -1,4 +1,4 @@
-"""The zero-shot baseline: ask a causal LM whether each step is correct (DESIGN.md).
+"""The zero-shot baseline: ask a causal LM whether each step is correct.
 
     scorer = ZeroShotVerifier.untrained_base(model_params, "models/prm", seed=1234)
     scorer.score_batch([(problem, steps)])   # -> P(Yes) / (P(Yes) + P(No)) per step
@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from prmflow.config import ModelParams
+from prmflow.data.step_text import step_line
 from prmflow.devices import Placement, place
 from prmflow.model.modeling import build_model, label_logits, pad_batch
 from prmflow.model.tokenization import load_prompt_format
@@ -28,7 +29,7 @@ ANSWERS = ("Yes", "No")
 
 
 class ZeroShotVerifier:
-    """Scores steps with a verification prompt; the same `score_batch` interface as ProcessRewardModel."""
+    """Scores steps with a verification prompt; the same `score_batch` interface as StepTagScorer."""
 
     def __init__(self, model, tokenizer, max_length: int, bos_id: int | None, step_template: str,
                  prompt: str = VERIFICATION_PROMPT):
@@ -66,7 +67,7 @@ class ZeroShotVerifier:
         longest_answer = max(len(a) for a in self.answer_ids)
         sequences = []
         for index, step in enumerate(steps):
-            piece = ("\n" if index else "") + self.step_template.format(i=index + 1, step=step)
+            piece = step_line(self.step_template, index, step)
             context = context + self.tokenizer.encode(piece, add_special_tokens=False)
             if len(context) + len(prompt) + longest_answer > self.max_length:
                 break

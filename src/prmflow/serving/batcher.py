@@ -3,8 +3,13 @@
 MLflow's scoring server runs `predict` in a pool of threads, one request each. Each request's thread
 encodes its own candidates (tokenization runs in parallel) and hands their jobs (model.modeling.Job) to
 the one `ScoringLoop` of the process; its thread forms batches from everything pending and runs the model,
-so the model runs in one thread only and sixteen concurrent one-solution requests cost about one forward,
-not sixteen.
+so sixteen concurrent one-solution requests cost about one forward, not sixteen.
+
+The loop runs its forwards in `threads` threads, each on its own batch (`register.scoring_threads`; 0: one per
+CPU core the process may use, 1 on a GPU): a small model's forward gains little from several torch threads
+(../shared/STACK.md: 1 thread per process for small models), while two batches at once, one per core, double
+what a CPU server scores; torch releases the GIL inside its kernels, and the scoring path keeps no state on the
+model (modeling.final_hidden_states), so the threads share it.
 
 A batch is bounded by padded tokens (rows x longest row <= `batch_tokens`), not by a count of rows, so one
 long candidate does not pad sixty-three short ones. Each batch holds the oldest pending job (no job waits
@@ -19,6 +24,7 @@ serving a PRM needs: no preemption, no KV cache across requests.
 from __future__ import annotations
 
 import itertools
+import os
 import threading
 from concurrent.futures import Future
 
@@ -48,29 +54,40 @@ def pick_batch(lengths: list[int], oldest: int, budget: int) -> list[int]:
             high += 1
 
 
+def default_threads(device: str) -> int:
+    """Forwards at once for `register.scoring_threads: 0`: the CPU cores this process may use on a CPU, 1 on an
+    accelerator (its kernels already fill it)."""
+    if device != "cpu":
+        return 1
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 class ScoringLoop:
     """Scores `Job`s of any number of threads with one model, in token-budgeted batches (module docstring).
 
-    `scorer`: what modeling.read_jobs runs (ProcessRewardModel or a public_prms format). The loop's thread
-    starts with the first request and is a daemon: it ends with the server process.
+    `scorer`: what modeling.read_jobs runs (StepTagScorer or a public_prms format). `threads`: forwards at
+    once (0: `default_threads(scorer.device)`). The loop's threads start with the first request and are daemons:
+    they end with the server process.
     """
 
-    def __init__(self, scorer, batch_tokens: int):
+    def __init__(self, scorer, batch_tokens: int, threads: int = 1):
         self.scorer = scorer
         self.batch_tokens = batch_tokens
+        self.threads = threads or default_threads(str(scorer.device))
         self._pending: list[tuple[int, Job, Future]] = []
         self._arrivals = itertools.count()
         self._ready = threading.Condition()
-        self._thread: threading.Thread | None = None
+        self._started = False
         self.forwards = 0  # batches run so far
 
     def score(self, jobs: list[Job]) -> list[list[float]]:
         """The scores of each job, in order; raises what the model raised for a job's batch."""
         futures = [Future() for _ in jobs]
         with self._ready:
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="prmflow-scoring-loop", daemon=True)
-                self._thread.start()
+            if not self._started:
+                for index in range(self.threads):
+                    threading.Thread(target=self._run, name=f"prmflow-scoring-loop-{index}", daemon=True).start()
+                self._started = True
             self._pending += [(next(self._arrivals), job, future) for job, future in zip(jobs, futures)]
             self._ready.notify()
         return [future.result() for future in futures]
@@ -92,12 +109,13 @@ class ScoringLoop:
         while True:
             batch = self._take_batch()
             try:
-                with torch.no_grad():
+                with torch.inference_mode():  # the scores leave as floats; no autograd bookkeeping
                     results = read_jobs(self.scorer, [job for _, job, _ in batch])
             except Exception as err:  # the requests of this batch fail; the loop serves the next ones
                 for _, _, future in batch:
                     future.set_exception(err)
                 continue
-            self.forwards += 1
+            with self._ready:
+                self.forwards += 1
             for (_, _, future), scores in zip(batch, results):
                 future.set_result(scores)

@@ -1,17 +1,24 @@
 """The HTTP side of the request rules, for `mlflow models serve`: the body's size, that it is JSON of the
-right shape, unknown `params`, and short error bodies.
+right shape, unknown `params`, short error bodies, and a fast path for `POST /invocations`.
 
 MLflow's scoring server gives a model no hook before it parses the body: a body that is not JSON is
 answered with the whole body echoed back, a predict error with the whole request before the message
 (`Failed to predict data '...'`), unknown `params` are dropped with a log line, and the pyfunc's
 pydantic types answer with a validation dump; and its parsing of a valid body into its input schema
 costs more than scoring a small model's candidate. So `install`, called from the pyfunc's `load_context`
-in the server process, replaces the server module's `invocations` function (MLflow 3.17, pinned in the
-model's requirements; tests/test_serving.py checks it against a real server) with the scorer's own
-answer (scorer.Scorer.answer): the body is read once, by the same rules as `prmflow score`
-(requests.py), a broken rule is answered 400 (413 for the size) with
+in the server process (MLflow 3.17, pinned in the model's requirements; tests/test_serving.py checks it
+against a real server), makes the app that `scoring_server.init` builds answer `POST /invocations` with
+the scorer's own `answer` (scorer.Scorer.answer): the body is read once, by the same rules as
+`prmflow score` (requests.py), a broken rule is answered 400 (413 for the size) with
 `{"error_code": ..., "message": "<field path>: <rule>"}` under 1 kB, and a valid body is answered
 `{"predictions": [...]}` exactly as MLflow writes a pyfunc's predictions.
+
+The fast path is plain ASGI in front of the app (`_Front`): a request to `/invocations` does not go
+through MLflow's timeout middleware (Starlette's `BaseHTTPMiddleware`, which runs every request in a task
+group with memory streams), FastAPI's routing and `Request` object, or `asyncio.to_thread`; that per-request
+overhead, not the model, was what bounded one-solution throughput (bench/serve_load.py). The same timeout
+applies (`MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT`, answered 504 with MLflow's message); everything else
+(`/ping`, `/health`, `/version`) is MLflow's app.
 
 The size limit is checked on the body uvicorn has already read: it bounds the parsing and scoring a
 request can cause, not the memory it takes to receive it; a proxy in front (e.g. nginx
@@ -30,8 +37,9 @@ put a proxy with one (nginx `client_header_timeout`) in front of a server reacha
 
 from __future__ import annotations
 
-import functools
+import asyncio
 import json
+import logging
 import sys
 
 from collections.abc import Callable
@@ -43,6 +51,8 @@ REQUEST_THREADS = 128  # requests in flight at once; they wait on the scoring lo
 # After a body this large, freed memory is handed back to the system (glibc keeps it in its per-thread arenas).
 TRIM_AFTER_BYTES = 1_000_000
 ERROR_CODES = {400: "INVALID_PARAMETER_VALUE", 413: "REQUEST_LIMIT_EXCEEDED", 415: "INVALID_PARAMETER_VALUE"}
+TIMEOUT_MESSAGE = "Request processing time exceeded limit"  # MLflow's own 504 body
+log = logging.getLogger(__name__)
 
 
 def error_body(message: str, status: int) -> str:
@@ -50,27 +60,28 @@ def error_body(message: str, status: int) -> str:
 
 
 def install(answer: Callable[[bytes, str | None], str]) -> bool:
-    """Answer the scoring server's `invocations` in this process with `answer(data, content_type)` (the JSON
-    predictions; raises RequestError for a bad request), once; False where no MLflow scoring server is loaded
+    """Answer the scoring server's `POST /invocations` in this process with `answer(data, content_type)` (the
+    JSON predictions; raises RequestError for a bad request); False where no MLflow scoring server is loaded
     (`prmflow score`, `mlflow.pyfunc.load_model` in a notebook)."""
-    server = sys.modules.get(SERVER_MODULE)
-    if server is None:
+    if sys.modules.get(SERVER_MODULE) is None:
         return False
-    original = getattr(server.invocations, "__wrapped__", server.invocations)
-
-    @functools.wraps(original)
-    def invocations(data, content_type, model, input_schema):
-        try:
-            return server.InvocationsResponse(answer(data, content_type), 200, "application/json")
-        except RequestError as err:
-            return server.InvocationsResponse(error_body(str(err), err.status), err.status, "application/json")
-        finally:
-            if len(data) > TRIM_AFTER_BYTES:
-                _return_free_memory()
-
-    server.invocations = invocations
-    _guard_app_class()
+    _guard_app_class(answer)
     return True
+
+
+def answered(answer: Callable[[bytes, str | None], str], data: bytes, content_type: str | None) -> tuple[int, bytes]:
+    """(status, JSON body) of one request: 200 with `answer`'s predictions, the RequestError's status with a
+    short error body, or 500 with a short body (the traceback goes to the server log, never to the client)."""
+    try:
+        return 200, answer(data, content_type).encode()
+    except RequestError as err:
+        return err.status, error_body(str(err), err.status).encode()
+    except Exception:
+        log.exception("scoring failed")
+        return 500, error_body("the server failed to score this request; its log has the error", 500).encode()
+    finally:
+        if len(data) > TRIM_AFTER_BYTES:
+            _return_free_memory()
 
 
 def _return_free_memory() -> None:
@@ -84,43 +95,70 @@ def _return_free_memory() -> None:
         pass
 
 
-class _RefuseAmbiguousLength:
-    """ASGI middleware: a request with both Transfer-Encoding and Content-Length is answered 400."""
+async def _send(send, status: int, body: bytes) -> None:
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
 
-    def __init__(self, app):
-        self.app = app
+
+class _Front:
+    """ASGI, in front of MLflow's app: refuses an ambiguous length, answers `POST /invocations` (module docstring),
+    hands everything else to the app."""
+
+    def __init__(self, app, answer: Callable[[bytes, str | None], str], timeout: float):
+        self.app, self.answer, self.timeout = app, answer, timeout
 
     async def __call__(self, scope, receive, send):
-        names = {name.lower() for name, _ in scope.get("headers", ())} if scope["type"] == "http" else set()
-        if {b"transfer-encoding", b"content-length"} <= names:
-            body = error_body("request headers: both Transfer-Encoding and Content-Length; send one", 400).encode()
-            await send({"type": "http.response.start", "status": 400,
-                        "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
-            await send({"type": "http.response.body", "body": body})
-            return
-        await self.app(scope, receive, send)
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        headers = dict((name.lower(), value) for name, value in scope.get("headers", ()))
+        if b"transfer-encoding" in headers and b"content-length" in headers:
+            message = "request headers: both Transfer-Encoding and Content-Length; send one"
+            return await _send(send, 400, error_body(message, 400).encode())
+        if scope["path"] != "/invocations" or scope["method"] != "POST":
+            return await self.app(scope, receive, send)
+        chunks = []
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body"):
+                break
+        content_type = headers.get(b"content-type")
+        work = asyncio.get_running_loop().run_in_executor(
+            None, answered, self.answer, b"".join(chunks), content_type.decode("latin-1") if content_type else None)
+        try:
+            status, body = await asyncio.wait_for(work, self.timeout)
+        except TimeoutError:
+            status, body = 504, TIMEOUT_MESSAGE.encode()
+        await _send(send, status, body)
 
 
-def _guard_app_class() -> None:
+def _guard_app_class(answer: Callable[[bytes, str | None], str]) -> None:
     """Make the FastAPI app that `scoring_server.init` is about to build a guarded one (module docstring)."""
     import fastapi
+    from mlflow.environment_variables import MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT
 
     if getattr(fastapi.FastAPI, "prmflow_guarded", False):
         return
+    timeout = MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT.get()
 
     class GuardedFastAPI(fastapi.FastAPI):
         prmflow_guarded = True
 
         def __init__(self, *args, **kwargs):
             super().__init__(*args, **{"docs_url": None, "redoc_url": None, "openapi_url": None, **kwargs})
-            self.add_middleware(_RefuseAmbiguousLength)
             self.router.on_startup.append(_more_request_threads)
+
+        def build_middleware_stack(self):
+            # Outside every middleware MLflow adds (its timeout middleware is added after __init__).
+            return _Front(super().build_middleware_stack(), answer, timeout)
 
     fastapi.FastAPI = GuardedFastAPI
 
 
 async def _more_request_threads() -> None:
-    import asyncio
     from concurrent.futures import ThreadPoolExecutor
 
     asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(REQUEST_THREADS, "prmflow-request"))

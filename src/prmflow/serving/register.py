@@ -4,7 +4,7 @@
 
 `register.model_kind: combined` logs the trained ORM (models/orm) beside the PRM, with the `combine`
 weights: the served response then adds `outcome_score` and `score` is the weighted combination
-(serving.py). The gate is the same for both kinds: metrics of the PRM's step scores. `register.scorer`
+(scorer.py). The gate is the same for both kinds: metrics of the PRM's step scores. `register.scorer`
 names an `evaluate.scorers` checkpoint (a public PRM) to register instead of models/prm: its
 `scorer_<name>_*` metrics stand in for the PRM's in the tags and the served threshold; the gate scores
 the registered version itself, whatever it holds.
@@ -37,7 +37,9 @@ INPUT_EXAMPLE_ROWS = [{"problem": "Ava has 3 apples. She buys 2 more. How many a
                        "steps": ["Ava has 3 + 2 = <<3+2=5>>5 apples."]}]
 INPUT_EXAMPLE_PARAMS = {"aggregation": "min"}
 # Served-model dependencies; prmflow itself travels with the model as code (code_paths).
-SERVING_PACKAGES = ("torch", "transformers", "tokenizers", "mlflow", "pydantic")
+# httptools and uvloop: uvicorn (under `mlflow models serve`) takes them when installed; a model env without
+# them serves through pure-Python h11 and asyncio (bench/serve_load.py).
+SERVING_PACKAGES = ("torch", "transformers", "tokenizers", "mlflow", "pydantic", "httptools", "uvloop")
 # Stages whose MLflow run ids are tagged on the version (register's own run is the version's run).
 LINEAGE_STAGES = ("ingest", "label", "validate", "tokenize", "train", "train_orm", "evaluate")
 
@@ -110,7 +112,7 @@ def gate_comparison(rows: list[dict], challenger: list[list[float]], champion: l
     """The gate metric of challenger and champion on the held-out solutions both scored (step scores per
     row), and the paired bootstrap of their difference: {challenger, champion, difference, ci_low, ci_high}."""
     from prmflow.evaluation.bootstrap import paired_difference
-    from prmflow.evaluation.evaluate import resampled_metrics
+    from prmflow.evaluation.heldout_metrics import resampled_metrics
 
     both = [i for i in range(len(rows)) if challenger[i] and champion[i]]
     metric = params.register.gate_metric

@@ -26,11 +26,11 @@ from pathlib import Path
 
 import yaml
 
+from prmflow.param_rules import HEADLINE_METRICS
 from prmflow.tracking import store_lock
 
 HELDOUT_TAG = "heldout.md5"  # the held-out set a version's metrics were computed on
 METRIC_TAG = "metric.{}"
-HEADLINE_METRICS = ("first_error_f1", "step_auroc", "negative_f1", "step_accuracy", "best_of_n_prm_min")
 HISTORY_TAG = "{}.history"  # registered-model tag: JSON list of the versions that held the alias, oldest first
 HISTORY_KEPT = 200  # entries kept (MLflow caps a tag value at 5,000 characters)
 
@@ -112,7 +112,7 @@ def dvc_hashes(paths: list[str], root: str | Path = ".") -> dict[str, str]:
     """{path: dvc_md5} of each of `paths` (relative to `root`) that exists, hashed now from what is on disk.
 
     Not read from dvc.lock: while `register` runs, the lock's entries for its own deps are those of
-    the previous run, so a retrained model would be tagged with its predecessor's hash (issue 16).
+    the previous run, so a retrained model would be tagged with its predecessor's hash.
     """
     return {path: dvc_md5(Path(root) / path) for path in sorted(paths) if (Path(root) / path).exists()}
 

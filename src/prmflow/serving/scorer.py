@@ -1,4 +1,4 @@
-"""The served reward model: an MLflow pyfunc that answers the DESIGN.md serving contract.
+"""The served reward model: an MLflow pyfunc that answers the serving contract (docs/serving.md).
 
     POST /invocations
     {"inputs": [{"problem": "...", "steps": ["...", "..."]}], "params": {"aggregation": "min"}}
@@ -37,7 +37,7 @@ from dataclasses import dataclass
 import mlflow.pyfunc
 from pydantic import BaseModel
 
-from prmflow.config import EvaluateParams, Params
+from prmflow.config import DEFAULT_AGGREGATION, EvaluateParams, Params
 from prmflow.data.answers import extract_final_answer
 from prmflow.devices import Placement
 from prmflow.model.aggregation import AGGREGATIONS, aggregate, combine, predicted_first_error
@@ -49,7 +49,6 @@ from prmflow.serving.requests import (
     split_text, unknown_keys,
 )
 
-DEFAULT_AGGREGATION = "min"
 REGISTERED_THRESHOLD = "the registered model's config (evaluate's choice, stored by register)"
 OUTCOME_ARTIFACT = "outcome_model_dir"  # the pyfunc artifact of a combined model's ORM (register.log_prm)
 
@@ -80,7 +79,7 @@ class ServingConfig:
 
     Every field but `prm_format` is a params.yaml knob, with its help and default there: `threshold` and
     `batch_size` (solutions per forward where no scoring loop runs: a zero-shot judge, the ORM) are evaluate's,
-    the request limits and `batch_tokens` register's, the weights combine's (a combined model only), `device` and
+    the request limits, `batch_tokens` and `scoring_threads` register's, the weights combine's (a combined model only), `device` and
     `dtype` model's (PRMFLOW_DEVICE / PRMFLOW_DTYPE override them at load time). Build it with `from_params`.
     """
 
@@ -90,6 +89,7 @@ class ServingConfig:
     max_request_bytes: int
     batch_size: int
     batch_tokens: int
+    scoring_threads: int
     process_weight: float
     outcome_weight: float
     prm_format: str  # the model directory's public_prms format; "" = detected from the directory
@@ -106,7 +106,8 @@ class ServingConfig:
                    max_solutions_per_request=register.max_solutions_per_request,
                    max_steps_per_request=register.max_steps_per_request,
                    max_request_bytes=register.max_request_bytes, batch_size=params.evaluate.batch_size,
-                   batch_tokens=register.batch_tokens, process_weight=params.combine.process_weight,
+                   batch_tokens=register.batch_tokens,
+                   scoring_threads=register.scoring_threads, process_weight=params.combine.process_weight,
                    outcome_weight=params.combine.outcome_weight, prm_format=prm_format, device=placement.device,
                    dtype=placement.dtype)
 
@@ -176,7 +177,7 @@ class Scorer:
         self.outcome = outcome  # a rewards.TrainedOutcomeRewardModel, or None for the PRM alone
         self.threshold_source = threshold_source  # where config.threshold came from, for `prmflow score`
         # The process's one scoring loop, for formats that run as jobs (all but a zero-shot judge).
-        self.loop = ScoringLoop(prm, config.batch_tokens) if hasattr(prm, "jobs") else None
+        self.loop = ScoringLoop(prm, config.batch_tokens, config.scoring_threads) if hasattr(prm, "jobs") else None
 
     def answer(self, data: bytes, content_type: str | None) -> str:
         """The JSON answer to a raw /invocations request, as MLflow writes a pyfunc's predictions; RequestError

@@ -1,5 +1,8 @@
 """Real server processes on loopback (`mlflow models serve`, `prefect server`), for tests and benchmarks.
 
+Kept in tests/, not in the package, so registered models (which carry the package as code) do not carry it;
+bench scripts put tests/ on sys.path.
+
     with model_server("models:/prm@champion", env, cwd, log_path) as url:
         requests.post(f"{url}/invocations", json=...)
 

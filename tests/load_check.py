@@ -1,7 +1,7 @@
 """A bounded concurrent check of a served PRM: many clients, hostile requests mixed in, and every answer
 compared with what the same candidate gets alone.
 
-    from prmflow.serving.load_check import candidate_pool, solo_predictions, run_mix
+    from load_check import candidate_pool, solo_predictions, run_mix
     pool = candidate_pool(rollouts, 4_000_000)       # rollouts: [{problem, steps}, ...], hostile candidates added
     solo = solo_predictions(url, pool)               # each candidate alone, one request at a time
     report = run_mix(url, pool, solo, clients=16, requests=10_000, hostile_share=0.25, seed=0)
