@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import time
 from collections import defaultdict
@@ -28,9 +27,9 @@ from pathlib import Path
 
 import yaml
 
-from pipeline_stages import BIN, ROOT, make_project, timed, tool_env
-from smollm2_profile import TRAIN_REPORTED, profile, smollm2_folder, with_overrides
-from train_size_curve import CURVE_METRICS, STAGES
+from pipeline_stages import ROOT, make_project
+from smollm2_profile import profile, smollm2_folder, with_overrides
+from train_size_curve import train_and_measure
 
 POOLS = ROOT.parent / "shared" / "data" / "strictprm"
 
@@ -70,28 +69,9 @@ def main() -> None:
     # generator's short steps and fail these rows in validate).
     overrides = {**spec["params"], "ingest": {**spec["params"]["ingest"], "sources": sources},
                  "validate": {"max_steps": 200, "max_step_chars": 8000}}
-    (project / "params.yaml").write_text(yaml.safe_dump(with_overrides(defaults, overrides), sort_keys=False))
-    seconds = {}
-    for stage in STAGES:
-        seconds[stage] = timed([str(BIN / "dvc"), "repro", "--single-item", stage], project)
-        print(f"{stage:>9}: {seconds[stage]:7.1f} s", flush=True)
-    train = json.loads((project / "reports" / "train.json").read_text())
-    measured = project / "real_candidates.json"
-    started = time.perf_counter()
-    subprocess.run([sys.executable, str(ROOT / "bench" / "real_candidates.py"), str(project / "models" / "prm"),
-                    "--problems", str(args.real_problems), "--workers", "1", "--mixed-only",
-                    "--heldout", str(project / "data" / "rollouts" / "test.jsonl"), "--out", str(measured)],
-                   check=True, env=tool_env(project), stdout=subprocess.DEVNULL)
-    seconds["measure"] = time.perf_counter() - started
-    real = json.loads(measured.read_text())
     result = {"command": "OMP_NUM_THREADS=1 .venv/bin/python " + " ".join(["bench/real_style_training.py", *sys.argv[1:]]),
               "date": time.strftime("%Y-%m-%d"), "train_problems": args.train_problems,
-              "labeled_solutions": train.get("examples"), "stages_seconds": seconds,
-              "train": {k: train[k] for k in TRAIN_REPORTED if k in train},
-              "real_problems": real["problems"], "real_mixed_problems": real["mixed_problems"],
-              "heldout_solutions": real["heldout_solutions"],
-              "metrics": {k: v for k, v in real["metrics"].items()
-                          if k.removesuffix("_ci_low").removesuffix("_ci_high") in CURVE_METRICS}}
+              **train_and_measure(project, with_overrides(defaults, overrides), args.real_problems)}
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
 

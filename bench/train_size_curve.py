@@ -31,33 +31,40 @@ CURVE_METRICS = ("best_of_n_prm_min", "best_of_n_pass_at_1", "best_of_n_majority
                  "heldout_step_auroc", "heldout_first_error_f1", "heldout_best_of_n_prm_min")
 
 
+def train_and_measure(project: Path, params: dict, real_problems: int, label: str = "") -> dict:
+    """Write `params` into `project`, run ingest -> train there (one `dvc repro --single-item` per stage), and measure
+    the PRM with bench/real_candidates.py: the first `real_problems` QwQ-32B GSM8K problems (`--mixed-only`) and the
+    project's held-out rollouts. The point's training figures, stage seconds and CURVE_METRICS (with intervals)."""
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    seconds = {}
+    for stage in STAGES:
+        seconds[stage] = timed([str(BIN / "dvc"), "repro", "--single-item", stage], project)
+        print(f"{label}{stage:>9}: {seconds[stage]:7.1f} s", flush=True)
+    train = json.loads((project / "reports" / "train.json").read_text())
+    measured = project / "real_candidates.json"
+    started = time.perf_counter()
+    subprocess.run([sys.executable, str(ROOT / "bench" / "real_candidates.py"), str(project / "models" / "prm"),
+                    "--problems", str(real_problems), "--workers", "1", "--mixed-only",
+                    "--heldout", str(project / "data" / "rollouts" / "test.jsonl"), "--out", str(measured)],
+                   check=True, env=tool_env(project), stdout=subprocess.DEVNULL)
+    seconds["measure"] = time.perf_counter() - started
+    real = json.loads(measured.read_text())
+    return {"labeled_solutions": train.get("examples"), "stages_seconds": seconds,
+            "train": {k: train[k] for k in TRAIN_REPORTED if k in train},
+            "real_problems": real["problems"], "real_mixed_problems": real["mixed_problems"],
+            "heldout_solutions": real["heldout_solutions"],
+            "metrics": {k: v for k, v in real["metrics"].items()
+                        if k.removesuffix("_ci_low").removesuffix("_ci_high") in CURVE_METRICS}}
+
+
 def point(size: int, args, folder: str, defaults: dict) -> dict:
     """Train on `size` GSM8K problems in a new project under args.keep and measure the PRM."""
     project = (args.keep / f"train{size}").resolve()
     project.mkdir(parents=True)
     make_project(project)
     spec = profile("gsm8k", folder, size, args.test_problems)
-    (project / "params.yaml").write_text(yaml.safe_dump(with_overrides(defaults, spec["params"]), sort_keys=False))
-    seconds = {}
-    for stage in STAGES:
-        seconds[stage] = timed([str(BIN / "dvc"), "repro", "--single-item", stage], project)
-        print(f"N={size} {stage:>9}: {seconds[stage]:7.1f} s", flush=True)
-    train = json.loads((project / "reports" / "train.json").read_text())
-    measured = project / "real_candidates.json"
-    started = time.perf_counter()
-    subprocess.run([sys.executable, str(ROOT / "bench" / "real_candidates.py"), str(project / "models" / "prm"),
-                    "--problems", str(args.real_problems), "--workers", "1", "--mixed-only",
-                    "--heldout", str(project / "data" / "rollouts" / "test.jsonl"), "--out", str(measured)],
-                   check=True, env=tool_env(project), stdout=subprocess.DEVNULL)
-    seconds["measure"] = time.perf_counter() - started
-    real = json.loads(measured.read_text())
-    metrics = real["metrics"]
-    return {"train_problems": size, "labeled_solutions": train.get("examples"), "stages_seconds": seconds,
-            "train": {k: train[k] for k in TRAIN_REPORTED if k in train},
-            "real_problems": real["problems"], "real_mixed_problems": real["mixed_problems"],
-            "heldout_solutions": real["heldout_solutions"],
-            "metrics": {k: v for k, v in metrics.items() if k.removesuffix("_ci_low").removesuffix("_ci_high")
-                        in CURVE_METRICS}}
+    return {"train_problems": size, **train_and_measure(project, with_overrides(defaults, spec["params"]),
+                                                         args.real_problems, label=f"N={size} ")}
 
 
 def main() -> None:

@@ -70,7 +70,7 @@ class ScoringLoop:
     they end with the server process.
     """
 
-    def __init__(self, scorer, batch_tokens: int, threads: int = 1):
+    def __init__(self, scorer, batch_tokens: int, threads: int):
         self.scorer = scorer
         self.batch_tokens = batch_tokens
         self.threads = threads or default_threads(str(scorer.device))
