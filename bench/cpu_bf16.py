@@ -52,7 +52,7 @@ def held_out_step_auroc(project: Path) -> dict:
     from prmflow.evaluation.metrics import auroc
     from prmflow.jsonl import read_jsonl
     from prmflow.devices import Placement
-    from prmflow.model.modeling import StepTagScorer
+    from prmflow.scoring.modeling import StepTagScorer
 
     rows = read_jsonl(project / "data" / "rollouts" / "test.jsonl")
     started = time.perf_counter()

@@ -67,7 +67,7 @@ def build(rows: list[dict], shape: dict):
     from transformers import LlamaConfig
 
     from prmflow.config import ModelParams
-    from prmflow.model.tokenization import corpus_texts, prepare_tokenizer, prompt_format, tokenize_rows
+    from prmflow.scoring.tokenization import corpus_texts, prepare_tokenizer, prompt_format, tokenize_rows
 
     params = ModelParams(vocab_size=TOKENIZER_VOCAB, max_length=1024)
     tokenizer = prepare_tokenizer(params, corpus_texts(rows, params))
@@ -83,7 +83,7 @@ def batches(tokenized: list[dict], size: int, count: int, pad_id: int):
     """`count` batches of `size` solutions, cycling through the data in file order: the same for both paths."""
     import torch
 
-    from prmflow.model.modeling import pad_batch
+    from prmflow.scoring.modeling import pad_batch
 
     for index in range(count):
         chunk = [tokenized[(index * size + k) % len(tokenized)] for k in range(size)]
@@ -96,7 +96,7 @@ def train(config, fmt, tokenized, pad_id: int, args, full_logits: bool) -> tuple
     import torch
     from transformers import LlamaForCausalLM
 
-    from prmflow.model.modeling import step_loss, step_tag_logits
+    from prmflow.scoring.modeling import step_loss, step_tag_logits
 
     cuda = args.device.startswith("cuda")
     if cuda:
@@ -136,8 +136,8 @@ def score(model, tokenizer, fmt, rows: list[dict], device: str) -> dict:
     import torch
 
     from prmflow.devices import Placement
-    from prmflow.model.modeling import StepTagScorer
-    from prmflow.model.tokenization import save_prompt_format
+    from prmflow.scoring.modeling import StepTagScorer
+    from prmflow.scoring.tokenization import save_prompt_format
 
     solutions = [(r["problem"], r["steps"]) for r in rows]
     with tempfile.TemporaryDirectory() as directory:

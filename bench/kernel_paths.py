@@ -33,7 +33,7 @@ def make_project(folder: Path) -> None:
     from prmflow.data.ingest import build_splits
     from prmflow.jsonl import write_jsonl
     from prmflow.labeling.label import rollout_rows
-    from prmflow.model import tokenize_stage
+    from prmflow.training import tokenize_stage
 
     splits = build_splits(IngestParams(num_train=40, num_test=10), seed=7).splits
     rows = rollout_rows(splits["train"], LabelParams(trajectories_per_problem=3, completions_per_step=4), seed=7)

@@ -28,9 +28,9 @@ def train_tokens_per_second(project: Path, params, steps: int) -> dict:
     import torch
     from transformers import AutoTokenizer, set_seed
 
-    from prmflow.model.modeling import build_model
-    from prmflow.model.tokenization import prompt_format
-    from prmflow.model.train import make_trainer
+    from prmflow.scoring.modeling import build_model
+    from prmflow.scoring.tokenization import prompt_format
+    from prmflow.training.train import make_trainer
 
     torch.set_num_threads(params.base.num_threads)
     set_seed(params.base.seed)
@@ -55,7 +55,7 @@ def scoring_steps_per_second(project: Path, params) -> dict:
     import torch
 
     from prmflow.jsonl import read_jsonl
-    from prmflow.model.modeling import StepTagScorer
+    from prmflow.scoring.modeling import StepTagScorer
 
     torch.set_num_threads(params.base.num_threads)
     prm = StepTagScorer(project / params.base.models_dir / "prm")

@@ -42,14 +42,14 @@ from prmflow.evaluation.bootstrap import intervals  # noqa: E402
 from prmflow.evaluation.heldout_metrics import evaluate_solutions, headline_resampled  # noqa: E402
 from prmflow.evaluation.metrics import auroc  # noqa: E402
 from prmflow.jsonl import read_jsonl  # noqa: E402
-from prmflow.model.aggregation import aggregate  # noqa: E402
+from prmflow.scoring.aggregation import aggregate  # noqa: E402
 
 
 def score_part(model_dir: str, solutions: list[tuple[str, list[str]]], batch_size: int) -> list[list[float]]:
     import torch
 
     from prmflow.devices import Placement
-    from prmflow.model.modeling import StepTagScorer
+    from prmflow.scoring.modeling import StepTagScorer
 
     torch.set_num_threads(1)
     return StepTagScorer(model_dir, Placement("cpu", "float32")).score_batch(solutions, batch_size)

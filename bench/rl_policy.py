@@ -47,7 +47,7 @@ BOOTSTRAP_SAMPLES = 2000
 
 def document(problem: dict) -> str:
     """A solution in the policy's format: the problem, one step per line, the final-answer line."""
-    from prmflow.model.pairs import render_prompt
+    from prmflow.labeling.pairs import render_prompt
 
     return render_prompt(problem["problem"], [*problem["reference_steps"], f"#### {problem['answer']}"])
 
@@ -140,7 +140,7 @@ def accuracy(model_dir: Path, problems: list[dict], samples: int) -> dict:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from prmflow.labeling.step_labels import AnswerChecker
-    from prmflow.model.pairs import render_prompt
+    from prmflow.labeling.pairs import render_prompt
 
     model, tokenizer = AutoModelForCausalLM.from_pretrained(model_dir).eval(), AutoTokenizer.from_pretrained(model_dir)
     prompts = [render_prompt(p["problem"], []) for p in problems]
@@ -160,7 +160,7 @@ def grpo(policy_dir: Path, out: Path, problems: list[dict], reward, steps: int, 
     import trl
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from prmflow.model.pairs import render_prompt
+    from prmflow.labeling.pairs import render_prompt
 
     dataset = datasets.Dataset.from_list([{"prompt": render_prompt(p["problem"], []), "answer": p["answer"]}
                                           for p in problems])
@@ -239,7 +239,7 @@ def main() -> None:
     from prmflow.config import IngestParams
     from prmflow.data.ingest import build_splits
     from prmflow.integrations.trl import prm_reward
-    from prmflow.model.pairs import step_pairs
+    from prmflow.labeling.pairs import step_pairs
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--train", type=int, default=300, help="train problems (policy fit, PRM labels, RL prompts)")

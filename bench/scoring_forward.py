@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from prmflow.devices import Placement  # noqa: E402
 from prmflow.jsonl import read_jsonl  # noqa: E402
-from prmflow.model.modeling import StepTagScorer, label_logits, p_positive, pad_batch  # noqa: E402
+from prmflow.scoring.modeling import StepTagScorer, label_logits, p_positive, pad_batch  # noqa: E402
 
 
 def main() -> None:

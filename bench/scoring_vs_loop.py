@@ -25,8 +25,8 @@ from pathlib import Path
 import torch
 
 from prmflow.jsonl import read_jsonl
-from prmflow.model.modeling import StepTagScorer, pad_batch
-from prmflow.model.tokenization import encode_solution
+from prmflow.scoring.modeling import StepTagScorer, pad_batch
+from prmflow.scoring.tokenization import encode_solution
 
 ROOT = Path(__file__).resolve().parent.parent
 

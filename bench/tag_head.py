@@ -39,7 +39,7 @@ def setup(args):
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from prmflow.model.tokenization import PromptFormat
+    from prmflow.scoring.tokenization import PromptFormat
 
     torch.set_num_threads(1)
     torch.manual_seed(0)
@@ -55,7 +55,7 @@ def score(model, fmt, batch, path: str) -> list[float]:
     """P(+) at every tag: one no-grad forward."""
     import torch
 
-    from prmflow.model.modeling import step_tag_logits
+    from prmflow.scoring.modeling import step_tag_logits
 
     input_ids, attention, _ = batch
     with torch.no_grad():
@@ -65,7 +65,7 @@ def score(model, fmt, batch, path: str) -> list[float]:
 
 def train_step(model, fmt, batch, path: str) -> None:
     """Forward, the step loss, backward: what the head changes (the optimizer update is the same for both)."""
-    from prmflow.model.modeling import step_loss, step_tag_logits
+    from prmflow.scoring.modeling import step_loss, step_tag_logits
 
     input_ids, attention, targets = batch
     step_loss(step_tag_logits(model.train(), input_ids, attention, fmt, path == "full_logits"), targets).backward()

@@ -41,7 +41,7 @@ def load(project: Path, count: int):
 
     from prmflow.config import load_params
     from prmflow.jsonl import read_jsonl
-    from prmflow.model.tokenization import prompt_format, tokenize_rows
+    from prmflow.scoring.tokenization import prompt_format, tokenize_rows
 
     params = load_params(project / "params.yaml")
     tokenizer = AutoTokenizer.from_pretrained(project / params.base.data_dir / "tokenized" / "tokenizer")
@@ -72,8 +72,8 @@ def run_prmflow(params, tokenizer, fmt, rows, tokenized) -> float:
     import datasets
 
     import mlflow  # noqa: F401  the train stage has it loaded before training; its logging callback imports it
-    from prmflow.model.modeling import build_model
-    from prmflow.model.train import make_trainer
+    from prmflow.scoring.modeling import build_model
+    from prmflow.training.train import make_trainer
 
     trainer = make_trainer(build_model(params.model, tokenizer), tokenizer, fmt,
                            train_dataset=datasets.Dataset.from_list(tokenized), params=one_epoch(params),
@@ -90,7 +90,7 @@ def run_trl(params, tokenizer, fmt, rows, tokenized) -> float:
     from trl.experimental.prm import PRMConfig, PRMTrainer
 
     from prmflow.data.step_text import step_line
-    from prmflow.model.modeling import build_model
+    from prmflow.scoring.modeling import build_model
 
     t = params.train
     config = build_model(params.model, tokenizer).config
@@ -119,8 +119,8 @@ def run_prefix_recipe(params, tokenizer, fmt, rows, tokenized) -> float:
     import torch
     from transformers import get_cosine_schedule_with_warmup, set_seed
 
-    from prmflow.model.modeling import build_model, step_loss
-    from prmflow.model.tokenization import encode_solution
+    from prmflow.scoring.modeling import build_model, step_loss
+    from prmflow.scoring.tokenization import encode_solution
 
     t, width = params.train, params.model.max_length
     set_seed(params.base.seed)
@@ -154,7 +154,7 @@ def run_prefix_recipe(params, tokenizer, fmt, rows, tokenized) -> float:
 def child(runner: str, project: Path, count: int) -> None:
     import torch
 
-    from prmflow.model.train import peak_memory_mb  # on CPU: this process's peak RSS
+    from prmflow.training.train import peak_memory_mb  # on CPU: this process's peak RSS
 
     os.environ["TRL_EXPERIMENTAL_SILENCE"] = "1"
     torch.set_num_threads(1)

@@ -108,8 +108,8 @@ def test_a_source_folder_reads_any_case_of_jsonl_and_rejects_other_files(tmp_pat
 
 
 def test_every_loader_refuses_a_checkpoint_that_declares_remote_code(prm_dir, tmp_path):
-    from prmflow.model.modeling import StepTagScorer
-    from prmflow.model.rewards import load_reward_model
+    from prmflow.scoring.modeling import StepTagScorer
+    from prmflow.scoring.rewards import load_reward_model
 
     remote = tmp_path / "remote"
     shutil.copytree(prm_dir, remote)

@@ -35,7 +35,7 @@ BUILT_FROM_SECTIONS = [
     ("prmflow.labeling.openai_policy", "OpenAIPolicy", ("label",)),
     ("prmflow.labeling.hf_policy", "TransformersPolicy", ("label", "model")),
     ("prmflow.labeling.policies", "make_policy", ("label", "base")),
-    ("prmflow.model.rewards", "CombinedRewardModel", ("combine",)),
+    ("prmflow.scoring.rewards", "CombinedRewardModel", ("combine",)),
     ("prmflow.devices", "Placement", ("model",)),
 ]
 

@@ -253,8 +253,8 @@ def test_zero_shot_rebuilds_the_base_model_and_batches_prefixes_exactly(tiny_prm
     import torch
     from transformers import AutoTokenizer, set_seed
 
-    from prmflow.model.modeling import build_model
-    from prmflow.model.zero_shot import ZeroShotVerifier
+    from prmflow.scoring.modeling import build_model
+    from prmflow.scoring.zero_shot import ZeroShotVerifier
 
     verifier = ZeroShotVerifier.untrained_base(TINY_MODEL, tiny_prm_dir, seed=3)
     set_seed(3)  # as train.main: the PRM's starting weights

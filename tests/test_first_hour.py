@@ -9,7 +9,7 @@ import pytest
 
 from conftest import BIN, REPO
 from prmflow import cli
-from prmflow.model.progress import postfix, tokens_per_second
+from prmflow.training.progress import postfix, tokens_per_second
 
 
 def test_the_bar_shows_the_loss_and_tokens_per_second():

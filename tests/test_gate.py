@@ -23,7 +23,7 @@ def trained(tmp_path_factory):
     from prmflow.config import IngestParams, LabelParams
     from prmflow.data.ingest import build_splits
     from prmflow.labeling.label import rollout_rows
-    from prmflow.model.modeling import StepTagScorer
+    from prmflow.scoring.modeling import StepTagScorer
 
     splits = build_splits(IngestParams(num_train=100, num_test=100, max_steps=3), seed=7).splits
     policy = LabelParams(trajectories_per_problem=4, completions_per_step=4, slip_rate=0.3,

@@ -1,4 +1,4 @@
-"""The package layout keeps the pipeline's order: shared -> data -> labeling -> model -> evaluation -> serving
+"""The package layout keeps the pipeline's order: shared -> data -> scoring -> labeling -> training -> evaluation -> serving
 -> integrations (rewards for RL trainers, on top of the served model).
 
 Imports are read from the source (ast), function-level ones included, so a lazy import that runs
@@ -18,7 +18,7 @@ sys.path.insert(0, str(REPO / "scripts"))
 from dvc_deps import DVC_YAML, SHARED, differences, fixed_text, import_graph, modules  # noqa: E402 (not a package)
 
 # Each module's rank (SHARED below all): a module may import only modules of its own rank or below.
-ORDER = ("data", "labeling", "model", "evaluation", "serving", "integrations")
+ORDER = ("data", "scoring", "labeling", "training", "evaluation", "serving", "integrations")
 
 
 def rank(module: str) -> int:
@@ -37,7 +37,7 @@ def test_every_module_belongs_to_a_known_place():
 def test_no_module_imports_one_to_its_right():
     wrong = [f"{module} imports {target}" for module, targets in import_graph().items() for target in targets
              if rank(target) > rank(module) and module != "prmflow"]  # the facade re-exports the public API
-    assert not wrong, "imports against data -> labeling -> model -> evaluation -> serving -> integrations:\n" + "\n".join(wrong)
+    assert not wrong, "imports against data -> scoring -> labeling -> training -> evaluation -> serving -> integrations:\n" + "\n".join(wrong)
 
 
 def test_nothing_imports_the_cli():
@@ -73,7 +73,7 @@ def test_each_stage_depends_on_exactly_the_code_it_runs(stage):
 def test_the_fix_mode_rewrites_only_the_src_deps():
     """`scripts/dvc_deps.py --fix` restores a stage's dropped and stray src/ deps and leaves every other line."""
     text = DVC_YAML.read_text()
-    broken = text.replace("      - src/prmflow/model/tokenization.py\n", "", 1).replace(
+    broken = text.replace("      - src/prmflow/scoring/tokenization.py\n", "", 1).replace(
         "      - src/prmflow/data/answers.py\n", "      - src/prmflow/data/answers.py\n      - src/prmflow/gone.py\n", 1)
     assert broken != text and fixed_text(broken) == text == fixed_text(text)
 

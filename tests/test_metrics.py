@@ -6,7 +6,7 @@ from prmflow.evaluation.metrics import (
     auroc, best_of_n, best_of_n_curve, binary_f1, choose_threshold, expected_calibration_error, first_error_f1,
     majority_vote, powers_of_two_up_to, reliability_bins, roc_points, step_metrics,
 )
-from prmflow.model.aggregation import aggregate, predicted_first_error
+from prmflow.scoring.aggregation import aggregate, predicted_first_error
 
 
 def test_aggregations():

@@ -10,7 +10,7 @@ from tiny_models import assert_trained, train_tiny_model
 
 
 def test_outcome_targets_put_the_final_correctness_at_every_tag():
-    from prmflow.model.train import TARGETS, StepTagCollator, outcome_targets
+    from prmflow.training.train import TARGETS, StepTagCollator, outcome_targets
 
     right = {"input_ids": [5, 9, 1, 7, 1], "hard_targets": [1.0, 0.0], "soft_targets": [1.0, 0.25], "correct": True}
     wrong = {"input_ids": [5, 8, 1, 6, 1, 4, 1], "hard_targets": [1.0, 1.0, 0.0], "soft_targets": [1.0, 0.5, 0.0],
@@ -25,7 +25,7 @@ def test_outcome_targets_put_the_final_correctness_at_every_tag():
 
 @pytest.fixture(scope="module")
 def trained_orm(labeled_rows, tmp_path_factory):
-    from prmflow.model.reward_config import write_outcome_config
+    from prmflow.scoring.reward_config import write_outcome_config
 
     run = train_tiny_model(labeled_rows, tmp_path_factory.mktemp("orm"), target="outcome")
     write_outcome_config(run["dir"])
@@ -38,7 +38,7 @@ def test_orm_training_changes_parameters_and_lowers_the_loss(trained_orm):
 
 
 def test_trained_orm_loads_by_mode_and_scores_the_last_tag(trained_orm, labeled_rows, tmp_path):
-    from prmflow.model.rewards import (
+    from prmflow.scoring.rewards import (
         CombinedRewardModel, OutcomeRewardModel, ProcessRewardModel, TrainedOutcomeRewardModel, load_reward_model,
     )
 
@@ -72,9 +72,9 @@ def test_trained_orm_loads_by_mode_and_scores_the_last_tag(trained_orm, labeled_
 def test_train_orm_stage_writes_the_model_its_report_and_an_mlflow_run(tmp_path, labeled_rows, monkeypatch):
     from mlflow import MlflowClient
 
-    from prmflow.model import tokenize_stage, train_orm
+    from prmflow.training import tokenize_stage, train_orm
     from prmflow.jsonl import write_jsonl
-    from prmflow.model.rewards import OutcomeRewardModel, TrainedOutcomeRewardModel
+    from prmflow.scoring.rewards import OutcomeRewardModel, TrainedOutcomeRewardModel
 
     write_jsonl(tmp_path / "data/rollouts/train.jsonl", labeled_rows[:32])
     write_jsonl(tmp_path / "data/rollouts/test.jsonl", labeled_rows[32:36])

@@ -3,7 +3,7 @@
 import json
 
 from prmflow.cli import main
-from prmflow.model.pairs import step_pairs
+from prmflow.labeling.pairs import step_pairs
 
 
 def rollout(problem_id, steps, labels):

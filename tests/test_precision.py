@@ -45,7 +45,7 @@ def test_auto_trains_wide_models_in_bf16_where_the_cpu_has_the_units_and_infers_
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU rule")
 def test_the_train_stage_uses_the_cpu_rule_and_saves_float32_weights(project):  # noqa: F811
-    from prmflow.model.modeling import StepTagScorer
+    from prmflow.scoring.modeling import StepTagScorer
 
     wide = tokenize_and_train(stage_params({"hidden_size": BF16_CPU_MIN_HIDDEN, "intermediate_size": 64}, epochs=1.0))
     assert wide["precision"] == ("bfloat16 autocast" if this_cpu_has_bf16() else "float32")  # model.dtype: auto

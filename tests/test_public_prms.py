@@ -10,7 +10,7 @@ import json
 import pytest
 import torch
 
-from prmflow.model.public_prms import (
+from prmflow.scoring.public_prms import (
     ChatPRM, MathShepherdPRM, TokenClassificationPRM, detect_format, load_prm,
 )
 
@@ -128,8 +128,8 @@ def test_chat_scores_equal_the_per_turn_reference(tmp_path, template, one_pass):
 def test_prmflow_and_zero_shot_checkpoints_load_as_their_own_scorers(tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from prmflow.model.modeling import StepTagScorer
-    from prmflow.model.zero_shot import ZeroShotVerifier
+    from prmflow.scoring.modeling import StepTagScorer
+    from prmflow.scoring.zero_shot import ZeroShotVerifier
 
     own = build_tiny_prm(tmp_path / "prm", seed=1)
     assert detect_format(own) == "prmflow"
@@ -160,7 +160,7 @@ def test_remote_code_and_mismatched_formats_are_refused(tmp_path):
 
 def test_a_tag_vocabulary_with_a_chat_template_must_be_named_and_token_classifiers_are_not_fine_tuned(tmp_path):
     from prmflow.config import ModelParams
-    from prmflow.model.tokenization import prepare_tokenizer
+    from prmflow.scoring.tokenization import prepare_tokenizer
 
     # Multilingual chat models hold `ки` too: with a chat template the tag alone decides nothing.
     directory = build_public_prm(tmp_path / "chat", "gpt2", chat_template=CHAT_TEMPLATE)
@@ -208,10 +208,10 @@ def test_fine_tuning_a_math_shepherd_checkpoint_continues_in_its_own_format(tmp_
     from transformers import AutoTokenizer
 
     from prmflow.config import ModelParams, Params, TrainParams
-    from prmflow.model.modeling import StepTagScorer, build_model
-    from prmflow.model.tokenization import encode_solution, prepare_tokenizer, prompt_format, save_prompt_format
-    from prmflow.model.tokenization import tokenize_rows
-    from prmflow.model.train import make_trainer
+    from prmflow.scoring.modeling import StepTagScorer, build_model
+    from prmflow.scoring.tokenization import encode_solution, prepare_tokenizer, prompt_format, save_prompt_format
+    from prmflow.scoring.tokenization import tokenize_rows
+    from prmflow.training.train import make_trainer
 
     directory = build_public_prm(tmp_path / "shepherd", family)
     params = ModelParams(base_model=str(directory), max_length=512)

@@ -170,7 +170,7 @@ def heldout_rows() -> list[dict]:
 
 def test_first_version_is_promoted_then_an_identical_one_or_noise_is_not(registry):
     """The gate scores both registered versions on the current held-out rows and tags what it decided."""
-    from prmflow.model.modeling import StepTagScorer
+    from prmflow.scoring.modeling import StepTagScorer
 
     client, new_version, root = registry["client"], registry["new_version"], registry["root"]
     rows = heldout_rows()

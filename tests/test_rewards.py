@@ -10,11 +10,11 @@ from tiny_models import build_tiny_prm, sharpen_label_rows
 
 from prmflow.devices import Placement
 
-from prmflow.model.rewards import (
+from prmflow.scoring.rewards import (
     OUTCOME_PROMPT, CombinedRewardModel, EnsembleRewardModel, OutcomeRewardModel, ProcessRewardModel,
     UnscorableError, ZeroShotProcessRewardModel, load_reward_model, reward_function, shaped_reward,
 )
-from prmflow.model.zero_shot import VERIFICATION_PROMPT
+from prmflow.scoring.zero_shot import VERIFICATION_PROMPT
 
 PROBLEM = "Ava has 3 apples and finds 2 more. Tom gives her 4. How many apples?"
 STEPS = ["3 + 2 = <<3+2=5>>5", "5 + 4 = <<5+4=9>>9", "Ava has 9 apples."]
@@ -175,5 +175,5 @@ def test_one_degenerate_completion_never_fails_the_batch(tiny):
 def test_the_public_api_is_exported_lazily():
     code = ("import sys, prmflow; assert 'torch' not in sys.modules; "
             "from prmflow import ProcessRewardModel, CombinedRewardModel, shaped_reward; "
-            "from prmflow.model import rewards; assert ProcessRewardModel is rewards.ProcessRewardModel")
+            "from prmflow.scoring import rewards; assert ProcessRewardModel is rewards.ProcessRewardModel")
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -153,7 +153,7 @@ def test_search_intervals_resample_problems_and_pair_each_method_with_majority_v
 def test_prefix_caching_scores_as_the_plain_forward_pass_and_reads_fewer_tokens(tmp_path):
     from prmflow.devices import Placement
     from prmflow.evaluation.search import InProcessScorer
-    from prmflow.model.tokenization import encode_solution
+    from prmflow.scoring.tokenization import encode_solution
     from tiny_models import build_tiny_prm
 
     scorer = InProcessScorer(build_tiny_prm(tmp_path / "prm", seed=0), batch_size=4, placement=Placement())

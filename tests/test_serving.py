@@ -237,9 +237,9 @@ def test_rollback_changes_what_a_restarted_server_serves(store):
 
 def test_combined_model_serves_the_outcome_score_and_the_weighted_score(store, server, tmp_path, capsys):
     from prmflow.cli import main
-    from prmflow.model.aggregation import aggregate, predicted_first_error
-    from prmflow.model.modeling import StepTagScorer
-    from prmflow.model.rewards import TrainedOutcomeRewardModel
+    from prmflow.scoring.aggregation import aggregate, predicted_first_error
+    from prmflow.scoring.modeling import StepTagScorer
+    from prmflow.scoring.rewards import TrainedOutcomeRewardModel
 
     root = store["root"]
     prm_dir, orm_dir = root / "seed0", build_tiny_orm(root / "orm", seed=2)
@@ -275,7 +275,7 @@ def test_a_model_directory_and_its_registered_version_give_the_same_first_error(
     import shutil
 
     from prmflow.cli import main
-    from prmflow.model.aggregation import predicted_first_error
+    from prmflow.scoring.aggregation import predicted_first_error
 
     shutil.copytree(store["root"] / "seed0", tmp_path / "models" / "prm")
     (tmp_path / "reports").mkdir()
@@ -332,7 +332,7 @@ def test_search_picks_the_same_with_the_served_prm_as_in_process(server, store):
 def test_a_server_with_the_bfloat16_override_scores_within_0_05_of_float32(store):
     """Scores spread over (0, 1) (sharpened label rows), so the tolerance is not met by scores near 0.5."""
     from prmflow.devices import Placement
-    from prmflow.model.modeling import StepTagScorer
+    from prmflow.scoring.modeling import StepTagScorer
 
     directory = sharpen_label_rows(build_tiny_prm(store["root"] / "sharp", seed=3))
     version = log_version(directory, name="prm-sharp", **LIMITS)

@@ -66,7 +66,7 @@ def test_a_candidates_scores_do_not_depend_on_its_batch_mates_or_other_threads(p
     """Randomised batches of the pool from 8 threads at once through one Scorer (one scoring loop, two forwards
     at once)."""
     from prmflow.devices import Placement
-    from prmflow.model.modeling import StepTagScorer
+    from prmflow.scoring.modeling import StepTagScorer
     from prmflow.serving.scorer import Scorer, ServingConfig, Solution
 
     scorer = Scorer(StepTagScorer(prm_dir, Placement("cpu", "float32")),

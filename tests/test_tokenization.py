@@ -1,8 +1,8 @@
 import pytest
 
 from prmflow.config import ModelParams
-from prmflow.model.tokenization import prepare_tokenizer, prompt_format
-from prmflow.model.tokenization import (
+from prmflow.scoring.tokenization import prepare_tokenizer, prompt_format
+from prmflow.scoring.tokenization import (
     corpus_texts, encode_candidate, encode_solution, tokenize_row, tokenize_rows,
 )
 

@@ -8,8 +8,8 @@ with a tiny model config into a directory, and loaded by `prepare_tokenizer` fro
 import pytest
 
 from prmflow.config import ModelParams
-from prmflow.model.tokenization import prepare_tokenizer, prompt_format
-from prmflow.model.tokenization import corpus_texts, tokenize_row
+from prmflow.scoring.tokenization import prepare_tokenizer, prompt_format
+from prmflow.scoring.tokenization import corpus_texts, tokenize_row
 from tiny_tokenizers import build_family
 
 FAMILIES = ["builtin", "llama", "mistral", "qwen2", "gpt2"]

@@ -37,7 +37,7 @@ from transformers import Trainer
 from transformers.trainer_callback import TrainerState
 
 from prmflow.config import load_params
-from prmflow.model import train
+from prmflow.training import train
 
 hook, flag = sys.argv[1], Path(sys.argv[2])
 owner, name = {"weights": (transformers.modeling_utils, "safe_save_file"),

@@ -37,7 +37,7 @@ def project(tmp_path, labeled_rows, monkeypatch):
 
 
 def tokenize_and_train(params: Params, callbacks: tuple = ()) -> dict:
-    from prmflow.model import tokenize_stage, train
+    from prmflow.training import tokenize_stage, train
 
     tokenize_stage.main(params)
     if callbacks:
@@ -53,8 +53,8 @@ def tokenize_and_train(params: Params, callbacks: tuple = ()) -> dict:
 def test_local_base_model_trains_through_the_stage(project, labeled_rows, family, weight, lora_r, accumulation):
     from transformers import AutoModelForCausalLM
 
-    from prmflow.model.modeling import StepTagScorer
-    from prmflow.model.tokenization import corpus_texts
+    from prmflow.scoring.modeling import StepTagScorer
+    from prmflow.scoring.tokenization import corpus_texts
 
     base = build_family(family, corpus_texts(labeled_rows, ModelParams()), project / "base", with_weights=True)
     params = stage_params({"base_model": str(base)}, lora_r=lora_r, gradient_accumulation_steps=accumulation,
@@ -110,7 +110,7 @@ def test_an_interrupted_run_resumes_from_its_last_checkpoint(project):
 
 
 def test_two_process_accelerate_launch(project):
-    from prmflow.model import tokenize_stage
+    from prmflow.training import tokenize_stage
 
     params = stage_params()
     Path("params.yaml").write_text(yaml.safe_dump(dataclasses.asdict(params)))

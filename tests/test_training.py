@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from prmflow.config import ModelParams, TrainParams
-from prmflow.model.modeling import StepTagScorer, build_model, step_loss, step_tag_logits
-from prmflow.model.tokenization import corpus_texts, prepare_tokenizer, prompt_format, tokenize_rows
+from prmflow.scoring.modeling import StepTagScorer, build_model, step_loss, step_tag_logits
+from prmflow.scoring.tokenization import corpus_texts, prepare_tokenizer, prompt_format, tokenize_rows
 from tiny_models import assert_trained, train_tiny_model
 
 
@@ -55,7 +55,7 @@ def test_one_pass_scores_equal_per_prefix_scores(trained, labeled_rows):
 
 
 def test_lora_trains_adapters_and_the_step_tag_embedding_only(labeled_rows):
-    from prmflow.model.train import apply_lora, merge_lora
+    from prmflow.training.train import apply_lora, merge_lora
 
     params = ModelParams(vocab_size=300, hidden_size=16, num_layers=1, num_heads=2, intermediate_size=32)
     tokenizer = prepare_tokenizer(params, corpus_texts(labeled_rows, params))

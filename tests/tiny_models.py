@@ -95,8 +95,8 @@ def build_tiny_prm(directory: Path, seed: int, max_length: int = 192, hidden_siz
     import torch
 
     from prmflow.config import ModelParams
-    from prmflow.model.modeling import build_model
-    from prmflow.model.tokenization import prepare_tokenizer, prompt_format, save_prompt_format
+    from prmflow.scoring.modeling import build_model
+    from prmflow.scoring.tokenization import prepare_tokenizer, prompt_format, save_prompt_format
 
     # A fixed corpus keeps the tokenizer (and so these tests) independent of the data generator.
     corpus = [f"Step {a}: {name} has {a} + {b} = <<{a}+{b}={a + b}>>{a + b} apples, then gives away {b} - {a}."
@@ -118,7 +118,7 @@ def sharpen_label_rows(directory: Path, factor: float = 100.0) -> Path:
     import torch
     from transformers import AutoModelForCausalLM
 
-    from prmflow.model.tokenization import load_prompt_format
+    from prmflow.scoring.tokenization import load_prompt_format
 
     fmt = load_prompt_format(directory)
     model = AutoModelForCausalLM.from_pretrained(directory)
@@ -130,7 +130,7 @@ def sharpen_label_rows(directory: Path, factor: float = 100.0) -> Path:
 
 def build_tiny_orm(directory: Path, seed: int, max_length: int = 192) -> Path:
     """A tiny PRM-architecture model saved as a trained (tag-mode) outcome reward model, as train_orm saves one."""
-    from prmflow.model.reward_config import write_outcome_config
+    from prmflow.scoring.reward_config import write_outcome_config
 
     write_outcome_config(build_tiny_prm(directory, seed, max_length))
     return directory
@@ -148,10 +148,10 @@ def train_tiny_model(labeled_rows: list[dict], directory: Path, target: str | No
     import torch
 
     from prmflow.config import ModelParams, Params, TrainParams
-    from prmflow.model.modeling import build_model
-    from prmflow.model.tokenization import prepare_tokenizer, prompt_format, save_prompt_format
-    from prmflow.model.tokenization import corpus_texts, tokenize_rows
-    from prmflow.model.train import make_trainer
+    from prmflow.scoring.modeling import build_model
+    from prmflow.scoring.tokenization import prepare_tokenizer, prompt_format, save_prompt_format
+    from prmflow.scoring.tokenization import corpus_texts, tokenize_rows
+    from prmflow.training.train import make_trainer
 
     torch.manual_seed(0)
     model_params = ModelParams(vocab_size=300, max_length=2048, hidden_size=32, num_layers=1, num_heads=2,
@@ -224,7 +224,7 @@ def server_env(tracking_uri: str) -> dict[str, str]:
     return {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "MLFLOW_TRACKING_URI": tracking_uri}
 
 
-# Public PRM formats (model/public_prms.py): tiny checkpoints in each, random weights from a seed.
+# Public PRM formats (scoring/public_prms.py): tiny checkpoints in each, random weights from a seed.
 PUBLIC_CORPUS = [f"Ava has {a} apples and buys {b} more. Step 1: {a} + {b} = {a + b} ки\n"
                  f"Step 2: {a + b} - {b} = {a} ки {'+' if a % 2 else '-'}"
                  for a in range(1, 12) for b in range(1, 12)]

@@ -5,7 +5,7 @@ __version__ = "0.1.0"
 STAGES = ("ingest", "label", "validate", "tokenize", "train", "train_orm", "evaluate", "search", "register")
 
 
-# The public reward-model API (prmflow.model.rewards); its tag-mode ProcessRewardModel extends modeling.StepTagScorer.
+# The public reward-model API (prmflow.scoring.rewards); its tag-mode ProcessRewardModel extends modeling.StepTagScorer.
 REWARD_API = ("ProcessRewardModel", "ZeroShotProcessRewardModel", "OutcomeRewardModel", "TrainedOutcomeRewardModel",
               "CombinedRewardModel", "EnsembleRewardModel", "Placement", "load_reward_model", "reward_function",
               "shaped_reward")
@@ -14,7 +14,7 @@ REWARD_API = ("ProcessRewardModel", "ZeroShotProcessRewardModel", "OutcomeReward
 def __getattr__(name: str):
     # Lazy: importing prmflow must stay cheap; torch/transformers load only when a model is used.
     if name in REWARD_API:
-        from prmflow.model import rewards
+        from prmflow.scoring import rewards
 
         return getattr(rewards, name)
     raise AttributeError(name)

@@ -22,8 +22,8 @@ from prmflow.param_rules import AGGREGATIONS, DEFAULT_AGGREGATION
 
 # The module that holds each stage's `main(params)`: the subpackage of its part of the pipeline.
 STAGE_MODULES = {"ingest": "prmflow.data.ingest", "label": "prmflow.labeling.label",
-                 "validate": "prmflow.labeling.validate", "tokenize": "prmflow.model.tokenize_stage",
-                 "train": "prmflow.model.train", "train_orm": "prmflow.model.train_orm",
+                 "validate": "prmflow.labeling.validate", "tokenize": "prmflow.training.tokenize_stage",
+                 "train": "prmflow.training.train", "train_orm": "prmflow.training.train_orm",
                  "evaluate": "prmflow.evaluation.evaluate", "search": "prmflow.evaluation.search",
                  "register": "prmflow.serving.register"}
 # What each stage does, for `prmflow --help` (inputs and outputs: dvc.yaml).
@@ -192,7 +192,7 @@ def alias_main(args: argparse.Namespace) -> None:
 
 
 def pairs_main(args: argparse.Namespace) -> None:
-    from prmflow.model.pairs import write_pairs
+    from prmflow.labeling.pairs import write_pairs
 
     count = write_pairs(args.inputs, args.output, args.separator)
     print(f"pairs: {count} step-level preference pairs -> {args.output}")

@@ -19,11 +19,11 @@ EXTERNAL_FORMATS = {  # evaluate.external formats and the fields each record nee
     "processbench": ("problem", "steps", "label"),                    # label: first error index or -1
 }
 EXTERNAL_KEYS = ("name", "path", "format", "problems")  # problems: the first n problems only
-PRM_FORMATS = ("prmflow", "trl", "math_shepherd", "chat", "zero_shot")  # model/public_prms.py reads each
+PRM_FORMATS = ("prmflow", "trl", "math_shepherd", "chat", "zero_shot")  # scoring/public_prms.py reads each
 SCORER_KEYS = ("name", "path", "format")  # evaluate.scorers entries; format may be left out (detected)
 BUILTIN_SCORERS = ("prm", "orm", "zero_shot", "champion", "combined", "combined_validated", "majority",  # evaluate's
                    "pass_at_1", "oracle")
-AGGREGATIONS = ("min", "prod", "last", "mean")  # step scores to a solution score: prmflow.model.aggregation
+AGGREGATIONS = ("min", "prod", "last", "mean")  # step scores to a solution score: prmflow.scoring.aggregation
 DEFAULT_AGGREGATION = "min"  # where none is named: evaluate, search, the served model, the CLI, RewardConfig
 GATE_METRICS = ("first_error_f1", "step_auroc", "negative_f1", "step_accuracy",  # higher-is-better metrics.json keys
                 *(f"best_of_n_prm_{how}" for how in AGGREGATIONS))

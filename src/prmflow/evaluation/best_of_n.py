@@ -17,7 +17,7 @@ from prmflow.evaluation.bootstrap import Resampled, intervals, paired_difference
 from prmflow.evaluation.inputs import problem_key
 from prmflow.evaluation.metrics import auroc, best_of_n_curve, first_error_f1, powers_of_two_up_to
 from prmflow.labeling.policy import NO_ANSWER
-from prmflow.model.aggregation import AGGREGATIONS, aggregate, predicted_first_error
+from prmflow.scoring.aggregation import AGGREGATIONS, aggregate, predicted_first_error
 
 
 def has_final_answer(row: dict) -> bool:

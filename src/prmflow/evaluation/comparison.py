@@ -15,7 +15,7 @@ from prmflow.evaluation.best_of_n import solution_groups
 from prmflow.evaluation.bootstrap import Resampled, weighted_auroc
 from prmflow.evaluation.heldout_metrics import in_validation, scored_first_error
 from prmflow.evaluation.metrics import auroc, best_of_n_curve, first_error_f1, powers_of_two_up_to
-from prmflow.model.aggregation import aggregate, combine, predicted_first_error
+from prmflow.scoring.aggregation import aggregate, combine, predicted_first_error
 
 # Process weights tried for the validated combined score (outcome weight = 1 - w), coarse on purpose:
 # the validation part is a few hundred solutions.

@@ -74,10 +74,10 @@ def collect_scores(params: Params, rows: list[dict], externals: list[tuple[dict,
     import torch
 
     from prmflow.devices import Placement
-    from prmflow.model.modeling import StepTagScorer
-    from prmflow.model.public_prms import load_prm
-    from prmflow.model.rewards import TrainedOutcomeRewardModel
-    from prmflow.model.zero_shot import ZeroShotVerifier
+    from prmflow.scoring.modeling import StepTagScorer
+    from prmflow.scoring.public_prms import load_prm
+    from prmflow.scoring.rewards import TrainedOutcomeRewardModel
+    from prmflow.scoring.zero_shot import ZeroShotVerifier
 
     torch.set_num_threads(params.base.num_threads)
     e, placement = params.evaluate, Placement.of(params.model)

@@ -25,7 +25,7 @@ from prmflow.evaluation.bootstrap import (
 from prmflow.evaluation.metrics import (
     choose_threshold, expected_calibration_error, first_error_f1, reliability_bins, roc_points, step_metrics,
 )
-from prmflow.model.aggregation import AGGREGATIONS, predicted_first_error
+from prmflow.scoring.aggregation import AGGREGATIONS, predicted_first_error
 
 # Metrics that do not depend on the scorer: reported once, not again for each baseline.
 SCORER_FREE = ("best_of_n_majority", "best_of_n_oracle", "best_of_n_pass_at_1", "best_of_n_n", "answers_repeated",

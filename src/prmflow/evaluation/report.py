@@ -11,7 +11,7 @@ import re
 
 from pathlib import Path
 
-from prmflow.model.aggregation import AGGREGATIONS
+from prmflow.scoring.aggregation import AGGREGATIONS
 
 LABELS = {"prm": "trained PRM", "zero_shot": "zero-shot prompt (base model)", "champion": "registry champion",
           "orm": "trained ORM", "combined": "combined PRM + ORM",

@@ -51,7 +51,7 @@ class InProcessScorer:
     """
 
     def __init__(self, model_dir: str | Path, batch_size: int, placement: Placement):
-        from prmflow.model.modeling import StepTagScorer
+        from prmflow.scoring.modeling import StepTagScorer
 
         self.prm, self.batch_size, self.forward_tokens = StepTagScorer(model_dir, placement), batch_size, 0
         dtype = str(self.prm.model.dtype).removeprefix("torch.")
@@ -80,8 +80,8 @@ class InProcessScorer:
         """Scores of prefix + [step] for each step, the prefix read once; all None when one does not fit."""
         import torch
 
-        from prmflow.model.modeling import label_logits, p_positive, pad_batch
-        from prmflow.model.tokenization import encode_solution
+        from prmflow.scoring.modeling import label_logits, p_positive, pad_batch
+        from prmflow.scoring.tokenization import encode_solution
 
         fmt, model = self.prm.format, self.prm.model
         full = [encode_solution(self.prm.tokenizer, fmt, problem, prefix + [step]) for step in last_steps]

@@ -30,7 +30,7 @@ from typing import Protocol
 
 from prmflow.evaluation.metrics import majority_vote
 from prmflow.labeling.policy import Continuation, Policy
-from prmflow.model.aggregation import aggregate
+from prmflow.scoring.aggregation import aggregate
 
 BEST_OF_N_AGGREGATIONS = ("min", "prod", "last")  # the best-of-N methods, one per aggregation
 BEST_OF_N = tuple(f"best_of_n_{how}" for how in BEST_OF_N_AGGREGATIONS)

@@ -28,7 +28,7 @@ import os
 import threading
 from concurrent.futures import Future
 
-from prmflow.model.modeling import Job, read_jobs
+from prmflow.scoring.modeling import Job, read_jobs
 
 
 def pick_batch(lengths: list[int], oldest: int, budget: int) -> list[int]:

@@ -14,7 +14,7 @@ split (requests.split_text) and the prediction says how (`steps`, `split`). `has
 whether the text states a final answer (data.answers.extract_final_answer); `score` does not depend
 on it: the rule for best-of-N, here and in evaluate, is to rank by (has_final_answer, score).
 
-The model directory is any format prmflow.model.public_prms reads (its own trained PRM, or a public
+The model directory is any format prmflow.scoring.public_prms reads (its own trained PRM, or a public
 checkpoint registered with `register.scorer`); the contract is the same. A combined model
 (`register.model_kind: combined`) carries the trained ORM beside the PRM: each
 prediction adds `outcome_score` (the ORM's P(correct) at the last scored step) and `score` becomes
@@ -40,9 +40,9 @@ from pydantic import BaseModel
 from prmflow.config import DEFAULT_AGGREGATION, EvaluateParams, Params
 from prmflow.data.answers import extract_final_answer
 from prmflow.devices import Placement
-from prmflow.model.aggregation import AGGREGATIONS, aggregate, combine, predicted_first_error
-from prmflow.model.modeling import Job
-from prmflow.model.tokenization import unicode_fault
+from prmflow.scoring.aggregation import AGGREGATIONS, aggregate, combine, predicted_first_error
+from prmflow.scoring.modeling import Job
+from prmflow.scoring.tokenization import unicode_fault
 from prmflow.serving.batcher import ScoringLoop
 from prmflow.serving.requests import (
     SHAPE, RequestError, Solution, check_solution, clip, described, params_from_json, parse_json, solution_from_json,
@@ -251,8 +251,8 @@ class PRMPyfunc(mlflow.pyfunc.PythonModel):
     def load_context(self, context):
         """Load the PRM (and ORM) on the device and dtype of the stored config, or of PRMFLOW_DEVICE /
         PRMFLOW_DTYPE when set, so one registered model serves on a GPU or a CPU unchanged."""
-        from prmflow.model.public_prms import load_prm
-        from prmflow.model.rewards import TrainedOutcomeRewardModel
+        from prmflow.scoring.public_prms import load_prm
+        from prmflow.scoring.rewards import TrainedOutcomeRewardModel
         from prmflow.serving.http_guard import install
 
         config = ServingConfig.from_model_config(context.model_config)
@@ -308,7 +308,7 @@ def load_scorer(model: str, *, threshold: float | None = None, metrics_path: str
     if ":/" in model:
         override = dataclasses.asdict(placement) if placement else None
         return mlflow.pyfunc.load_model(model, model_config=override).unwrap_python_model().scorer
-    from prmflow.model.public_prms import load_prm
+    from prmflow.scoring.public_prms import load_prm
 
     placement = (placement or Placement()).with_env()
     chosen, source = (threshold, "--threshold") if threshold is not None else directory_threshold(model, metrics_path)

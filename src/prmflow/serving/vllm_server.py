@@ -23,7 +23,7 @@ import json
 import os
 from pathlib import Path
 
-from prmflow.model.tokenization import PRM_CONFIG, Encoded, PromptFormat, encode_candidate, load_prompt_format
+from prmflow.scoring.tokenization import PRM_CONFIG, Encoded, PromptFormat, encode_candidate, load_prompt_format
 
 PYTHON_ENV = "PRMFLOW_VLLM_PYTHON"  # the interpreter of vLLM's own venv (Makefile: vllm-env)
 DEFAULT_PYTHON = Path(".venv-vllm") / "bin" / "python"  # where `make vllm-env` puts it, in the checkout

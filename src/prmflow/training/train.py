@@ -45,8 +45,8 @@ import torch
 
 from prmflow.config import Params, TrainParams
 from prmflow.devices import Placement
-from prmflow.model.modeling import pad_batch, step_loss, step_tag_logits
-from prmflow.model.tokenization import COUNTS_FILE, PromptFormat
+from prmflow.scoring.modeling import pad_batch, step_loss, step_tag_logits
+from prmflow.scoring.tokenization import COUNTS_FILE, PromptFormat
 
 CHECKPOINT_STAMP = "params.json"  # what the checkpoints were trained with: resume only on a match
 TRAINER_STATE = "trainer_state.json"  # the last file of a Trainer checkpoint
@@ -128,7 +128,7 @@ def make_trainer(model, tokenizer, fmt: PromptFormat, *, train_dataset, params: 
     """The Trainer; `target` names what the tags learn (a TARGETS key), by default `train.label_type`."""
     from transformers import Trainer, TrainerCallback, TrainingArguments
 
-    from prmflow.model.progress import with_progress
+    from prmflow.training.progress import with_progress
 
     t = params.train
     device, dtype = Placement.of(params.model).for_training(getattr(model.config, "hidden_size", 0))
@@ -242,8 +242,8 @@ def train_stage(params: Params, callbacks: tuple = (), kind: str = "process") ->
     import datasets
     from transformers import AutoTokenizer, set_seed
 
-    from prmflow.model.modeling import build_model
-    from prmflow.model.tokenization import prompt_format, save_prompt_format
+    from prmflow.scoring.modeling import build_model
+    from prmflow.scoring.tokenization import prompt_format, save_prompt_format
 
     name = MODELS[kind][0]
     target = "outcome" if kind == "outcome" else params.train.label_type
@@ -277,7 +277,7 @@ def train_stage(params: Params, callbacks: tuple = (), kind: str = "process") ->
     tokenizer.save_pretrained(out)
     save_prompt_format(fmt, out)
     if kind == "outcome":
-        from prmflow.model.reward_config import write_outcome_config
+        from prmflow.scoring.reward_config import write_outcome_config
 
         write_outcome_config(out)  # load_reward_model / OutcomeRewardModel.load read it as a trained ORM
     shutil.rmtree(checkpoints, ignore_errors=True)  # finished: a later run must start fresh

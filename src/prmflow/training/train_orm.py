@@ -12,6 +12,6 @@ from prmflow.config import Params
 
 
 def main(params: Params) -> None:
-    from prmflow.model.train import main as train_main
+    from prmflow.training.train import main as train_main
 
     train_main(params, kind="outcome")

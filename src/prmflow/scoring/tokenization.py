@@ -31,7 +31,7 @@ from pathlib import Path
 
 from prmflow.config import ModelParams
 from prmflow.data.step_text import MATH_SHEPHERD_TAG, step_line
-from prmflow.model.formats import PRM_CONFIG, label_token_id, recognised_format
+from prmflow.scoring.formats import PRM_CONFIG, label_token_id, recognised_format
 
 COUNTS_FILE = "counts.json"  # in data/tokenized: what truncation dropped, per split
 MIN_CUT_TOKENS = 8  # a step cut inside keeps at least this many tokens (its tag included), else it is left out

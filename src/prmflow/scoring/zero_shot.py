@@ -21,8 +21,8 @@ import torch
 from prmflow.config import ModelParams
 from prmflow.data.step_text import step_line
 from prmflow.devices import Placement, place
-from prmflow.model.modeling import build_model, label_logits, pad_batch
-from prmflow.model.tokenization import load_prompt_format
+from prmflow.scoring.modeling import build_model, label_logits, pad_batch
+from prmflow.scoring.tokenization import load_prompt_format
 
 VERIFICATION_PROMPT = "Is this step correct? Yes or No: "
 ANSWERS = ("Yes", "No")

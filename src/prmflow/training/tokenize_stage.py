@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from prmflow.config import Params
-from prmflow.model.tokenization import COUNTS_FILE, corpus_texts, prepare_tokenizer, prompt_format, tokenize_rows
+from prmflow.scoring.tokenization import COUNTS_FILE, corpus_texts, prepare_tokenizer, prompt_format, tokenize_rows
 
 SPLITS = ("train", "test")
 

@@ -20,8 +20,8 @@ import torch
 
 from prmflow.config import ModelParams
 from prmflow.devices import Placement, load_causal_lm
-from prmflow.model.formats import refuse_remote_code
-from prmflow.model.tokenization import Encoded, PromptFormat, encode_candidate, gguf_kwargs, load_prompt_format
+from prmflow.scoring.formats import refuse_remote_code
+from prmflow.scoring.tokenization import Encoded, PromptFormat, encode_candidate, gguf_kwargs, load_prompt_format
 
 
 def build_model(params: ModelParams, tokenizer):

@@ -30,13 +30,13 @@ from pathlib import Path
 
 from prmflow.config import DEFAULT_STEP_TEMPLATE
 from prmflow.devices import Placement, load_causal_lm
-from prmflow.model import modeling
-from prmflow.model.aggregation import AGGREGATIONS, aggregate, combine
-from prmflow.model.reward_config import (
+from prmflow.scoring import modeling
+from prmflow.scoring.aggregation import AGGREGATIONS, aggregate, combine
+from prmflow.scoring.reward_config import (
     DEFAULT_DELIMITER, REWARD_CONFIG, read_config, trained_outcome_config, write_config,
 )
-from prmflow.model.tokenization import PRM_CONFIG, save_prompt_format
-from prmflow.model.zero_shot import VERIFICATION_PROMPT
+from prmflow.scoring.tokenization import PRM_CONFIG, save_prompt_format
+from prmflow.scoring.zero_shot import VERIFICATION_PROMPT
 from prmflow.sections_evaluation import CombineParams
 
 OUTCOME_PROMPT = "Is this solution correct? Yes or No: "
@@ -123,8 +123,8 @@ class _VerificationPrompt:
                  max_length: int | None = None, aggregation: str = "min"):
         from transformers import AutoTokenizer
 
-        from prmflow.model.formats import refuse_remote_code
-        from prmflow.model.zero_shot import ZeroShotVerifier
+        from prmflow.scoring.formats import refuse_remote_code
+        from prmflow.scoring.zero_shot import ZeroShotVerifier
 
         refuse_remote_code(model_name_or_path)  # a hub id has no local files to check: transformers refuses it
         tokenizer = AutoTokenizer.from_pretrained(model_name_or_path)

@@ -38,10 +38,10 @@ import torch
 from prmflow.config import DEFAULT_STEP_TEMPLATE, PRM_FORMATS
 from prmflow.data.step_text import MATH_SHEPHERD_TAG, step_line
 from prmflow.devices import Placement, load_causal_lm, place
-from prmflow.model.formats import (  # noqa: F401 (detect_format: re-exported beside load_prm)
+from prmflow.scoring.formats import (  # noqa: F401 (detect_format: re-exported beside load_prm)
     detect_format, is_token_classifier, label_token_id, read_checkpoint_config,
 )
-from prmflow.model.modeling import Job, label_logits, p_positive, score_jobs
+from prmflow.scoring.modeling import Job, label_logits, p_positive, score_jobs
 
 
 
@@ -62,13 +62,13 @@ def load_prm(path: str | Path, format: str | None = None, placement: Placement =
     if is_token_classifier(config) != (format == "trl"):
         raise ValueError(f"{path}: format {format!r} does not fit its architectures {config.get('architectures')}")
     if format == "prmflow":
-        from prmflow.model.modeling import StepTagScorer
+        from prmflow.scoring.modeling import StepTagScorer
 
         return StepTagScorer(path, placement)
     model = _load_model(path, format, placement)
     max_length = options.pop("max_length", None) or getattr(model.config, "max_position_embeddings", None) or 2048
     if format == "zero_shot":
-        from prmflow.model.zero_shot import ZeroShotVerifier
+        from prmflow.scoring.zero_shot import ZeroShotVerifier
 
         return ZeroShotVerifier(model, tokenizer, max_length, tokenizer.bos_token_id,
                                 options.pop("step_template", DEFAULT_STEP_TEMPLATE), **options)
