@@ -33,6 +33,8 @@ from collections import defaultdict
 from dataclasses import dataclass
 from fractions import Fraction
 
+from prmflow.data.answer_reading import stated_answer
+
 PARSE_TIMEOUT_S = 5  # math-verify's own default; sympy can stall on towers such as 10^{10^{10}}
 
 _UNIT_WORDS = (r"dollars?|cents?|pounds?|kg|kilograms?|grams?|km|kilometers?|meters?|cm|mm|miles?|"
@@ -73,11 +75,27 @@ _FINAL_MARKERS = (re.compile(r"####\s*([^\n]+)"), re.compile(r"[Tt]he (?:final )
 _SENTENCE_END = re.compile(r"\.\s.*$", re.DOTALL)  # `18. So she ...`: the answer ends at the sentence
 
 
-def extract_final_answer(text: str) -> str | None:
-    """The final answer a generated solution states (`#### x`, `\\boxed{x}`, `The answer is x`, `A: x`); None if none.
+ANSWER_READINGS = ("strict", "flexible")
 
-    The last marker wins: a solution may restate its answer, and the last statement is the final one.
+
+def extract_final_answer(text: str, reading: str = "strict") -> str | None:
+    """The final answer a generated solution states; None if none.
+
+    `reading`: `strict` reads the markers only (`#### x`, `\\boxed{x}`, `The answer is x`, `A: x` /
+    `Answer: x` lines), the last marker winning (a solution may restate its answer); `flexible` also
+    reads a real generator's concluding sentence when there is no marker ("Therefore, Janet makes
+    $18 every day." -> `18`; answer_reading.stated_answer), but not a solution cut mid-sentence.
+    ValueError for another `reading`.
     """
+    if reading not in ANSWER_READINGS:
+        raise ValueError(f"answer reading {reading!r} is not one of {', '.join(ANSWER_READINGS)}")
+    marked = _marked_answer(text)
+    if marked is not None or reading == "strict":
+        return marked
+    return stated_answer(text)
+
+
+def _marked_answer(text: str) -> str | None:
     boxed = extract_boxed(text)
     candidates = [(text.rfind("\\boxed"), boxed)] if boxed is not None else []
     for marker in _FINAL_MARKERS:
@@ -233,3 +251,27 @@ def answer_agreement(rows: list[dict]) -> dict[str, float]:
     count = max(len(groups), 1)
     return {"answers_repeated_right_share": sum(sum(c for _, c in g) > 1 for g in groups.values()) / count,
             "answers_repeated_wrong_share": sum(len(w) != len(set(w)) for w in wrong_answers) / count}
+
+
+def reading_agreement(rows: list[dict], reading: str) -> dict[str, float]:
+    """How the answers `extract_final_answer(steps, reading)` reads agree with a source's own grading.
+
+    `rows`: candidates with `steps`, `answer` (the reference), `predicted_answer` and `correct` (the source's
+    extraction and grading). Returns `right_read_right` (of the rows graded right, the share read and judged
+    right against `answer`), `wrong_read_right` (of those graded wrong, the share judged right: each is a
+    wrong label or reward), `agrees_with_source` (the share whose answer equals `predicted_answer`),
+    `read` (the share with an answer read) and the row counts. Judged by `answers_equivalent`.
+    """
+    right = wrong = right_read = wrong_read = agree = read_any = 0
+    for row in rows:
+        answer = extract_final_answer("\n".join(row["steps"]), reading)
+        judged = answer is not None and answers_equivalent(answer, str(row["answer"])) is True
+        read_any += answer is not None
+        agree += answer is not None and answers_equivalent(answer, str(row["predicted_answer"])) is True
+        if row["correct"]:
+            right, right_read = right + 1, right_read + judged
+        else:
+            wrong, wrong_read = wrong + 1, wrong_read + judged
+    return {"right_read_right": right_read / max(right, 1), "wrong_read_right": wrong_read / max(wrong, 1),
+            "agrees_with_source": agree / max(len(rows), 1), "read": read_any / max(len(rows), 1),
+            "rows": len(rows), "graded_right": right, "graded_wrong": wrong}
