@@ -31,6 +31,8 @@ GATE_METRICS = ("first_error_f1", "step_auroc", "negative_f1", "step_accuracy", 
 HEADLINE_METRICS = ("step_auroc", "negative_f1", "first_error_f1", "step_accuracy", "best_of_n_prm_min")
 
 DEVICE_PATTERN = r"auto|cpu|cuda(:\d+)?"  # model.device; `auto`: CUDA when present (prmflow.devices)
+# How a final answer is read (data.answers.extract_final_answer): markers only, or also a concluding sentence.
+ANSWER_READINGS = ("strict", "flexible")
 DTYPES = ("auto", "float32", "bfloat16", "float16")  # model.dtype; `auto`: prmflow.devices
 
 # The rule a numeric field's value must pass, named in its metadata ("rule"); "choices" lists legal values.

@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass, field
 
 from prmflow.param_rules import (
-    DEVICE_PATTERN, DTYPES, FRACTION, GENERATOR_MAX_STEPS, NON_NEGATIVE, POSITIVE, source_problems, unmet,
+    ANSWER_READINGS, DEVICE_PATTERN, DTYPES, FRACTION, GENERATOR_MAX_STEPS, NON_NEGATIVE, POSITIVE, source_problems, unmet,
 )
 
 # model.step_template's default, and the reward models' and Math-Shepherd PRMs' (prmflow.data.step_text lays it out).
@@ -95,6 +95,14 @@ class LabelParams:
         metadata={"choices": ("mc", "binary_search"),
                   "help": "Step labeling: mc (N completions from every prefix, Math-Shepherd) or binary_search "
                           "(OmegaPRM: completions only at the prefixes a binary search for the first error probes)."},
+    )
+    answer_reading: str = field(
+        default="strict",
+        metadata={"choices": ANSWER_READINGS,
+                  "help": "transformers/openai policies: how a rollout's final answer is read. strict: markers only "
+                          "(####, \\boxed, 'The answer is', 'Answer:' lines), what the prompt's format asks for; "
+                          "flexible: also a concluding sentence ('Therefore, Janet makes $18 every day.'), for "
+                          "generators that do not follow it. A rollout cut mid-sentence states no answer either way."},
     )
     trajectories_per_problem: int = field(default=4, metadata={"rule": POSITIVE,
                                                                "help": "Sampled solutions per problem."})

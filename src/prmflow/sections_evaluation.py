@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from prmflow.param_rules import (
-    AGGREGATIONS, BUILTIN_SCORERS, DEFAULT_AGGREGATION, EXTERNAL_FORMATS, EXTERNAL_KEYS, FRACTION, GATE_METRICS,
+    AGGREGATIONS, ANSWER_READINGS, BUILTIN_SCORERS, DEFAULT_AGGREGATION, EXTERNAL_FORMATS, EXTERNAL_KEYS, FRACTION, GATE_METRICS,
     NON_NEGATIVE, POSITIVE, PRM_FORMATS, SCORER_KEYS, spec_problems, unmet,
 )
 
@@ -34,6 +34,12 @@ class EvaluateParams:
     aggregation: str = field(default=DEFAULT_AGGREGATION, metadata={"choices": AGGREGATIONS,
                                                       "help": "Step-score aggregation for best-of-N."})
     batch_size: int = field(default=32, metadata={"rule": POSITIVE, "help": "Solutions scored per forward pass."})
+    answer_reading: str = field(default="flexible", metadata={"choices": ANSWER_READINGS, "help": (
+        "How a candidate's final answer is read where best-of-N ranks by (has_final_answer, score): the external "
+        "outcome sets here, and the registered model's `has_final_answer` (register stores it), hence `prmflow "
+        "score` and the RL rewards' no_answer_reward. flexible: markers (####, \\boxed, 'The answer is', "
+        "'Answer:') or else a concluding sentence ('Therefore, Janet makes $18 every day.'); strict: markers only. "
+        "Real generators mostly end with a sentence (bench/answer_reading.py).")})
     validation_fraction: float = field(
         default=0.5,
         metadata={"rule": FRACTION,

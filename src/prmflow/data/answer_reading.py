@@ -49,8 +49,8 @@ def _sentences(paragraph: str) -> list[str]:
     return [s.strip() for s in _SENTENCE_BREAK.split(paragraph) if s.strip()]
 
 
-def _statement(text: str) -> str | None:
-    """The sentence that states the answer: see the module's rule 2."""
+def concluding_statement(text: str) -> str | None:
+    """The sentence that states the answer (module rule 2); None for an empty text."""
     paragraphs = [p for p in _PARAGRAPH.split(text) if p.strip()]
     if not paragraphs:
         return None
@@ -102,7 +102,7 @@ def stated_answer(text: str) -> str | None:
     text = text.strip()
     if not text or not _COMPLETE.search(text):
         return None
-    sentence = _statement(text)
+    sentence = concluding_statement(text)
     if sentence is None:
         return None
     value = _bold_value(sentence) or _mathverify_value(sentence)

@@ -33,7 +33,8 @@ from collections import defaultdict
 from dataclasses import dataclass
 from fractions import Fraction
 
-from prmflow.data.answer_reading import stated_answer
+from prmflow.data.answer_reading import concluding_statement, stated_answer
+from prmflow.param_rules import ANSWER_READINGS
 
 PARSE_TIMEOUT_S = 5  # math-verify's own default; sympy can stall on towers such as 10^{10^{10}}
 
@@ -75,9 +76,6 @@ _FINAL_MARKERS = (re.compile(r"####\s*([^\n]+)"), re.compile(r"[Tt]he (?:final )
 _SENTENCE_END = re.compile(r"\.\s.*$", re.DOTALL)  # `18. So she ...`: the answer ends at the sentence
 
 
-ANSWER_READINGS = ("strict", "flexible")
-
-
 def extract_final_answer(text: str, reading: str = "strict") -> str | None:
     """The final answer a generated solution states; None if none.
 
@@ -93,6 +91,12 @@ def extract_final_answer(text: str, reading: str = "strict") -> str | None:
     if marked is not None or reading == "strict":
         return marked
     return stated_answer(text)
+
+
+def states_final_answer(steps: list[str], reading: str) -> bool:
+    """Whether a solution's steps (joined by newlines) state a final answer under `reading`: the rule behind
+    serving's `has_final_answer` and evaluate's best-of-N ranking by (has_final_answer, score), so the two agree."""
+    return extract_final_answer("\n".join(steps), reading) is not None
 
 
 def _marked_answer(text: str) -> str | None:
@@ -261,8 +265,13 @@ def reading_agreement(rows: list[dict], reading: str) -> dict[str, float]:
     right against `answer`), `wrong_read_right` (of those graded wrong, the share judged right: each is a
     wrong label or reward), `agrees_with_source` (the share whose answer equals `predicted_answer`),
     `read` (the share with an answer read) and the row counts. Judged by `answers_equivalent`.
+
+    `wrong_read_right_source_slips` counts the rows graded wrong but judged right whose source answer is the
+    last number of the concluding sentence other than the value read (`$10,000` -> `000`, "**$64** for the 16
+    glasses" -> `16`): the source's extractor took the wrong number, and its grade is what is wrong.
+    `wrong_read_right_net` is `wrong_read_right` without them.
     """
-    right = wrong = right_read = wrong_read = agree = read_any = 0
+    right = wrong = right_read = wrong_read = agree = read_any = slips = 0
     for row in rows:
         answer = extract_final_answer("\n".join(row["steps"]), reading)
         judged = answer is not None and answers_equivalent(answer, str(row["answer"])) is True
@@ -272,6 +281,9 @@ def reading_agreement(rows: list[dict], reading: str) -> dict[str, float]:
             right, right_read = right + 1, right_read + judged
         else:
             wrong, wrong_read = wrong + 1, wrong_read + judged
+            numbers = re.findall(r"\d+(?:\.\d+)?", concluding_statement("\n".join(row["steps"]).strip()) or "")
+            slips += judged and bool(numbers) and numbers[-1] == str(row["predicted_answer"]).strip()
     return {"right_read_right": right_read / max(right, 1), "wrong_read_right": wrong_read / max(wrong, 1),
+            "wrong_read_right_source_slips": slips, "wrong_read_right_net": (wrong_read - slips) / max(wrong, 1),
             "agrees_with_source": agree / max(len(rows), 1), "read": read_any / max(len(rows), 1),
             "rows": len(rows), "graded_right": right, "graded_wrong": wrong}

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections import defaultdict
 from functools import partial
 
+from prmflow.data.answers import states_final_answer
 from prmflow.evaluation.bootstrap import Resampled, intervals, paired_difference, weighted_mean
 from prmflow.evaluation.inputs import problem_key
 from prmflow.evaluation.metrics import auroc, best_of_n_curve, first_error_f1, powers_of_two_up_to
@@ -21,8 +22,11 @@ from prmflow.scoring.aggregation import AGGREGATIONS, aggregate, predicted_first
 
 
 def has_final_answer(row: dict) -> bool:
-    """Whether the rollout stated a final answer: the policy's extracted answer (labeling; for language-model
-    policies `extract_final_answer`, as serving's `has_final_answer`) is neither empty nor NO_ANSWER."""
+    """Whether the rollout stated a final answer: `has_final_answer` where evaluate_external read it from the
+    steps (as serving does), else the policy's extracted answer (labeling: label.answer_reading) is neither
+    empty nor NO_ANSWER."""
+    if "has_final_answer" in row:
+        return bool(row["has_final_answer"])
     return str(row["predicted_answer"]).strip() not in ("", NO_ANSWER)
 
 
@@ -83,7 +87,8 @@ def best_of_n_resampled(pairs: list[tuple[dict, list[float]]], keys: list[str]) 
 
 
 def evaluate_external(fmt: str, rows: list[dict], scores: list[list[float]], threshold: float,
-                      aggregation: str, samples: int = 0, seed: int = 0) -> dict[str, float]:
+                      aggregation: str, samples: int = 0, seed: int = 0,
+                      answer_reading: str = "flexible") -> dict[str, float]:
     """`outcome`: best-of-N and ORM-style AUROC of the aggregated score over the scored solutions;
     `processbench`: first-error F1 over every solution, those the model gave no verdict on counted wrong
     (`unjudged_solutions` says how many: processbench_verdict).
@@ -92,10 +97,17 @@ def evaluate_external(fmt: str, rows: list[dict], scores: list[list[float]], thr
     best-of-N by N for `aggregation`, majority vote and a random pick (`pass_at_1`: the mean accuracy of the
     first N candidates), and the paired differences `best_of_n_prm_<aggregation>_minus_<pass_at_1|majority>`
     at the largest N with theirs: whether the PRM picks better than chance or the vote, beyond resampling noise.
+
+    An `outcome` candidate's `has_final_answer` is read from its steps with `answer_reading`
+    (data.answers.states_final_answer), as the served model reads it: not from the file's `predicted_answer`,
+    which another extractor wrote. `solutions_without_final_answer` counts those that state none.
     """
+    if fmt == "outcome":
+        rows = [row | {"has_final_answer": states_final_answer(row["steps"], answer_reading)} for row in rows]
     pairs = [(row, s) for row, s in zip(rows, scores) if s]
     metrics: dict[str, float] = {"solutions": len(pairs), "unscored_solutions": len(rows) - len(pairs)}
     if fmt == "outcome":
+        metrics["solutions_without_final_answer"] = sum(not has_final_answer(row) for row, _ in pairs)
         metrics["solution_auroc"] = auroc([aggregate(s, aggregation) for _, s in pairs],
                                           [bool(r["correct"]) for r, _ in pairs])
         metrics |= best_of_n_metrics(best_of_n_table(pairs))

@@ -149,7 +149,7 @@ def measure(params: Params, rows: list[dict], collected: Collected) -> Measured:
     for spec, ext_rows, ext_scores in collected.externals:
         externals[spec["name"]] = evaluate_external(spec["format"], ext_rows, ext_scores,
                                                     metrics["first_error_threshold"], e.aggregation,
-                                                    e.bootstrap_samples, seed)
+                                                    e.bootstrap_samples, seed, e.answer_reading)
         metrics |= {f"external_{spec['name']}_{k}": v for k, v in externals[spec["name"]].items()}
     return Measured(metrics, evaluations, externals)
 

@@ -24,15 +24,16 @@ def prompt_text(problem: dict, prefix: list[str]) -> str:
     return f"Question: {problem['problem']}\nAnswer:\n" + "".join(f"{step}\n" for step in prefix)
 
 
-def finish(generated: str) -> tuple[list[str], str]:
-    """The new steps (up to and including the final-answer line) and the extracted answer ("" if none)."""
+def finish(generated: str, reading: str = "strict") -> tuple[list[str], str]:
+    """The new steps (up to and including the final-answer line) and the answer read under `reading`
+    (label.answer_reading; "" if none)."""
     end = FINAL_ANSWER_LINE.search(generated)
     text = generated[:end.end()] if end else generated
     steps = [line.strip() for line in text.split("\n") if line.strip()]
-    return steps, extract_final_answer(text) or ""
+    return steps, extract_final_answer(text, reading) or ""
 
 
-def finish_step(generated: str) -> tuple[list[str], str, bool]:
+def finish_step(generated: str, reading: str = "strict") -> tuple[list[str], str, bool]:
     """(the step, as a list of at most one, its final answer or "", whether the solution ends there).
 
     `generated`: what the model wrote after the prompt, cut at or after the first step's line end
@@ -42,5 +43,5 @@ def finish_step(generated: str) -> tuple[list[str], str, bool]:
     if not line:
         return [], "", True
     if FINAL_ANSWER_LINE.search(line + "\n"):
-        return [line], extract_final_answer(line) or "", True
+        return [line], extract_final_answer(line, reading) or "", True
     return [line], "", False

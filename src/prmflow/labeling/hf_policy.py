@@ -49,6 +49,7 @@ class TransformersPolicy:
         self.model = load_causal_lm(params.model_dir, placement, **load)
         self.max_new_tokens, self.temperature = params.max_new_tokens, params.temperature
         self.batch_size = params.batch_size
+        self.answer_reading = params.answer_reading
         self.generate_calls = 0
         self.generated_tokens = 0
 
@@ -58,14 +59,14 @@ class TransformersPolicy:
     def complete(self, problem: dict, prefixes: list[list[str]], rng: random.Random) -> list[Continuation]:
         out = []
         for generated, tokens in self._generate_all(problem, prefixes, rng, FINAL_ANSWER_LINE):
-            steps, answer = finish(generated)
+            steps, answer = finish(generated, self.answer_reading)
             out.append(Continuation(steps=steps, final_answer=answer, first_slip=None, tokens=tokens))
         return out
 
     def next_steps(self, problem: dict, prefixes: list[list[str]], rng: random.Random) -> list[Continuation]:
         out = []
         for generated, tokens in self._generate_all(problem, prefixes, rng, STEP_LINE):
-            step, answer, finished = finish_step(generated)
+            step, answer, finished = finish_step(generated, self.answer_reading)
             out.append(Continuation(steps=step, final_answer=answer, first_slip=None, finished=finished,
                                     tokens=tokens))
         return out

@@ -62,6 +62,7 @@ class OpenAIPolicy:
         self.concurrency, self.max_retries, self.retry_backoff_s = (concurrency, params.max_retries,
                                                                     params.retry_backoff_s)
         self.send_seed = params.send_seed
+        self.answer_reading = params.answer_reading
         # Every request of every caller goes through this one pool: `concurrency` in flight in all.
         self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="openai-request")
         self.parallel_problems = concurrency  # each problem keeps >= 1 request waiting: the pool stays full
@@ -79,7 +80,7 @@ class OpenAIPolicy:
     def complete(self, problem: dict, prefixes: list[list[str]], rng: random.Random) -> list[Continuation]:
         out = []
         for text, tokens in self._complete_all(problem, prefixes, rng, [STOP]):
-            steps, answer = finish(text.split(STOP)[0])
+            steps, answer = finish(text.split(STOP)[0], self.answer_reading)
             out.append(Continuation(steps=steps, final_answer=answer, first_slip=None, tokens=tokens))
         return out
 
@@ -87,7 +88,7 @@ class OpenAIPolicy:
         """One step per prefix: the server stops at the line end (kept or not, the first line is the step)."""
         out = []
         for text, tokens in self._complete_all(problem, prefixes, rng, [STOP, "\n"]):
-            step, answer, finished = finish_step(text.split(STOP)[0])
+            step, answer, finished = finish_step(text.split(STOP)[0], self.answer_reading)
             out.append(Continuation(steps=step, final_answer=answer, first_slip=None, finished=finished,
                                     tokens=tokens))
         return out

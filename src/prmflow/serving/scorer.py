@@ -11,8 +11,10 @@ what fits and says so (`truncated_steps`: steps cut inside, `dropped_steps`: who
 left out), or, when nothing fits, gets `score: null`, `first_error: null`, `step_scores: []` and a
 `reason`; it never changes the status or the scores of the others. A solution sent as `text` is
 split (requests.split_text) and the prediction says how (`steps`, `split`). `has_final_answer` says
-whether the text states a final answer (data.answers.extract_final_answer); `score` does not depend
-on it: the rule for best-of-N, here and in evaluate, is to rank by (has_final_answer, score).
+whether the steps state a final answer (data.answers.states_final_answer, under the `answer_reading`
+the model was registered with: evaluate.answer_reading); `score` does not depend on it: the rule for
+best-of-N, here and in evaluate's external sets (the same function and reading), is to rank by
+(has_final_answer, score).
 
 The model directory is any format prmflow.scoring.public_prms reads (its own trained PRM, or a public
 checkpoint registered with `register.scorer`); the contract is the same. A combined model
@@ -38,7 +40,7 @@ import mlflow.pyfunc
 from pydantic import BaseModel
 
 from prmflow.config import DEFAULT_AGGREGATION, EvaluateParams, Params
-from prmflow.data.answers import extract_final_answer
+from prmflow.data.answers import states_final_answer
 from prmflow.devices import Placement
 from prmflow.scoring.aggregation import AGGREGATIONS, aggregate, combine, predicted_first_error
 from prmflow.scoring.modeling import Job
@@ -78,7 +80,8 @@ class ServingConfig:
     """What the served model needs besides its weights; stored as the pyfunc's `model_config`.
 
     Every field but `prm_format` is a params.yaml knob, with its help and default there: `threshold` and
-    `batch_size` (solutions per forward where no scoring loop runs: a zero-shot judge, the ORM) are evaluate's,
+    `batch_size` (solutions per forward where no scoring loop runs: a zero-shot judge, the ORM) and
+    `answer_reading` are evaluate's,
     the request limits, `batch_tokens` and `scoring_threads` register's, the weights combine's (a combined model only), `device` and
     `dtype` model's (PRMFLOW_DEVICE / PRMFLOW_DTYPE override them at load time). Build it with `from_params`.
     """
@@ -95,6 +98,7 @@ class ServingConfig:
     prm_format: str  # the model directory's public_prms format; "" = detected from the directory
     device: str
     dtype: str
+    answer_reading: str  # how `has_final_answer` reads the final answer: strict | flexible
 
     @classmethod
     def from_params(cls, params: Params, *, threshold: float | None = None, prm_format: str = "",
@@ -109,7 +113,7 @@ class ServingConfig:
                    batch_tokens=register.batch_tokens,
                    scoring_threads=register.scoring_threads, process_weight=params.combine.process_weight,
                    outcome_weight=params.combine.outcome_weight, prm_format=prm_format, device=placement.device,
-                   dtype=placement.dtype)
+                   dtype=placement.dtype, answer_reading=params.evaluate.answer_reading)
 
     @classmethod
     def from_model_config(cls, config: dict | None) -> ServingConfig:
@@ -193,7 +197,7 @@ class Scorer:
         predictions = []
         for index, (solution, scores, detail) in enumerate(zip(solutions, all_scores, details)):
             fields = {"step_scores": scores, "score": None, "first_error": None, "scored_steps": len(scores),
-                      **detail, "has_final_answer": extract_final_answer("\n".join(pairs[index][1])) is not None}
+                      **detail, "has_final_answer": states_final_answer(pairs[index][1], self.config.answer_reading)}
             if solution.text is not None:
                 fields |= {"steps": pairs[index][1], "split": split_text(solution.text)[1]}
             if not all(math.isfinite(score) for score in scores):  # diverged weights: no verdict, and not JSON
