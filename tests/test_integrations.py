@@ -44,11 +44,12 @@ def served_answer(url: str, problem: str, steps: list[str], aggregation: str = "
 @pytest.fixture(scope="module")
 def solutions(labeled_rows):
     """Labeled rollouts of three problems, each finished with its final-answer line, and one that stops early
-    (the simulated policy's steps state no final answer)."""
+    (cut in the middle of its last step: it states no final answer)."""
     finished = [{**row, "steps": [*row["steps"], f"#### {row['predicted_answer']}"]} for row in labeled_rows]
     picked = [finished[0], finished[10], finished[20]]
     assert len({row["problem_id"] for row in picked}) == 3
-    return picked + [labeled_rows[30]]
+    stopped = labeled_rows[30]["steps"]
+    return picked + [{**labeled_rows[30], "steps": [*stopped[:-1], stopped[-1][:len(stopped[-1]) // 2].rstrip(" .")]}]
 
 
 # --- the text rules -------------------------------------------------------------------------------------

@@ -117,9 +117,12 @@ def test_a_300_step_trace_is_scored_on_what_fits_and_text_is_split(server):
 
 
 def test_has_final_answer_is_read_from_the_text(server):
+    """The registered (default, flexible) reading: a marker or a concluding sentence; a step cut mid-sentence
+    states nothing."""
     answered = {"problem": PROBLEM, "steps": ["Ava has 3 + 2 = <<3+2=5>>5 apples.", "#### 5"]}
-    predictions = invoke(server, {"inputs": [answered, SOLUTIONS[0]]}).json()["predictions"]
-    assert [p["has_final_answer"] for p in predictions] == [True, False]
+    cut = {"problem": PROBLEM, "steps": ["Ava buys 2 apples.", "Ava has 3 + 2 ="]}
+    predictions = invoke(server, {"inputs": [answered, SOLUTIONS[0], cut]}).json()["predictions"]
+    assert [p["has_final_answer"] for p in predictions] == [True, True, False]
 
 
 @pytest.mark.parametrize("payload, message", [
