@@ -26,7 +26,7 @@ from __future__ import annotations
 import re
 import threading
 
-PARSE_TIMEOUT_S = 5  # math-verify's own default
+PARSE_TIMEOUT_S = 5  # math-verify's own default; sympy can stall on towers such as 10^{10^{10}}
 
 # A sentence ends here; anything else at the end of a solution means it was cut.
 _COMPLETE = re.compile(r"(?:[.!]|\*\*|\\\]|\\\)|\$)[\s*.]*$")
@@ -85,9 +85,8 @@ def _bold_value(sentence: str) -> str | None:
         inner = _after_equals(span.strip().strip(":").strip())
         if inner.lower() in _NUMBER_WORDS:
             return _NUMBER_WORDS[inner.lower()]
-        if _VALUE.search(inner):
-            return _mathverify_value(inner if "\\" in inner or "$" in inner else inner.split()[0]) \
-                if inner.split() else None
+        if _VALUE.search(inner):  # `14 old records`: the value leads the words; LaTeX is read whole
+            return _mathverify_value(inner if "\\" in inner or "$" in inner else inner.split()[0])
     return None
 
 
@@ -106,4 +105,4 @@ def stated_answer(text: str) -> str | None:
     if sentence is None:
         return None
     value = _bold_value(sentence) or _mathverify_value(sentence)
-    return _clean(value) or None if value else None
+    return (_clean(value) or None) if value else None

@@ -1,5 +1,9 @@
 """Final answers: extracted from a solution, stripped of presentation, and compared by value.
 
+`extract_final_answer(text, reading)` reads markers (`strict`) or, without one, also a real generator's
+concluding sentence (`flexible`, answer_reading.py); `states_final_answer` is the one rule behind serving's
+`has_final_answer` and evaluate's best-of-N; `reading_agreement` measures a reading against a source's grading.
+
 GSM8K writes `#### 1,200` and sometimes `$18` or `18 dollars`; MATH writes `\\boxed{\\frac{1}{2}}`
 inside a LaTeX solution, sometimes with `\\text{ cm}` units or a `^\\circ`; a model may end with
 `A: 18`. `normalize_answer` strips what is presentation, not value (currency, units, degrees,
@@ -33,10 +37,8 @@ from collections import defaultdict
 from dataclasses import dataclass
 from fractions import Fraction
 
-from prmflow.data.answer_reading import concluding_statement, stated_answer
+from prmflow.data.answer_reading import PARSE_TIMEOUT_S, concluding_statement, stated_answer
 from prmflow.param_rules import ANSWER_READINGS
-
-PARSE_TIMEOUT_S = 5  # math-verify's own default; sympy can stall on towers such as 10^{10^{10}}
 
 _UNIT_WORDS = (r"dollars?|cents?|pounds?|kg|kilograms?|grams?|km|kilometers?|meters?|cm|mm|miles?|"
                r"feet|foot|ft|inches?|hours?|hrs?|minutes?|mins?|seconds?|secs?|days?|weeks?|years?|"
