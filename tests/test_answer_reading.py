@@ -83,3 +83,14 @@ def test_the_trl_reward_of_a_right_sentence_ending_completion_is_the_prm_score(l
     scored = PRMClient(RewardConfig(model=str(model_dir))).score(problems, completions)
     assert all(r.has_final_answer and r.score is not None for r in scored)
     assert rewards == pytest.approx([r.score for r in scored]) and 0.0 not in rewards
+
+
+def test_label_answer_reading_reaches_the_language_model_policies_text():
+    from prmflow.config import LabelParams
+    from prmflow.labeling.completion_text import finish
+
+    generated = "She has 3 + 4 = 7 apples.\nTherefore, she has 7 apples.\n"
+    steps = ["She has 3 + 4 = 7 apples.", "Therefore, she has 7 apples."]
+    assert LabelParams().answer_reading == "strict" and finish(generated) == (steps, "")
+    assert finish(generated, "flexible") == (steps, "7")
+    assert finish("She has 3 + 4 = 7 apples.\nTherefore, she has", "flexible")[1] == ""  # cut by max_new_tokens
