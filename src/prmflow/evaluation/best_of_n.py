@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections import defaultdict
 from functools import partial
 
+from prmflow.config import EvaluateParams
 from prmflow.data.answers import states_final_answer
 from prmflow.evaluation.bootstrap import Resampled, intervals, paired_difference, weighted_mean
 from prmflow.evaluation.inputs import problem_key
@@ -88,7 +89,7 @@ def best_of_n_resampled(pairs: list[tuple[dict, list[float]]], keys: list[str]) 
 
 def evaluate_external(fmt: str, rows: list[dict], scores: list[list[float]], threshold: float,
                       aggregation: str, samples: int = 0, seed: int = 0,
-                      answer_reading: str = "flexible") -> dict[str, float]:
+                      answer_reading: str = EvaluateParams.answer_reading) -> dict[str, float]:
     """`outcome`: best-of-N and ORM-style AUROC of the aggregated score over the scored solutions;
     `processbench`: first-error F1 over every solution, those the model gave no verdict on counted wrong
     (`unjudged_solutions` says how many: processbench_verdict).
