@@ -224,7 +224,7 @@ def test_rollback_changes_what_a_restarted_server_serves(store):
             return invoke(url, {"inputs": SOLUTIONS[2:]}).json()["predictions"][0]["step_scores"]
 
     served_second = champion_scores()
-    assert rollback(client, "prm", "champion", "test", "bad outputs") == first
+    assert rollback(client, "prm", "champion", "test", "bad outputs") == int(first)
     served_first = champion_scores()
     assert served_first != served_second
     from prmflow.serving.scorer import Solution, load_scorer
