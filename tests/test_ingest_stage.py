@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 
 from prmflow.config import IngestParams, LabelParams, params_from_dict
 from prmflow.data.ingest import build_splits, hashed_split, main
@@ -158,6 +159,25 @@ def test_stage_adds_only_new_incoming_problems_and_fails_above_the_reject_thresh
     (incoming / "notes.txt").unlink()
     main(stage_params(tmp_path, test_fraction=0.5))
     assert sum(len(read_jsonl(problems / f"{split}.jsonl")) for split in ("train", "test")) == 23
+
+
+def test_a_failing_dvc_repro_of_ingest_leaves_the_previous_problems_byte_for_byte(tmp_path):
+    """Through `dvc repro` (which deletes a stage's outputs before running it unless they persist): a drop that
+    fails the reject threshold leaves data/problems and reports/ingest.json as the last good run wrote them."""
+    from tiny_project import make_project, run
+
+    project = make_project(tmp_path)
+    assert run(["dvc", "repro", "ingest"], project).returncode == 0
+    kept = [*sorted((project / "data" / "problems").iterdir()), project / "reports" / "ingest.json"]
+    before = {path: path.read_bytes() for path in kept}
+    write_lines(project / "data" / "incoming" / "gsm8k" / "bad.jsonl", ["{oops"])
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["ingest"]["max_reject_fraction"] = 0.0
+    (project / "params.yaml").write_text(yaml.safe_dump(params))
+    failed = run(["dvc", "repro", "ingest"], project)
+    assert failed.returncode != 0 and "is left as it was" in failed.stderr + failed.stdout
+    assert {path: path.read_bytes() for path in kept} == before
+    assert len(read_jsonl(project / "data" / "problems.failed" / "rejects.jsonl")) == 1
 
 
 @pytest.mark.skipif(not GSM8K.is_dir(), reason="GSM8K is not in ../shared/data/gsm8k")
