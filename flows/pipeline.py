@@ -161,10 +161,14 @@ def registry_now(project_dir: Path) -> str:
         return f"No model `{register.model_name}` is registered."
     state = registry_state(client, register.model_name, register.alias, register.challenger_alias)
     moved = state["champion_set"]
+    warnings = ([f" Unfinished alias moves (the next `prmflow registry` completes them): {state['unfinished_moves']}."]
+                if state["unfinished_moves"] else [])
+    warnings += [f" Orphan versions (registered, never gated): {state['orphan_versions']}."] \
+        if state["orphan_versions"] else []
     return (f"Now `{register.model_name}@{register.alias}` is version {state['champion_version']} (set by "
             f"{moved.get('set_by')} at {moved.get('set_at')}: {moved.get('reason')}; history "
             f"{state['champion_history']}); `@{register.challenger_alias}` is version "
-            f"{state['challenger_version']}.")
+            f"{state['challenger_version']}." + "".join(warnings))
 
 
 def summary_markdown(project_dir: Path, statuses: dict[str, str], mlflow_run: str | None, pushed: str | None) -> str:

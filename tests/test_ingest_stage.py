@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 
 from prmflow.config import IngestParams, LabelParams, params_from_dict
 from prmflow.data.ingest import build_splits, hashed_split, main
@@ -129,18 +130,54 @@ def test_stage_adds_only_new_incoming_problems_and_fails_above_the_reject_thresh
     # A second drop: two repeats, three new problems, one bad line, and a file in no format folder.
     write_lines(incoming / "gsm8k" / "batch2.jsonl", [json.dumps(gsm8k_line(i)) for i in range(4, 9)] + ["{oops"])
     write_lines(incoming / "notes.txt", ["what format is this?"])
+    before = {path.name: path.read_bytes() for path in [*problems.iterdir(), tmp_path / "reports" / "ingest.json"]}
     with pytest.raises(RecordError) as err:
         main(stage_params(tmp_path, test_fraction=0.5, max_reject_fraction=0.05))
+    failed = tmp_path / "data" / "problems.failed"
+    assert f"{problems} is left as it was; {failed / 'rejects.jsonl'} holds every reject" in str(err.value)
     assert "source 'incoming/gsm8k': 1 of 12 records rejected (8.3%)" in str(err.value)
     assert f"source 'incoming': 1 of 1 records rejected (100.0%), above ingest.max_reject_fraction 0.05; " \
            f"first: {incoming / 'notes.txt'}:0: not under a format folder" in str(err.value)
-    second = {split: read_jsonl(problems / f"{split}.jsonl") for split in ("train", "test")}
-    assert sum(map(len, second.values())) == 23  # the rejects are written before the stage fails
+    # The failed run replaced nothing: the previous output, byte for byte, and no staging folder left.
+    after = {path.name: path.read_bytes() for path in [*problems.iterdir(), tmp_path / "reports" / "ingest.json"]}
+    assert after == before and sorted(p.name for p in (tmp_path / "data").iterdir()) == [
+        "incoming", "problems", "problems.failed"]
+    second = {split: read_jsonl(failed / f"{split}.jsonl") for split in ("train", "test")}
+    assert sum(map(len, second.values())) == 23  # what it would have written, there to read
+    assert json.loads((failed / "ingest.json").read_text())["sources"]["incoming"]["rejects"] == 1
     for split in ("train", "test"):  # earlier problems kept their split
         assert {r["id"] for r in first[split]} <= {r["id"] for r in second[split]}
-    rejects = read_jsonl(problems / "rejects.jsonl")
+    rejects = read_jsonl(failed / "rejects.jsonl")
     assert sorted((r["kind"], r["line"]) for r in rejects) == [("duplicate", 1), ("duplicate", 2),
                                                                ("malformed", 0), ("malformed", 6)]
+
+    # A source that cannot be read at all fails before anything is written; the next good run replaces the folder.
+    with pytest.raises(FileNotFoundError):
+        main(stage_params(tmp_path, sources=[{"format": "gsm8k", "path": str(tmp_path / "missing.jsonl")}]))
+    assert {path.name: path.read_bytes() for path in problems.iterdir()} == {k: v for k, v in before.items()
+                                                                             if k != "ingest.json"}
+    (incoming / "notes.txt").unlink()
+    main(stage_params(tmp_path, test_fraction=0.5))
+    assert sum(len(read_jsonl(problems / f"{split}.jsonl")) for split in ("train", "test")) == 23
+
+
+def test_a_failing_dvc_repro_of_ingest_leaves_the_previous_problems_byte_for_byte(tmp_path):
+    """Through `dvc repro` (which deletes a stage's outputs before running it unless they persist): a drop that
+    fails the reject threshold leaves data/problems and reports/ingest.json as the last good run wrote them."""
+    from tiny_project import make_project, run
+
+    project = make_project(tmp_path)
+    assert run(["dvc", "repro", "ingest"], project).returncode == 0
+    kept = [*sorted((project / "data" / "problems").iterdir()), project / "reports" / "ingest.json"]
+    before = {path: path.read_bytes() for path in kept}
+    write_lines(project / "data" / "incoming" / "gsm8k" / "bad.jsonl", ["{oops"])
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["ingest"]["max_reject_fraction"] = 0.0
+    (project / "params.yaml").write_text(yaml.safe_dump(params))
+    failed = run(["dvc", "repro", "ingest"], project)
+    assert failed.returncode != 0 and "is left as it was" in failed.stderr + failed.stdout
+    assert {path: path.read_bytes() for path in kept} == before
+    assert len(read_jsonl(project / "data" / "problems.failed" / "rejects.jsonl")) == 1
 
 
 @pytest.mark.skipif(not GSM8K.is_dir(), reason="GSM8K is not in ../shared/data/gsm8k")

@@ -14,6 +14,7 @@ import pytest
 from prmflow.config import IngestParams, LabelParams
 from prmflow.data.ingest import build_splits
 from prmflow.jsonl import write_jsonl
+from prmflow.labeling.distributed import label_on_ray
 from prmflow.labeling.label import label_split
 
 pytest.importorskip("ray")  # installed by the dev extra; a user's install without `prmflow[ray]` has no Ray
@@ -28,6 +29,7 @@ DRIVER = f"""
 import json, sys
 from pathlib import Path
 from prmflow.config import LabelParams
+from prmflow.labeling.distributed import label_on_ray
 from prmflow.labeling.label import label_split
 problems = [json.loads(line) for line in open(sys.argv[1])]
 label_split(problems, LabelParams(**{KILL_PARAMS}, workers=2, chunk_problems=5), 3, Path(sys.argv[2]))
@@ -126,3 +128,42 @@ def test_a_worker_whose_policy_cannot_start_is_named(monkeypatch):
     with pytest.raises(RuntimeError, match=r"^label: Ray worker 0 could not start: ValueError: label.api_key_env: "
                                            r"environment variable PRMFLOW_NO_SUCH_KEY is not set$"):
         label_split(_problems(4), params, SEED)
+
+
+def _cluster_listeners() -> dict[str, list[str]]:
+    """{process: [address:port, ...]} of every listening socket of this process and the local cluster's (the
+    processes whose command line names its session folder: GCS, raylet, workers, agents)."""
+    import psutil
+    import ray
+
+    session = ray._private.worker._global_node.get_session_dir_path()
+    found = {}
+    for process in psutil.process_iter(["pid", "name", "cmdline"]):
+        if process.pid == os.getpid() or any(session in part for part in process.info["cmdline"] or ()):
+            try:
+                listening = [c.laddr for c in process.net_connections(kind="inet") if c.status == psutil.CONN_LISTEN]
+            except psutil.NoSuchProcess:
+                continue
+            found[f"{process.info['name']} {process.pid}"] = [f"{a.ip}:{a.port}" for a in listening]
+    return found
+
+
+def test_the_local_cluster_listens_on_loopback_only_and_its_token_is_private(tmp_path):
+    """While 2 workers label, no process of the local cluster (nor the driver) listens on another address than
+    127.0.0.1: Ray 2.60 left to itself listens on 0.0.0.0 and :: (GCS, raylet, workers)."""
+    from pathlib import Path
+
+    labels = label_on_ray(_problems(12), LabelParams(**{**vars(PARAMS), "workers": 2, "chunk_problems": 2}), SEED)
+    try:
+        next(labels)  # the cluster and both workers are up
+        listeners = _cluster_listeners()
+        token = Path.home() / ".ray" / "auth_token"
+        token_mode = token.stat().st_mode & 0o777 if token.is_file() else None
+    finally:
+        labels.close()  # shuts the cluster down
+    addresses = [a for sockets in listeners.values() for a in sockets]
+    assert sum("raylet" in p or "gcs_server" in p for p in listeners) == 2 and len(addresses) >= 5, listeners
+    outside = {p: [a for a in sockets if not a.rsplit(":", 1)[0] in ("127.0.0.1", "::ffff:127.0.0.1", "::1")]
+               for p, sockets in listeners.items()}
+    assert not any(outside.values()), outside
+    assert token_mode in (None, 0o600)

@@ -1,5 +1,6 @@
-"""Issue 25, items 2 and 3, and issue 29, item 4: the registry under concurrent register runs, rollback
-through the champion history, and reports/registry.json after hand moves; on real SQLite MLflow registries.
+"""The registry under concurrent register runs, rollback through the champion history, reports/registry.json
+after hand moves, version names as numbers, moves killed at every write, and orphan versions; on real SQLite
+MLflow registries, with real `kill -9`s (the process SIGKILLs itself at a chosen write).
 """
 
 import json
@@ -11,7 +12,10 @@ import yaml
 
 from conftest import BIN, REPO
 from prmflow.cli import main as cli
-from prmflow.serving.registry import alias_history, alias_version, promote, registry_lock, rollback
+from prmflow.serving.registry import (
+    KILL_ENV, MOVE_POINTS, alias_history, alias_version, promote, registry_lock, registry_state, rollback,
+    unfinished_moves,
+)
 from test_registry import heldout_rows
 from tiny_models import build_tiny_prm, tracking_store
 
@@ -38,9 +42,9 @@ def test_rollback_walks_back_through_every_earlier_champion(versions):
     client, _ = versions
     for version in ("1", "2", "3", "5", "3"):
         promote(client, "prm", version, "champion", "ana", "test")
-    assert alias_history(client, "prm", "champion") == ["1", "2", "3", "5", "3"]
+    assert alias_history(client, "prm", "champion") == [1, 2, 3, 5, 3]
     walked = [rollback(client, "prm", "champion", "bo", "bad outputs") for _ in range(4)]
-    assert walked == ["5", "3", "2", "1"] and champion(client) == "1"
+    assert walked == [5, 3, 2, 1] and champion(client) == "1"
     tags = alias_version(client, "prm", "champion").tags
     assert tags["champion.reason"] == "rollback from 2: bad outputs" and tags["champion.set_by"] == "bo"
     with pytest.raises(ValueError, match="version 1 is the first version in the alias history"):
@@ -52,11 +56,11 @@ def test_rollback_to_a_version_truncates_the_history_or_adds_it(versions):
     client, _ = versions
     for version in ("1", "2", "3"):
         promote(client, "prm", version, "champion", "ana", "test")
-    assert rollback(client, "prm", "champion", "bo", "skip 2", to="1") == "1"
-    assert alias_history(client, "prm", "champion") == ["1"]
-    assert rollback(client, "prm", "champion", "bo", "try 4", to="4") == "4"
-    assert alias_history(client, "prm", "champion") == ["1", "4"]
-    assert rollback(client, "prm", "champion", "bo", "back") == "1"
+    assert rollback(client, "prm", "champion", "bo", "skip 2", to="1") == 1
+    assert alias_history(client, "prm", "champion") == [1]
+    assert rollback(client, "prm", "champion", "bo", "try 4", to="4") == 4
+    assert alias_history(client, "prm", "champion") == [1, 4]
+    assert rollback(client, "prm", "champion", "bo", "back") == 1
 
 
 def test_a_registry_from_before_the_history_tag_rolls_back_to_its_previous(versions):
@@ -64,8 +68,8 @@ def test_a_registry_from_before_the_history_tag_rolls_back_to_its_previous(versi
     for version in ("2", "4"):
         client.set_registered_model_alias("prm", "champion", version)
     client.set_model_version_tag("prm", "4", "champion.previous", "2")
-    assert alias_history(client, "prm", "champion") == ["2", "4"]
-    assert rollback(client, "prm", "champion", "bo", "old registry") == "2"
+    assert alias_history(client, "prm", "champion") == [2, 4]
+    assert rollback(client, "prm", "champion", "bo", "old registry") == 2
 
 
 def test_promote_and_rollback_rewrite_registry_json_to_what_the_registry_holds(versions, tmp_path):
@@ -139,7 +143,128 @@ def test_two_register_runs_at_once_on_a_fresh_database_each_gate_against_the_cha
     assert tags[first]["gate.reason"] == "no current champion" and tags[first]["gate.champion_version"] == "None"
     assert tags[second]["gate.champion_version"] == first and tags[second]["gate.difference"] == "0.0"
     assert tags[second]["gate.promoted"] == "False"
-    assert champion(client) == first and alias_history(client, "prm", "champion") == [first]
+    assert champion(client) == first and alias_history(client, "prm", "champion") == [int(first)]
     assert str(alias_version(client, "prm", "challenger").version) == second
     report = json.loads((register_project / "reports/registry.json").read_text())
     assert report["version"] == int(second) and report["registry"]["champion_version"] == int(first)
+
+
+def _params(tmp_path):
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump({"base": {"reports_dir": str(tmp_path / "reports")}}))
+    return str(params)
+
+
+def _report(tmp_path) -> dict:
+    return json.loads((tmp_path / "reports/registry.json").read_text())
+
+
+def test_promote_03_is_version_3_and_a_rollback_after_it_moves_the_champion(versions, tmp_path, capsys):
+    """`promote 03` and `promote " 3"` promote version 3 and store 3 in the history; the rollback after them moves
+    the champion back (a stored "03" used to make every rollback report success and leave the champion)."""
+    client, _ = versions
+    params = _params(tmp_path)
+    for version in ("1", "2", "03", " 3"):
+        cli(["promote", version, "--reason", "canary", "--who", "ana", "--params", params])
+    assert champion(client) == "3" and alias_history(client, "prm", "champion") == [1, 2, 3]
+    assert json.loads(client.get_registered_model("prm").tags["champion.history"]) == [1, 2, 3]
+    assert "promote: prm@champion -> version 3 (was 2)" in capsys.readouterr().out
+    cli(["rollback", "--reason", "bad outputs", "--params", params])
+    assert champion(client) == "2" and _report(tmp_path)["registry"]["champion_history"] == [1, 2]
+    for text in ("3.0", "+3", "three", "0", ""):
+        with pytest.raises(SystemExit):
+            cli(["promote", text, "--reason", "typo", "--params", params])
+        assert f"version {text!r}: not a version number" in capsys.readouterr().err
+    assert champion(client) == "2" and alias_history(client, "prm", "champion") == [1, 2]
+
+
+def test_a_history_an_older_prmflow_wrote_as_text_rolls_back(versions):
+    """The state today's registries can be in: history ["1", "2", "03"] with version 3 the champion."""
+    client, _ = versions
+    client.set_registered_model_alias("prm", "champion", "3")
+    client.set_registered_model_tag("prm", "champion.history", json.dumps(["1", "2", "03"]))
+    assert rollback(client, "prm", "champion", "bo", "bad outputs") == 2 and champion(client) == "2"
+
+
+def test_a_reason_too_long_for_the_registry_is_refused_before_any_write(versions):
+    client, _ = versions
+    promote(client, "prm", "1", "champion", "ana", "first")
+    with pytest.raises(ValueError, match="shorten the reason"):
+        promote(client, "prm", "2", "champion", "ana", "x" * 6000)
+    assert champion(client) == "1" and alias_history(client, "prm", "champion") == [1]
+    assert unfinished_moves(client, "prm", ("champion",)) == {}
+
+
+def _killed(args: list[str], point: str, cwd=None) -> None:
+    """Run `prmflow ARGS` until it SIGKILLs itself right after the write `point`."""
+    env = os.environ | {KILL_ENV: point, "OMP_NUM_THREADS": "1"}
+    run = subprocess.run([str(BIN / "prmflow"), *args], env=env, cwd=cwd, capture_output=True, text=True,
+                         timeout=500)
+    assert run.returncode == -9, run.stdout[-2000:] + run.stderr[-2000:]
+
+
+@pytest.mark.parametrize("point", MOVE_POINTS)
+def test_a_promote_killed_at_any_write_is_reported_then_completed_by_the_next_command(versions, tmp_path, point,
+                                                                                      capsys):
+    """Killed after any write of the move, the registry says the move is unfinished (or is complete); the next
+    command completes it: alias, tags, history and reports/registry.json all say version 3, and a rollback then
+    walks back to 2."""
+    client, _ = versions
+    params = _params(tmp_path)
+    for version in ("1", "2"):
+        cli(["promote", version, "--reason", "setup", "--params", params])
+    _killed(["promote", "03", "--reason", "canary passed", "--who", "ana", "--params", params], point)
+    state = registry_state(client, "prm", "champion", "challenger")
+    complete = point == "done"
+    assert state["unfinished_moves"] == ({} if complete else {"champion": 3})
+    assert _report(tmp_path)["champion_version"] == 2  # the killed command never rewrote it
+    capsys.readouterr()
+    cli(["registry", "--params", params])
+    out = capsys.readouterr().out
+    assert ("completed an interrupted move to version 3 (by ana" in out) != complete
+    assert "prm@champion: version 3" in out
+    assert champion(client) == "3" and alias_history(client, "prm", "champion") == [1, 2, 3]
+    tags = alias_version(client, "prm", "champion").tags
+    assert (tags["champion.set_by"], tags["champion.reason"], tags["champion.previous"]) == ("ana", "canary passed",
+                                                                                              "2")
+    assert _report(tmp_path)["registry"] == registry_state(client, "prm", "champion", "challenger")
+    assert _report(tmp_path)["champion_version"] == 3 and _report(tmp_path)["registry"]["unfinished_moves"] == {}
+    cli(["rollback", "--reason", "bad outputs", "--params", params])
+    assert champion(client) == "2" and alias_history(client, "prm", "champion") == [1, 2]
+
+
+def test_a_rollback_killed_after_the_alias_is_completed_by_the_next_promote(versions, tmp_path):
+    client, _ = versions
+    params = _params(tmp_path)
+    for version in ("1", "2", "3"):
+        cli(["promote", version, "--reason", "setup", "--params", params])
+    _killed(["rollback", "--reason", "bad outputs", "--who", "bo", "--params", params], "alias")
+    assert champion(client) == "2" and alias_history(client, "prm", "champion") == [1, 2, 3]  # half a move
+    cli(["promote", "4", "--reason", "fix", "--params", params])
+    assert alias_history(client, "prm", "champion") == [1, 2, 4]  # the rollback popped 3, then 4 was pushed
+    assert client.get_model_version("prm", "2").tags["champion.reason"] == "rollback from 3: bad outputs"
+
+
+def test_a_register_killed_before_its_gate_leaves_an_orphan_that_promote_refuses_unless_forced(
+        register_project, monkeypatch, capsys):
+    """`kill -9` of `prmflow register` at its first alias write: the version has its lineage tags but no gate
+    decision. The next command completes the challenger move and names the version an orphan; `promote` refuses
+    it without --force."""
+    from mlflow import MlflowClient
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.chdir(register_project)
+    _killed(["register"], "intent", cwd=register_project)
+    client = MlflowClient(tracking_uri=f"sqlite:///{register_project}/mlflow/mlflow.db")
+    assert "git.commit" in client.get_model_version("prm", "1").tags
+    cli(["registry"])
+    out = capsys.readouterr().out
+    assert "completed an interrupted move to version 1" in out and "orphan versions of prm" in out
+    assert str(alias_version(client, "prm", "challenger").version) == "1"
+    with pytest.raises(SystemExit):
+        cli(["promote", "1", "--reason", "looks fine"])
+    assert "prm version 1 is an orphan" in capsys.readouterr().err and alias_version(client, "prm", "champion") is None
+    cli(["promote", "1", "--reason", "checked by hand", "--force"])
+    assert champion(client) == "1"
+    report = json.loads((register_project / "reports/registry.json").read_text())
+    assert report["registry"]["orphan_versions"] == [1] and report["champion_version"] == 1

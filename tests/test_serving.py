@@ -227,7 +227,7 @@ def test_rollback_changes_what_a_restarted_server_serves(store):
             return invoke(url, {"inputs": SOLUTIONS[2:]}).json()["predictions"][0]["step_scores"]
 
     served_second = champion_scores()
-    assert rollback(client, "prm", "champion", "test", "bad outputs") == first
+    assert rollback(client, "prm", "champion", "test", "bad outputs") == int(first)
     served_first = champion_scores()
     assert served_first != served_second
     from prmflow.serving.scorer import Solution, load_scorer
@@ -407,3 +407,14 @@ def test_the_server_shows_no_api_docs_and_refuses_a_body_with_two_lengths(server
             answer += chunk
     assert answer.startswith(b"HTTP/1.1 400"), answer[:300]
     assert len(answer) < 1024 and b"Traceback" not in answer
+
+
+def test_serve_vllm_gives_the_kv_cache_a_quarter_of_available_memory_between_1_and_4_gib():
+    """vLLM's CPU build, left to size its KV cache, asks for 92% of the machine and dies where 20 of 24 GB
+    are free; serve-vllm's choice fits whatever is available."""
+    from prmflow.serving.vllm_server import available_memory_bytes, kv_cache_gib
+
+    gib = 2**30
+    assert [kv_cache_gib(n * gib) for n in (0, 3, 7, 8, 12, 20, 500)] == [1, 1, 1, 2, 3, 4, 4]
+    assert 0 < available_memory_bytes() and kv_cache_gib(available_memory_bytes()) * gib <= max(
+        available_memory_bytes() / 4, gib)

@@ -17,6 +17,7 @@ import pytest
 from conftest import REPO
 from load_check import candidate_pool
 from model_server import free_port, loopback_process, model_server
+from prmflow.serving.vllm_server import KV_CACHE_ENV, KV_CACHE_MAX_GIB
 from tiny_models import build_tiny_prm, log_version, server_env, sharpen_label_rows, tracking_store
 
 VLLM_PYTHON = os.environ.get("PRMFLOW_VLLM_PYTHON")
@@ -44,7 +45,8 @@ def test_serve_vllm_scores_equal_the_mlflow_served_model(tmp_path, heldout):
     model_dir = sharpen_label_rows(build_tiny_prm(tmp_path / "prm", seed=0, max_length=512, hidden_size=64), 20.0)
     with tracking_store(tmp_path) as uri:
         version = log_version(model_dir, max_solutions_per_request=128, max_steps_per_request=100_000)
-        env = server_env(uri) | {"VLLM_CPU_KVCACHE_SPACE": "1", "OMP_NUM_THREADS": "1"}
+        # As documented: no VLLM_CPU_KVCACHE_SPACE, serve-vllm sizes the KV cache from the memory available.
+        env = {k: v for k, v in server_env(uri).items() if k != KV_CACHE_ENV} | {"OMP_NUM_THREADS": "1"}
         port = free_port()
         command = ["prmflow", "serve-vllm", "--model", f"models:/prm/{version}", "--port", str(port),
                    "--python", VLLM_PYTHON]
@@ -57,6 +59,9 @@ def test_serve_vllm_scores_equal_the_mlflow_served_model(tmp_path, heldout):
             scores, encoded = VLLMStepScorer(f"http://127.0.0.1:{port}", model_dir).score(
                 [(c["problem"], c["steps"]) for c in heldout])
             snippet = run_docs_snippet(f"http://127.0.0.1:{port}", model_dir, tmp_path / "project")
+    log = (tmp_path / "vllm.log").read_text()
+    [chosen] = re.findall(r"prmflow serve-vllm: KV cache (\d+) GiB for vLLM's CPU build", log)
+    assert 1 <= int(chosen) <= KV_CACHE_MAX_GIB
     compared = [(p["step_scores"], s) for p, s in zip(predictions, scores)]
     assert [len(a) for a, _ in compared] == [len(b) for _, b in compared]
     assert sum(len(a) for a, _ in compared) > 150 and max(max(a, default=0.5) for a, _ in compared) > 0.8

@@ -4,6 +4,7 @@
     prmflow score solutions.jsonl --model models:/prm@champion   # score a JSON-lines file as the server does
     prmflow promote VERSION --reason "..."                        # move @champion by hand
     prmflow rollback --reason "..."                               # move @champion back to its previous version
+    prmflow registry                                              # where @champion and @challenger are; repairs
     prmflow pairs data/rollouts/train.jsonl --output pairs.jsonl  # step-level DPO pairs from labeled rollouts
     prmflow reward-server --endpoint http://127.0.0.1:5001 --port 5002  # OpenRLHF's remote reward endpoint
     prmflow metrics [WORD ...]                                    # reports/metrics.json, one metric a line
@@ -161,7 +162,8 @@ def score_main(args: argparse.Namespace) -> int:
 
 
 def alias_main(args: argparse.Namespace) -> None:
-    """`promote` / `rollback` under the registry lock; then reports/registry.json says what the registry holds."""
+    """`promote` / `rollback` / `registry` under the registry lock: an interrupted earlier move is completed first
+    (and said), then the move; then reports/registry.json says what the registry holds."""
     import getpass
     from pathlib import Path
 
@@ -170,25 +172,35 @@ def alias_main(args: argparse.Namespace) -> None:
     from mlflow import MlflowClient
     from prmflow.config import load_params
     from prmflow.serving.register import refresh_registry_report
-    from prmflow.serving.registry import promote, registry_lock, registry_state, rollback
+    from prmflow.serving.registry import finish_moves, promote, registry_lock, registry_state, rollback
 
     params = load_params(args.params)
     register, uri = params.register, _tracking_uri(args)
+    name, alias = register.model_name, register.alias
     client = MlflowClient(tracking_uri=uri)
-    who = args.who or getpass.getuser()
+    who = "" if args.command == "registry" else args.who or getpass.getuser()
     try:
-        with registry_lock(uri, register.model_name):
+        with registry_lock(uri, name):
+            for line in finish_moves(client, name, (alias, register.challenger_alias)):
+                print(f"prmflow {args.command}: {line}")
             if args.command == "promote":
-                left = promote(client, register.model_name, args.version, register.alias, who, args.reason)
-                print(f"promote: {register.model_name}@{register.alias} -> version {args.version} (was {left})")
-            else:
-                target = rollback(client, register.model_name, register.alias, who, args.reason, args.to)
-                print(f"rollback: {register.model_name}@{register.alias} -> version {target}")
-            state = registry_state(client, register.model_name, register.alias, register.challenger_alias)
+                left = promote(client, name, args.version, alias, who, args.reason, force=args.force)
+                version = client.get_model_version_by_alias(name, alias).version
+                print(f"promote: {name}@{alias} -> version {version} (was {left})")
+            elif args.command == "rollback":
+                target = rollback(client, name, alias, who, args.reason, args.to, force=args.force)
+                print(f"rollback: {name}@{alias} -> version {target}")
+            state = registry_state(client, name, alias, register.challenger_alias)
             refresh_registry_report(Path(params.base.reports_dir) / "registry.json", state)
     except (ValueError, MlflowException, TimeoutError) as err:  # TimeoutError: filelock.Timeout, the lock is held
         print(f"prmflow {args.command}: {err}", file=sys.stderr)
         sys.exit(1)
+    if args.command == "registry":
+        print(f"{name}@{alias}: version {state['champion_version']}; @{register.challenger_alias}: version "
+              f"{state['challenger_version']}; {alias} history (oldest first): {state['champion_history']}")
+    if state["orphan_versions"]:
+        print(f"prmflow {args.command}: orphan versions of {name} (registered, never gated: the register run was "
+              f"killed or is still running): {state['orphan_versions']}")
 
 
 def pairs_main(args: argparse.Namespace) -> None:
@@ -239,12 +251,18 @@ def main(argv: list[str] | None = None) -> None:
     score.add_argument("--params", default="params.yaml", help="where the tracking URI comes from, unless "
                                                                "MLFLOW_TRACKING_URI is set")
     promote = sub.add_parser("promote", help="point the champion alias at VERSION, recording who and why")
-    promote.add_argument("version", help="the registered model version to serve as @champion (e.g. 7)")
+    promote.add_argument("version", help="the registered model version to serve as @champion (a number, e.g. 7)")
     rollback = sub.add_parser("rollback", help="point the champion alias back at the version it held before")
     rollback.add_argument("--to", default=None, help="roll back to this version instead of the previous one")
     for p in (promote, rollback):
         p.add_argument("--reason", required=True, help="why; stored as a tag on the version")
         p.add_argument("--who", default=None, help="who (default: the current user)")
+        p.add_argument("--force", action="store_true",
+                       help="move the alias to an orphan version too (registered by a register run that never "
+                            "recorded its gate decision)")
+    registry = sub.add_parser("registry", help="say where @champion and @challenger are, the champion history and "
+                                               "orphan versions; complete a move a killed command left unfinished")
+    for p in (promote, rollback, registry):
         p.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
     pairs = sub.add_parser("pairs", help="step-level preference pairs {prompt, chosen, rejected} from labeled "
                                          "rollouts, for TRL's DPOTrainer (Step-DPO)")
@@ -285,7 +303,7 @@ def main(argv: list[str] | None = None) -> None:
             if score_main(args):
                 sys.exit(1)
             return
-        if args.command in ("promote", "rollback"):
+        if args.command in ("promote", "rollback", "registry"):
             alias_main(args)
             return
         if args.command == "pairs":

@@ -11,7 +11,11 @@ Hygiene: ids are hashes of normalized text, so exact and near-exact duplicates s
 only the first is kept; a problem lands in test if any copy of it asks for test, so no
 problem is in both splits; `split: auto` sources are split by a hash of the problem id, so
 adding files moves no earlier problem. The stage fails when a source's reject rate passes
-`ingest.max_reject_fraction`, after writing the rejects so they can be read.
+`ingest.max_reject_fraction`.
+
+The outputs are written to a temporary folder beside `data/problems` and replace it only when the stage
+succeeds: a failing ingest leaves the previous `data/problems` byte for byte, and its own output (the splits,
+rejects.jsonl and ingest.json it would have written) in `data/problems.failed/` to read.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import shutil
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -185,6 +190,17 @@ def reject_rate_problems(report: dict, rejects: list[dict], max_fraction: float)
     return problems
 
 
+def replace_dir(staged: Path, target: Path) -> None:
+    """Put the folder `staged` in place of `target` (two renames on one file system: a reader sees the old folder
+    or the new one, each whole; a kill between them leaves the old one at `target`.old)."""
+    old = target.with_name(target.name + ".old")
+    shutil.rmtree(old, ignore_errors=True)
+    if target.exists():
+        target.rename(old)
+    staged.rename(target)
+    shutil.rmtree(old, ignore_errors=True)
+
+
 def main(params: Params) -> None:
     from prmflow.jsonl import RecordError, write_json, write_jsonl
     from prmflow.tracking import stage_run
@@ -195,15 +211,26 @@ def main(params: Params) -> None:
     with stage_run(params.base, "ingest", params.ingest):
         import mlflow
 
-        for split, rows in result.splits.items():
-            write_jsonl(out / f"{split}.jsonl", rows)
-        write_jsonl(out / "rejects.jsonl", result.rejects)
-        write_json(Path(params.base.reports_dir) / "ingest.json", result.report)
-        report = result.report
-        mlflow.log_metrics({"train_problems": report["train_problems"], "test_problems": report["test_problems"],
-                            "rejected_problems": report["rejects"], "duplicate_problems": report["duplicates"]})
+        staged = out.with_name(out.name + ".new")  # beside `out`: renamed into place, never copied
+        shutil.rmtree(staged, ignore_errors=True)  # left by a killed run
+        staged.mkdir(parents=True)
+        try:
+            for split, rows in result.splits.items():
+                write_jsonl(staged / f"{split}.jsonl", rows)
+            write_jsonl(staged / "rejects.jsonl", result.rejects)
+            report = result.report
+            mlflow.log_metrics({"train_problems": report["train_problems"], "test_problems": report["test_problems"],
+                                "rejected_problems": report["rejects"], "duplicate_problems": report["duplicates"]})
+            failures = reject_rate_problems(report, result.rejects, params.ingest.max_reject_fraction)
+            if failures:
+                failed = data / "problems.failed"
+                write_json(staged / "ingest.json", report)
+                replace_dir(staged, failed)
+                raise RecordError(f"{out} is left as it was; {failed / 'rejects.jsonl'} holds every reject:\n  "
+                                  + "\n  ".join(failures))
+            write_json(Path(params.base.reports_dir) / "ingest.json", report)
+            replace_dir(staged, out)
+        finally:
+            shutil.rmtree(staged, ignore_errors=True)
         print(f"ingest: {report['train_problems']} train, {report['test_problems']} test, "
               f"{report['rejects']} rejected, {report['duplicates']} duplicates -> {out}")
-        failures = reject_rate_problems(report, result.rejects, params.ingest.max_reject_fraction)
-        if failures:
-            raise RecordError(f"{out / 'rejects.jsonl'} holds every reject:\n  " + "\n  ".join(failures))

@@ -4,6 +4,9 @@
       workers: 8
       ray_address: auto        # or ray://head:10001; empty starts a local Ray with `workers` CPUs
 
+A local Ray (empty `ray_address`) listens on loopback only (`local_ray`), and the token Ray 2.60 writes for it
+(~/.ray/auth_token, world-readable as Ray writes it) is made readable by its owner only.
+
 Each worker (a Ray actor, 1 CPU and `label.worker_gpus` GPUs) builds the policy once (an HTTP
 client of the policy servers, or a local model on the GPU Ray gives it) and labels the chunks
 of `label.chunk_problems` problems it is sent with engine.label_many, so its answer checks and
@@ -23,6 +26,7 @@ from __future__ import annotations
 import os
 import socket
 from collections.abc import Iterator
+from pathlib import Path
 
 from prmflow.config import LabelParams
 from prmflow.devices import Placement
@@ -59,8 +63,29 @@ def _start_ray(params: LabelParams) -> bool:
     if params.ray_address:
         ray.init(address=params.ray_address, log_to_driver=False)
     else:
-        ray.init(num_cpus=params.workers, include_dashboard=False, log_to_driver=False)
+        local_ray(params.workers)
     return True
+
+
+def local_ray(cpus: int) -> None:
+    """Start a local Ray of `cpus` CPUs whose servers (GCS, raylet, workers, agents) listen on 127.0.0.1 only, with
+    no dashboard; its token file readable by its owner only.
+
+    Ray 2.60 binds its servers to the node IP it picks, rewrites a `_node_ip_address` of 127.0.0.1 to the
+    routable address, and picks 127.0.0.1 itself only where clusters are off (`ray_constants.ENABLE_RAY_CLUSTER`,
+    False on macOS and Windows): that switch is off while this process starts the cluster, and back after."""
+    import ray
+    from ray._private import ray_constants
+
+    clusters = ray_constants.ENABLE_RAY_CLUSTER
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False)
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = clusters
+    token = Path.home() / ".ray" / "auth_token"  # where Ray keeps a token it generated
+    if token.is_file() and token.stat().st_uid == os.getuid() and token.stat().st_mode & 0o077:
+        token.chmod(0o600)
 
 
 def _where(ray, worker, index: int) -> str:

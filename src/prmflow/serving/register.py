@@ -136,13 +136,17 @@ def gate_new_version(client, params: Params, version: str, *, step_scores: Calla
                                                              step_scores(str(champion.version)), params)
     decision = gate(None if compared is None else (compared["difference"], compared["ci_low"], compared["ci_high"]),
                     r.promotion_margin, r.gate_metric)
-    if decision.promote:
-        move_alias(client, r.model_name, r.alias, version, who, decision.reason)
     record = {"metric": r.gate_metric, "margin": r.promotion_margin, "bootstrap_samples": r.gate_bootstrap_samples,
               "seed": params.base.seed, "heldout_md5": heldout_md5,
               "champion_version": None if champion is None else int(champion.version), **(compared or {})}
-    for key, value in {**record, "promoted": decision.promote, "reason": decision.reason}.items():
-        client.set_model_version_tag(r.model_name, version, f"gate.{key}", str(value))
+    # gate.promoted last: a version without it was never gated (registry.orphan_versions)
+    gate_tags = {f"gate.{key}": str(value) for key, value in
+                 {**record, "reason": decision.reason, "promoted": decision.promote}.items()}
+    if decision.promote:  # the decision and the alias in one recoverable move
+        move_alias(client, r.model_name, r.alias, version, who, decision.reason, version_tags=gate_tags)
+    else:
+        for key, value in gate_tags.items():
+            client.set_model_version_tag(r.model_name, version, key, value)
     return {
         "version": int(version),
         "promoted": decision.promote,
@@ -182,7 +186,8 @@ def main(params: Params) -> None:
     from mlflow import MlflowClient
     from prmflow.jsonl import read_jsonl, write_json
     from prmflow.serving.registry import (
-        dvc_hashes, file_md5, git_commit, lineage_paths, lineage_tags, registry_lock, registry_state, stage_run_ids,
+        dvc_hashes, file_md5, finish_moves, git_commit, lineage_paths, lineage_tags, registry_lock, registry_state,
+        stage_run_ids,
     )
     from prmflow.tracking import PARENT_RUN_ENV, stage_run
 
@@ -214,6 +219,8 @@ def main(params: Params) -> None:
         rows = read_jsonl(heldout, required=("problem_id", "problem", "steps", "labels", "first_error", "correct"))
         # One gate at a time: the champion read here holds the alias until this decision is recorded.
         with registry_lock(params.base.mlflow_tracking_uri, name):
+            for line in finish_moves(client, name, (params.register.alias, params.register.challenger_alias)):
+                print(f"register: {line}")
             decision = gate_new_version(client, params, version, step_scores=step_scores_of(rows, params), rows=rows,
                                         heldout_md5=heldout_md5, who=f"prmflow register (run {run.info.run_id})")
             record = {"model_name": name, "model_kind": params.register.model_kind, "alias": params.register.alias,

@@ -6,8 +6,21 @@
 
 Every alias move leaves tags on the version it lands on: who moved it, why, when, and which
 version held the alias before (`<alias>.previous`), and appends the version to the registered model's
-tag `<alias>.history` (the versions that held the alias, oldest first): `rollback` pops that stack, so
-repeated rollbacks walk back through every earlier champion instead of toggling between the last two.
+tag `<alias>.history` (the versions that held the alias, oldest first, as integers: `promote 03` is
+version 3): `rollback` pops that stack, so repeated rollbacks walk back through every earlier champion
+instead of toggling between the last two.
+
+A move is several MLflow writes (alias, version tags, history), each its own transaction, so it is made
+recoverable: the whole new state is first written as an intent record (registered-model tag
+`<alias>.move`), then the alias, the version's tags and the history, and the intent is deleted last. A
+process killed anywhere in between leaves the intent behind; the next move of that alias, or
+`finish_moves` (every `prmflow promote`, `rollback`, `registry` and `register` runs it first), writes the
+recorded state again and deletes it: the registry ends in the new state, and until then it says a move is
+unfinished instead of showing half of it.
+
+A version `register` created (lineage tags, or its MLflow run is a register run) but never gated (no
+`gate.promoted` tag: the run was killed, or is still scoring) is an orphan: `orphan_versions` lists them and
+`promote` refuses one unless forced.
 
 Moves are serialised by `registry_lock`: a file lock per tracking store and model name, held by
 `register` from reading the champion to moving the alias (its gate compares with the version that holds
@@ -20,6 +33,9 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
+import re
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -33,12 +49,29 @@ HELDOUT_TAG = "heldout.md5"  # the held-out set a version's metrics were compute
 METRIC_TAG = "metric.{}"
 HISTORY_TAG = "{}.history"  # registered-model tag: JSON list of the versions that held the alias, oldest first
 HISTORY_KEPT = 200  # entries kept (MLflow caps a tag value at 5,000 characters)
+MOVE_TAG = "{}.move"  # registered-model tag: the alias move being written (JSON), deleted when it is complete
+TAG_VALUE_LIMIT = 5000  # MLflow's SQL stores hold 5,000 characters of a tag value
+GATE_DONE_TAG = "gate.promoted"  # the last gate tag register writes: a version without it was never gated
+# Fault injection for the kill tests: set to a point of a move (MOVE_POINTS) and the process SIGKILLs itself
+# right after that write, as `kill -9` would.
+KILL_ENV = "PRMFLOW_REGISTRY_KILL_AT"
+MOVE_POINTS = ("intent", "alias", "tags", "history", "done")
 
 
 @dataclasses.dataclass(frozen=True)
 class GateDecision:
     promote: bool
     reason: str
+
+
+def version_number(version: str | int) -> int:
+    """A registered model version as its number: "3", "03", " 3 " and 3 are version 3. Raises ValueError naming
+    the text for anything else (a sign, a decimal point, a name, 0): MLflow itself reads "03" as version 3 but
+    stores the text, and a history holding "03" never matches version 3 again."""
+    text = str(version).strip()
+    if not re.fullmatch(r"[0-9]+", text) or int(text) == 0:
+        raise ValueError(f"version {str(version)!r}: not a version number (a whole number from 1, e.g. 3)")
+    return int(text)
 
 
 def gate(difference: tuple[float, float, float] | None, margin: float, metric: str = "gate metric") -> GateDecision:
@@ -161,78 +194,166 @@ def registry_lock(tracking_uri: str, name: str, timeout_s: float = 600.0):
     return store_lock(tracking_uri, f"{name}.registry", timeout_s)
 
 
-def alias_history(client, name: str, alias: str) -> list[str]:
+def alias_history(client, name: str, alias: str) -> list[int]:
     """The versions that held `alias`, oldest first, the current holder last. A registry from before the
-    history tag starts from the current holder and the `previous` it records."""
+    history tag starts from the current holder and the `previous` it records; entries written as text by an
+    older prmflow ("3", "03") are read as their numbers."""
     tags = client.get_registered_model(name).tags
     if HISTORY_TAG.format(alias) in tags:
-        return json.loads(tags[HISTORY_TAG.format(alias)])
+        return [version_number(v) for v in json.loads(tags[HISTORY_TAG.format(alias)])]
     current = alias_version(client, name, alias)
     if current is None:
         return []
     previous = current.tags.get(f"{alias}.previous")
-    return ([previous] if previous else []) + [str(current.version)]
+    return ([version_number(previous)] if previous else []) + [int(current.version)]
 
 
-def _set_alias(client, name: str, alias: str, version: str, history: list[str], tags: dict[str, str]) -> None:
-    """Point `alias` at `version`, store `history` and tag `version` with `<alias>.<key>` for each of `tags`."""
+def _kill_point(point: str) -> None:
+    if os.environ.get(KILL_ENV) == point:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _write_move(client, name: str, alias: str, move: dict) -> None:
+    """Write the state `move` records (the intent: version, history, version tags), then delete the intent.
+    Every write sets a value, so writing a move again after a kill at any point ends in the same state."""
+    version = str(move["version"])
     client.set_registered_model_alias(name, alias, version)
-    client.set_registered_model_tag(name, HISTORY_TAG.format(alias), json.dumps(history[-HISTORY_KEPT:]))
+    _kill_point("alias")
+    if f"{alias}.previous" not in move["tags"] and f"{alias}.previous" in client.get_model_version(name, version).tags:
+        client.delete_model_version_tag(name, version, f"{alias}.previous")  # from an earlier move to it
+    for key, value in move["tags"].items():
+        client.set_model_version_tag(name, version, key, value)
+    _kill_point("tags")
+    client.set_registered_model_tag(name, HISTORY_TAG.format(alias), json.dumps(move["history"]))
+    _kill_point("history")
+    client.delete_registered_model_tag(name, MOVE_TAG.format(alias))
+    _kill_point("done")
+
+
+def unfinished_moves(client, name: str, aliases: tuple[str, ...]) -> dict[str, dict]:
+    """{alias: its intent record} for each of `aliases` whose last move was interrupted."""
+    tags = client.get_registered_model(name).tags
+    return {alias: json.loads(tags[MOVE_TAG.format(alias)]) for alias in aliases if MOVE_TAG.format(alias) in tags}
+
+
+def finish_moves(client, name: str, aliases: tuple[str, ...]) -> list[str]:
+    """Complete every interrupted move of `aliases` from its intent record; one line per move completed, saying
+    what it was. Call it under `registry_lock` (it writes)."""
+    done = []
+    for alias, move in unfinished_moves(client, name, aliases).items():
+        _write_move(client, name, alias, move)
+        by = move["tags"].get(f"{alias}.set_by", "?")
+        done.append(f"{name}@{alias}: completed an interrupted move to version {move['version']} (by {by}, "
+                    f"started {move['tags'].get(f'{alias}.set_at', '?')}: "
+                    f"{move['tags'].get(f'{alias}.reason', '')})")
+    return done
+
+
+def _move(client, name: str, alias: str, version: int, history: list[int], record: dict[str, str],
+          version_tags: dict[str, str] | None = None) -> None:
+    """Move `alias` to `version` with `history`, tagging the version `<alias>.<key>` for `record` and `set_at`,
+    and with `version_tags` as they are: intent first, then the writes (module docstring). Raises ValueError,
+    before writing anything, when the intent would not fit in a tag (a reason thousands of characters long)."""
     stamp = {"set_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    for key, value in (tags | stamp).items():
-        client.set_model_version_tag(name, version, f"{alias}.{key}", value)
+    tags = {f"{alias}.{key}": value for key, value in (record | stamp).items()} | (version_tags or {})
+    move = {"version": version, "history": history[-HISTORY_KEPT:], "tags": tags}
+    intent = json.dumps(move)
+    if len(intent) > TAG_VALUE_LIMIT:
+        raise ValueError(f"{name}@{alias}: the move's record is {len(intent)} characters, more than the "
+                         f"{TAG_VALUE_LIMIT} a registry tag holds: shorten the reason")
+    client.set_registered_model_tag(name, MOVE_TAG.format(alias), intent)
+    _kill_point("intent")
+    _write_move(client, name, alias, move)
 
 
-def move_alias(client, name: str, alias: str, version: str, who: str, reason: str) -> str | None:
-    """Point `alias` at `version`, record who/why/when and the previous holder on it, push it on the alias
-    history; return the previous holder. Call it under `registry_lock`."""
+def move_alias(client, name: str, alias: str, version: str | int, who: str, reason: str,
+               version_tags: dict[str, str] | None = None) -> int | None:
+    """Point `alias` at `version`, record who/why/when and the previous holder on it (and `version_tags`, in
+    the same recoverable move), push it on the alias history; return the previous holder. An interrupted
+    earlier move of `alias` is completed first. Call it under `registry_lock`."""
+    finish_moves(client, name, (alias,))
+    version = version_number(version)
     previous = alias_version(client, name, alias)
-    previous_version = str(previous.version) if previous else None
+    previous_version = int(previous.version) if previous else None
     history = alias_history(client, name, alias)
     record = {"set_by": who, "reason": reason}
-    if previous_version is not None and previous_version != str(version):
-        record["previous"] = previous_version
-    if history[-1:] != [str(version)]:
-        history.append(str(version))
-    _set_alias(client, name, alias, str(version), history, record)
+    if previous_version not in (None, version):
+        record["previous"] = str(previous_version)
+    if history[-1:] != [version]:
+        history.append(version)
+    _move(client, name, alias, version, history, record, version_tags)
     return previous_version
 
 
-def promote(client, name: str, version: str, alias: str, who: str, reason: str) -> str | None:
-    """Move `alias` to `version` by hand (the version must exist); return the version it left."""
-    client.get_model_version(name, str(version))  # raises, naming the version, if it does not exist
-    return move_alias(client, name, alias, str(version), who, reason)
+def orphan_versions(client, name: str) -> list[int]:
+    """The versions of `name` that `register` created but never gated (module docstring), in order."""
+    from mlflow.exceptions import MlflowException
+
+    def registered_by_a_run(version) -> bool:
+        if "git.commit" in version.tags:  # the first lineage tag register writes
+            return True
+        try:
+            return bool(version.run_id) and client.get_run(version.run_id).data.tags.get("prmflow.stage") == "register"
+        except MlflowException:  # its run was deleted
+            return False
+
+    versions = client.search_model_versions(f"name = '{name}'")
+    return sorted(int(v.version) for v in versions if GATE_DONE_TAG not in v.tags and registered_by_a_run(v))
 
 
-def rollback(client, name: str, alias: str, who: str, reason: str, to: str | None = None) -> str:
+def _checked_target(client, name: str, version: str | int, force: bool) -> int:
+    """`version` as a number, once it exists and is not an orphan (unless `force`); raises ValueError."""
+    number = version_number(version)
+    client.get_model_version(name, str(number))  # raises, naming the version, if it does not exist
+    if not force and number in orphan_versions(client, name):
+        raise ValueError(f"{name} version {number} is an orphan: `prmflow register` created it and tagged its "
+                         f"lineage but recorded no gate decision (the run was killed, or is still running); "
+                         f"pass --force to move the alias to it anyway")
+    return number
+
+
+def promote(client, name: str, version: str | int, alias: str, who: str, reason: str,
+            force: bool = False) -> int | None:
+    """Move `alias` to `version` by hand; return the version it left. Raises ValueError for a text that is not a
+    version number or an orphan version (unless `force`), MlflowException for a version that does not exist."""
+    number = _checked_target(client, name, version, force)
+    return move_alias(client, name, alias, number, who, reason)
+
+
+def rollback(client, name: str, alias: str, who: str, reason: str, to: str | int | None = None,
+             force: bool = False) -> int:
     """Move `alias` back to the version that held it before the current one (or to `to`); return that version.
 
     The current holder is popped off the alias history, so the next rollback goes one further back. `to`
     truncates the history after that version's last turn, or pushes it when it never held the alias."""
+    finish_moves(client, name, (alias,))
     current = alias_version(client, name, alias)
     if current is None:
         raise ValueError(f"{name}@{alias}: no version holds this alias, nothing to roll back")
     history = alias_history(client, name, alias)
     if to is None:
-        while history and history[-1] == str(current.version):
+        while history and history[-1] == int(current.version):
             history.pop()
         if not history:
             raise ValueError(f"{name}@{alias}: version {current.version} is the first version in the alias "
                              f"history; pass the version to roll back to (--to)")
     else:
-        client.get_model_version(name, str(to))  # raises, naming the version, if it does not exist
-        history = history[:len(history) - history[::-1].index(str(to))] if str(to) in history else history + [str(to)]
+        to = _checked_target(client, name, to, force)
+        history = history[:len(history) - history[::-1].index(to)] if to in history else history + [to]
     target = history[-1]
-    _set_alias(client, name, alias, target, history,
-               {"set_by": who, "reason": f"rollback from {current.version}: {reason}"})
+    _move(client, name, alias, target, history, {"set_by": who, "reason": f"rollback from {current.version}: {reason}"})
     return target
 
 
 def registry_state(client, name: str, alias: str, challenger_alias: str) -> dict:
     """What the registry holds now: the versions behind both aliases, the champion's history and the last
-    move's who/why/when (from the champion's tags); versions are ints, None where no version holds an alias."""
+    move's who/why/when (from the champion's tags), the orphan versions and the target of each unfinished move
+    ({alias: version}; empty once `finish_moves` ran); versions are ints, None where no version holds an alias."""
     champion, challenger = (alias_version(client, name, a) for a in (alias, challenger_alias))
     moved = {key: champion.tags.get(f"{alias}.{key}") for key in ("set_by", "reason", "set_at")} if champion else {}
+    unfinished = unfinished_moves(client, name, (alias, challenger_alias))
     return {"champion_version": int(champion.version) if champion else None,
             "challenger_version": int(challenger.version) if challenger else None,
-            "champion_history": [int(v) for v in alias_history(client, name, alias)], "champion_set": moved}
+            "champion_history": alias_history(client, name, alias), "champion_set": moved,
+            "orphan_versions": orphan_versions(client, name),
+            "unfinished_moves": {a: move["version"] for a, move in unfinished.items()}}

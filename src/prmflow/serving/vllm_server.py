@@ -28,6 +28,27 @@ from prmflow.scoring.tokenization import PRM_CONFIG, Encoded, PromptFormat, enco
 PYTHON_ENV = "PRMFLOW_VLLM_PYTHON"  # the interpreter of vLLM's own venv (Makefile: vllm-env)
 DEFAULT_PYTHON = Path(".venv-vllm") / "bin" / "python"  # where `make vllm-env` puts it, in the checkout
 SERVED_NAME = "prm"
+# vLLM's CPU build sizes its KV cache from this (whole GiB); unset, it asks for most of the machine's memory and
+# dies at start where other processes hold some (a 24 GB machine with 20 GB free).
+KV_CACHE_ENV = "VLLM_CPU_KVCACHE_SPACE"
+KV_CACHE_MAX_GIB = 4  # a PRM scores short candidates: past this, more cache only takes memory from the rest
+
+
+def available_memory_bytes() -> int:
+    """Memory available to a new process now (Linux: MemAvailable of /proc/meminfo; else the free pages)."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def kv_cache_gib(available_bytes: int) -> int:
+    """The KV cache `serve-vllm` gives vLLM's CPU build, in GiB: a quarter of `available_bytes`, at least 1 and at
+    most KV_CACHE_MAX_GIB."""
+    return max(1, min(KV_CACHE_MAX_GIB, available_bytes // 4 // 2**30))
 
 
 def vllm_config(fmt: PromptFormat, architecture: str) -> dict:
@@ -118,12 +139,21 @@ class VLLMStepScorer:
 
 
 def serve_main(args: argparse.Namespace) -> None:
-    """`prmflow serve-vllm`: replace this process with vLLM's server of the registered model."""
+    """`prmflow serve-vllm`: replace this process with vLLM's server of the registered model, its KV cache
+    (`VLLM_CPU_KVCACHE_SPACE`, CPU build) sized by `kv_cache_gib` from the memory available unless set."""
     python = args.python or os.environ.get(PYTHON_ENV) or (str(DEFAULT_PYTHON) if DEFAULT_PYTHON.is_file() else None)
     if not python:
         raise SystemExit(f"prmflow serve-vllm: no vLLM interpreter: run `make vllm-env` in the checkout (it makes "
                          f"{DEFAULT_PYTHON}), or set {PYTHON_ENV} or pass --python PATH/TO/VENV/bin/python")
     model_dir, config, dtype = registered_checkpoint(args.model)
     command = vllm_command(python, model_dir, config, dtype=dtype, host=args.host, port=args.port, extra=args.vllm_args)
+    if os.environ.get(KV_CACHE_ENV):
+        print(f"prmflow serve-vllm: KV cache {os.environ[KV_CACHE_ENV]} GiB ({KV_CACHE_ENV}, as set)", flush=True)
+    else:
+        available = available_memory_bytes()
+        os.environ[KV_CACHE_ENV] = str(kv_cache_gib(available))  # the environment os.execv hands vLLM
+        print(f"prmflow serve-vllm: KV cache {os.environ[KV_CACHE_ENV]} GiB for vLLM's CPU build ({KV_CACHE_ENV}: a "
+              f"quarter of the {available / 2**30:.1f} GiB available, at most {KV_CACHE_MAX_GIB}; set it to choose)",
+              flush=True)
     print("prmflow serve-vllm: " + " ".join(command), flush=True)
     os.execv(command[0], command)
