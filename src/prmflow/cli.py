@@ -1,6 +1,6 @@
 """`prmflow <stage>`: run one pipeline stage from params.yaml (this is each dvc.yaml `cmd`).
 
-    prmflow ingest | label | validate | tokenize | train | train_orm | evaluate | search | register
+    prmflow check | ingest | label | validate | tokenize | train | train_orm | evaluate | search | register
     prmflow score solutions.jsonl --model models:/prm@champion   # score a JSON-lines file as the server does
     prmflow promote VERSION --reason "..."                        # move @champion by hand
     prmflow rollback --reason "..."                               # move @champion back to its previous version
@@ -21,13 +21,14 @@ from prmflow import STAGES
 from prmflow.param_rules import AGGREGATIONS, DEFAULT_AGGREGATION
 
 # The module that holds each stage's `main(params)`: the subpackage of its part of the pipeline.
-STAGE_MODULES = {"ingest": "prmflow.data.ingest", "label": "prmflow.labeling.label",
+STAGE_MODULES = {"check": "prmflow.config", "ingest": "prmflow.data.ingest", "label": "prmflow.labeling.label",
                  "validate": "prmflow.labeling.validate", "tokenize": "prmflow.training.tokenize_stage",
                  "train": "prmflow.training.train", "train_orm": "prmflow.training.train_orm",
                  "evaluate": "prmflow.evaluation.evaluate", "search": "prmflow.evaluation.search",
                  "register": "prmflow.serving.register"}
 # What each stage does, for `prmflow --help` (inputs and outputs: dvc.yaml).
 STAGE_HELP = {
+    "check": "check params.yaml (unknown or repeated sections and keys, types, rules) before any stage runs",
     "ingest": "read the problem sources (ingest.sources) into data/problems/{train,test}.jsonl",
     "label": "sample solutions with the policy and label each step by Monte-Carlo completions -> data/rollouts",
     "validate": "check problems and rollouts with Great Expectations -> reports/validation.json; fails on errors",
