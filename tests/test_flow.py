@@ -258,7 +258,7 @@ def test_after_promote_and_rollback_the_report_and_the_summary_say_what_the_regi
         return json.loads((project / "reports/registry.json").read_text())
 
     champion = report()["champion_version"]
-    proc = run(["prmflow", "register"], project)  # the same model again: kept as the challenger
+    proc = run(["prmflow", "register", "--force"], project)  # the same model again, forced: kept as the challenger
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     challenger = report()["version"]
     assert not report()["promoted"] and report()["registry"]["champion_version"] == champion

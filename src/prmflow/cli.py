@@ -224,6 +224,9 @@ def main(argv: list[str] | None = None) -> None:
     for stage in STAGES:
         p = sub.add_parser(stage, help=STAGE_HELP[stage], description=STAGE_HELP[stage])
         p.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+        if stage == "register":
+            p.add_argument("--force", action="store_true", help="register even when the latest version holds the "
+                                                                "same weights, served config and gate inputs")
     score = sub.add_parser("score", help="score solutions in a JSON-lines file ({problem, steps} per line)")
     score.add_argument("input", help="a JSON-lines file: one {problem, steps | text, id?} object per line")
     score.add_argument("--model", default="models/prm",
@@ -307,7 +310,8 @@ def main(argv: list[str] | None = None) -> None:
             print("\n".join(metric_lines(json.loads(open(args.file).read()), args.words)))
             return
         params = load_params(args.params)
-        importlib.import_module(STAGE_MODULES[args.command]).main(params)
+        stage = importlib.import_module(STAGE_MODULES[args.command])
+        stage.main(params, force=args.force) if args.command == "register" else stage.main(params)
     except (ConfigError, RecordError, ValidationFailed, FileNotFoundError, TimeoutError) as err:
         print(f"prmflow {args.command}: {err}", file=sys.stderr)
         sys.exit(1)
