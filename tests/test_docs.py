@@ -35,6 +35,13 @@ def test_the_site_builds_in_strict_mode_with_every_knob(tmp_path):
     assert 'href="getting-started.html"' in (REPO / "site" / "index.html").read_text()  # README links, rewritten
 
 
+def test_the_committed_configuration_reference_is_the_code_s():
+    page = config_reference.PAGE.read_text()
+    assert config_reference.BEGIN in page and config_reference.END in page
+    assert page == config_reference.with_reference(page), \
+        "docs/configuration.md is stale: PYTHONPATH=src python docs/hooks/config_reference.py"
+
+
 def test_the_readme_is_a_front_page():
     assert len((REPO / "README.md").read_text().splitlines()) <= 150
 
