@@ -25,7 +25,7 @@ import yaml
 from pipeline_stages import BIN, ROOT, make_project, timed, tool_env
 from smollm2_profile import TRAIN_REPORTED, profile, smollm2_folder, with_overrides
 
-STAGES = ("ingest", "label", "validate", "tokenize", "train")
+STAGES = ("check", "ingest", "label", "validate", "tokenize", "train")
 CURVE_METRICS = ("best_of_n_prm_min", "best_of_n_pass_at_1", "best_of_n_majority",
                  "best_of_n_prm_min_minus_pass_at_1", "best_of_n_prm_min_minus_majority", "mixed_solution_auroc",
                  "heldout_step_auroc", "heldout_first_error_f1", "heldout_best_of_n_prm_min")

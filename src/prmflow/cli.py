@@ -146,10 +146,20 @@ def score_main(args: argparse.Namespace) -> int:
     print(f"prmflow score: first_error threshold {scorer.config.threshold:g} from {scorer.threshold_source}",
           file=sys.stderr)
     good, rejects = _read_lines(args.input, scorer.config)
+    counts = {"solutions": 0, "steps": 0, "scored_steps": 0, "cut_steps": 0, "dropped_steps": 0,
+              "solutions_with_dropped_steps": 0, "unscored_solutions": 0}
     for chunk in _requests(good, scorer.config):
         predictions = scorer.score([solution for _, solution, _ in chunk], args.aggregation)
-        for (row, _, _), prediction in zip(chunk, predictions):
+        for (row, _, steps), prediction in zip(chunk, predictions):
             print(json.dumps(({"id": row["id"]} if "id" in row else {}) | prediction.model_dump()))
+            scored = len(prediction.step_scores)
+            counts = {"solutions": counts["solutions"] + 1, "steps": counts["steps"] + len(steps),
+                      "scored_steps": counts["scored_steps"] + scored,
+                      "cut_steps": counts["cut_steps"] + len(prediction.truncated_steps),
+                      "dropped_steps": counts["dropped_steps"] + prediction.dropped_steps,
+                      "solutions_with_dropped_steps": counts["solutions_with_dropped_steps"] + (0 < scored < len(steps)),
+                      "unscored_solutions": counts["unscored_solutions"] + (scored == 0)}
+    print(score_summary(counts, model_context(scorer.prm), args.max_unscored_step_fraction), file=sys.stderr)
     if rejects:
         rejects_path = args.rejects or f"{args.input}.rejects.jsonl"
         with open(rejects_path, "w") as out:
@@ -159,6 +169,27 @@ def score_main(args: argparse.Namespace) -> int:
         print(f"prmflow score: {len(rejects)} of {len(good) + len(rejects)} lines rejected -> {rejects_path}",
               file=sys.stderr)
     return len(rejects)
+
+
+def model_context(prm) -> str:
+    """The scorer's context as a warning names it: a trained PRM's prompt format, else a public PRM's own limit."""
+    fmt = getattr(prm, "format", None)
+    length = getattr(fmt, "max_length", None) or getattr(prm, "max_length", None)
+    return f"{length} tokens" if length else "the model"
+
+
+def score_summary(counts: dict[str, int], context: str, limit: float) -> str:
+    """`prmflow score`'s last line: what was scored, cut and dropped; a warning past `limit` unscored steps."""
+    line = (f"prmflow score: {counts['solutions']} solutions, {counts['scored_steps']} of {counts['steps']} steps "
+            f"scored ({counts['cut_steps']} cut inside, {counts['dropped_steps']} dropped beyond the context of "
+            f"{context}); {counts['solutions_with_dropped_steps']} solutions lost steps, "
+            f"{counts['unscored_solutions']} not scored")
+    unscored = counts["steps"] - counts["scored_steps"]  # beyond the context, or of a solution refused whole
+    if counts["steps"] and unscored / counts["steps"] > limit:
+        line += (f"\nprmflow score: WARNING {unscored / counts['steps']:.0%} of the steps were not "
+                 f"scored (more than --max-unscored-step-fraction {limit:g}): their solutions' scores judge only "
+                 f"the steps that fit")
+    return line
 
 
 def alias_main(args: argparse.Namespace) -> None:
@@ -238,6 +269,8 @@ def main(argv: list[str] | None = None) -> None:
                        help="first_error threshold for a model directory (default: evaluate's choice in "
                             "reports/metrics.json for the pipeline's models/prm, else 0.5; a registered model "
                             "carries its own)")
+    score.add_argument("--max-unscored-step-fraction", type=float, default=0.05,
+                       help="warn when more than this share of the steps is not scored (default: %(default)s)")
     score.add_argument("--rejects", default=None,
                        help="where rejected lines go with their reason (default: INPUT.rejects.jsonl)")
     score.add_argument("--params", default="params.yaml", help="where the tracking URI comes from, unless "
