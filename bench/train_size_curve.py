@@ -44,6 +44,7 @@ def train_and_measure(project: Path, params: dict, real_problems: int, label: st
     measured = project / "real_candidates.json"
     started = time.perf_counter()
     subprocess.run([sys.executable, str(ROOT / "bench" / "real_candidates.py"), str(project / "models" / "prm"),
+                    "--candidates", str(ROOT.parent / "shared" / "data" / "strictprm" / "gsm8k_bon16_dev.jsonl"),
                     "--problems", str(real_problems), "--workers", "1", "--mixed-only",
                     "--heldout", str(project / "data" / "rollouts" / "test.jsonl"), "--out", str(measured)],
                    check=True, env=tool_env(project), stdout=subprocess.DEVNULL)

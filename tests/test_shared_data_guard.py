@@ -68,3 +68,13 @@ def test_other():
         "ROWS = DATA", "needs = pytest.mark.skipif(not DATA.is_dir(), reason='absent')\nROWS = DATA")
     assert unguarded_tests(marked) == []
     assert unguarded_tests(unguarded + "pytestmark = [pytest.mark.skipif(not ROWS.is_dir(), reason='x')]\n") == []
+
+
+def test_the_real_candidates_bench_takes_its_paths_as_arguments(tmp_path):
+    """No default path beside the clone (../shared) and no default output over a tracked results file."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, str(REPO / "bench" / "real_candidates.py"), str(tmp_path / "prm")],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "the following arguments are required: --candidates, --out" in proc.stderr
