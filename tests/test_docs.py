@@ -104,3 +104,25 @@ def test_the_mkdocs_hooks_are_registered():
     config = (REPO / "mkdocs.yml").read_text()
     for hook in Path(REPO / "docs" / "hooks").glob("*.py"):
         assert f"docs/hooks/{hook.name}" in config, hook.name
+
+
+def _bash_blocks(text: str) -> list[tuple[int, str]]:
+    return [(m.start(), m.group(1)) for m in re.finditer(r"```bash\n(.*?)```", text, re.S)]
+
+
+def test_getting_started_activates_the_venv_before_its_first_tool_command():
+    """A new shell has no `dvc` or `prmflow` on PATH: the page says to activate .venv before it uses them."""
+    text = (REPO / "docs" / "getting-started.md").read_text()
+    tool = re.compile(r"^\s*(?:[A-Z_]+=\S+\s+)*(?:dvc|prmflow|mlflow|pytest|mkdocs)\b", re.M)
+    first_tool = min(start for start, block in _bash_blocks(text) if tool.search(block))
+    assert 0 <= text.find("source .venv/bin/activate") < first_tool
+
+
+def test_every_documented_mlflow_serve_command_is_quiet():
+    """`mlflow models serve` as written in the docs sets MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR=false (as `make
+    serve` does): otherwise it draws a download bar per artifact."""
+    loud = [f"{page.name}: {block.strip()[:80]}" for page in PAGES for _, block in _bash_blocks(page.read_text())
+            if re.search(r"^[^#]*\bmlflow models serve\b", block, re.M)
+            and "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR=false" not in block]
+    assert loud == []
+    assert "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR ?= false" in (REPO / "Makefile").read_text()
