@@ -241,6 +241,20 @@ def reward_server_main(args: argparse.Namespace) -> None:
         sys.exit(f"prmflow reward-server: {err}")
     print(f"reward-server: POST http://{args.host}:{args.port}/get_reward, rewards from {config.source}")
     serve(config, args.host, args.port)
+def run_summary(registry: dict, metrics: dict) -> str:
+    """One line after `make run`: what the registry serves, what this run did, the headline metrics."""
+    name, alias = registry.get("model_name", "prm"), registry.get("alias", "champion")
+    if registry.get("registered", True):
+        because = f" ({registry['registered_because']})" if registry.get("registered_because") else ""
+        did = f"this run registered version {registry['version']}{because}; gate: {registry['reason']}"
+    else:
+        did = registry["reason"]
+    shown = ", ".join(f"{k} {metrics[k]:.3f}" for k in ("step_auroc", "first_error_f1", "best_of_n_prm_min",
+                                                         "best_of_n_majority") if k in metrics)
+    return (f"prmflow: {name}@{alias} is version {registry['champion_version']} ({did}); {shown}; "
+            f"reports/summary.md, `prmflow metrics`")
+
+
 def metric_lines(metrics: dict, words: list[str]) -> list[str]:
     """`key value` lines of a flat metrics dict in key order, keys padded to one column, numbers to 4
     significant digits; with `words`, only the keys that contain one of them."""
@@ -306,6 +320,8 @@ def main(argv: list[str] | None = None) -> None:
     reward.add_argument("--batch-size", type=int, default=32, help="completions per request to the PRM")
     reward.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
     reward.add_argument("--port", type=int, default=5002, help="port to listen on (default: 5002)")
+    summary = sub.add_parser("summary", help="one line: the served version, what the last run did, headline metrics")
+    summary.add_argument("--reports", default="reports", help="the reports folder (default: reports)")
     metrics = sub.add_parser("metrics", help="print reports/metrics.json one `key value` a line (as a `dvc "
                                              "metrics show` table it is hundreds of columns wide)")
     metrics.add_argument("words", nargs="*", help="keep only the keys that contain one of these words")
@@ -338,6 +354,10 @@ def main(argv: list[str] | None = None) -> None:
             return
         if args.command == "reward-server":
             reward_server_main(args)
+            return
+        if args.command == "summary":
+            print(run_summary(*(json.loads(open(f"{args.reports}/{name}.json").read())
+                                for name in ("registry", "metrics"))))
             return
         if args.command == "metrics":
             print("\n".join(metric_lines(json.loads(open(args.file).read()), args.words)))
