@@ -126,3 +126,10 @@ def test_every_documented_mlflow_serve_command_is_quiet():
             and "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR=false" not in block]
     assert loud == []
     assert "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR ?= false" in (REPO / "Makefile").read_text()
+
+
+def test_every_results_file_the_docs_cite_has_its_date():
+    text = "".join(page.read_text() for page in [*PAGES, REPO / "BENCHMARKS.md"])
+    cited = sorted(set(re.findall(r"bench/results/[\w]+\.json", text)))
+    undated = [name for name in cited if '"date"' not in (REPO / name).read_text()]
+    assert cited and undated == []
