@@ -26,3 +26,15 @@ def test_make_run_ends_with_one_line_naming_the_served_version_and_the_headline_
     assert "is version 3 (nothing registered: version 3 holds the same" in kept
     makefile = (REPO / "Makefile").read_text()
     assert "prmflow summary" in makefile and "cat reports/registry.json" not in makefile
+
+
+def test_the_flow_summary_says_when_register_registered_nothing():
+    import sys
+
+    sys.path.insert(0, str(REPO / "flows"))
+    from pipeline import registry_decision
+
+    kept = {"model_name": "prm", "version": 3, "registered": False, "promoted": False,
+            "reason": "nothing registered: version 3 holds the same weights, served config and gate inputs"}
+    assert registry_decision(kept) == ("Registered nothing: version 3 holds the same weights, served config and "
+                                       "gate inputs.")
