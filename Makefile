@@ -53,7 +53,7 @@ vllm-env: $(VLLM_VENV)/.installed
 
 run: install
 	dvc repro
-	@echo "registered: $$(cat reports/registry.json)"
+	@$(BIN)/prmflow summary
 
 test: install vllm-env
 	$(BIN)/pytest

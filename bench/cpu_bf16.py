@@ -82,7 +82,7 @@ def main() -> None:
                 projects[base].mkdir()
                 make_project(projects[base])
                 (projects[base] / "params.yaml").write_text(yaml.safe_dump(base_params(base, args), sort_keys=False))
-                for stage in ("ingest", "label", "validate", "tokenize"):
+                for stage in ("check", "ingest", "label", "validate", "tokenize"):
                     timed([str(BIN / "dvc"), "repro", "--single-item", stage], projects[base])
             project = projects[base]
             params = base_params(base, args)

@@ -4,7 +4,7 @@ problems than one process scores in the time a laptop run allows.
 
     OMP_NUM_THREADS=1 .venv/bin/python bench/real_candidates.py MODEL_DIR \
         --candidates ../shared/data/strictprm/gsm8k_bon16_dev.jsonl --problems 64 --workers 3 \
-        --out bench/results/real_candidates.json
+        --out /tmp/real_candidates.json          # bench/results/real_candidates.json: the recorded run
 
 Reads the file as `evaluate.external` does (evaluation.inputs.read_external, its first `--problems` problems),
 splits the problems over `--workers` processes (torch at 1 thread each, StepTagScorer in float32), and
@@ -58,8 +58,9 @@ def score_part(model_dir: str, solutions: list[tuple[str, list[str]]], batch_siz
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("model_dir")
-    parser.add_argument("--candidates", type=Path,
-                        default=ROOT.parent / "shared" / "data" / "strictprm" / "gsm8k_bon16_dev.jsonl")
+    # Paths as arguments, no defaults: nothing beside the clone is assumed, nothing tracked is overwritten unasked.
+    parser.add_argument("--candidates", type=Path, required=True,
+                        help="an evaluate.external outcome file (e.g. ../shared/data/strictprm/gsm8k_bon16_dev.jsonl)")
     parser.add_argument("--problems", type=int, default=64)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=16)
@@ -69,7 +70,8 @@ def main() -> None:
     parser.add_argument("--heldout", type=Path, help="a project's data/rollouts/test.jsonl, scored too")
     parser.add_argument("--mixed-only", action="store_true",
                         help="score only the problems with both right and wrong candidates")
-    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "real_candidates.json")
+    parser.add_argument("--out", type=Path, required=True,
+                        help="where the JSON goes (bench/results/real_candidates.json holds the recorded run)")
     args = parser.parse_args()
     rows = read_external({"name": "candidates", "path": str(args.candidates), "format": "outcome",
                           "problems": args.problems})

@@ -25,7 +25,7 @@ import yaml
 from pipeline_stages import BIN, ROOT, make_project, timed, tool_env
 from smollm2_profile import TRAIN_REPORTED, profile, smollm2_folder, with_overrides
 
-STAGES = ("ingest", "label", "validate", "tokenize", "train")
+STAGES = ("check", "ingest", "label", "validate", "tokenize", "train")
 CURVE_METRICS = ("best_of_n_prm_min", "best_of_n_pass_at_1", "best_of_n_majority",
                  "best_of_n_prm_min_minus_pass_at_1", "best_of_n_prm_min_minus_majority", "mixed_solution_auroc",
                  "heldout_step_auroc", "heldout_first_error_f1", "heldout_best_of_n_prm_min")
@@ -44,6 +44,7 @@ def train_and_measure(project: Path, params: dict, real_problems: int, label: st
     measured = project / "real_candidates.json"
     started = time.perf_counter()
     subprocess.run([sys.executable, str(ROOT / "bench" / "real_candidates.py"), str(project / "models" / "prm"),
+                    "--candidates", str(ROOT.parent / "shared" / "data" / "strictprm" / "gsm8k_bon16_dev.jsonl"),
                     "--problems", str(real_problems), "--workers", "1", "--mixed-only",
                     "--heldout", str(project / "data" / "rollouts" / "test.jsonl"), "--out", str(measured)],
                    check=True, env=tool_env(project), stdout=subprocess.DEVNULL)

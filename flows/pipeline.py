@@ -138,6 +138,8 @@ def mlflow_run_reference(tracking_uri: str, experiment_id: str, run_id: str) -> 
 def registry_decision(registry: dict) -> str:
     """One line from reports/registry.json: which version, and whether it became the served alias."""
     name, version = registry.get("model_name"), registry.get("version")
+    if registry.get("registered") is False:  # the latest version already held these inputs
+        return f"Registered nothing: {registry.get('reason', '').removeprefix('nothing registered: ')}."
     if "promoted" not in registry:
         return f"Registered `{name}` version {version} as `@{registry.get('alias')}`."
     verdict = (f"promoted to `@{registry.get('alias')}`" if registry["promoted"]

@@ -25,8 +25,11 @@ SHARED = {"prmflow.config", "prmflow.sections", "prmflow.sections_evaluation", "
           "prmflow.tracking", "prmflow.jsonl", "prmflow.devices"}
 # Shared modules a stage's results do not rest on (params are DVC params, not code): left out of its deps.
 NOT_CODE_DEPS = SHARED - {"prmflow.devices"}
-# Code a stage runs without importing it: the registered pyfunc is logged from this file.
-EXTRA_CODE_DEPS = {"register": {"src/prmflow/serving/pyfunc_entry.py"}}
+# Code a stage runs without importing it: the registered pyfunc is logged from this file; the params check
+# is the shared params code itself.
+EXTRA_CODE_DEPS = {"register": {"src/prmflow/serving/pyfunc_entry.py"},
+                   "check": {"src/prmflow/config.py", "src/prmflow/sections.py", "src/prmflow/sections_evaluation.py",
+                             "src/prmflow/param_rules.py"}}
 
 
 def module_name(path: Path) -> str:

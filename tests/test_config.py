@@ -164,3 +164,17 @@ def test_a_bad_source_entry_is_named_by_its_index():
     assert "ingest.sources[2]: expected dict, got list ['x']" in message
     assert "evaluate.external[1]: expected dict, got int 3" in message
     assert "got list [" not in message.split("ingest.sources[2]")[0]
+
+
+def test_a_misspelled_or_repeated_section_in_the_file_is_refused_by_name(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text("train:\n  epochs: 2\nserach:\n  sizes: [1]\n")
+    with pytest.raises(ConfigError, match="serach: unknown section"):
+        load_params(path)
+    # Plain YAML keeps the last of two `train:` sections: epochs 2 would vanish without a word.
+    path.write_text("train:\n  epochs: 2\nevaluate:\n  threshold: 0.5\ntrain:\n  learning_rate: 0.1\n")
+    with pytest.raises(ConfigError, match=r"'train' given twice \(lines 1 and 5\)"):
+        load_params(path)
+    path.write_text("train:\n  epochs: 2\n  epochs: 3\n")
+    with pytest.raises(ConfigError, match=r"'epochs' given twice \(lines 2 and 3\)"):
+        load_params(path)

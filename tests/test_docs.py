@@ -35,6 +35,13 @@ def test_the_site_builds_in_strict_mode_with_every_knob(tmp_path):
     assert 'href="getting-started.html"' in (REPO / "site" / "index.html").read_text()  # README links, rewritten
 
 
+def test_the_committed_configuration_reference_is_the_code_s():
+    page = config_reference.PAGE.read_text()
+    assert config_reference.BEGIN in page and config_reference.END in page
+    assert page == config_reference.with_reference(page), \
+        "docs/configuration.md is stale: PYTHONPATH=src python docs/hooks/config_reference.py"
+
+
 def test_the_readme_is_a_front_page():
     assert len((REPO / "README.md").read_text().splitlines()) <= 150
 
@@ -97,3 +104,32 @@ def test_the_mkdocs_hooks_are_registered():
     config = (REPO / "mkdocs.yml").read_text()
     for hook in Path(REPO / "docs" / "hooks").glob("*.py"):
         assert f"docs/hooks/{hook.name}" in config, hook.name
+
+
+def _bash_blocks(text: str) -> list[tuple[int, str]]:
+    return [(m.start(), m.group(1)) for m in re.finditer(r"```bash\n(.*?)```", text, re.S)]
+
+
+def test_getting_started_activates_the_venv_before_its_first_tool_command():
+    """A new shell has no `dvc` or `prmflow` on PATH: the page says to activate .venv before it uses them."""
+    text = (REPO / "docs" / "getting-started.md").read_text()
+    tool = re.compile(r"^\s*(?:[A-Z_]+=\S+\s+)*(?:dvc|prmflow|mlflow|pytest|mkdocs)\b", re.M)
+    first_tool = min(start for start, block in _bash_blocks(text) if tool.search(block))
+    assert 0 <= text.find("source .venv/bin/activate") < first_tool
+
+
+def test_every_documented_mlflow_serve_command_is_quiet():
+    """`mlflow models serve` as written in the docs sets MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR=false (as `make
+    serve` does): otherwise it draws a download bar per artifact."""
+    loud = [f"{page.name}: {block.strip()[:80]}" for page in PAGES for _, block in _bash_blocks(page.read_text())
+            if re.search(r"^[^#]*\bmlflow models serve\b", block, re.M)
+            and "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR=false" not in block]
+    assert loud == []
+    assert "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR ?= false" in (REPO / "Makefile").read_text()
+
+
+def test_every_results_file_the_docs_cite_has_its_date():
+    text = "".join(page.read_text() for page in [*PAGES, REPO / "BENCHMARKS.md"])
+    cited = sorted(set(re.findall(r"bench/results/[\w]+\.json", text)))
+    undated = [name for name in cited if '"date"' not in (REPO / name).read_text()]
+    assert cited and undated == []

@@ -165,8 +165,9 @@ def test_rerun_after_the_fix_resumes_at_validate_and_completes(client, project, 
     states = task_states(client, fixed_run)
     assert all(states[stage] == "COMPLETED" for stage in stage_names(project)), states
     text = summary(client, fixed_run)
-    assert "| ingest | skipped |" in text and "| label | skipped |" in text
-    assert all(f"| {stage} | ran |" in text for stage in stage_names(project)[2:]), text
+    stages = stage_names(project)
+    assert "| check | skipped |" in text and "| ingest | skipped |" in text and "| label | skipped |" in text
+    assert all(f"| {stage} | ran |" in text for stage in stages[stages.index("label") + 1:]), text
     metrics = json.loads((project / "reports/metrics.json").read_text())
     assert f"| step_auroc | {metrics['step_auroc']:.4f} |" in text
     registry = json.loads((project / "reports/registry.json").read_text())
@@ -257,7 +258,7 @@ def test_after_promote_and_rollback_the_report_and_the_summary_say_what_the_regi
         return json.loads((project / "reports/registry.json").read_text())
 
     champion = report()["champion_version"]
-    proc = run(["prmflow", "register"], project)  # the same model again: kept as the challenger
+    proc = run(["prmflow", "register", "--force"], project)  # the same model again, forced: kept as the challenger
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     challenger = report()["version"]
     assert not report()["promoted"] and report()["registry"]["champion_version"] == champion

@@ -59,7 +59,7 @@ def new_user(tmp_path_factory):
 
 def test_make_run_in_a_fresh_clone_leaves_git_status_clean(new_user):
     user, output = new_user
-    assert "Running stage 'register'" in output and "registered:" in output
+    assert "Running stage 'register'" in output and "prmflow: prm@champion is version" in output
     status = sh(["git", "status", "--porcelain", "--untracked-files=all"], user)
     assert status == "", f"make run changed or left these in a fresh clone:\n{status}"
     assert str(json.loads((user / "reports" / "registry.json").read_text())["version"]) == "1"  # its own registry

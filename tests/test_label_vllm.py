@@ -23,9 +23,8 @@ from prmflow.labeling.label import label_split
 from tiny_models import fit_policy_lm
 from vllm_server import needs_vllm, vllm_server
 
-pytestmark = needs_vllm
-
 GSM8K = REPO.parent / "shared" / "data" / "gsm8k"
+pytestmark = [needs_vllm, pytest.mark.skipif(not GSM8K.is_dir(), reason="GSM8K is not in ../shared/data/gsm8k")]
 SHAPE = {"hidden_size": 128, "intermediate_size": 256, "num_hidden_layers": 2, "num_attention_heads": 4,
          "num_key_value_heads": 4, "head_dim": 32, "max_position_embeddings": 1024}
 

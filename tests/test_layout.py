@@ -31,7 +31,9 @@ def rank(module: str) -> int:
 def test_every_module_belongs_to_a_known_place():
     for name in modules():
         part = name.split(".")[1] if "." in name else ""
-        assert name in SHARED | {"prmflow", "prmflow.cli"} or part in ORDER, f"{name}: not in a known subpackage"
+        # prmflow.model: the deprecated names of the modules now in scoring/training/labeling (one release)
+        assert name in SHARED | {"prmflow", "prmflow.cli", "prmflow.model"} or part in ORDER, \
+            f"{name}: not in a known subpackage"
 
 
 def test_no_module_imports_one_to_its_right():

@@ -131,7 +131,8 @@ def test_two_register_runs_at_once_on_a_fresh_database_each_gate_against_the_cha
     from mlflow import MlflowClient
 
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"} | {"OMP_NUM_THREADS": "1"}
-    runs = [subprocess.Popen([str(BIN / "prmflow"), "register"], cwd=register_project, env=env,
+    # --force: both register the same weights whichever reads the registry first (a second one would keep version 1)
+    runs = [subprocess.Popen([str(BIN / "prmflow"), "register", "--force"], cwd=register_project, env=env,
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for _ in range(2)]
     outputs = [run.communicate(timeout=500)[0] for run in runs]
     assert [run.returncode for run in runs] == [0, 0], "\n---\n".join(o[-3000:] for o in outputs)
@@ -268,3 +269,48 @@ def test_a_register_killed_before_its_gate_leaves_an_orphan_that_promote_refuses
     assert champion(client) == "1"
     report = json.loads((register_project / "reports/registry.json").read_text())
     assert report["registry"]["orphan_versions"] == [1] and report["champion_version"] == 1
+
+
+def test_an_evaluation_only_change_registers_nothing_and_each_version_says_why_it_exists(register_project):
+    from mlflow import MlflowClient
+
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"} | {"OMP_NUM_THREADS": "1"}
+    params_path, metrics_path = register_project / "params.yaml", register_project / "reports/metrics.json"
+
+    def register(*args: str) -> str:
+        proc = subprocess.run([str(BIN / "prmflow"), "register", *args], cwd=register_project, env=env,
+                              capture_output=True, text=True, timeout=500)
+        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+        return proc.stdout
+
+    def edit_params(section: str, **values) -> None:
+        params = yaml.safe_load(params_path.read_text())
+        params.setdefault(section, {}).update(values)
+        params_path.write_text(yaml.safe_dump(params))
+
+    register()
+    client = MlflowClient(tracking_uri=f"sqlite:///{register_project}/mlflow/mlflow.db")
+    first = client.get_model_version("prm", "1").tags
+    assert first["registered_because"] == "first version of prm"
+    assert {"inputs.weights", "inputs.served_config", "inputs.gate"} <= set(first)
+
+    # What `dvc exp run -S evaluate.external=...` changes: the evaluate params the gate does not read, new metrics.
+    edit_params("evaluate", external=[{"name": "more", "path": "more.jsonl", "format": "outcome"}],
+                bootstrap_samples=50)
+    metrics_path.write_text(json.dumps(json.loads(metrics_path.read_text()) | {"external_more_best_of_n": 0.7}))
+    output = register()
+    assert "nothing registered: version 1 holds the same weights, served config and gate inputs" in output
+    assert [str(v.version) for v in client.search_model_versions("name = 'prm'")] == ["1"]
+    report = json.loads((register_project / "reports/registry.json").read_text())
+    assert report["registered"] is False and report["version"] == 1 and report["champion_version"] == 1
+
+    edit_params("register", promotion_margin=0.02)  # what the gate compares changed: a version, saying so
+    register()
+    assert client.get_model_version("prm", "2").tags["registered_because"] == "changed since version 1: gate"
+    edit_params("register", max_request_bytes=1000000)  # the served config: the version must carry it
+    register()
+    assert client.get_model_version("prm", "3").tags["registered_because"] == \
+        "changed since version 2: served config"
+
+    register("--force")
+    assert client.get_model_version("prm", "4").tags["registered_because"].startswith("forced (prmflow register")

@@ -2,7 +2,7 @@
 
 __version__ = "0.1.0"
 
-STAGES = ("ingest", "label", "validate", "tokenize", "train", "train_orm", "evaluate", "search", "register")
+STAGES = ("check", "ingest", "label", "validate", "tokenize", "train", "train_orm", "evaluate", "search", "register")
 
 
 # The public reward-model API (prmflow.scoring.rewards); its tag-mode ProcessRewardModel extends modeling.StepTagScorer.

@@ -1,6 +1,6 @@
 """`prmflow <stage>`: run one pipeline stage from params.yaml (this is each dvc.yaml `cmd`).
 
-    prmflow ingest | label | validate | tokenize | train | train_orm | evaluate | search | register
+    prmflow check | ingest | label | validate | tokenize | train | train_orm | evaluate | search | register
     prmflow score solutions.jsonl --model models:/prm@champion   # score a JSON-lines file as the server does
     prmflow promote VERSION --reason "..."                        # move @champion by hand
     prmflow rollback --reason "..."                               # move @champion back to its previous version
@@ -22,13 +22,14 @@ from prmflow import STAGES
 from prmflow.param_rules import AGGREGATIONS, DEFAULT_AGGREGATION
 
 # The module that holds each stage's `main(params)`: the subpackage of its part of the pipeline.
-STAGE_MODULES = {"ingest": "prmflow.data.ingest", "label": "prmflow.labeling.label",
+STAGE_MODULES = {"check": "prmflow.config", "ingest": "prmflow.data.ingest", "label": "prmflow.labeling.label",
                  "validate": "prmflow.labeling.validate", "tokenize": "prmflow.training.tokenize_stage",
                  "train": "prmflow.training.train", "train_orm": "prmflow.training.train_orm",
                  "evaluate": "prmflow.evaluation.evaluate", "search": "prmflow.evaluation.search",
                  "register": "prmflow.serving.register"}
 # What each stage does, for `prmflow --help` (inputs and outputs: dvc.yaml).
 STAGE_HELP = {
+    "check": "check params.yaml (unknown or repeated sections and keys, types, rules) before any stage runs",
     "ingest": "read the problem sources (ingest.sources) into data/problems/{train,test}.jsonl",
     "label": "sample solutions with the policy and label each step by Monte-Carlo completions -> data/rollouts",
     "validate": "check problems and rollouts with Great Expectations -> reports/validation.json; fails on errors",
@@ -146,10 +147,20 @@ def score_main(args: argparse.Namespace) -> int:
     print(f"prmflow score: first_error threshold {scorer.config.threshold:g} from {scorer.threshold_source}",
           file=sys.stderr)
     good, rejects = _read_lines(args.input, scorer.config)
+    counts = {"solutions": 0, "steps": 0, "scored_steps": 0, "cut_steps": 0, "dropped_steps": 0,
+              "solutions_with_dropped_steps": 0, "unscored_solutions": 0}
     for chunk in _requests(good, scorer.config):
         predictions = scorer.score([solution for _, solution, _ in chunk], args.aggregation)
-        for (row, _, _), prediction in zip(chunk, predictions):
+        for (row, _, steps), prediction in zip(chunk, predictions):
             print(json.dumps(({"id": row["id"]} if "id" in row else {}) | prediction.model_dump()))
+            scored = len(prediction.step_scores)
+            counts = {"solutions": counts["solutions"] + 1, "steps": counts["steps"] + len(steps),
+                      "scored_steps": counts["scored_steps"] + scored,
+                      "cut_steps": counts["cut_steps"] + len(prediction.truncated_steps),
+                      "dropped_steps": counts["dropped_steps"] + prediction.dropped_steps,
+                      "solutions_with_dropped_steps": counts["solutions_with_dropped_steps"] + (0 < scored < len(steps)),
+                      "unscored_solutions": counts["unscored_solutions"] + (scored == 0)}
+    print(score_summary(counts, model_context(scorer.prm), args.max_unscored_step_fraction), file=sys.stderr)
     if rejects:
         rejects_path = args.rejects or f"{args.input}.rejects.jsonl"
         with open(rejects_path, "w") as out:
@@ -159,6 +170,27 @@ def score_main(args: argparse.Namespace) -> int:
         print(f"prmflow score: {len(rejects)} of {len(good) + len(rejects)} lines rejected -> {rejects_path}",
               file=sys.stderr)
     return len(rejects)
+
+
+def model_context(prm) -> str:
+    """The scorer's context as a warning names it: a trained PRM's prompt format, else a public PRM's own limit."""
+    fmt = getattr(prm, "format", None)
+    length = getattr(fmt, "max_length", None) or getattr(prm, "max_length", None)
+    return f"{length} tokens" if length else "the model"
+
+
+def score_summary(counts: dict[str, int], context: str, limit: float) -> str:
+    """`prmflow score`'s last line: what was scored, cut and dropped; a warning past `limit` unscored steps."""
+    line = (f"prmflow score: {counts['solutions']} solutions, {counts['scored_steps']} of {counts['steps']} steps "
+            f"scored ({counts['cut_steps']} cut inside, {counts['dropped_steps']} dropped beyond the context of "
+            f"{context}); {counts['solutions_with_dropped_steps']} solutions lost steps, "
+            f"{counts['unscored_solutions']} not scored")
+    unscored = counts["steps"] - counts["scored_steps"]  # beyond the context, or of a solution refused whole
+    if counts["steps"] and unscored / counts["steps"] > limit:
+        line += (f"\nprmflow score: WARNING {unscored / counts['steps']:.0%} of the steps were not "
+                 f"scored (more than --max-unscored-step-fraction {limit:g}): their solutions' scores judge only "
+                 f"the steps that fit")
+    return line
 
 
 def alias_main(args: argparse.Namespace) -> None:
@@ -221,6 +253,20 @@ def reward_server_main(args: argparse.Namespace) -> None:
         sys.exit(f"prmflow reward-server: {err}")
     print(f"reward-server: POST http://{args.host}:{args.port}/get_reward, rewards from {config.source}")
     serve(config, args.host, args.port)
+def run_summary(registry: dict, metrics: dict) -> str:
+    """One line after `make run`: what the registry serves, what this run did, the headline metrics."""
+    name, alias = registry.get("model_name", "prm"), registry.get("alias", "champion")
+    if registry.get("registered", True):
+        because = f" ({registry['registered_because']})" if registry.get("registered_because") else ""
+        did = f"this run registered version {registry['version']}{because}; gate: {registry['reason']}"
+    else:
+        did = registry["reason"]
+    shown = ", ".join(f"{k} {metrics[k]:.3f}" for k in ("step_auroc", "first_error_f1", "best_of_n_prm_min",
+                                                         "best_of_n_majority") if k in metrics)
+    return (f"prmflow: {name}@{alias} is version {registry['champion_version']} ({did}); {shown}; "
+            f"reports/summary.md, `prmflow metrics`")
+
+
 def metric_lines(metrics: dict, words: list[str]) -> list[str]:
     """`key value` lines of a flat metrics dict in key order, keys padded to one column, numbers to 4
     significant digits; with `words`, only the keys that contain one of them."""
@@ -235,6 +281,9 @@ def main(argv: list[str] | None = None) -> None:
     for stage in STAGES:
         p = sub.add_parser(stage, help=STAGE_HELP[stage], description=STAGE_HELP[stage])
         p.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+        if stage == "register":
+            p.add_argument("--force", action="store_true", help="register even when the latest version holds the "
+                                                                "same weights, served config and gate inputs")
     score = sub.add_parser("score", help="score solutions in a JSON-lines file ({problem, steps} per line)")
     score.add_argument("input", help="a JSON-lines file: one {problem, steps | text, id?} object per line")
     score.add_argument("--model", default="models/prm",
@@ -246,6 +295,8 @@ def main(argv: list[str] | None = None) -> None:
                        help="first_error threshold for a model directory (default: evaluate's choice in "
                             "reports/metrics.json for the pipeline's models/prm, else 0.5; a registered model "
                             "carries its own)")
+    score.add_argument("--max-unscored-step-fraction", type=float, default=0.05,
+                       help="warn when more than this share of the steps is not scored (default: %(default)s)")
     score.add_argument("--rejects", default=None,
                        help="where rejected lines go with their reason (default: INPUT.rejects.jsonl)")
     score.add_argument("--params", default="params.yaml", help="where the tracking URI comes from, unless "
@@ -287,6 +338,8 @@ def main(argv: list[str] | None = None) -> None:
     reward.add_argument("--batch-size", type=int, default=32, help="completions per request to the PRM")
     reward.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
     reward.add_argument("--port", type=int, default=5002, help="port to listen on (default: 5002)")
+    summary = sub.add_parser("summary", help="one line: the served version, what the last run did, headline metrics")
+    summary.add_argument("--reports", default="reports", help="the reports folder (default: reports)")
     metrics = sub.add_parser("metrics", help="print reports/metrics.json one `key value` a line (as a `dvc "
                                              "metrics show` table it is hundreds of columns wide)")
     metrics.add_argument("words", nargs="*", help="keep only the keys that contain one of these words")
@@ -320,11 +373,16 @@ def main(argv: list[str] | None = None) -> None:
         if args.command == "reward-server":
             reward_server_main(args)
             return
+        if args.command == "summary":
+            print(run_summary(*(json.loads(open(f"{args.reports}/{name}.json").read())
+                                for name in ("registry", "metrics"))))
+            return
         if args.command == "metrics":
             print("\n".join(metric_lines(json.loads(open(args.file).read()), args.words)))
             return
         params = load_params(args.params)
-        importlib.import_module(STAGE_MODULES[args.command]).main(params)
+        stage = importlib.import_module(STAGE_MODULES[args.command])
+        stage.main(params, force=args.force) if args.command == "register" else stage.main(params)
     except (ConfigError, RecordError, ValidationFailed, FileNotFoundError, TimeoutError) as err:
         print(f"prmflow {args.command}: {err}", file=sys.stderr)
         sys.exit(1)

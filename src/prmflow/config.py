@@ -12,6 +12,7 @@ one error that lists every problem, instead of being silently ignored mid-pipeli
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import types
 import typing
@@ -145,12 +146,46 @@ def params_from_dict(raw: object, source: str = "params") -> Params:
     return params
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML that refuses a key given twice in one mapping (plain YAML keeps the last one silently, so a second
+    `train:` section would replace the first without a word)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict[object, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"{key!r} given twice (lines {seen[key]} and {key_node.start_mark.line + 1}): "
+                    f"YAML would keep only the last", key_node.start_mark)
+            seen[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _UniqueKeyLoader.construct_mapping)
+
+
 def load_params(path: str | Path = "params.yaml") -> Params:
+    """The params file at `path`, checked: raises ConfigError listing every problem (unknown or duplicated
+    sections and keys, types, choices, rules)."""
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
     except FileNotFoundError:
         raise ConfigError(f"{path}: not found (run from the project root or pass --params)") from None
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML: {err}") from None
     return params_from_dict(raw, source=str(path))
+
+
+def main(params: Params) -> None:
+    """`prmflow check`, the first dvc.yaml stage: the CLI has loaded `params` (every problem raised as one
+    ConfigError, exit 1) before any stage runs. DVC deletes a stage's outputs before its command starts, so a
+    stage checking its own section would find a typo only after its previous outputs are gone; every stage
+    follows this one, which `dvc repro` / `dvc exp run` run first and stop at. The report's text depends
+    only on which sections exist, so a passing check leaves the stages after it up to date."""
+    reports = Path(params.base.reports_dir)
+    reports.mkdir(parents=True, exist_ok=True)
+    sections = [f.name for f in dataclasses.fields(params)]
+    (reports / "params_check.json").write_text(json.dumps({"sections": sections, "problems": 0}, indent=2) + "\n")
+    print(f"check: params valid ({len(sections)} sections)")

@@ -58,6 +58,10 @@ class EvaluateParams:
             "this machine's registry, not a DVC input, so the tracked reports would differ from one checkout "
             "to the next; register's gate compares with the champion in any case (reports/registry.json).")}
     )
+    max_unscored_step_fraction: float = field(default=0.05, metadata={"rule": FRACTION, "help": (
+        "Warn (stage output and summary.md) when more than this share of a set's steps is not scored: cut off "
+        "by the model's context (`model.max_length` tokens for a trained PRM). The counts are always reported: "
+        "`scored_steps`, `cut_steps`, `dropped_steps`, `solutions_with_dropped_steps`, `unscored_solutions`.")})
     bootstrap_samples: int = field(default=1000, metadata={"rule": NON_NEGATIVE, "help": (
         "Resamples of the reported problems (with replacement, seeded by base.seed) behind the 95% interval of "
         "each headline metric (`<metric>_ci_low/_ci_high`); 0: no intervals.")})

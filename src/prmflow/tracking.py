@@ -24,6 +24,17 @@ def tracked_report(report: dict) -> dict:
     return {key: value for key, value in report.items() if key not in RUN_ONLY_KEYS}
 
 
+def summary_line(prefix: str, values: dict) -> str:
+    """`prefix: key value, key value, ...` of a stage's flat summary: what a stage prints, one readable line
+    (numbers to 4 significant digits; nested dicts and lists are left to the report file)."""
+    def shown(value) -> str:
+        return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+    kept = [f"{key.replace('_', ' ')} {shown(value)}" for key, value in values.items()
+            if not isinstance(value, (dict, list))]
+    return f"{prefix}: {', '.join(kept)}"
+
+
 def store_lock(tracking_uri: str, scope: str, timeout_s: float = 600.0):
     """A file lock (context manager) named `scope` for the MLflow store at `tracking_uri`: beside a SQLite
     database, so it serialises the processes of the machine that opens it; for another store (a tracking

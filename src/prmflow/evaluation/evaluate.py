@@ -47,6 +47,7 @@ from prmflow.evaluation.comparison import (
 )
 from prmflow.evaluation.heldout_metrics import Evaluation, baseline_metrics, evaluate_solutions, headline_resampled
 from prmflow.evaluation.inputs import load_champion, read_external
+from prmflow.evaluation.metrics import coverage_warning, step_coverage
 
 # Printed at the end of the stage, when present.
 PRINTED = ("step_auroc", "step_ece", "first_error_f1", "first_error_threshold", "best_of_n_prm_min",
@@ -66,6 +67,8 @@ class Collected:
     champion_where: str = ""
     scorers: dict[str, list[list[float]]] = field(default_factory=dict)     # evaluate.scorers, by name
     externals: list[tuple[dict, list[dict], list[list[float]]]] = field(default_factory=list)  # (spec, rows, PRM's)
+    cut: dict[str, list[int]] = field(default_factory=dict)  # steps the PRM cut inside, per solution: heldout, externals
+    context: str = ""                                # the PRM's context, as warnings name it
 
 
 def collect_scores(params: Params, rows: list[dict], externals: list[tuple[dict, list[dict]]]) -> Collected:
@@ -86,6 +89,8 @@ def collect_scores(params: Params, rows: list[dict], externals: list[tuple[dict,
     prm = StepTagScorer(model_dir, placement)
     collected = Collected(prm.score_batch(solutions, e.batch_size),
                           TrainedOutcomeRewardModel.load(orm_dir, placement=placement).score_batch(solutions, e.batch_size))
+    collected.context = f"{prm.format.max_length} tokens (model.max_length)"
+    collected.cut["heldout"] = [len(c.truncated_steps) for c in prm.encode(solutions)]
     if e.zero_shot_baseline:
         started = time.perf_counter()
         verifier = ZeroShotVerifier.untrained_base(params.model, model_dir, params.base.seed)
@@ -99,8 +104,9 @@ def collect_scores(params: Params, rows: list[dict], externals: list[tuple[dict,
         collected.scorers[spec["name"]] = load_prm(spec["path"], spec.get("format"), placement).score_batch(
             solutions, e.batch_size)
     for spec, ext_rows in externals:
-        collected.externals.append(
-            (spec, ext_rows, prm.score_batch([(r["problem"], r["steps"]) for r in ext_rows], e.batch_size)))
+        ext_solutions = [(r["problem"], r["steps"]) for r in ext_rows]
+        collected.externals.append((spec, ext_rows, prm.score_batch(ext_solutions, e.batch_size)))
+        collected.cut[spec["name"]] = [len(c.truncated_steps) for c in prm.encode(ext_solutions)]
     return collected
 
 
@@ -118,7 +124,8 @@ def measure(params: Params, rows: list[dict], collected: Collected) -> Measured:
     comparison, bootstrap intervals and the external sets."""
     e, seed = params.evaluate, params.base.seed
     evaluations = {"prm": evaluate_solutions(rows, collected.prm, e)}
-    metrics = dict(evaluations["prm"].metrics)
+    metrics = dict(evaluations["prm"].metrics) | step_coverage(
+        [len(r["steps"]) for r in rows], collected.prm, collected.cut.get("heldout"))
     zero_shot = None  # (step scores, first-error threshold) of the zero-shot baseline, when it ran
     if collected.zero_shot is not None:
         evaluations["zero_shot"] = evaluate_solutions(rows, collected.zero_shot, e)
@@ -147,11 +154,18 @@ def measure(params: Params, rows: list[dict], collected: Collected) -> Measured:
                                        e.bootstrap_samples, seed)
     externals = {}
     for spec, ext_rows, ext_scores in collected.externals:
-        externals[spec["name"]] = evaluate_external(spec["format"], ext_rows, ext_scores,
-                                                    metrics["first_error_threshold"], e.aggregation,
-                                                    e.bootstrap_samples, seed, e.answer_reading)
+        externals[spec["name"]] = step_coverage([len(r["steps"]) for r in ext_rows], ext_scores,
+                                                collected.cut.get(spec["name"])) | evaluate_external(
+            spec["format"], ext_rows, ext_scores, metrics["first_error_threshold"], e.aggregation,
+            e.bootstrap_samples, seed, e.answer_reading)
         metrics |= {f"external_{spec['name']}_{k}": v for k, v in externals[spec["name"]].items()}
     return Measured(metrics, evaluations, externals)
+
+
+def coverage_warnings(measured: Measured, limit: float, context: str) -> list[str]:
+    """A warning for the held-out set and each external set whose unscored share of steps exceeds `limit`."""
+    sets = {"held-out rollouts": measured.metrics} | {f"evaluate.external {n}": m for n, m in measured.externals.items()}
+    return [w for where, coverage in sets.items() if (w := coverage_warning(where, coverage, limit, context))]
 
 
 def write_reports(params: Params, measured: Measured, notes: list[str]) -> None:
@@ -190,7 +204,8 @@ def main(params: Params) -> None:
         collected = collect_scores(params, rows, externals)
         measured = measure(params, rows, collected)
         champion = (collected.champion is not None, collected.champion_where) if e.champion_baseline else None
-        notes = evaluation_notes(measured.metrics, params, champion)
+        notes = coverage_warnings(measured, e.max_unscored_step_fraction, collected.context)
+        notes += evaluation_notes(measured.metrics, params, champion)
         write_reports(params, measured, notes)
         print("evaluate: " + ", ".join(f"{k}={measured.metrics[k]:.3f}" for k in PRINTED if k in measured.metrics))
         print("\n".join(notes))

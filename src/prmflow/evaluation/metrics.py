@@ -163,3 +163,29 @@ def powers_of_two_up_to(n: int) -> list[int]:
     """1, 2, 4, ... up to n, and n itself when it is not a power of two."""
     sizes = [1 << k for k in range(max(n, 1).bit_length()) if 1 << k <= n]
     return sizes + ([n] if sizes and sizes[-1] != n else [])
+
+
+def step_coverage(step_counts: list[int], scores: list[list[float]], cut: list[int] | None = None) -> dict[str, float]:
+    """How much of each solution a scorer scored: solutions of `step_counts` steps got `scores` (a prefix of
+    their steps: the trailing ones beyond the model's context are dropped, a step crossing the end is cut inside
+    but scored on its start; `cut`: how many were cut, per solution, where the scorer says). Counts:
+    {steps, scored_steps, cut_steps (with `cut`), dropped_steps, unscored_step_fraction (dropped / steps),
+    solutions_with_dropped_steps (some scored, some not), unscored_solutions (none scored)}."""
+    steps, scored = sum(step_counts), sum(len(s) for s in scores)
+    found = {"steps": steps, "scored_steps": scored, "dropped_steps": steps - scored,
+             "unscored_step_fraction": (steps - scored) / steps if steps else 0.0,
+             "solutions_with_dropped_steps": sum(0 < len(s) < n for n, s in zip(step_counts, scores)),
+             "unscored_solutions": sum(not s for s in scores)}
+    return found | ({"cut_steps": sum(cut)} if cut is not None else {})
+
+
+def coverage_warning(where: str, coverage: dict[str, float], limit: float, context: str) -> str | None:
+    """A warning when more than `limit` of the steps were not scored, naming the model's `context`; else None."""
+    share = coverage["unscored_step_fraction"]
+    if share <= limit:
+        return None
+    return (f"WARNING {where}: {share:.0%} of {coverage['steps']} steps not scored ({coverage['dropped_steps']} "
+            f"beyond the model's context of {context}; {coverage['solutions_with_dropped_steps']} solutions lost "
+            f"steps, {coverage['unscored_solutions']} were not scored at all), more than "
+            f"evaluate.max_unscored_step_fraction {limit:g}: its metrics judge only the scored steps. A longer "
+            f"context (model.max_length, profiles/real-candidates.yaml) scores more.")

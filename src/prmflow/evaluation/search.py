@@ -284,7 +284,7 @@ def main(params: Params) -> None:
     from prmflow.data.contract import PROBLEM_FIELDS
     from prmflow.jsonl import read_jsonl, write_json
     from prmflow.labeling.policies import make_policy
-    from prmflow.tracking import stage_run
+    from prmflow.tracking import stage_run, summary_line
 
     torch.set_num_threads(params.base.num_threads)
     s, reports = params.search, Path(params.base.reports_dir)
@@ -306,4 +306,6 @@ def main(params: Params) -> None:
                             for n, row in by_n.items() for key, value in row.items()})
         for path in (reports / "search.json", reports / "search.md", png):
             mlflow.log_artifact(str(path))
-    print((reports / "search.md").read_text())
+    largest = max(params.search.sizes)
+    print(summary_line(f"search ({len(problems)} problems, accuracy at N={largest}; table: {reports / 'search.md'})",
+                       {method: by_n[largest]["accuracy"] for method, by_n in report.items() if largest in by_n}))

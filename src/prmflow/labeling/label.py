@@ -232,7 +232,7 @@ def main(params: Params) -> None:
 
     from prmflow.data.contract import PROBLEM_FIELDS, PROBLEM_TYPES
     from prmflow.jsonl import RecordError, read_jsonl, write_json, write_jsonl
-    from prmflow.tracking import stage_run
+    from prmflow.tracking import stage_run, summary_line
 
     data = Path(params.base.data_dir)
     report = {"policy": params.label.policy, "method": params.label.method}
@@ -255,7 +255,7 @@ def main(params: Params) -> None:
                 partial.parent.rmdir()
             report[split] = summary = label_summary(rows, results)
             mlflow.log_metrics({f"{split}_{k}": v for k, v in summary.items()})
-            print(f"label {split}: {summary}")
+            print(summary_line(f"label {split}", summary))
         if params.label.policy == "simulated" and params.label.compare_methods_on > 0:
             sample = read_jsonl(data / "problems" / "train.jsonl")[:params.label.compare_methods_on]
             report["method_comparison"] = comparison = compare_methods(sample, params.label, params.base.seed)

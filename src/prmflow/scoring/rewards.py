@@ -26,6 +26,8 @@ fails the batch.
 
 from __future__ import annotations
 
+import functools
+import warnings
 from pathlib import Path
 
 from prmflow.config import DEFAULT_STEP_TEMPLATE
@@ -40,6 +42,27 @@ from prmflow.scoring.zero_shot import VERIFICATION_PROMPT
 from prmflow.sections_evaluation import CombineParams
 
 OUTCOME_PROMPT = "Is this solution correct? Yes or No: "
+
+
+def legacy_placement(method):
+    """Accept the last release's `device=` / `dtype=` keywords (prmflow 0.1.0) for one more release: they become
+    `placement=Placement(device, dtype)`, with a DeprecationWarning that names the new form. Both at once is a
+    TypeError."""
+    @functools.wraps(method)
+    def wrapper(*args, **kwargs):
+        legacy = {k: kwargs.pop(k) for k in ("device", "dtype") if k in kwargs}
+        if legacy:
+            if "placement" in kwargs:
+                raise TypeError(f"{method.__qualname__}: give placement= or the deprecated device=/dtype=, not both")
+            new = Placement(**legacy)
+            name = method.__qualname__.removesuffix(".__init__")
+            warnings.warn(f"{name}(..., {', '.join(f'{k}={v!r}' for k, v in legacy.items())}) is deprecated and "
+                          f"will be removed in the next release: use {name}(..., placement=Placement("
+                          f"device={new.device!r}, dtype={new.dtype!r})) (from prmflow import Placement)",
+                          DeprecationWarning, stacklevel=2)
+            kwargs["placement"] = new
+        return method(*args, **kwargs)
+    return wrapper
 
 
 class UnscorableError(ValueError):
@@ -92,6 +115,7 @@ def _save_tag_model(scorer: modeling.StepTagScorer, path: Path, config: dict) ->
 class ProcessRewardModel(modeling.StepTagScorer, _StepScorer):
     """Trained tag mode: P(+) at each step tag, all steps in one forward pass (the pipeline's PRM)."""
 
+    @legacy_placement
     def __init__(self, model_name_or_path: str | Path, *, placement: Placement = Placement(),
                  delimiter: str = DEFAULT_DELIMITER, aggregation: str = "min"):
         super().__init__(model_name_or_path, placement)
@@ -103,6 +127,7 @@ class ProcessRewardModel(modeling.StepTagScorer, _StepScorer):
                                            "aggregation": self.aggregation})
 
     @classmethod
+    @legacy_placement
     def load(cls, path: str | Path, *, placement: Placement = Placement()):
         """A saved process model in the mode it was saved in (tag, or verification prompt)."""
         config = read_config(path, "process")
@@ -117,6 +142,7 @@ class _VerificationPrompt:
     kind = ""
     default_prompt = ""
 
+    @legacy_placement
     def __init__(self, model_name_or_path: str | Path, *, placement: Placement = Placement(),
                  prompt: str | None = None, delimiter: str = DEFAULT_DELIMITER,
                  step_template: str = DEFAULT_STEP_TEMPLATE,
@@ -152,6 +178,7 @@ class _VerificationPrompt:
         write_config(path, self.config())
 
     @classmethod
+    @legacy_placement
     def load(cls, path: str | Path, *, placement: Placement = Placement()):
         config = read_config(path, cls.kind)
         return cls(path, placement=placement, prompt=config["prompt"], delimiter=config["delimiter"],
@@ -186,6 +213,7 @@ class OutcomeRewardModel(_VerificationPrompt):
         return self.get_reward_for_problem_solution(problem, solution)
 
     @classmethod
+    @legacy_placement
     def load(cls, path: str | Path, *, placement: Placement = Placement()):
         """A saved outcome model in the mode it was saved in: trained (tag, e.g. models/orm) or verification prompt."""
         if read_config(path, cls.kind)["mode"] == "tag":
@@ -202,6 +230,7 @@ class TrainedOutcomeRewardModel(modeling.StepTagScorer):
     not step-correctness judgements.
     """
 
+    @legacy_placement
     def __init__(self, model_name_or_path: str | Path, *, placement: Placement = Placement(),
                  delimiter: str = DEFAULT_DELIMITER):
         super().__init__(model_name_or_path, placement)
@@ -223,6 +252,7 @@ class TrainedOutcomeRewardModel(modeling.StepTagScorer):
         _save_tag_model(self, Path(path), trained_outcome_config(self.delimiter))
 
     @classmethod
+    @legacy_placement
     def load(cls, path: str | Path, *, placement: Placement = Placement()) -> TrainedOutcomeRewardModel:
         config = read_config(path, "outcome")
         if config["mode"] != "tag":
@@ -265,6 +295,7 @@ class CombinedRewardModel:
                              "max_steps": self.max_steps, "aggregation": self.aggregation})
 
     @classmethod
+    @legacy_placement
     def load(cls, path: str | Path, *, placement: Placement = Placement()) -> CombinedRewardModel:
         config = read_config(path, "combined")
         return cls(ProcessRewardModel.load(Path(path, "process"), placement=placement),
@@ -276,6 +307,7 @@ class CombinedRewardModel:
 class EnsembleRewardModel:
     """The weighted mean of the `get_reward` of saved reward models of any kind (weights need not sum to 1)."""
 
+    @legacy_placement
     def __init__(self, paths: list[str | Path], weights: list[float] | None = None, *,
                  placement: Placement = Placement()):
         weights = [1.0] * len(paths) if weights is None else list(weights)
@@ -298,6 +330,7 @@ class EnsembleRewardModel:
         write_config(path, {"kind": "ensemble", "weights": self.weights})
 
     @classmethod
+    @legacy_placement
     def load(cls, path: str | Path, *, placement: Placement = Placement()) -> EnsembleRewardModel:
         config = read_config(path, "ensemble")
         return cls([Path(path, f"member_{i}") for i in range(len(config["weights"]))], config["weights"],
@@ -308,6 +341,7 @@ LOADERS = {"process": ProcessRewardModel, "outcome": OutcomeRewardModel, "combin
            "ensemble": EnsembleRewardModel}
 
 
+@legacy_placement
 def load_reward_model(path: str | Path, *, placement: Placement = Placement()):
     """Any saved reward model, by the `kind` in its reward_config.json, on `placement` (prmflow.devices).
 

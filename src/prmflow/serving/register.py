@@ -18,6 +18,11 @@ bootstrap over the held-out problems (`register.gate_bootstrap_samples` draws, s
 both metrics on the same draws) gives the 95% interval of challenger - champion. Promoted only when
 its lower bound exceeds `register.promotion_margin`. The difference, its interval and the decision
 are tagged on the version (`gate.*`) and written to `reports/registry.json`.
+
+A version is made only when what it would hold differs from the latest version's: its weights, its served
+config, or what the gate compares (`registration_inputs`, tagged `inputs.*`). An evaluation-only change
+(`dvc exp run -S evaluate.external=...`) reruns this stage and registers nothing; the tag `registered_because`
+says why each version exists. `prmflow register --force` registers the same inputs again.
 """
 
 from __future__ import annotations
@@ -157,6 +162,36 @@ def gate_new_version(client, params: Params, version: str, *, step_scores: Calla
     }
 
 
+def registration_inputs(params: Params, model_dir: Path, outcome_dir: Path | None, model_config: dict,
+                        heldout_md5: str) -> dict[str, str]:
+    """{weights, served_config, gate}: a hash of each part of what a version would be. The weights are the DVC
+    md5 of the model directory (and of the ORM's, combined); the served config is the pyfunc's model_config;
+    the gate inputs are the held-out set's md5 and the knobs of the comparison. An evaluation-only change
+    (external sets, baselines, report intervals) changes none of them."""
+    import hashlib
+
+    from prmflow.serving.registry import dvc_md5
+
+    r, e = params.register, params.evaluate
+    parts = {"weights": [dvc_md5(model_dir), dvc_md5(outcome_dir) if outcome_dir else None, r.model_kind],
+             "served_config": model_config,
+             "gate": [heldout_md5, r.gate_metric, r.promotion_margin, r.gate_bootstrap_samples, params.base.seed,
+                      e.threshold, e.validation_fraction]}
+    return {k: hashlib.sha256(json.dumps(v, sort_keys=True).encode()).hexdigest()[:16] for k, v in parts.items()}
+
+
+def why_register(client, name: str, inputs: dict[str, str]) -> tuple[str | None, str]:
+    """(the latest version of `name` when it holds exactly `inputs`, else None; the reason to register or not)."""
+    versions = client.search_model_versions(f"name = '{name}'")
+    if not versions:
+        return None, f"first version of {name}"
+    latest = max(versions, key=lambda v: int(v.version))
+    changed = [k.replace("_", " ") for k, v in inputs.items() if latest.tags.get(f"inputs.{k}") != v]
+    if not changed:
+        return str(latest.version), f"version {latest.version} holds the same weights, served config and gate inputs"
+    return None, f"changed since version {latest.version}: {', '.join(changed)}"
+
+
 def refresh_registry_report(path: Path, state: dict) -> None:
     """Make reports/registry.json say what the registry holds after a hand move of the alias (`state`:
     registry.registry_state): `champion_version` and `registry` are replaced, the last register run's decision
@@ -179,7 +214,9 @@ def step_scores_of(rows: list[dict], params: Params) -> Callable[[str], list[lis
     return step_scores
 
 
-def main(params: Params) -> None:
+def main(params: Params, force: bool = False) -> None:
+    """Register models/prm (or `register.scorer`) unless the latest version holds the same inputs; `force`
+    registers it anyway."""
     import torch
 
     import mlflow
@@ -189,7 +226,7 @@ def main(params: Params) -> None:
         dvc_hashes, file_md5, finish_moves, git_commit, lineage_paths, lineage_tags, registry_lock, registry_state,
         stage_run_ids,
     )
-    from prmflow.tracking import PARENT_RUN_ENV, stage_run
+    from prmflow.tracking import PARENT_RUN_ENV, configure, stage_run
 
     torch.set_num_threads(params.base.num_threads)
     reports = Path(params.base.reports_dir)
@@ -199,12 +236,18 @@ def main(params: Params) -> None:
     models = Path(params.base.models_dir)
     outcome_dir = models / "orm" if params.register.model_kind == "combined" else None
     model_dir, prm_format, metrics = registered_checkpoint(params, metrics)
+    model_config = serving_model_config(params, metrics, prm_format)
+    heldout_md5 = file_md5(heldout)
+    inputs = registration_inputs(params, model_dir, outcome_dir, model_config, heldout_md5)
+    configure(params.base)
+    same, because = why_register(MlflowClient(), name, inputs)
+    if same and not force:
+        keep_version(params, same, because)
+        return
     with stage_run(params.base, "register", params.register) as run:
-        info = log_prm(model_dir, serving_model_config(params, metrics, prm_format), registered_model_name=name,
-                       outcome_dir=outcome_dir)
+        info = log_prm(model_dir, model_config, registered_model_name=name, outcome_dir=outcome_dir)
         version = str(info.registered_model_version)
         client = MlflowClient()
-        heldout_md5 = file_md5(heldout)
         run_ids = stage_run_ids(client, run.info.experiment_id, LINEAGE_STAGES, os.environ.get(PARENT_RUN_ENV))
         sections = {s: dataclasses.asdict(getattr(params, s)) for s in ("ingest", "label", "model", "train",
                                                                        "train_orm", "combine", "evaluate")}
@@ -214,6 +257,8 @@ def main(params: Params) -> None:
         tags["model_kind"] = params.register.model_kind
         tags["checkpoint"] = str(model_dir)  # models/prm, or the evaluate.scorers path of register.scorer
         tags |= vllm_metadata(model_dir)  # what `prmflow serve-vllm` reads
+        tags |= {f"inputs.{k}": v for k, v in inputs.items()}
+        tags["registered_because"] = "forced (prmflow register --force): " + because if force and same else because
         for key, value in tags.items():
             client.set_model_version_tag(name, version, key, value)
         rows = read_jsonl(heldout, required=("problem_id", "problem", "steps", "labels", "first_error", "correct"))
@@ -226,13 +271,37 @@ def main(params: Params) -> None:
             record = {"model_name": name, "model_kind": params.register.model_kind, "alias": params.register.alias,
                       "challenger_alias": params.register.challenger_alias,
                       "model_uri": f"models:/{name}@{params.register.alias}", "run_id": run.info.run_id,
-                      "source": info.model_uri, **decision, "lineage": tags,
+                      "source": info.model_uri, "registered": True,
+                      "registered_because": tags["registered_because"], **decision, "lineage": tags,
                       "registry": registry_state(client, name, params.register.alias, params.register.challenger_alias)}
             write_json(reports / "registry.json", record)
         mlflow.log_metrics({"promoted": int(decision["promoted"])} | {
             f"gate_{k}": v for k, v in decision["gate"].items() if k in ("difference", "ci_low", "ci_high")})
-        write_json(REGISTERED_RECEIPT, {"model_name": name, "alias": params.register.alias,
-                                        "registry": params.base.mlflow_tracking_uri})
+        write_receipt(params)
         verdict = "promoted to" if decision["promoted"] else f"kept version {decision['champion_version']} as"
-        print(f"register: {name} version {version} -> @{params.register.challenger_alias}; "
-              f"{verdict} @{params.register.alias}: {decision['reason']}")
+        print(f"register: {name} version {version} ({tags['registered_because']}) -> "
+              f"@{params.register.challenger_alias}; {verdict} @{params.register.alias}: {decision['reason']}")
+
+
+def write_receipt(params: Params) -> None:
+    from prmflow.jsonl import write_json
+
+    write_json(REGISTERED_RECEIPT, {"model_name": params.register.model_name, "alias": params.register.alias,
+                                    "registry": params.base.mlflow_tracking_uri})
+
+
+def keep_version(params: Params, version: str, because: str) -> None:
+    """No new version: reports/registry.json says which version already holds these inputs and why none was made."""
+    from mlflow import MlflowClient
+    from prmflow.jsonl import write_json
+    from prmflow.serving.registry import registry_state
+
+    r = params.register
+    state = registry_state(MlflowClient(), r.model_name, r.alias, r.challenger_alias)
+    write_json(Path(params.base.reports_dir) / "registry.json", {
+        "model_name": r.model_name, "model_kind": r.model_kind, "alias": r.alias, "challenger_alias": r.challenger_alias,
+        "model_uri": f"models:/{r.model_name}@{r.alias}", "version": int(version), "registered": False,
+        "promoted": False, "reason": f"nothing registered: {because}",
+        "champion_version": state["champion_version"], "registry": state})
+    write_receipt(params)
+    print(f"register: nothing registered: {because} (--force registers it again)")

@@ -22,7 +22,7 @@ def main(params: Params) -> None:
 
     import mlflow
     from prmflow.jsonl import read_jsonl, write_json
-    from prmflow.tracking import stage_run
+    from prmflow.tracking import stage_run, summary_line
 
     data = Path(params.base.data_dir)
     out = data / "tokenized"
@@ -37,6 +37,6 @@ def main(params: Params) -> None:
             rows, counts = tokenize_rows(tokenizer, fmt, rollouts[split])
             datasets.Dataset.from_list(rows).save_to_disk(str(out / split))
             mlflow.log_metrics({f"{split}_{k}": v for k, v in counts.items()})
-            print(f"tokenize {split}: {counts}")
+            print(summary_line(f"tokenize {split}", counts))
             all_counts[split] = counts
         write_json(out / COUNTS_FILE, all_counts)

@@ -303,7 +303,7 @@ def main(params: Params, kind: str = "process") -> None:
     """The `train` stage (kind "process"), or with kind "outcome" the `train_orm` stage (train_orm.py)."""
     import mlflow
     from prmflow.jsonl import write_json
-    from prmflow.tracking import stage_run, tracked_report
+    from prmflow.tracking import stage_run, summary_line, tracked_report
 
     if os.environ.get("RANK", "0") != "0":  # set by `accelerate launch`: only rank 0 talks to MLflow
         train_stage(params, kind=kind)
@@ -316,7 +316,7 @@ def main(params: Params, kind: str = "process") -> None:
         dropped = {f"{split}_{k}": v for split, counts in report["tokenize"].items() for k, v in counts.items()}
         mlflow.log_metrics({k: v for k, v in report.items() if isinstance(v, (int, float))} | dropped)
         write_json(Path(params.base.reports_dir) / f"{stage}.json", tracked_report(report))
-        print(f"{stage}: {report}")
+        print(summary_line(stage, report))
 
 
 def _last_logged_loss(trainer) -> float:
