@@ -93,11 +93,16 @@ class LabelParams:
     )
     method: str = field(
         default="mc",
-        metadata={"choices": ("mc", "binary_search", "teacher"),
-                  "help": "Step labeling: mc (N completions from every prefix, Math-Shepherd), binary_search "
+        metadata={"choices": ("mc", "binary_search", "relative_progress", "teacher"),
+                  "help": "Step labeling: mc (N completions from every prefix, Math-Shepherd), relative_progress "
+                          "(GenPRM: + where MC(after) / MC(before) >= label.progress_threshold), binary_search "
                           "(OmegaPRM: completions only at the prefixes a binary search for the first error probes) "
                           "or teacher (a teacher PRM's step scores of each candidate solution, from "
                           "label.teacher_file; no policy is run)."},
+    )
+    progress_threshold: float = field(
+        default=0.8, metadata={"rule": FRACTION, "help": "relative_progress: a step is + when the Monte-Carlo value "
+                                                         "after it over the value before it is at least this (GenPRM)."}
     )
     teacher_file: str = field(
         default="", metadata={"help": "teacher: JSON lines of cached step scores, {id, step_scores: {model: "

@@ -91,8 +91,10 @@ def sample_and_label(policy: Policy, problem: dict, params: LabelParams, seed: i
 
 
 def rollout_source(params: LabelParams) -> dict:
-    """The lineage of a row labeled by policy completions: the method and its draws per prefix."""
-    return {"method": params.method, "policy": params.policy, "completions_per_step": params.completions_per_step}
+    """The lineage of a row labeled by policy completions: the method, its draws per prefix, and the value at or
+    above which a step is `+` where that is not "above 0" (relative progress)."""
+    source = {"method": params.method, "policy": params.policy, "completions_per_step": params.completions_per_step}
+    return source | ({"threshold": params.progress_threshold} if params.method == "relative_progress" else {})
 
 
 def label_candidate(policy: Policy, problem: dict, params: LabelParams, seed: int) -> ProblemLabels:

@@ -24,7 +24,7 @@ ROLLOUT_FIELDS = ("id", "problem_id", "problem", "steps", "labels", "values", "a
 LABELING_COLUMNS = ("num_steps", "no_empty_step", "one_label_per_step", "labels_are_plus_minus",
                     "values_in_unit_interval", "values_match_labels", "first_error_matches_labels")
 # label_source.method of the label stage's rows: policy completions, a teacher's scores, or labels a source gave.
-LABEL_METHODS = ("mc", "binary_search", "teacher", "given")
+LABEL_METHODS = ("mc", "binary_search", "relative_progress", "teacher", "given")
 ROLLOUT_COLUMNS = ("split", *ROLLOUT_FIELDS, "label_method", *LABELING_COLUMNS, "answer_parses", "in_both_splits",
                    "repeats_earlier_solution", "labels_differ_from_twin")
 
