@@ -57,6 +57,30 @@ def test_candidates_are_rows_to_label_split_by_problem_with_bad_records_rejected
         (39, "not valid JSON: Expecting property name enclosed in double quotes (char 2)")]
 
 
+def test_a_chat_transcript_at_the_head_of_the_steps_is_cut_and_its_step_scores_dropped(tmp_path):
+    transcript = {**candidate(1, 0), "steps": ["system\nYou are Qwen.", "You are helpful.\nuser\nWhat is 1 + 1?",
+                                               "\nassistant\nAdd the numbers.", "So 2."]}
+    first_step = {**candidate(1, 1), "steps": ["system\nBe kind.\nuser\nWhat is 1 + 1?\nassistant\nAdd them.",
+                                               "So 2."]}
+    turn_ends_step = {**candidate(1, 2), "steps": ["system\nBe kind.\nuser\nWhat is 1 + 1?\nassistant\n", "So 2."]}
+    no_solution = {**candidate(1, 3), "steps": ["system\nBe kind.", "user\nWhat is 1 + 1?\nassistant"]}
+    pool = write_lines(tmp_path / "pool.jsonl", [transcript, first_step, turn_ends_step, no_solution])
+    result = build_splits(IngestParams(sources=[{"format": "candidates", "path": str(pool)}], test_fraction=0.0), 0)
+    rows = {r["id"]: r for r in result.splits["train"]}
+    assert rows["p1-0"]["steps"] == ["Add the numbers.", "So 2."] and rows["p1-0"]["leading_steps_dropped"] == 2
+    assert rows["p1-1"]["steps"] == ["Add them.", "So 2."] and rows["p1-1"]["leading_steps_dropped"] == 0
+    assert rows["p1-2"]["steps"] == ["So 2."] and rows["p1-2"]["leading_steps_dropped"] == 1
+    assert rows["p1-0"]["chat_transcript_removed"] and rows["p1-1"]["chat_transcript_removed"]
+    (rejected,) = result.rejects
+    assert rejected["reason"] == "steps: a chat transcript and no solution steps after its assistant turn"
+    scores = {"p1-0": {"line": 1, "scores": {"t": [0.1, 0.2, 0.9, 0.3]}},
+              "p1-1": {"line": 2, "scores": {"t": [0.9, 0.8, 0.7]}}}
+    params = LabelParams(method="teacher", teacher_file="scores.jsonl", teacher_models=["t"])
+    labeled, rejects = teacher_rows([rows["p1-0"], rows["p1-1"]], scores, params, "train.jsonl")
+    assert labeled[0]["values"] == [0.9, 0.3] and labeled[0]["labels"] == ["+", "-"]
+    assert [r["reason"] for r in rejects] == ["step_scores: 3 scores for 2 steps of 'p1-1'"]
+
+
 def test_teacher_file_lines_and_candidates_it_cannot_label_are_rejects_with_file_line_and_field(tmp_path):
     scores = write_lines(tmp_path / "scores.jsonl", [
         {"id": "p1-0", "step_scores": {"a": [0.9, 0.2], "b": [0.7, 0.6]}},

@@ -33,6 +33,9 @@ from prmflow.data.step_text import MATH_SHEPHERD_TAG
 FILE_SUFFIXES = (".jsonl", ".json")
 _ANSWER_SENTENCE = re.compile(r"The answer is:?\s*(.+?)\s*$", re.IGNORECASE | re.DOTALL)
 _ANSWER_HEADING = re.compile(r"^# Answer\s*\n(.+?)\s*$", re.MULTILINE | re.DOTALL)
+# A chat template rendered without its special tokens ("system\n...\nuser\n<problem>\nassistant\n"), as some
+# pools carry it at the head of a candidate's first step(s).
+_ASSISTANT_TURN = re.compile(r"(?:^|\n)assistant(?:\n|$)")
 
 
 class RecordProblem(ValueError):
@@ -211,6 +214,21 @@ def parse_input_value_label(raw: dict, spec: dict) -> dict:
     return _labeled(problem, steps, labels, "label", predicted=_stated_answer(steps[-1]))
 
 
+def _without_chat_transcript(steps: list[str]) -> tuple[list[str], int, bool]:
+    """The steps without a leading chat transcript (system and user turns up to `assistant\n`), how many whole
+    steps it filled, and whether there was one. Per-step scores of the candidate drop as many leading entries."""
+    if not steps[0].startswith("system\n"):
+        return steps, 0, False
+    for k, step in enumerate(steps):
+        parts = _ASSISTANT_TURN.split(step, maxsplit=1)
+        if len(parts) == 2:
+            rest = [parts[1].strip()] if parts[1].strip() else []  # the assistant's text may start a new step
+            if not rest and k + 1 == len(steps):
+                raise RecordProblem("steps: a chat transcript and no solution steps after its assistant turn")
+            return [*rest, *steps[k + 1:]], k + 1 - len(rest), True
+    return steps, 0, False
+
+
 def parse_candidates(raw: dict, spec: dict) -> dict:
     """A generator's sampled solution to label (StrictPRMBench's best-of-N pool layout).
 
@@ -218,6 +236,9 @@ def parse_candidates(raw: dict, spec: dict) -> dict:
     (the source's answer extraction and grading); optional `id` (kept as the row id, which teacher
     step-score files are keyed by), `problem_id` (kept as `source_problem_id`), `candidate_index`
     and `generator`. Splits go by the problem text's id, so a problem's candidates share a split.
+    A chat transcript rendered into the head of the steps ("system\n...user\n<problem>\nassistant\n", in
+    44% of StrictPRMBench's QwQ-32B candidates) is cut off: `chat_transcript_removed`, and
+    `leading_steps_dropped` whole steps it filled (their step scores are dropped too).
     """
     problem, steps = _field(raw, "problem", str), _steps(_field(raw, "steps", list), "steps")
     answer = raw.get("answer")
@@ -228,8 +249,10 @@ def parse_candidates(raw: dict, spec: dict) -> dict:
         raise RecordProblem(f"predicted_answer: expected a string (\"\" when none was found), got {predicted!r}")
     if not isinstance(correct, bool):
         raise RecordProblem(f"correct: expected true or false, got {correct!r}")
+    steps, dropped, removed = _without_chat_transcript(steps)
     row = {"problem": problem.strip(), "answer": str(answer).strip(), "reference_steps": [], "steps": steps,
-           "predicted_answer": predicted.strip(), "correct": correct}
+           "predicted_answer": predicted.strip(), "correct": correct, "chat_transcript_removed": removed,
+           "leading_steps_dropped": dropped}
     if "id" in raw:
         row["id"] = str(_field(raw, "id", str)).strip()
     optional = {"problem_id": ("source_problem_id", str), "candidate_index": ("candidate_index", int),

@@ -7,10 +7,11 @@ Distilling a larger PRM's step scores into a small one is the teacher source of 
     rows, rejects = teacher_rows(candidates, scores, params, problems_file)
 
 The file holds one JSON object a line, `{id, step_scores: {model: [score per step]}}`, scores in [0, 1],
-in the order of the candidate's `steps`. Several teachers are combined step by step (`label.teacher_combine`:
-mean, min or max of their scores); a step is `+` where the combined score is at least
-`label.teacher_threshold`, else `-`, and the solution's first error is its first `-`. Values are the
-combined score (`teacher_labels: soft`) or 1/0 from the labels (`hard`).
+in the order of the candidate's `steps` as the source wrote them (the scores of leading steps that ingest
+cut away as a chat transcript, `leading_steps_dropped`, are dropped). Several teachers are combined step
+by step (`label.teacher_combine`: mean, min or max of their scores); a step is `+` where the combined
+score is at least `label.teacher_threshold`, else `-`, and the solution's first error is its first `-`.
+Values are the combined score (`teacher_labels: soft`) or 1/0 from the labels (`hard`).
 
 A candidate whose id has no scores, whose step count differs from its scores', or whose scores are bad is
 rejected with the file, line and field at fault; so is a bad line of the teacher file. Nothing is dropped
@@ -141,11 +142,13 @@ def teacher_rows(problems: Iterable[dict], scores: dict[str, dict], params: Labe
             rejects.append(_reject(problems_file, lineno, "id", f"{problem['id']!r} has no step scores in "
                                    f"{params.teacher_file}", problem["id"]))
             continue
+        dropped = problem.get("leading_steps_dropped", 0)  # steps the source scored that ingest cut away
         counts = {len(v) for v in entry["scores"].values()}
-        if counts != {len(problem["steps"])}:
+        if counts != {dropped + len(problem["steps"])}:
             rejects.append(_reject(params.teacher_file, entry["line"], "step_scores",
-                                   f"{counts.pop()} scores for {len(problem['steps'])} steps of {problem['id']!r}",
-                                   problem["id"]))
+                                   f"{counts.pop()} scores for {dropped + len(problem['steps'])} steps of "
+                                   f"{problem['id']!r}", problem["id"]))
             continue
-        rows.append(teacher_row(problem, combined_scores(entry["scores"], params.teacher_combine), params))
+        scores_of_steps = combined_scores(entry["scores"], params.teacher_combine)[dropped:]
+        rows.append(teacher_row(problem, scores_of_steps, params))
     return rows, rejects
