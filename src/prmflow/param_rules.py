@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 
 SOURCE_FORMATS = ("generator", "gsm8k", "math", "prm800k", "math_shepherd", "trl_stepwise", "input_value_label",
-                  "candidates")
+                  "candidates", "prm800k_stepwise")
 SOURCE_SPLITS = ("train", "test", "auto")
 SOURCE_KEYS = ("format", "path", "hub", "split", "limit", "name", "neutral")
 NEUTRAL_LABELS = {"positive": "+", "negative": "-"}  # prm800k rating 0 becomes this label
@@ -73,6 +73,8 @@ def source_problems(where: str, spec: dict) -> list[str]:
                      for key in ("path", "hub", "split", "limit") if key in spec]
     elif fmt in SOURCE_FORMATS and len([key for key in ("path", "hub") if key in spec]) != 1:
         problems.append(f"{where}: give exactly one of path (a local file or folder) or hub (a dataset name)")
+    if fmt == "prm800k_stepwise" and "hub" in spec:
+        problems.append(f"{where}.hub: prm800k_stepwise reads local parquet files only (path)")
     problems += [f"{where}.{key}: expected a non-empty string, got {spec[key]!r}" for key in ("path", "hub", "name")
                  if key in spec and not (isinstance(spec[key], str) and spec[key].strip())]
     if "split" in spec and spec["split"] not in SOURCE_SPLITS:
@@ -80,8 +82,9 @@ def source_problems(where: str, spec: dict) -> list[str]:
     limit = spec.get("limit", 1)
     if not (isinstance(limit, int) and not isinstance(limit, bool) and limit > 0):
         problems.append(f"{where}.limit: must be a positive integer, got {limit!r}")
-    if "neutral" in spec and (fmt != "prm800k" or spec["neutral"] not in NEUTRAL_LABELS):
-        problems.append(f"{where}.neutral: only for prm800k, one of {list(NEUTRAL_LABELS)}; got {spec['neutral']!r}")
+    if "neutral" in spec and (fmt not in ("prm800k", "prm800k_stepwise") or spec["neutral"] not in NEUTRAL_LABELS):
+        problems.append(f"{where}.neutral: only for prm800k and prm800k_stepwise, one of {list(NEUTRAL_LABELS)}; "
+                        f"got {spec['neutral']!r}")
     return problems
 
 

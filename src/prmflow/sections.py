@@ -57,8 +57,9 @@ class IngestParams:
     sources: list[dict] = field(
         default_factory=lambda: [{"format": "generator"}],
         metadata={"help": "Problem sources, combined: {format: generator} or {format: gsm8k|math|prm800k|"
-                          "math_shepherd|trl_stepwise|input_value_label|candidates, path: file-or-folder | hub: dataset, "
-                          "split: train|test|auto, limit: N, name: label, neutral: positive|negative (prm800k)}."},
+                          "math_shepherd|trl_stepwise|input_value_label|candidates|prm800k_stepwise (parquet), path: file-or-folder | hub: dataset, "
+                          "split: train|test|auto, limit: N, name: label, neutral: positive|negative (prm800k, "
+                          "prm800k_stepwise)}."},
     )
     test_fraction: float = field(
         default=0.1, metadata={"rule": FRACTION,

@@ -4,7 +4,8 @@ A source is one `ingest.sources` entry (a mapping: `format`, and `path` or `hub`
 `split`, `limit`, `name`, `neutral`). Problem-only formats (`generator`, `gsm8k`, `math`) give
 rows for rollouts: `problem, answer, reference_steps`. Pre-labeled formats (`prm800k`,
 `math_shepherd`, `trl_stepwise`, `input_value_label`) also give `steps, labels, values`,
-which the label stage passes through unchanged. Candidate solutions (`candidates`: a generator's own
+which the label stage passes through unchanged; `prm800k_stepwise` reads PRM800K's one-step-a-row
+parquet layout into solution paths (data/prm800k.py). Candidate solutions (`candidates`: a generator's own
 samples, StrictPRMBench's pool layout) give `steps, predicted_answer, correct` without labels:
 rows that the label stage labels (`label.method`).
 
@@ -28,6 +29,7 @@ from pathlib import Path
 from prmflow.config import NEUTRAL_LABELS, IngestParams
 from prmflow.data.answers import extract_boxed, normalize_answer
 from prmflow.data.generator import generate_problems
+from prmflow.data.prm800k import solution_paths
 from prmflow.data.step_text import MATH_SHEPHERD_TAG
 
 FILE_SUFFIXES = (".jsonl", ".json")
@@ -214,6 +216,28 @@ def parse_input_value_label(raw: dict, spec: dict) -> dict:
     return _labeled(problem, steps, labels, "label", predicted=_stated_answer(steps[-1]))
 
 
+def parse_prm800k_stepwise(raw: dict, spec: dict) -> dict:
+    """A solution path rebuilt from PRM800K's stepwise-critic rows (data/prm800k.py): one rating per step.
+
+    Rating 1 is `+`, -1 is `-`, 0 (ambiguous) is the spec's `neutral` label (`+` unless `neutral: negative`,
+    as for the hub layout); a human-written step (a labeler's hint, unrated) is `+`: it was written to be right.
+    """
+    neutral = NEUTRAL_LABELS[spec.get("neutral", "positive")]
+    if raw["missing"]:
+        raise RecordProblem(f"steps[{raw['missing'][0]}]: no row rates this step of the path")
+    labels = []
+    for i, (rating, human) in enumerate(zip(raw["ratings"], raw["human"])):
+        if human:
+            labels.append("+")
+        elif rating in (-1, 0, 1):
+            labels.append({1: "+", -1: "-", 0: neutral}[rating])
+        else:
+            raise RecordProblem(f"steps[{i}].rating: {rating!r} is not -1, 0 or 1 (and not a human-written step)")
+    steps = _steps(raw["steps"], "steps")
+    return _labeled(_field(raw, "problem", str), steps, labels, "ratings", normalize_answer(raw["answer"]),
+                    _stated_answer(steps[-1]))
+
+
 def _without_chat_transcript(steps: list[str]) -> tuple[list[str], int, bool]:
     """The steps without a leading chat transcript (system and user turns up to `assistant\n`), how many whole
     steps it filled, and whether there was one. Per-step scores of the candidate drop as many leading entries."""
@@ -266,6 +290,7 @@ def parse_candidates(raw: dict, spec: dict) -> dict:
 PARSERS: dict[str, Callable[[dict, dict], dict]] = {
     "gsm8k": parse_gsm8k, "math": parse_math, "prm800k": parse_prm800k, "math_shepherd": parse_math_shepherd,
     "trl_stepwise": parse_trl_stepwise, "input_value_label": parse_input_value_label, "candidates": parse_candidates,
+    "prm800k_stepwise": parse_prm800k_stepwise,
 }
 
 
@@ -323,7 +348,24 @@ def _hub_records(name: str, split: str) -> Iterator[RawRecord]:
         yield RawRecord(f"hub:{name}", index, row, json.dumps(row, ensure_ascii=False, default=str))
 
 
+def _solution_path_records(path: Path) -> Iterator[RawRecord]:
+    """PRM800K stepwise-critic parquet: one record per rebuilt solution path, at its last step's row."""
+    import pandas as pd
+
+    try:
+        paths = solution_paths(pd.read_parquet(path))
+    except (OSError, ValueError) as err:  # pyarrow's errors for a file that is not parquet are both
+        yield RawRecord(str(path), 0, None, "", f"not a stepwise-critic parquet file: {err}")
+        return
+    for row, value in paths:
+        yield RawRecord(str(path), row, value, json.dumps(value, ensure_ascii=False))
+
+
 def raw_records(spec: dict) -> Iterator[RawRecord]:
+    if spec["format"] == "prm800k_stepwise":
+        for path in local_files(Path(spec["path"])):
+            yield from _solution_path_records(path)
+        return
     if "hub" in spec:
         yield from _hub_records(spec["hub"], spec.get("split", "auto"))
         return
