@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 
 SOURCE_FORMATS = ("generator", "gsm8k", "math", "prm800k", "math_shepherd", "trl_stepwise", "input_value_label",
-                  "candidates", "prm800k_stepwise")
+                  "candidates", "prm800k_stepwise", "processbench")
 SOURCE_SPLITS = ("train", "test", "auto")
 SOURCE_KEYS = ("format", "path", "hub", "split", "limit", "name", "neutral")
 NEUTRAL_LABELS = {"positive": "+", "negative": "-"}  # prm800k rating 0 becomes this label

@@ -57,9 +57,9 @@ class IngestParams:
     sources: list[dict] = field(
         default_factory=lambda: [{"format": "generator"}],
         metadata={"help": "Problem sources, combined: {format: generator} or {format: gsm8k|math|prm800k|"
-                          "math_shepherd|trl_stepwise|input_value_label|candidates|prm800k_stepwise (parquet), path: file-or-folder | hub: dataset, "
-                          "split: train|test|auto, limit: N, name: label, neutral: positive|negative (prm800k, "
-                          "prm800k_stepwise)}."},
+                          "math_shepherd|trl_stepwise|input_value_label|processbench|candidates|prm800k_stepwise "
+                          "(parquet), path: file-or-folder | hub: dataset, split: train|test|auto, limit: N, "
+                          "name: label, neutral: positive|negative (prm800k, prm800k_stepwise)}."},
     )
     test_fraction: float = field(
         default=0.1, metadata={"rule": FRACTION,
@@ -104,6 +104,13 @@ class LabelParams:
     progress_threshold: float = field(
         default=0.8, metadata={"rule": FRACTION, "help": "relative_progress: a step is + when the Monte-Carlo value "
                                                          "after it over the value before it is at least this (GenPRM)."}
+    )
+    consensus_file: str = field(
+        default="", metadata={"help": "Keep a train solution only where this second source's labels of it (a file "
+                                      "or folder of JSON lines: id and first_error, ProcessBench's label, or +/- "
+                                      "labels; e.g. another run's data/rollouts) put the first error on the same "
+                                      "step; the rest go to data/rollouts/rejects.jsonl. Test is kept whole. "
+                                      "'': off."}
     )
     teacher_file: str = field(
         default="", metadata={"help": "teacher: JSON lines of cached step scores, {id, step_scores: {model: "

@@ -3,7 +3,7 @@
 A source is one `ingest.sources` entry (a mapping: `format`, and `path` or `hub`, optional
 `split`, `limit`, `name`, `neutral`). Problem-only formats (`generator`, `gsm8k`, `math`) give
 rows for rollouts: `problem, answer, reference_steps`. Pre-labeled formats (`prm800k`,
-`math_shepherd`, `trl_stepwise`, `input_value_label`) also give `steps, labels, values`,
+`math_shepherd`, `trl_stepwise`, `input_value_label`, `processbench`) also give `steps, labels, values`,
 which the label stage passes through unchanged; `prm800k_stepwise` reads PRM800K's one-step-a-row
 parquet layout into solution paths (data/prm800k.py). Candidate solutions (`candidates`: a generator's own
 samples, StrictPRMBench's pool layout) give `steps, predicted_answer, correct` without labels:
@@ -208,6 +208,18 @@ def parse_trl_stepwise(raw: dict, spec: dict) -> dict:
     return _labeled(prompt, steps, labels, "labels", predicted=_stated_answer(steps[-1]))
 
 
+def parse_processbench(raw: dict, spec: dict) -> dict:
+    """ProcessBench's first-error layout: `problem`, `steps`, `label` = index of the earliest wrong step, -1 for
+    none. Steps before it are `+`, it and every later step `-` (an error carries forward to the answer)."""
+    problem, steps = _field(raw, "problem", str), _steps(_field(raw, "steps", list), "steps")
+    first = raw.get("label")
+    if isinstance(first, bool) or not isinstance(first, int) or not -1 <= first < len(steps):
+        raise RecordProblem(f"label: {first!r} is not -1 or a step index below {len(steps)}")
+    labels = ["+" if first < 0 or i < first else "-" for i in range(len(steps))]
+    answer = raw.get("answer") if isinstance(raw.get("answer"), str) else ""
+    return _labeled(problem, steps, labels, "label", normalize_answer(answer), _stated_answer(steps[-1]))
+
+
 def parse_input_value_label(raw: dict, spec: dict) -> dict:
     """`input` = problem, `value` = steps, `label` = one `+`/`-` per step."""
     problem, values, flags = _field(raw, "input", str), _field(raw, "value", list), _field(raw, "label", list)
@@ -290,7 +302,7 @@ def parse_candidates(raw: dict, spec: dict) -> dict:
 PARSERS: dict[str, Callable[[dict, dict], dict]] = {
     "gsm8k": parse_gsm8k, "math": parse_math, "prm800k": parse_prm800k, "math_shepherd": parse_math_shepherd,
     "trl_stepwise": parse_trl_stepwise, "input_value_label": parse_input_value_label, "candidates": parse_candidates,
-    "prm800k_stepwise": parse_prm800k_stepwise,
+    "prm800k_stepwise": parse_prm800k_stepwise, "processbench": parse_processbench,
 }
 
 

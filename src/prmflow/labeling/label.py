@@ -6,8 +6,10 @@ from a teacher PRM's step scores (teacher.py).
 Every row carries its lineage, `label_source`: the method and what it rested on (policy and completions
 per prefix; the teacher file, models, combination rule and threshold; `given` for pre-labeled rows).
 Candidate solutions (ingest format `candidates`) are labeled as they are: by the teacher's scores, or by
-completions of their own prefixes (mc, binary_search with a model policy). Rows the teacher cannot label
-are written to data/rollouts/rejects.jsonl with file, line, field and reason, and counted in the report.
+completions of their own prefixes (mc, binary_search with a model policy). With `label.consensus_file`, a
+train solution is kept only where that second source puts its first error on the same step (consensus.py).
+Rows the teacher cannot label and solutions consensus drops are written to data/rollouts/rejects.jsonl with
+file, line, field and reason, and counted in the report.
 
 For each problem, sample trajectories with the policy and label their steps with `label.method`
 (step_labels.py, through engine.py): in this process, several problems at once where the policy
@@ -41,6 +43,7 @@ from tqdm.auto import tqdm
 from prmflow.config import LabelParams, Params
 from prmflow.data.answers import answer_agreement
 from prmflow.devices import Placement
+from prmflow.labeling.consensus import agreeing, read_first_errors
 from prmflow.labeling.engine import ProblemLabels, label_many
 from prmflow.labeling.policies import make_policy
 from prmflow.labeling.step_labels import METHODS
@@ -52,7 +55,7 @@ SPLITS = ("train", "test")
 LABELING_CODE = ("data/answers.py", "data/calc.py", "data/contract.py", "devices.py", "labeling/completion_text.py",
                  "labeling/credentials.py", "labeling/distributed.py", "labeling/engine.py", "labeling/hf_policy.py",
                  "labeling/label.py", "labeling/openai_policy.py", "labeling/policies.py", "labeling/policy.py",
-                 "labeling/simulated.py", "labeling/step_labels.py", "labeling/teacher.py")
+                 "labeling/simulated.py", "labeling/step_labels.py", "labeling/teacher.py", "labeling/consensus.py")
 
 # `label` params that change how the work runs, not the labels: a run resumes across them.
 EXECUTION_FIELDS = ("workers", "ray_address", "worker_gpus", "chunk_problems", "concurrency", "request_timeout_s",
@@ -278,6 +281,12 @@ def main(params: Params) -> None:
             else:
                 results = _label_resumably(problems, params, data, split, source)
                 rows = [row for result in results for row in result.rows]
+            if params.label.consensus_file and split == "train":  # test stays whole: evaluation on all solutions
+                second, bad = read_first_errors(Path(params.label.consensus_file))
+                rows, dropped, counts = agreeing(rows, second, params.label.consensus_file)
+                rejects += bad + dropped
+                report["consensus"] = {"file": params.label.consensus_file, "rejected_lines": len(bad), **counts}
+                print(f"label {split}: consensus with {params.label.consensus_file}: {counts}", flush=True)
             write_jsonl(data / "rollouts" / f"{split}.jsonl", rows)
             report[split] = summary = label_summary(rows, results)
             mlflow.log_metrics({f"{split}_{k}": v for k, v in summary.items()})
@@ -286,7 +295,8 @@ def main(params: Params) -> None:
         report["rejects"] = len(rejects)
         report["rejects_by_field"] = dict(Counter(r["field"] for r in rejects).most_common())
         if rejects:
-            print(f"label: {len(rejects)} rejected (teacher file lines and solutions it cannot label), by field "
+            print(f"label: {len(rejects)} rejected (lines of the teacher or consensus file, solutions they do not "
+                  f"label or disagree on), by field "
                   f"{report['rejects_by_field']}: {data / 'rollouts' / 'rejects.jsonl'}", flush=True)
         if params.label.policy == "simulated" and params.label.compare_methods_on > 0 and not teacher:
             sample = read_jsonl(data / "problems" / "train.jsonl")[:params.label.compare_methods_on]
