@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import re
 
-SOURCE_FORMATS = ("generator", "gsm8k", "math", "prm800k", "math_shepherd", "trl_stepwise", "input_value_label")
+SOURCE_FORMATS = ("generator", "gsm8k", "math", "prm800k", "math_shepherd", "trl_stepwise", "input_value_label",
+                  "candidates", "prm800k_stepwise", "processbench")
 SOURCE_SPLITS = ("train", "test", "auto")
 SOURCE_KEYS = ("format", "path", "hub", "split", "limit", "name", "neutral")
 NEUTRAL_LABELS = {"positive": "+", "negative": "-"}  # prm800k rating 0 becomes this label
@@ -21,6 +22,7 @@ EXTERNAL_FORMATS = {  # evaluate.external formats and the fields each record nee
 EXTERNAL_KEYS = ("name", "path", "format", "problems")  # problems: the first n problems only
 PRM_FORMATS = ("prmflow", "trl", "math_shepherd", "chat", "zero_shot")  # scoring/public_prms.py reads each
 SCORER_KEYS = ("name", "path", "format")  # evaluate.scorers entries; format may be left out (detected)
+TEACHER_COMBINES = ("mean", "min", "max")  # label.teacher_combine: several teachers' step scores to one
 BUILTIN_SCORERS = ("prm", "orm", "zero_shot", "champion", "combined", "combined_validated", "majority",  # evaluate's
                    "pass_at_1", "oracle")
 AGGREGATIONS = ("min", "prod", "last", "mean")  # step scores to a solution score: prmflow.scoring.aggregation
@@ -73,6 +75,8 @@ def source_problems(where: str, spec: dict) -> list[str]:
                      for key in ("path", "hub", "split", "limit") if key in spec]
     elif fmt in SOURCE_FORMATS and len([key for key in ("path", "hub") if key in spec]) != 1:
         problems.append(f"{where}: give exactly one of path (a local file or folder) or hub (a dataset name)")
+    if fmt == "prm800k_stepwise" and "hub" in spec:
+        problems.append(f"{where}.hub: prm800k_stepwise reads local parquet files only (path)")
     problems += [f"{where}.{key}: expected a non-empty string, got {spec[key]!r}" for key in ("path", "hub", "name")
                  if key in spec and not (isinstance(spec[key], str) and spec[key].strip())]
     if "split" in spec and spec["split"] not in SOURCE_SPLITS:
@@ -80,8 +84,9 @@ def source_problems(where: str, spec: dict) -> list[str]:
     limit = spec.get("limit", 1)
     if not (isinstance(limit, int) and not isinstance(limit, bool) and limit > 0):
         problems.append(f"{where}.limit: must be a positive integer, got {limit!r}")
-    if "neutral" in spec and (fmt != "prm800k" or spec["neutral"] not in NEUTRAL_LABELS):
-        problems.append(f"{where}.neutral: only for prm800k, one of {list(NEUTRAL_LABELS)}; got {spec['neutral']!r}")
+    if "neutral" in spec and (fmt not in ("prm800k", "prm800k_stepwise") or spec["neutral"] not in NEUTRAL_LABELS):
+        problems.append(f"{where}.neutral: only for prm800k and prm800k_stepwise, one of {list(NEUTRAL_LABELS)}; "
+                        f"got {spec['neutral']!r}")
     return problems
 
 

@@ -3,8 +3,11 @@
 A source is one `ingest.sources` entry (a mapping: `format`, and `path` or `hub`, optional
 `split`, `limit`, `name`, `neutral`). Problem-only formats (`generator`, `gsm8k`, `math`) give
 rows for rollouts: `problem, answer, reference_steps`. Pre-labeled formats (`prm800k`,
-`math_shepherd`, `trl_stepwise`, `input_value_label`) also give `steps, labels, values`,
-which the label stage passes through unchanged.
+`math_shepherd`, `trl_stepwise`, `input_value_label`, `processbench`) also give `steps, labels, values`,
+which the label stage passes through unchanged; `prm800k_stepwise` reads PRM800K's one-step-a-row
+parquet layout into solution paths (data/prm800k.py). Candidate solutions (`candidates`: a generator's own
+samples, StrictPRMBench's pool layout) give `steps, predicted_answer, correct` without labels:
+rows that the label stage labels (`label.method`).
 
 Every record is read on its own: a bad one (bad JSON, not UTF-8, a missing field, empty
 steps, labels of another length than steps) becomes a reject with its file, line and
@@ -26,11 +29,15 @@ from pathlib import Path
 from prmflow.config import NEUTRAL_LABELS, IngestParams
 from prmflow.data.answers import extract_boxed, normalize_answer
 from prmflow.data.generator import generate_problems
+from prmflow.data.prm800k import solution_paths
 from prmflow.data.step_text import MATH_SHEPHERD_TAG
 
 FILE_SUFFIXES = (".jsonl", ".json")
 _ANSWER_SENTENCE = re.compile(r"The answer is:?\s*(.+?)\s*$", re.IGNORECASE | re.DOTALL)
 _ANSWER_HEADING = re.compile(r"^# Answer\s*\n(.+?)\s*$", re.MULTILINE | re.DOTALL)
+# A chat template rendered without its special tokens ("system\n...\nuser\n<problem>\nassistant\n"), as some
+# pools carry it at the head of a candidate's first step(s).
+_ASSISTANT_TURN = re.compile(r"(?:^|\n)assistant(?:\n|$)")
 
 
 class RecordProblem(ValueError):
@@ -201,6 +208,18 @@ def parse_trl_stepwise(raw: dict, spec: dict) -> dict:
     return _labeled(prompt, steps, labels, "labels", predicted=_stated_answer(steps[-1]))
 
 
+def parse_processbench(raw: dict, spec: dict) -> dict:
+    """ProcessBench's first-error layout: `problem`, `steps`, `label` = index of the earliest wrong step, -1 for
+    none. Steps before it are `+`, it and every later step `-` (an error carries forward to the answer)."""
+    problem, steps = _field(raw, "problem", str), _steps(_field(raw, "steps", list), "steps")
+    first = raw.get("label")
+    if isinstance(first, bool) or not isinstance(first, int) or not -1 <= first < len(steps):
+        raise RecordProblem(f"label: {first!r} is not -1 or a step index below {len(steps)}")
+    labels = ["+" if first < 0 or i < first else "-" for i in range(len(steps))]
+    answer = raw.get("answer") if isinstance(raw.get("answer"), str) else ""
+    return _labeled(problem, steps, labels, "label", normalize_answer(answer), _stated_answer(steps[-1]))
+
+
 def parse_input_value_label(raw: dict, spec: dict) -> dict:
     """`input` = problem, `value` = steps, `label` = one `+`/`-` per step."""
     problem, values, flags = _field(raw, "input", str), _field(raw, "value", list), _field(raw, "label", list)
@@ -209,9 +228,81 @@ def parse_input_value_label(raw: dict, spec: dict) -> dict:
     return _labeled(problem, steps, labels, "label", predicted=_stated_answer(steps[-1]))
 
 
+def parse_prm800k_stepwise(raw: dict, spec: dict) -> dict:
+    """A solution path rebuilt from PRM800K's stepwise-critic rows (data/prm800k.py): one rating per step.
+
+    Rating 1 is `+`, -1 is `-`, 0 (ambiguous) is the spec's `neutral` label (`+` unless `neutral: negative`,
+    as for the hub layout); a human-written step (a labeler's hint, unrated) is `+`: it was written to be right.
+    """
+    neutral = NEUTRAL_LABELS[spec.get("neutral", "positive")]
+    if raw["missing"]:
+        raise RecordProblem(f"steps[{raw['missing'][0]}]: no row rates this step of the path")
+    labels = []
+    for i, (rating, human) in enumerate(zip(raw["ratings"], raw["human"])):
+        if human:
+            labels.append("+")
+        elif rating in (-1, 0, 1):
+            labels.append({1: "+", -1: "-", 0: neutral}[rating])
+        else:
+            raise RecordProblem(f"steps[{i}].rating: {rating!r} is not -1, 0 or 1 (and not a human-written step)")
+    steps = _steps(raw["steps"], "steps")
+    return _labeled(_field(raw, "problem", str), steps, labels, "ratings", normalize_answer(raw["answer"]),
+                    _stated_answer(steps[-1]))
+
+
+def _without_chat_transcript(steps: list[str]) -> tuple[list[str], int, bool]:
+    """The steps without a leading chat transcript (system and user turns up to `assistant\n`), how many whole
+    steps it filled, and whether there was one. Per-step scores of the candidate drop as many leading entries."""
+    if not steps[0].startswith("system\n"):
+        return steps, 0, False
+    for k, step in enumerate(steps):
+        parts = _ASSISTANT_TURN.split(step, maxsplit=1)
+        if len(parts) == 2:
+            rest = [parts[1].strip()] if parts[1].strip() else []  # the assistant's text may start a new step
+            if not rest and k + 1 == len(steps):
+                raise RecordProblem("steps: a chat transcript and no solution steps after its assistant turn")
+            return [*rest, *steps[k + 1:]], k + 1 - len(rest), True
+    return steps, 0, False
+
+
+def parse_candidates(raw: dict, spec: dict) -> dict:
+    """A generator's sampled solution to label (StrictPRMBench's best-of-N pool layout).
+
+    `problem`, `answer`, `steps` (the candidate's steps, in order), `predicted_answer` and `correct`
+    (the source's answer extraction and grading); optional `id` (kept as the row id, which teacher
+    step-score files are keyed by), `problem_id` (kept as `source_problem_id`), `candidate_index`
+    and `generator`. Splits go by the problem text's id, so a problem's candidates share a split.
+    A chat transcript rendered into the head of the steps ("system\n...user\n<problem>\nassistant\n", in
+    44% of StrictPRMBench's QwQ-32B candidates) is cut off: `chat_transcript_removed`, and
+    `leading_steps_dropped` whole steps it filled (their step scores are dropped too).
+    """
+    problem, steps = _field(raw, "problem", str), _steps(_field(raw, "steps", list), "steps")
+    answer = raw.get("answer")
+    if isinstance(answer, bool) or not isinstance(answer, (str, int, float)) or not str(answer).strip():
+        raise RecordProblem(f"answer: expected a non-empty string or number, got {answer!r}")
+    predicted, correct = raw.get("predicted_answer"), raw.get("correct")
+    if not isinstance(predicted, str):
+        raise RecordProblem(f"predicted_answer: expected a string (\"\" when none was found), got {predicted!r}")
+    if not isinstance(correct, bool):
+        raise RecordProblem(f"correct: expected true or false, got {correct!r}")
+    steps, dropped, removed = _without_chat_transcript(steps)
+    row = {"problem": problem.strip(), "answer": str(answer).strip(), "reference_steps": [], "steps": steps,
+           "predicted_answer": predicted.strip(), "correct": correct, "chat_transcript_removed": removed,
+           "leading_steps_dropped": dropped}
+    if "id" in raw:
+        row["id"] = str(_field(raw, "id", str)).strip()
+    optional = {"problem_id": ("source_problem_id", str), "candidate_index": ("candidate_index", int),
+                "generator": ("generator", str)}
+    for key, (name, kind) in optional.items():
+        if raw.get(key) is not None:
+            row[name] = _field(raw, key, kind)
+    return row
+
+
 PARSERS: dict[str, Callable[[dict, dict], dict]] = {
     "gsm8k": parse_gsm8k, "math": parse_math, "prm800k": parse_prm800k, "math_shepherd": parse_math_shepherd,
-    "trl_stepwise": parse_trl_stepwise, "input_value_label": parse_input_value_label,
+    "trl_stepwise": parse_trl_stepwise, "input_value_label": parse_input_value_label, "candidates": parse_candidates,
+    "prm800k_stepwise": parse_prm800k_stepwise, "processbench": parse_processbench,
 }
 
 
@@ -269,7 +360,24 @@ def _hub_records(name: str, split: str) -> Iterator[RawRecord]:
         yield RawRecord(f"hub:{name}", index, row, json.dumps(row, ensure_ascii=False, default=str))
 
 
+def _solution_path_records(path: Path) -> Iterator[RawRecord]:
+    """PRM800K stepwise-critic parquet: one record per rebuilt solution path, at its last step's row."""
+    import pandas as pd
+
+    try:
+        paths = solution_paths(pd.read_parquet(path))
+    except (OSError, ValueError) as err:  # pyarrow's errors for a file that is not parquet are both
+        yield RawRecord(str(path), 0, None, "", f"not a stepwise-critic parquet file: {err}")
+        return
+    for row, value in paths:
+        yield RawRecord(str(path), row, value, json.dumps(value, ensure_ascii=False))
+
+
 def raw_records(spec: dict) -> Iterator[RawRecord]:
+    if spec["format"] == "prm800k_stepwise":
+        for path in local_files(Path(spec["path"])):
+            yield from _solution_path_records(path)
+        return
     if "hub" in spec:
         yield from _hub_records(spec["hub"], spec.get("split", "auto"))
         return
