@@ -145,8 +145,8 @@ def _cluster_listeners() -> dict[str, list[str]]:
     for process in cluster:
         try:
             listening = [c.laddr for c in process.net_connections(kind="inet") if c.status == psutil.CONN_LISTEN]
-            found[f"{(_cmdline(process) or [process.name()])[0][:40]} {process.pid}"] = [f"{a.ip}:{a.port}"
-                                                                                        for a in listening]
+            title = next((part for part in _cmdline(process)[:1] if part.startswith("ray::")), process.name())
+            found[f"{title} {process.pid}"] = [f"{a.ip}:{a.port}" for a in listening]
         except psutil.NoSuchProcess:
             continue
     return found
