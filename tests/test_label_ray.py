@@ -131,21 +131,34 @@ def test_a_worker_whose_policy_cannot_start_is_named(monkeypatch):
 
 
 def _cluster_listeners() -> dict[str, list[str]]:
-    """{process: [address:port, ...]} of every listening socket of this process and the local cluster's (the
-    processes whose command line names its session folder: GCS, raylet, workers, agents)."""
+    """{process: [address:port, ...]} of every listening socket of this process and the local cluster's: the
+    processes it started (GCS, raylet and under it the workers, titled `ray::...`) and any whose command line
+    names the cluster's session folder (agents)."""
     import psutil
     import ray
 
     session = ray._private.worker._global_node.get_session_dir_path()
+    driver = psutil.Process()
+    cluster = {driver, *driver.children(recursive=True)}
+    cluster |= {p for p in psutil.process_iter() if any(session in part for part in _cmdline(p))}
     found = {}
-    for process in psutil.process_iter(["pid", "name", "cmdline"]):
-        if process.pid == os.getpid() or any(session in part for part in process.info["cmdline"] or ()):
-            try:
-                listening = [c.laddr for c in process.net_connections(kind="inet") if c.status == psutil.CONN_LISTEN]
-            except psutil.NoSuchProcess:
-                continue
-            found[f"{process.info['name']} {process.pid}"] = [f"{a.ip}:{a.port}" for a in listening]
+    for process in cluster:
+        try:
+            listening = [c.laddr for c in process.net_connections(kind="inet") if c.status == psutil.CONN_LISTEN]
+            title = next((part for part in _cmdline(process)[:1] if part.startswith("ray::")), process.name())
+            found[f"{title} {process.pid}"] = [f"{a.ip}:{a.port}" for a in listening]
+        except psutil.NoSuchProcess:
+            continue
     return found
+
+
+def _cmdline(process) -> list[str]:
+    import psutil
+
+    try:
+        return process.cmdline()
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return []
 
 
 def test_the_local_cluster_listens_on_loopback_only_and_its_token_is_private(tmp_path):
@@ -163,6 +176,7 @@ def test_the_local_cluster_listens_on_loopback_only_and_its_token_is_private(tmp
         labels.close()  # shuts the cluster down
     addresses = [a for sockets in listeners.values() for a in sockets]
     assert sum("raylet" in p or "gcs_server" in p for p in listeners) == 2 and len(addresses) >= 5, listeners
+    assert sum(p.startswith("ray::LabelWorker") and bool(sockets) for p, sockets in listeners.items()) == 2, listeners
     outside = {p: [a for a in sockets if not a.rsplit(":", 1)[0] in ("127.0.0.1", "::ffff:127.0.0.1", "::1")]
                for p, sockets in listeners.items()}
     assert not any(outside.values()), outside

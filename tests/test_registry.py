@@ -12,7 +12,7 @@ from prmflow.config import BaseParams, Params, RegisterParams
 from prmflow.evaluation.heldout_metrics import evaluate_solutions
 from prmflow.serving.register import gate_new_version, step_scores_of
 from prmflow.serving.registry import (
-    alias_version, dvc_hashes, dvc_md5, file_md5, gate, git_commit, lineage_paths, lineage_tags, promote,
+    GATE_DONE_TAG, alias_version, dvc_hashes, dvc_md5, file_md5, gate, git_commit, lineage_paths, lineage_tags, promote,
 )
 from tiny_models import build_tiny_prm, log_version, tracking_store
 
@@ -142,8 +142,10 @@ def registry(tmp_path_factory):
         source = MlflowClient().get_model_version("prm", first).source
 
         def new_version(heldout_md5: str, metrics: dict) -> str:
+            """A version as a register run leaves it: lineage tags, and a gate decision (else it is an orphan)."""
             version = str(mlflow.register_model(source, "prm").version)
-            for key, value in lineage_tags("c0ffee", {}, {}, {}, metrics, heldout_md5).items():
+            tags = lineage_tags("c0ffee", {}, {}, {}, metrics, heldout_md5) | {GATE_DONE_TAG: "False"}
+            for key, value in tags.items():
                 MlflowClient().set_model_version_tag("prm", version, key, value)
             return version
 
