@@ -2,8 +2,6 @@
 
 __version__ = "0.1.0"
 
-STAGES = ("ingest", "label", "validate", "tokenize", "train", "train_orm", "evaluate", "search", "register")
-
 
 # The public reward-model API (prmflow.scoring.rewards); its tag-mode ProcessRewardModel extends modeling.StepTagScorer.
 REWARD_API = ("ProcessRewardModel", "ZeroShotProcessRewardModel", "OutcomeRewardModel", "TrainedOutcomeRewardModel",
