@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import TextIO
 
 from prmflow.serving.requests import (
     SOLUTION_KEYS, RequestError, Solution, check_solution, clip, parse_json, solution_from_json,
@@ -69,16 +68,15 @@ def requests(good: list[Line], config: ServingConfig) -> list[list[Line]]:
     return [chunk for chunk in chunks if chunk]
 
 
-def score_file(scorer: Scorer, path: str, aggregation: str, rejects_path: str | None = None,
-               out: TextIO = sys.stdout) -> int:
-    """Print one prediction a good line of `path` to `out` (its `id` first, when it has one); write the
+def score_file(scorer: Scorer, path: str, aggregation: str, rejects_path: str | None = None) -> int:
+    """Print one prediction a good line of `path` to stdout (its `id` first, when it has one); write the
     rejected lines to `rejects_path` (default: PATH.rejects.jsonl) and say so on stderr. Returns the number
     of rejected lines."""
     good, rejects = read_lines(path, scorer.config)
     for chunk in requests(good, scorer.config):
         predictions = scorer.score([solution for _, solution, _ in chunk], aggregation)
         for (row, _, _), prediction in zip(chunk, predictions):
-            print(json.dumps(({"id": row["id"]} if "id" in row else {}) | prediction.model_dump()), file=out)
+            print(json.dumps(({"id": row["id"]} if "id" in row else {}) | prediction.model_dump()))
     if rejects:
         rejects_path = rejects_path or f"{path}.rejects.jsonl"
         with open(rejects_path, "w") as written:
