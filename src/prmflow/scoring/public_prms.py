@@ -178,7 +178,7 @@ class ChatPRM(_LabelTokenPRM):
         super().__init__(model, tokenizer, max_length, positive_token, negative_token)
         self.answer = positive_token
 
-    def encode(self, conversation: list[dict], generation_prompt: bool) -> list[int]:
+    def conversation_ids(self, conversation: list[dict], generation_prompt: bool) -> list[int]:
         text = self.tokenizer.apply_chat_template(conversation, tokenize=False, add_generation_prompt=generation_prompt)
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]  # the template writes BOS itself
 
@@ -186,9 +186,9 @@ class ChatPRM(_LabelTokenPRM):
         conversation, prompts = [], []
         for k, step in enumerate(steps):
             conversation.append({"role": "user", "content": f"{problem} {step}" if k == 0 else step})
-            prompts.append(self.encode(conversation, generation_prompt=True))
+            prompts.append(self.conversation_ids(conversation, generation_prompt=True))
             conversation.append({"role": "assistant", "content": self.answer})
-        return self.prefix_jobs(index, prompts, self.encode(conversation, generation_prompt=False))
+        return self.prefix_jobs(index, prompts, self.conversation_ids(conversation, generation_prompt=False))
 
 
 class TokenClassificationPRM(_PublicPRM):
