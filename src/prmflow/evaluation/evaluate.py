@@ -10,7 +10,7 @@ calibration error), first-error accuracy on erroneous and correct solutions and 
 best-of-N for N = 1, 2, 4, ... (the first N samples of each problem) under each aggregation
 beside pass@1, majority vote and oracle pass@N. The same numbers for the zero-shot verification
 prompt on the untrained base model and for the registry's champion go in the same report with
-the prefixes `zero_shot_` and `champion_`, each `evaluate.scorers` PRM (any format public_prms.load_prm
+the prefixes `zero_shot_` and `champion_`, each `evaluate.scorers` PRM (any format prmflow.load
 reads) gets `scorer_<name>_`; `evaluate.external` files get `external_<name>_`.
 
 The comparison (`compare_<scorer>_*`) puts the zero-shot verification prompt, the trained PRM, the
@@ -74,8 +74,7 @@ def collect_scores(params: Params, rows: list[dict], externals: list[tuple[dict,
     import torch
 
     from prmflow.devices import Placement
-    from prmflow.scoring.modeling import StepTagScorer
-    from prmflow.scoring.public_prms import load_prm
+    from prmflow.scoring.load import load
     from prmflow.scoring.rewards import TrainedOutcomeRewardModel
     from prmflow.scoring.zero_shot import ZeroShotVerifier
 
@@ -83,8 +82,8 @@ def collect_scores(params: Params, rows: list[dict], externals: list[tuple[dict,
     e, placement = params.evaluate, Placement.of(params.model)
     model_dir, orm_dir = Path(params.base.models_dir) / "prm", Path(params.base.models_dir) / "orm"
     solutions = [(r["problem"], r["steps"]) for r in rows]
-    prm = StepTagScorer(model_dir, placement)
-    collected = Collected(prm.score_batch(solutions, e.batch_size),
+    prm = load(model_dir, placement=placement, batch_size=e.batch_size)
+    collected = Collected(prm.step_scores(solutions)[0],
                           TrainedOutcomeRewardModel.load(orm_dir, placement=placement).score_batch(solutions, e.batch_size))
     if e.zero_shot_baseline:
         started = time.perf_counter()
@@ -96,11 +95,11 @@ def collect_scores(params: Params, rows: list[dict], externals: list[tuple[dict,
         if champion is not None:
             collected.champion = champion.score_batch(solutions, e.batch_size)
     for spec in e.scorers:
-        collected.scorers[spec["name"]] = load_prm(spec["path"], spec.get("format"), placement).score_batch(
-            solutions, e.batch_size)
+        collected.scorers[spec["name"]] = load(spec["path"], format=spec.get("format"), placement=placement,
+                                               batch_size=e.batch_size).step_scores(solutions)[0]
     for spec, ext_rows in externals:
         collected.externals.append(
-            (spec, ext_rows, prm.score_batch([(r["problem"], r["steps"]) for r in ext_rows], e.batch_size)))
+            (spec, ext_rows, prm.step_scores([(r["problem"], r["steps"]) for r in ext_rows])[0]))
     return collected
 
 

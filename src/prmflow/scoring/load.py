@@ -212,8 +212,10 @@ def load(source: str | Path, *, placement: Placement | None = None, format: str 
     its stored threshold and serving config), a served PRM's URL (the serving contract), or vLLM's pooling
     endpoint (a URL ending in /pooling; `checkpoint`: the PRM's folder, whose tokenizer encodes the candidates).
 
-    `placement` (device, dtype) replaces the stored one of a folder or a registered model; PRMFLOW_DEVICE /
-    PRMFLOW_DTYPE override both. `batch_size`: solutions per forward (a folder) or per request (a served PRM);
+    `placement` (device, dtype): where a folder loads (default: "auto", or PRMFLOW_DEVICE / PRMFLOW_DTYPE when
+    set; a stage passes its `model` section's, which the environment does not change); for a registered model
+    it replaces the stored one, and PRMFLOW_DEVICE / PRMFLOW_DTYPE override both, as in the server.
+    `batch_size`: solutions per forward (a folder) or per request (a served PRM);
     `request_timeout_s`: seconds an endpoint's request may take.
     Raises FileNotFoundError for a folder without config.json, ValueError for an unknown or mismatched format
     or a checkpoint that needs remote code.
@@ -236,10 +238,11 @@ def load(source: str | Path, *, placement: Placement | None = None, format: str 
         return mlflow.pyfunc.load_model(source, model_config=override).unwrap_python_model().scorer.local
     from prmflow.scoring.public_prms import load_prm
 
-    placement = (placement or Placement()).with_env()
+    placement = placement if placement is not None else Placement().with_env()
     chosen, where = (threshold, "threshold=") if threshold is not None else directory_threshold(source, metrics_path)
     scorer = load_prm(source, format, placement)
     model = scorer.model
     dtype = str(model.dtype).removeprefix("torch.")
-    return LocalPRM(scorer, threshold=chosen, threshold_source=where, batch_size=batch_size or EvaluateParams.batch_size,
+    return LocalPRM(scorer, threshold=chosen, threshold_source=where,
+                    batch_size=batch_size or EvaluateParams.batch_size,
                     description=f"{Path(source).as_posix()} in process, on {model.device} in {dtype}")

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from prmflow.config import ModelParams
+from prmflow.config import EvaluateParams, ModelParams
 from prmflow.devices import Placement, load_causal_lm
 from prmflow.scoring.formats import refuse_remote_code
 from prmflow.scoring.tokenization import Encoded, PromptFormat, encode_candidate, gguf_kwargs, load_prompt_format
@@ -268,7 +268,7 @@ class StepTagScorer:
         labels = [self.format.positive_id, self.format.negative_id]
         return p_positive(label_logits(self.model, input_ids, None, (rows, positions), labels)[0])
 
-    def score_batch(self, solutions: list[tuple[str, list[str]]], batch_size: int = 32,
+    def score_batch(self, solutions: list[tuple[str, list[str]]], batch_size: int = EvaluateParams.batch_size,
                     encoded: list[Encoded] | None = None) -> list[list[float]]:
         """P(+) for each scored step of each (problem, steps); trailing steps past the context are left out.
 

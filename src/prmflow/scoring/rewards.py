@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from prmflow.config import DEFAULT_AGGREGATION, DEFAULT_STEP_TEMPLATE
+from prmflow.config import DEFAULT_AGGREGATION, DEFAULT_STEP_TEMPLATE, EvaluateParams
 from prmflow.devices import Placement, load_causal_lm
 from prmflow.scoring import modeling
 from prmflow.scoring.aggregation import AGGREGATIONS, aggregate, combine
@@ -198,7 +198,8 @@ class TrainedOutcomeRewardModel(modeling.StepTagScorer):
         super().__init__(model_name_or_path, placement)
         self.delimiter = delimiter
 
-    def outcome_batch(self, solutions: list[tuple[str, list[str]]], batch_size: int = 32) -> list[float | None]:
+    def outcome_batch(self, solutions: list[tuple[str, list[str]]],
+                      batch_size: int = EvaluateParams.batch_size) -> list[float | None]:
         """P(correct) of each (problem, steps) at its last scored tag; None where not even the first step fits."""
         return [values[-1] if values else None for values in self.score_batch(solutions, batch_size)]
 
@@ -362,6 +363,7 @@ def reward_function(model, shaping=None):
     return reward_fn
 
 
-__all__ = ["load", "ProcessRewardModel", "ZeroShotProcessRewardModel", "OutcomeRewardModel", "TrainedOutcomeRewardModel",
+__all__ = ["load", "ProcessRewardModel", "ZeroShotProcessRewardModel",
+           "OutcomeRewardModel", "TrainedOutcomeRewardModel",
            "CombinedRewardModel", "EnsembleRewardModel", "Placement", "UnscorableError", "load_reward_model",
            "reward_function", "shaped_reward", "split_steps"]
