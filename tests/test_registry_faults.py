@@ -1,4 +1,4 @@
-"""Issue 25, items 2 and 3, and issue 29, item 4: the registry under concurrent register runs, rollback
+"""The registry under concurrent register runs, rollback
 through the champion history, and reports/registry.json after hand moves; on real SQLite MLflow registries.
 """
 
