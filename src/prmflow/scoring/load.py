@@ -235,7 +235,9 @@ def load(source: str | Path, *, placement: Placement | None = None, format: str 
         import mlflow.pyfunc
 
         override = dataclasses.asdict(placement) if placement else None
-        return mlflow.pyfunc.load_model(source, model_config=override).unwrap_python_model().scorer.local
+        local = mlflow.pyfunc.load_model(source, model_config=override).unwrap_python_model().scorer.local
+        local.description = f"{source} in process, on {local.scorer.model.device}"
+        return local
     from prmflow.scoring.public_prms import load_prm
 
     placement = placement if placement is not None else Placement().with_env()

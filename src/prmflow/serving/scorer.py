@@ -159,7 +159,7 @@ class Scorer:
         self.local = LocalPRM(prm, threshold=config.threshold, threshold_source=threshold_source, outcome=outcome,
                               process_weight=config.process_weight, outcome_weight=config.outcome_weight,
                               batch_size=config.batch_size, run_jobs=self._run_jobs,
-                              description=f"{config.prm_format or 'detected format'} in process, on {config.device}")
+                              description=f"in process, on {config.device}")
 
     def answer(self, data: bytes, content_type: str | None) -> str:
         """The JSON answer to a raw /invocations request, as MLflow writes a pyfunc's predictions; RequestError
