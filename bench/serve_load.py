@@ -93,15 +93,16 @@ def mlflow_throughput(url: str, pool: list[dict], solo: list[dict], count: int, 
 
 
 def vllm_throughput(url: str, model_dir: Path, pool: list[dict], solo: list[dict], count: int, clients: int) -> dict:
-    """The same one-solution candidates to vLLM's /pooling (encoded by VLLMStepScorer in each client thread)."""
-    from prmflow.serving.vllm_server import VLLMStepScorer
+    """The same one-solution candidates to vLLM's /pooling (encoded by prmflow.load's PRM in each client thread)."""
+    import prmflow
 
     local = threading.local()
     differences: list[float] = []
 
     def one(index: int) -> str | None:
-        local.scorer = getattr(local, "scorer", None) or VLLMStepScorer(url, model_dir)
-        (scores,), _ = local.scorer.score([(pool[index]["problem"], pool[index]["steps"])])
+        local.scorer = getattr(local, "scorer", None) or prmflow.load(f"{url}/pooling", checkpoint=model_dir)
+        (prediction,) = local.scorer.score([(pool[index]["problem"], pool[index]["steps"])])
+        scores = prediction.step_scores
         differences.extend(abs(a - b) for a, b in zip(scores, solo[index]["step_scores"]))
         return None if len(scores) == len(solo[index]["step_scores"]) else "scored steps differ"
 

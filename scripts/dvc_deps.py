@@ -4,15 +4,13 @@ imports, transitively (imports read from the source with ast, function-level one
     python scripts/dvc_deps.py --check    # exit 1 and list each stage's missing and extra files
     python scripts/dvc_deps.py --fix      # rewrite the src/ lines of each stage's deps in dvc.yaml
 
-The shared config, sections, param_rules, tracking and jsonl modules are left out (params are DVC params,
-not code deps); prmflow.devices stays in where it is imported (it decides where and in what precision models
-run). tests/test_layout.py checks the layering and the deps with the functions here: the one home of both.
+The closure is prmflow.codebase's (the label stage's resume key is computed from the same one).
+tests/test_layout.py checks the layering and the deps with the functions here.
 """
 
 from __future__ import annotations
 
 import argparse
-import ast
 import sys
 from pathlib import Path
 
@@ -21,62 +19,24 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 PACKAGE = REPO / "src" / "prmflow"
 DVC_YAML = REPO / "dvc.yaml"
-SHARED = {"prmflow.config", "prmflow.sections", "prmflow.sections_evaluation", "prmflow.param_rules",
-          "prmflow.tracking", "prmflow.jsonl", "prmflow.devices"}
-# Shared modules a stage's results do not rest on (params are DVC params, not code): left out of its deps.
-NOT_CODE_DEPS = SHARED - {"prmflow.devices"}
 # Code a stage runs without importing it: the registered pyfunc is logged from this file; the params check
 # is the shared params code itself.
 EXTRA_CODE_DEPS = {"register": {"src/prmflow/serving/pyfunc_entry.py"},
                    "check": {"src/prmflow/config.py", "src/prmflow/sections.py", "src/prmflow/sections_evaluation.py",
                              "src/prmflow/param_rules.py"}}
 
-
-def module_name(path: Path) -> str:
-    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
-    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
-
-
-def modules() -> dict[str, Path]:
-    return {module_name(path): path for path in sorted(PACKAGE.rglob("*.py"))}
-
-
-def imported_modules(path: Path, known: set[str]) -> set[str]:
-    """The prmflow modules `path` imports (`from prmflow.x import y` counts y when y is a module)."""
-    found = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Import):
-            found |= {alias.name for alias in node.names if alias.name.startswith("prmflow.")}
-        elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("prmflow"):
-            submodules = {f"{node.module}.{alias.name}" for alias in node.names} & known
-            found |= submodules or {node.module}
-    return found & known
-
-
-def import_graph() -> dict[str, set[str]]:
-    """Each prmflow module -> the prmflow modules it imports (itself left out)."""
-    paths = modules()
-    return {name: imported_modules(path, set(paths)) - {name} for name, path in paths.items()}
+if str(PACKAGE.parent) not in sys.path:  # this checkout's prmflow, not an installed one
+    sys.path.insert(0, str(PACKAGE.parent))
+from prmflow.codebase import SHARED, code_closure, import_graph, modules  # noqa: E402, F401 (test_layout's too)
 
 
 def code_deps(stage_module: str) -> set[str]:
-    """The source files (repo-relative) a stage module's behaviour rests on: it and its import closure,
-    minus NOT_CODE_DEPS, the package facade and `__init__.py` files."""
-    graph, todo, closure = import_graph(), [stage_module], set()
-    while todo:
-        module = todo.pop()
-        if module in closure or module in NOT_CODE_DEPS or module == "prmflow":
-            continue
-        closure.add(module)
-        todo += graph[module]
-    paths = modules()
-    return {str(paths[m].relative_to(REPO)) for m in closure if not paths[m].name == "__init__.py"}
+    """The source files (repo-relative) a stage module's behaviour rests on (prmflow.codebase.code_closure)."""
+    return {f"src/prmflow/{path}" for path in code_closure(stage_module, PACKAGE)}
 
 
 def stage_modules() -> dict[str, str]:
     """Stage name -> its module (prmflow.cli.STAGE_MODULES, from this checkout's src/)."""
-    if str(PACKAGE.parent) not in sys.path:
-        sys.path.insert(0, str(PACKAGE.parent))
     from prmflow.cli import STAGE_MODULES
 
     return STAGE_MODULES

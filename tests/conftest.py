@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-# Offline and quiet before anything imports transformers, mlflow or prefect (../shared/STACK.md).
+# Offline and quiet before anything imports transformers, mlflow or prefect (they read these at import).
 for key, value in {"HF_HUB_OFFLINE": "1", "DVC_NO_ANALYTICS": "1", "DO_NOT_TRACK": "1",
                    "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "OMP_NUM_THREADS": "1",
                    "TOKENIZERS_PARALLELISM": "false"}.items():

@@ -1,4 +1,4 @@
-"""Issue 25, items 5 to 7: bad bytes and broken files are refused with file, line and field; a diverged model's
+"""Bad bytes and broken files are refused with file, line and field; a diverged model's
 NaN scores are never printed; checkpoints that declare remote code are refused by every loader."""
 
 import json

@@ -114,7 +114,7 @@ def test_combine_weights_and_model_kind_are_checked():
 
 
 def test_type_errors_and_unknown_keys_do_not_hide_range_problems():
-    """Issue 25: one type error or unknown key used to hide every rule problem of the file."""
+    """One type error or unknown key used to hide every rule problem of the file."""
     with pytest.raises(ConfigError) as err:
         params_from_dict({"train": {"learning_rate": -1, "batch_size": "16", "epochz": 1},
                           "ingest": {"num_train": -5, "max_operand": "x"}, "label": {"slip_rate": 2.0},

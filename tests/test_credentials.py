@@ -1,4 +1,4 @@
-"""Issue 25, item 4: a credential in a URL never reaches a params log, tag, report or request.
+"""A credential in a URL never reaches a params log, tag, report or request.
 
 Params are published (git, dvc.lock, MLflow params and tags), so a URL with `user:password@` is refused at
 load time with the credential masked; the openai policy's only credential is the Bearer key read from the

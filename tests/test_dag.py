@@ -5,8 +5,7 @@ import sys
 
 import yaml
 
-from prmflow import STAGES
-from prmflow.cli import STAGE_MODULES
+from prmflow.cli import STAGE_MODULES, STAGES
 
 from conftest import REPO
 

@@ -57,8 +57,8 @@ def help_text(*args: str) -> str:
 
 def test_every_subcommand_and_argument_has_help():
     out = help_text()
-    for stage, text in cli.STAGE_HELP.items():
-        assert text[:40] in out, stage
+    for command in cli.COMMANDS:
+        assert command.help[:40] in out, command.name
     score = help_text("score")
     assert "one {problem, steps | text, id?} object per line" in score and "how the step scores" in score
     assert "the registered model version to serve" in help_text("promote")

@@ -241,7 +241,7 @@ def test_only_the_label_stage_retries_with_exponential_backoff():
 
 def test_after_promote_and_rollback_the_report_and_the_summary_say_what_the_registry_holds(client, deployment,
                                                                                           project, fixed_run):
-    """Issue 29, item 4: `prmflow promote` then `prmflow rollback` leave reports/registry.json on the champion
+    """`prmflow promote` then `prmflow rollback` leave reports/registry.json on the champion
     the registry holds, and a later all-skipped run's summary says so too (read from the registry), without
     making an empty "pipeline" run in MLflow."""
     from mlflow import MlflowClient

@@ -108,7 +108,7 @@ def test_the_code_key_changes_with_any_labeling_module(tmp_path):
 
 
 def test_a_partial_file_made_by_other_labeling_code_is_not_resumed_and_the_stage_says_why(tmp_path):
-    """The incident of issue 24: a partial file from older code was resumed beside new rows."""
+    """The incident this guards against: a partial file from older code was resumed beside new rows."""
     from tiny_project import make_project, run
 
     from prmflow.config import load_params

@@ -1,5 +1,5 @@
 """One home per constant and per text layout: each is defined in one place in src/ and imported elsewhere,
-so two copies can never drift apart (issue 26)."""
+so two copies can never drift apart."""
 
 import re
 
@@ -47,3 +47,40 @@ def test_each_layout_is_written_once(layout):
 def test_no_second_process_reward_model_class():
     defined = where(r"^class ProcessRewardModel\b", SOURCES)
     assert len(defined) == 1, f"two classes named ProcessRewardModel: {defined}"
+
+
+def knob_defaults() -> dict[str, set]:
+    """Each params.yaml knob's name -> the literal defaults it has in the sections (a name may be in several)."""
+    import dataclasses
+
+    from prmflow.config import Params
+
+    found: dict[str, set] = {}
+    params = Params()
+    for section in dataclasses.fields(params):
+        for knob in dataclasses.fields(getattr(params, section.name)):
+            if type(knob.default) in (str, int, float):  # not bool: True == 1
+                found.setdefault(knob.name, set()).add(knob.default)
+    return found
+
+
+def test_no_function_writes_a_knob_default_out():
+    """A parameter named like a knob takes its default from the section (`batch_size: int =
+    EvaluateParams.batch_size`), never the same value written out again: that copy would not follow params.yaml's
+    documented default when it changes."""
+    import ast
+
+    knobs = knob_defaults()
+    copies = []
+    for path, text in SOURCES.items():
+        for node in ast.walk(ast.parse(text)):
+            if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            args = node.args
+            positional = list(zip(args.args[len(args.args) - len(args.defaults):], args.defaults))
+            for arg, default in positional + [(a, d) for a, d in zip(args.kwonlyargs, args.kw_defaults) if d]:
+                if isinstance(default, ast.Constant) and type(default.value) in (str, int, float) and \
+                        default.value in knobs.get(arg.arg, ()):
+                    copies.append(f"{path.relative_to(REPO)}:{default.lineno}: {node.name}({arg.arg}="
+                                  f"{default.value!r})")
+    assert not copies, "knob defaults written out again (import them from the section):\n" + "\n".join(copies)

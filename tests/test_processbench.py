@@ -1,4 +1,4 @@
-"""Issue 25, item 10: ProcessBench as published (JSON arrays, parquet), and no verdict credited that the model
+"""ProcessBench as published (JSON arrays, parquet), and no verdict credited that the model
 never made (an error step, or a correct solution's tail, beyond the steps it scored)."""
 
 import json

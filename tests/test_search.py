@@ -152,20 +152,22 @@ def test_search_intervals_resample_problems_and_pair_each_method_with_majority_v
 
 def test_prefix_caching_scores_as_the_plain_forward_pass_and_reads_fewer_tokens(tmp_path):
     from prmflow.devices import Placement
-    from prmflow.evaluation.search import InProcessScorer
+    from prmflow.evaluation.search import SearchScorer
+    from prmflow.scoring.load import load
     from prmflow.scoring.tokenization import encode_solution
     from tiny_models import build_tiny_prm
 
-    scorer = InProcessScorer(build_tiny_prm(tmp_path / "prm", seed=0), batch_size=4, placement=Placement())
+    scorer = SearchScorer(load(build_tiny_prm(tmp_path / "prm", seed=0), placement=Placement(), batch_size=4))
     problem = "Ava has 3 apples and buys 4. How many?"
     prefix = ["Ava has 3 + 4 = <<3+4=7>>7 apples.", "She eats 1: 7 - 1 = <<7-1=6>>6."]
     solutions = [prefix + [last] for last in ("So 6 are left.", "Then 6 * 2 = <<6*2=12>>12.", "#### 6")]
     solutions += [prefix[:1] + ["x"], prefix[:1] + ["y"], ["alone"]]  # a second shared prefix, and no prefix
     cached = scorer.score(problem, solutions)
-    plain = scorer.prm.score_batch([(problem, steps) for steps in solutions])
+    prm = scorer.prm.scorer  # the format's scorer: modeling.StepTagScorer
+    plain = prm.score_batch([(problem, steps) for steps in solutions])
     for a, b in zip(cached, plain):
         assert a == pytest.approx(b, abs=1e-5)
-    full = sum(len(encode_solution(scorer.prm.tokenizer, scorer.prm.format, problem, s).input_ids) for s in solutions)
+    full = sum(len(encode_solution(prm.tokenizer, prm.format, problem, s).input_ids) for s in solutions)
     assert 0 < scorer.forward_tokens < full
 
 
@@ -189,6 +191,6 @@ def test_the_search_stage_loads_the_prm_on_the_configured_device_and_dtype(tmp_p
     params = params_from_dict({"model": {"device": "cpu", "dtype": "bfloat16"},
                                "search": {"sizes": [1, 2], "beam_width": 2, "max_steps": 3, "bootstrap_samples": 0}})
     scorer = search.make_scorer(params.search, params.base.models_dir, Placement.of(params.model))
-    assert scorer.prm.model.dtype == torch.bfloat16 and scorer.prm.device.type == "cpu"
+    assert scorer.prm.scorer.model.dtype == torch.bfloat16 and scorer.prm.scorer.device.type == "cpu"
     search.main(params)
     assert "PRM: models/prm in process, on cpu in bfloat16." in (tmp_path / "reports" / "search.md").read_text()

@@ -308,13 +308,14 @@ def test_search_picks_the_same_with_the_served_prm_as_in_process(server, store):
 
     from prmflow.config import LabelParams
     from prmflow.devices import Placement
-    from prmflow.evaluation.search import EndpointScorer, InProcessScorer
+    from prmflow.evaluation.search import SearchScorer
+    from prmflow.scoring.load import load
     from prmflow.evaluation.search_methods import beam_search, best_of_n, sample_solutions
     from prmflow.labeling.simulated import SimulatedPolicy
 
     policy = SimulatedPolicy(LabelParams(slip_rate=0.3, misconception_rate=0.3), seed=1)
-    served = EndpointScorer(server, batch_size=LIMITS["max_solutions_per_request"])
-    local = InProcessScorer(store["root"] / "seed0", batch_size=8, placement=Placement())
+    served = SearchScorer(load(server, batch_size=LIMITS["max_solutions_per_request"]))
+    local = SearchScorer(load(store["root"] / "seed0", batch_size=8, placement=Placement()))
     problems = [{"id": f"p{b}", "problem": f"Ava has 3 apples and buys {b}. She gives 1 away. How many are left?",
                  "answer": str(2 + b), "reference_steps": [f"Ava has 3 + {b} = <<3+{b}={3 + b}>>{3 + b} apples.",
                                                            f"Left: {3 + b} - 1 = <<{3 + b}-1={2 + b}>>{2 + b}."]}

@@ -140,3 +140,27 @@ def test_label_tokens_must_be_single_tokens(tokenizer_and_format):
     tokenizer, _ = tokenizer_and_format
     with pytest.raises(ValueError, match="model.positive_token: 'correct' must be exactly one token"):
         prompt_format(tokenizer, ModelParams(positive_token="correct"))
+
+
+def test_the_worked_example_in_tokenize_rows_docstring_is_exact(tmp_path):
+    """tokenize_row's and encode_candidate's docstrings give exact ids for the tiny PRM tokenizer: they hold."""
+    import ast
+    import re
+
+    from transformers import AutoTokenizer
+
+    from prmflow.scoring import tokenization
+    from prmflow.scoring.tokenization import encode_candidate, load_prompt_format, tokenize_row
+    from tiny_models import build_tiny_prm
+
+    directory = build_tiny_prm(tmp_path / "prm", seed=0)
+    tokenizer, fmt = AutoTokenizer.from_pretrained(directory), load_prompt_format(directory)
+    doc = tokenization.tokenize_row.__doc__
+    call = re.search(r"tokenize_row\(tokenizer, fmt, (\{.*?\})\)\n", doc, re.S).group(1)
+    given = re.search(r"-> (\{.*?\})\n\n", doc, re.S).group(1)
+    row, expected = ast.literal_eval(" ".join(call.split())), ast.literal_eval(" ".join(given.split()))
+    assert tokenize_row(tokenizer, fmt, row) == expected
+    assert (fmt.bos_id, fmt.step_tag_id) == (1, 295)
+    encoded = encode_candidate(tokenizer, fmt, row["problem"], row["steps"])
+    assert encoded.input_ids == expected["input_ids"] and encoded.num_steps == 2
+    assert [p for p, t in enumerate(encoded.input_ids) if t == fmt.step_tag_id] == [21, 35]

@@ -1,4 +1,4 @@
-"""Issue 25, item 1: training killed with SIGKILL inside a checkpoint save resumes, and its report covers every step.
+"""Training killed with SIGKILL inside a checkpoint save resumes, and its report covers every step.
 
 The train stage runs in a child process with a pause placed inside the Trainer's checkpoint save (the
 real save code runs; only its timing is held): while the second checkpoint is half written the child is

@@ -40,7 +40,7 @@ def heldout(tmp_path_factory):
 def test_serve_vllm_scores_equal_the_mlflow_served_model(tmp_path, heldout):
     import requests
 
-    from prmflow.serving.vllm_server import VLLMStepScorer
+    import prmflow
 
     model_dir = sharpen_label_rows(build_tiny_prm(tmp_path / "prm", seed=0, max_length=512, hidden_size=64), 20.0)
     with tracking_store(tmp_path) as uri:
@@ -56,8 +56,9 @@ def test_serve_vllm_scores_equal_the_mlflow_served_model(tmp_path, heldout):
             predictions = served.json()["predictions"]
         with loopback_process(command, f"http://127.0.0.1:{port}/health", env, tmp_path, tmp_path / "vllm.log",
                               ready_timeout=READY_TIMEOUT_S):
-            scores, encoded = VLLMStepScorer(f"http://127.0.0.1:{port}", model_dir).score(
+            pooled = prmflow.load(f"http://127.0.0.1:{port}/pooling", checkpoint=model_dir).score(
                 [(c["problem"], c["steps"]) for c in heldout])
+            scores = [p.step_scores for p in pooled]
             snippet = run_docs_snippet(f"http://127.0.0.1:{port}", model_dir, tmp_path / "project")
     log = (tmp_path / "vllm.log").read_text()
     [chosen] = re.findall(r"prmflow serve-vllm: KV cache (\d+) GiB for vLLM's CPU build", log)
@@ -66,8 +67,8 @@ def test_serve_vllm_scores_equal_the_mlflow_served_model(tmp_path, heldout):
     assert [len(a) for a, _ in compared] == [len(b) for _, b in compared]
     assert sum(len(a) for a, _ in compared) > 150 and max(max(a, default=0.5) for a, _ in compared) > 0.8
     assert max(abs(x - y) for a, b in compared for x, y in zip(a, b)) <= 1e-5
-    assert [p["neutralised"] for p in predictions] == [e.neutralised for e in encoded]
-    assert [p["reason"] for p in predictions] == [e.reason for e in encoded]
+    assert [p["neutralised"] for p in predictions] == [p.neutralised for p in pooled]
+    assert [p["reason"] for p in predictions] == [p.reason for p in pooled]
     assert snippet.returncode == 0, snippet.stderr[-2000:]
     printed_scores = json.loads(snippet.stdout.split("]")[0] + "]")
     assert len(printed_scores) == 2 and all(0 < s < 1 for s in printed_scores)

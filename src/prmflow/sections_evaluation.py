@@ -108,6 +108,8 @@ class SearchParams:
     scorer: str = field(default="", metadata={"help": "The PRM: empty for models/prm in process, or the URL of a "
                                               "served one (`mlflow models serve`; POSTs to <url>/invocations)."})
     batch_size: int = field(default=64, metadata={"rule": POSITIVE, "help": "Solutions per PRM forward or request."})
+    request_timeout_s: float = field(default=120.0, metadata={"rule": POSITIVE, "help": "A served PRM (scorer): "
+                                     "seconds a request may take before it fails."})
     bootstrap_samples: int = field(default=1000, metadata={"rule": NON_NEGATIVE, "help": "Bootstrap resamples of "
                                    "the problems for each accuracy's 95% interval and its paired difference from "
                                    "majority vote (base.seed); 0: none."})

@@ -10,7 +10,7 @@ calibration error), first-error accuracy on erroneous and correct solutions and 
 best-of-N for N = 1, 2, 4, ... (the first N samples of each problem) under each aggregation
 beside pass@1, majority vote and oracle pass@N. The same numbers for the zero-shot verification
 prompt on the untrained base model and for the registry's champion go in the same report with
-the prefixes `zero_shot_` and `champion_`, each `evaluate.scorers` PRM (any format public_prms.load_prm
+the prefixes `zero_shot_` and `champion_`, each `evaluate.scorers` PRM (any format prmflow.load
 reads) gets `scorer_<name>_`; `evaluate.external` files get `external_<name>_`.
 
 The comparison (`compare_<scorer>_*`) puts the zero-shot verification prompt, the trained PRM, the
@@ -77,8 +77,7 @@ def collect_scores(params: Params, rows: list[dict], externals: list[tuple[dict,
     import torch
 
     from prmflow.devices import Placement
-    from prmflow.scoring.modeling import StepTagScorer
-    from prmflow.scoring.public_prms import load_prm
+    from prmflow.scoring.load import load
     from prmflow.scoring.rewards import TrainedOutcomeRewardModel
     from prmflow.scoring.zero_shot import ZeroShotVerifier
 
@@ -86,11 +85,12 @@ def collect_scores(params: Params, rows: list[dict], externals: list[tuple[dict,
     e, placement = params.evaluate, Placement.of(params.model)
     model_dir, orm_dir = Path(params.base.models_dir) / "prm", Path(params.base.models_dir) / "orm"
     solutions = [(r["problem"], r["steps"]) for r in rows]
-    prm = StepTagScorer(model_dir, placement)
-    collected = Collected(prm.score_batch(solutions, e.batch_size),
+    prm = load(model_dir, placement=placement, batch_size=e.batch_size)
+    heldout_scores, heldout_details = prm.step_scores(solutions)
+    collected = Collected(heldout_scores,
                           TrainedOutcomeRewardModel.load(orm_dir, placement=placement).score_batch(solutions, e.batch_size))
-    collected.context = f"{prm.format.max_length} tokens (model.max_length)"
-    collected.cut["heldout"] = [len(c.truncated_steps) for c in prm.encode(solutions)]
+    collected.context = f"{prm.scorer.format.max_length} tokens (model.max_length)"
+    collected.cut["heldout"] = [len(d["truncated_steps"]) for d in heldout_details]
     if e.zero_shot_baseline:
         started = time.perf_counter()
         verifier = ZeroShotVerifier.untrained_base(params.model, model_dir, params.base.seed)
@@ -101,12 +101,12 @@ def collect_scores(params: Params, rows: list[dict], externals: list[tuple[dict,
         if champion is not None:
             collected.champion = champion.score_batch(solutions, e.batch_size)
     for spec in e.scorers:
-        collected.scorers[spec["name"]] = load_prm(spec["path"], spec.get("format"), placement).score_batch(
-            solutions, e.batch_size)
+        collected.scorers[spec["name"]] = load(spec["path"], format=spec.get("format"), placement=placement,
+                                               batch_size=e.batch_size).step_scores(solutions)[0]
     for spec, ext_rows in externals:
-        ext_solutions = [(r["problem"], r["steps"]) for r in ext_rows]
-        collected.externals.append((spec, ext_rows, prm.score_batch(ext_solutions, e.batch_size)))
-        collected.cut[spec["name"]] = [len(c.truncated_steps) for c in prm.encode(ext_solutions)]
+        ext_scores, ext_details = prm.step_scores([(r["problem"], r["steps"]) for r in ext_rows])
+        collected.externals.append((spec, ext_rows, ext_scores))
+        collected.cut[spec["name"]] = [len(d["truncated_steps"]) for d in ext_details]
     return collected
 
 

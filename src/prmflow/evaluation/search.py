@@ -36,26 +36,24 @@ from prmflow.evaluation.search_methods import (
 )
 from prmflow.labeling.policy import Policy
 from prmflow.labeling.step_labels import AnswerChecker
+from prmflow.scoring.load import PRM, load
 
 
-class InProcessScorer:
-    """models/prm (model/modeling.py) in this process, with prefix caching; counts the tokens it reads.
+class SearchScorer:
+    """A PRM (scoring.load) as the search methods call it, counting the tokens it reads.
 
-    Solutions that extend one non-empty prefix by one step each (a step of beam search or DVTS) share
-    one pass over that prefix: its keys and values are computed once and each extension reads only
-    its new step's tokens. Exact for a causal PRM: a step's score depends on nothing after it, and
-    encode_solution encodes a prefix as the start of the longer solution. The rest (and whatever
-    does not fit the context) is scored in padded batches as evaluate scores.
-
-    `placement`: where the PRM loads and in what precision (`model.device` / `model.dtype`).
+    Solutions that extend one non-empty prefix by one step each (a step of beam search or DVTS) share one
+    pass over that prefix where the PRM can (LocalPRM.score_extensions: KV-cache prefix scoring); the rest
+    (and whatever does not fit the context) is scored in padded batches as evaluate scores. A served PRM
+    does not say how many tokens it read: `forward_tokens` stays 0.
     """
 
-    def __init__(self, model_dir: str | Path, batch_size: int, placement: Placement):
-        from prmflow.scoring.modeling import StepTagScorer
+    def __init__(self, prm: PRM):
+        self.prm, self.description = prm, prm.description
 
-        self.prm, self.batch_size, self.forward_tokens = StepTagScorer(model_dir, placement), batch_size, 0
-        dtype = str(self.prm.model.dtype).removeprefix("torch.")
-        self.description = f"{Path(model_dir).as_posix()} in process, on {self.prm.device} in {dtype}"
+    @property
+    def forward_tokens(self) -> int:
+        return self.prm.forward_tokens
 
     def score(self, problem: str, solutions: list[list[str]]) -> list[list[float]]:
         groups: dict[tuple[str, ...], list[int]] = defaultdict(list)
@@ -63,81 +61,23 @@ class InProcessScorer:
             if len(steps) > 1:
                 groups[tuple(steps[:-1])].append(i)
         scores: list[list[float] | None] = [None] * len(solutions)
+        extend = getattr(self.prm, "score_extensions", None)
         for prefix, members in groups.items():
-            if len(members) > 1:
-                for i, step_scores in zip(members, self._extend(problem, list(prefix),
-                                                                [solutions[i][-1] for i in members])):
-                    scores[i] = step_scores
+            extended = extend(problem, list(prefix), [solutions[i][-1] for i in members]) if extend and len(
+                members) > 1 else None
+            for i, step_scores in zip(members, extended or []):
+                scores[i] = step_scores
         rest = [i for i, s in enumerate(scores) if s is None]
-        pairs = [(problem, solutions[i]) for i in rest]
-        encoded = self.prm.encode(pairs)  # encoded once: counted here, scored as they are
-        self.forward_tokens += sum(len(e.input_ids) for e in encoded if e.num_steps)
-        for i, step_scores in zip(rest, self.prm.score_batch(pairs, self.batch_size, encoded)):
-            scores[i] = step_scores
-        return scores
-
-    def _extend(self, problem: str, prefix: list[str], last_steps: list[str]) -> list[list[float] | None]:
-        """Scores of prefix + [step] for each step, the prefix read once; all None when one does not fit."""
-        import torch
-
-        from prmflow.scoring.modeling import label_logits, p_positive, pad_batch
-        from prmflow.scoring.tokenization import encode_solution
-
-        fmt, model = self.prm.format, self.prm.model
-        full = [encode_solution(self.prm.tokenizer, fmt, problem, prefix + [step]) for step in last_steps]
-        if any(e is None or e.num_steps != len(prefix) + 1 for e in full):
-            return [None] * len(last_steps)
-        tags = [i for i, t in enumerate(full[0].input_ids) if t == fmt.step_tag_id]
-        head = full[0].input_ids[:tags[len(prefix) - 1] + 1]  # through the prefix's last step tag
-        labels = [fmt.positive_id, fmt.negative_id]
-        with torch.no_grad():
-            head_ids = torch.tensor([head], device=self.prm.device)
-            head_logits, out = label_logits(model, head_ids, None, head_ids == fmt.step_tag_id, labels, use_cache=True)
-            cache = out.cache
-            cache.batch_repeat_interleave(len(full))
-            tail_ids, tail_mask = pad_batch([e.input_ids[len(head):] for e in full], self.prm.tokenizer.pad_token_id)
-            attention = torch.cat([torch.ones(len(full), len(head), dtype=torch.long), tail_mask], dim=1)
-            tail_ids = tail_ids.to(self.prm.device)  # each tail ends with its one step tag: one row each, in order
-            tail_logits = label_logits(model, tail_ids, attention.to(self.prm.device), tail_ids == fmt.step_tag_id,
-                                       labels, cache=cache)[0]
-        head_scores = p_positive(head_logits).tolist()
-        self.forward_tokens += len(head) + int(tail_mask.sum())
-        return [head_scores + [score] for score in p_positive(tail_logits).tolist()]
-
-
-class EndpointScorer:
-    """A served PRM (`mlflow models serve`): POST <url>/invocations, `batch_size` solutions per request.
-
-    The endpoint does not say how many tokens it read: `forward_tokens` stays 0.
-    """
-
-    def __init__(self, url: str, batch_size: int, timeout_s: float = 120.0):
-        import httpx
-
-        self.url, self.batch_size, self.forward_tokens = url.rstrip("/") + "/invocations", batch_size, 0
-        self.client = httpx.Client(timeout=timeout_s)
-        self.description = f"served at {url}"
-
-    def score(self, problem: str, solutions: list[list[str]]) -> list[list[float]]:
-        """Solutions with no step (the serving contract refuses them) get no scores, without a request."""
-        asked = [i for i, steps in enumerate(solutions) if steps]
-        scores: list[list[float]] = [[] for _ in solutions]
-        for start in range(0, len(asked), self.batch_size):
-            batch = asked[start:start + self.batch_size]
-            response = self.client.post(self.url, json={"inputs": [{"problem": problem, "steps": solutions[i]}
-                                                                   for i in batch]})
-            if not response.is_success:
-                raise RuntimeError(f"search.scorer {self.url}: HTTP {response.status_code}: {response.text[-500:]}")
-            for i, prediction in zip(batch, response.json()["predictions"]):
-                scores[i] = prediction["step_scores"]
+        for i, prediction in zip(rest, self.prm.score([(problem, solutions[i]) for i in rest])):
+            scores[i] = prediction.step_scores
         return scores
 
 
-def make_scorer(params: SearchParams, models_dir: str | Path, placement: Placement) -> InProcessScorer | EndpointScorer:
+def make_scorer(params: SearchParams, models_dir: str | Path, placement: Placement) -> SearchScorer:
     """The served PRM at `search.scorer`, else <models_dir>/prm in process on `placement`."""
-    if params.scorer:
-        return EndpointScorer(params.scorer, params.batch_size)
-    return InProcessScorer(Path(models_dir) / "prm", params.batch_size, placement)
+    source = params.scorer or Path(models_dir) / "prm"
+    return SearchScorer(load(source, placement=placement, batch_size=params.batch_size,
+                             request_timeout_s=params.request_timeout_s))
 
 
 def search_problem(policy: Policy, scorer: StepScorer, problem: dict, *, params: SearchParams, seed: int,

@@ -40,6 +40,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from prmflow.codebase import code_closure
 from prmflow.config import LabelParams, Params
 from prmflow.data.answers import answer_agreement
 from prmflow.devices import Placement
@@ -50,12 +51,9 @@ from prmflow.labeling.step_labels import METHODS
 from prmflow.labeling.teacher import read_teacher_scores, teacher_rows
 
 SPLITS = ("train", "test")
-# The code the labels rest on: a partial file made by other code is not resumed (dvc.yaml lists the same
-# files as the stage's deps; tests/test_label_resume.py keeps the two equal).
-LABELING_CODE = ("data/answers.py", "data/calc.py", "data/contract.py", "devices.py", "labeling/completion_text.py",
-                 "labeling/credentials.py", "labeling/distributed.py", "labeling/engine.py", "labeling/hf_policy.py",
-                 "labeling/label.py", "labeling/openai_policy.py", "labeling/policies.py", "labeling/policy.py",
-                 "labeling/simulated.py", "labeling/step_labels.py", "labeling/teacher.py", "labeling/consensus.py")
+# The code the labels rest on (the label stage's import closure, as dvc.yaml's deps): a partial file made by
+# other code is not resumed.
+LABELING_CODE = tuple(sorted(code_closure("prmflow.labeling.label")))
 
 # `label` params that change how the work runs, not the labels: a run resumes across them.
 EXECUTION_FIELDS = ("workers", "ray_address", "worker_gpus", "chunk_problems", "concurrency", "request_timeout_s",

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from prmflow.config import ModelParams
+from prmflow.config import EvaluateParams, ModelParams
 from prmflow.devices import Placement, load_causal_lm
 from prmflow.scoring.formats import refuse_remote_code
 from prmflow.scoring.tokenization import Encoded, PromptFormat, encode_candidate, gguf_kwargs, load_prompt_format
@@ -250,10 +250,13 @@ class StepTagScorer:
     def pad_id(self) -> int:
         return self.tokenizer.pad_token_id
 
+    def tag_positions(self, input_ids: list[int]) -> list[int]:
+        """Where the step tags stand in `input_ids`: the positions whose P(+) are the step scores."""
+        return [p for p, t in enumerate(input_ids) if t == self.format.step_tag_id]
+
     def jobs(self, encoded: list[Encoded]) -> list[Job]:
         """One job per scorable solution: its ids, read at its step tags."""
-        return [Job(i, e.input_ids, [p for p, t in enumerate(e.input_ids) if t == self.format.step_tag_id])
-                for i, e in enumerate(encoded) if e.num_steps]
+        return [Job(i, e.input_ids, self.tag_positions(e.input_ids)) for i, e in enumerate(encoded) if e.num_steps]
 
     def read(self, input_ids, attention, rows, positions) -> torch.Tensor:
         """[K] P(+) at (rows, positions) of a right-padded batch (read_jobs).
@@ -265,7 +268,7 @@ class StepTagScorer:
         labels = [self.format.positive_id, self.format.negative_id]
         return p_positive(label_logits(self.model, input_ids, None, (rows, positions), labels)[0])
 
-    def score_batch(self, solutions: list[tuple[str, list[str]]], batch_size: int = 32,
+    def score_batch(self, solutions: list[tuple[str, list[str]]], batch_size: int = EvaluateParams.batch_size,
                     encoded: list[Encoded] | None = None) -> list[list[float]]:
         """P(+) for each scored step of each (problem, steps); trailing steps past the context are left out.
 
@@ -278,3 +281,38 @@ class StepTagScorer:
 
     def get_rewards_for_steps(self, problem: str, steps: list[str]) -> list[float]:
         return self.score_batch([(problem, steps)])[0]
+
+    @torch.no_grad()
+    def score_extensions(self, problem: str, prefix: list[str], last_steps: list[str]
+                         ) -> tuple[list[list[float]], int] | None:
+        """(step scores of `prefix + [step]` for each of `last_steps`, tokens run) with the prefix read once, or
+        None when one of them does not fit the context whole.
+
+        KV-cache prefix scoring: the prefix's keys and values are computed once, repeated for each extension,
+        and each extension runs only its new step's tokens. Exact for a causal PRM: a step's score depends on
+        nothing after it, and encode_solution encodes a prefix as the start of the longer solution.
+
+            prm.score_extensions("2+3?", ["2+3=5"], ["The answer is 5.", "So 6."])
+            -> ([[0.97, 0.95], [0.97, 0.12]], 31)     # the prefix's tokens once, then each last step's
+        """
+        from prmflow.scoring.tokenization import encode_solution
+
+        fmt, model = self.format, self.model
+        full = [encode_solution(self.tokenizer, fmt, problem, prefix + [step]) for step in last_steps]
+        if any(e is None or e.num_steps != len(prefix) + 1 for e in full):
+            return None
+        tags = self.tag_positions(full[0].input_ids)
+        head = full[0].input_ids[:tags[len(prefix) - 1] + 1]  # through the prefix's last step tag
+        labels = [fmt.positive_id, fmt.negative_id]
+        head_ids = torch.tensor([head], device=self.device)
+        head_logits, out = label_logits(model, head_ids, None, head_ids == fmt.step_tag_id, labels, use_cache=True)
+        cache = out.cache
+        cache.batch_repeat_interleave(len(full))
+        tail_ids, tail_mask = pad_batch([e.input_ids[len(head):] for e in full], self.pad_id)
+        attention = torch.cat([torch.ones(len(full), len(head), dtype=torch.long), tail_mask], dim=1)
+        tail_ids = tail_ids.to(self.device)  # each tail ends with its one step tag: one row each, in order
+        tail_logits = label_logits(model, tail_ids, attention.to(self.device), tail_ids == fmt.step_tag_id, labels,
+                                   cache=cache)[0]
+        head_scores = p_positive(head_logits).tolist()
+        scores = [head_scores + [score] for score in p_positive(tail_logits).tolist()]
+        return scores, len(head) + int(tail_mask.sum())

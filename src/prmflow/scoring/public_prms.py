@@ -35,7 +35,7 @@ from pathlib import Path
 
 import torch
 
-from prmflow.config import DEFAULT_STEP_TEMPLATE, PRM_FORMATS
+from prmflow.config import DEFAULT_STEP_TEMPLATE, PRM_FORMATS, EvaluateParams, ModelParams
 from prmflow.data.step_text import MATH_SHEPHERD_TAG, step_line
 from prmflow.devices import Placement, load_causal_lm, place
 from prmflow.scoring.formats import (  # noqa: F401 (detect_format: re-exported beside load_prm)
@@ -105,7 +105,8 @@ class _PublicPRM:
     def device(self):
         return self.model.device
 
-    def score_batch(self, solutions: list[tuple[str, list[str]]], batch_size: int = 32) -> list[list[float]]:
+    def score_batch(self, solutions: list[tuple[str, list[str]]],
+                    batch_size: int = EvaluateParams.batch_size) -> list[list[float]]:
         """P(correct) per scored step of each (problem, steps), in input order; steps past the context are
         left out ([] when not even the first fits). Sequences run in order of length, `batch_size` at a time."""
         jobs = [job for i, (problem, steps) in enumerate(solutions) for job in self.jobs(i, problem, steps)]
@@ -137,7 +138,8 @@ class _PublicPRM:
 class _LabelTokenPRM(_PublicPRM):
     """A causal LM read as softmax over its logits of the `+` and `-` tokens, through the tag-only head."""
 
-    def __init__(self, model, tokenizer, max_length: int, positive_token: str = "+", negative_token: str = "-"):
+    def __init__(self, model, tokenizer, max_length: int, positive_token: str = ModelParams.positive_token,
+                 negative_token: str = ModelParams.negative_token):
         super().__init__(model, tokenizer, max_length)
         self.label_ids = [label_token_id(tokenizer, positive_token), label_token_id(tokenizer, negative_token)]
 
@@ -150,7 +152,8 @@ class MathShepherdPRM(_LabelTokenPRM):
     multi-token tag is read at its last token); each text is encoded whole, as the checkpoint was trained."""
 
     def __init__(self, model, tokenizer, max_length: int, step_tag: str = MATH_SHEPHERD_TAG,
-                 step_template: str = DEFAULT_STEP_TEMPLATE, positive_token: str = "+", negative_token: str = "-"):
+                 step_template: str = DEFAULT_STEP_TEMPLATE, positive_token: str = ModelParams.positive_token,
+                 negative_token: str = ModelParams.negative_token):
         super().__init__(model, tokenizer, max_length, positive_token, negative_token)
         self.step_tag = step_tag
         self.step_template = step_template
@@ -172,13 +175,14 @@ class ChatPRM(_LabelTokenPRM):
     """RLHFlow style: user turns `{problem} {step 1}`, `{step 2}`, ..., each answered `+` by the assistant;
     the label logits where the assistant's answer to turn t is predicted (its generation prompt's last token)."""
 
-    def __init__(self, model, tokenizer, max_length: int, positive_token: str = "+", negative_token: str = "-"):
+    def __init__(self, model, tokenizer, max_length: int, positive_token: str = ModelParams.positive_token,
+                 negative_token: str = ModelParams.negative_token):
         if not tokenizer.chat_template:
             raise ValueError(f"{tokenizer.name_or_path}: format 'chat' needs a tokenizer with a chat_template")
         super().__init__(model, tokenizer, max_length, positive_token, negative_token)
         self.answer = positive_token
 
-    def encode(self, conversation: list[dict], generation_prompt: bool) -> list[int]:
+    def conversation_ids(self, conversation: list[dict], generation_prompt: bool) -> list[int]:
         text = self.tokenizer.apply_chat_template(conversation, tokenize=False, add_generation_prompt=generation_prompt)
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]  # the template writes BOS itself
 
@@ -186,9 +190,9 @@ class ChatPRM(_LabelTokenPRM):
         conversation, prompts = [], []
         for k, step in enumerate(steps):
             conversation.append({"role": "user", "content": f"{problem} {step}" if k == 0 else step})
-            prompts.append(self.encode(conversation, generation_prompt=True))
+            prompts.append(self.conversation_ids(conversation, generation_prompt=True))
             conversation.append({"role": "assistant", "content": self.answer})
-        return self.prefix_jobs(index, prompts, self.encode(conversation, generation_prompt=False))
+        return self.prefix_jobs(index, prompts, self.conversation_ids(conversation, generation_prompt=False))
 
 
 class TokenClassificationPRM(_PublicPRM):

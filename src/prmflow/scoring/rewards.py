@@ -30,10 +30,11 @@ import functools
 import warnings
 from pathlib import Path
 
-from prmflow.config import DEFAULT_STEP_TEMPLATE
+from prmflow.config import DEFAULT_AGGREGATION, DEFAULT_STEP_TEMPLATE, EvaluateParams
 from prmflow.devices import Placement, load_causal_lm
 from prmflow.scoring import modeling
 from prmflow.scoring.aggregation import AGGREGATIONS, aggregate, combine
+from prmflow.scoring.load import UnscorableError, load, split_steps
 from prmflow.scoring.reward_config import (
     DEFAULT_DELIMITER, REWARD_CONFIG, read_config, trained_outcome_config, write_config,
 )
@@ -65,20 +66,10 @@ def legacy_placement(method):
     return wrapper
 
 
-class UnscorableError(ValueError):
-    """Nothing of the solution fits the model's context (the problem alone fills it)."""
-
-
 def _solution_reward(rewards: list[float], aggregation: str) -> float:
     if not rewards:
         raise UnscorableError("solution: nothing of it fits the model's context (the problem alone fills it)")
     return aggregate(rewards, aggregation)
-
-
-def split_steps(text: str, delimiter: str, max_steps: int | None = None) -> list[str]:
-    """Non-empty, stripped steps of `text`; the first `max_steps` when given."""
-    steps = [s.strip() for s in text.split(delimiter) if s.strip()]
-    return steps[:max_steps] if max_steps is not None else steps
 
 
 def _check_aggregation(aggregation: str) -> str:
@@ -117,7 +108,7 @@ class ProcessRewardModel(modeling.StepTagScorer, _StepScorer):
 
     @legacy_placement
     def __init__(self, model_name_or_path: str | Path, *, placement: Placement = Placement(),
-                 delimiter: str = DEFAULT_DELIMITER, aggregation: str = "min"):
+                 delimiter: str = DEFAULT_DELIMITER, aggregation: str = DEFAULT_AGGREGATION):
         super().__init__(model_name_or_path, placement)
         self.delimiter = delimiter
         self.aggregation = _check_aggregation(aggregation)
@@ -146,7 +137,7 @@ class _VerificationPrompt:
     def __init__(self, model_name_or_path: str | Path, *, placement: Placement = Placement(),
                  prompt: str | None = None, delimiter: str = DEFAULT_DELIMITER,
                  step_template: str = DEFAULT_STEP_TEMPLATE,
-                 max_length: int | None = None, aggregation: str = "min"):
+                 max_length: int | None = None, aggregation: str = DEFAULT_AGGREGATION):
         from transformers import AutoTokenizer
 
         from prmflow.scoring.formats import refuse_remote_code
@@ -236,7 +227,8 @@ class TrainedOutcomeRewardModel(modeling.StepTagScorer):
         super().__init__(model_name_or_path, placement)
         self.delimiter = delimiter
 
-    def outcome_batch(self, solutions: list[tuple[str, list[str]]], batch_size: int = 32) -> list[float | None]:
+    def outcome_batch(self, solutions: list[tuple[str, list[str]]],
+                      batch_size: int = EvaluateParams.batch_size) -> list[float | None]:
         """P(correct) of each (problem, steps) at its last scored tag; None where not even the first step fits."""
         return [values[-1] if values else None for values in self.score_batch(solutions, batch_size)]
 
@@ -269,7 +261,7 @@ class CombinedRewardModel:
 
     def __init__(self, process, outcome, *, process_weight: float = CombineParams.process_weight,
                  outcome_weight: float = CombineParams.outcome_weight, delimiter: str = DEFAULT_DELIMITER,
-                 max_steps: int | None = None, aggregation: str = "min"):
+                 max_steps: int | None = None, aggregation: str = DEFAULT_AGGREGATION):
         self.process, self.outcome = process, outcome
         self.process_weight, self.outcome_weight = process_weight, outcome_weight
         self.delimiter, self.max_steps = delimiter, max_steps
@@ -343,12 +335,17 @@ LOADERS = {"process": ProcessRewardModel, "outcome": OutcomeRewardModel, "combin
 
 @legacy_placement
 def load_reward_model(path: str | Path, *, placement: Placement = Placement()):
-    """Any saved reward model, by the `kind` in its reward_config.json, on `placement` (prmflow.devices).
+    """Any saved reward model, by the `kind` in its reward_config.json, on `placement` (prmflow.devices); or
+    anything the server can score: a PRM folder of another format, a registered model URI, a served PRM's URL
+    (scoring.load.load: a PRM answering `get_reward` and `get_rewards_for_steps` too).
 
     A pipeline PRM directory (prm_config.json only, never `.save`d) loads as a tag-mode ProcessRewardModel.
     """
-    if not Path(path, REWARD_CONFIG).exists() and Path(path, PRM_CONFIG).exists():
-        return ProcessRewardModel(path, placement=placement)
+    if ":/" in str(path):
+        return load(path, placement=placement)
+    if not Path(path, REWARD_CONFIG).exists():
+        return ProcessRewardModel(path, placement=placement) if Path(path, PRM_CONFIG).exists() else \
+            load(path, placement=placement)
     kind = read_config(path).get("kind")
     if kind not in LOADERS:
         raise ValueError(f"{Path(path, REWARD_CONFIG)}: kind: {kind!r} is not one of {list(LOADERS)}")
@@ -400,6 +397,7 @@ def reward_function(model, shaping=None):
     return reward_fn
 
 
-__all__ = ["ProcessRewardModel", "ZeroShotProcessRewardModel", "OutcomeRewardModel", "TrainedOutcomeRewardModel",
+__all__ = ["load", "ProcessRewardModel", "ZeroShotProcessRewardModel",
+           "OutcomeRewardModel", "TrainedOutcomeRewardModel",
            "CombinedRewardModel", "EnsembleRewardModel", "Placement", "UnscorableError", "load_reward_model",
            "reward_function", "shaped_reward", "split_steps"]

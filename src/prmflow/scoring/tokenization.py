@@ -166,13 +166,37 @@ def encode_solution(tokenizer, fmt: PromptFormat, problem: str, steps: list[str]
 
 def encode_candidate(tokenizer, fmt: PromptFormat, problem: str, steps: list[str]) -> Encoded:
     """Token ids of one solution to score: a step too long for any context is cut inside and listed in
-    `truncated_steps`; `num_steps == 0` with a `reason` when nothing can be scored."""
+    `truncated_steps`; `num_steps == 0` with a `reason` when nothing can be scored.
+
+    With the tests' tiny PRM tokenizer (see tokenize_row), the solution of tokenize_row's example encodes to the
+    same ids, and its step scores are P(+) at the two `<step>` ids:
+
+        encode_candidate(tokenizer, fmt, "Ava has 3 apples.", ["3 + 2 = 5", "5 - 2 = 3"])
+        -> Encoded(input_ids=[1, 289, 68, ..., 24, 295, 202, ..., 22, 295], num_steps=2, dropped_steps=0,
+                   truncated_problem=False, truncated_steps=[], reason=None, neutralised=[])
+    """
     return _encode(tokenizer, fmt, problem, steps, cut_long_steps=True)
 
 
 def tokenize_row(tokenizer, fmt: PromptFormat, row: dict) -> dict | None:
     """One labeled rollout -> `input_ids`, per-step targets (P(+) as 1.0/0.0, and MC values) and its
-    final-answer correctness (the outcome reward model's target, train_orm)."""
+    final-answer correctness (the outcome reward model's target, train_orm); None when not even the problem and
+    its first step fit `fmt.max_length`. Raises ValueError when a step's text holds the tag itself.
+
+    With the tiny PRM tokenizer of the tests (tests/tiny_models.build_tiny_prm: byte-level BPE, BOS `<s>` = 1,
+    step tag `<step>` = 295, template `Step {i}: {step}`):
+
+        tokenize_row(tokenizer, fmt, {"id": "r1", "problem": "Ava has 3 apples.", "steps": ["3 + 2 = 5", "5 - 2 = 3"],
+                                      "labels": ["+", "-"], "values": [0.75, 0.0], "correct": False})
+        -> {"id": "r1",
+            "input_ids": [1, 289, 68, 282, 224, 22, 288, 17, 202, 286, 224, 20, 29, 224, 22, 277, 224, 21, 279, 224,
+                          24, 295, 202, 286, 224, 21, 29, 224, 24, 278, 224, 21, 279, 224, 22, 295],
+            "length": 36, "hard_targets": [1.0, 0.0], "soft_targets": [0.75, 0.0], "correct": False,
+            "dropped_steps": 0, "truncated_problem": False}
+
+    The tokens: `<s> Av a Ġhas Ġ 3 Ġapples . Ċ Step Ġ 1 : Ġ 3 Ġ+ Ġ 2 Ġ= Ġ 5 <step> Ċ Step Ġ 2 : ...  Ġ 3 <step>`;
+    the model learns hard_targets[t] (or soft_targets[t]) as P(+) at the t-th `<step>` (positions 21 and 35).
+    """
     encoded = encode_solution(tokenizer, fmt, row["problem"], row["steps"])
     if encoded is None:
         return None

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from prmflow.config import ModelParams
+from prmflow.config import EvaluateParams, ModelParams
 from prmflow.data.step_text import step_line
 from prmflow.devices import Placement, place
 from prmflow.scoring.modeling import build_model, label_logits, pad_batch
@@ -103,7 +103,8 @@ class ZeroShotVerifier:
                 position += len(answer)
         return out
 
-    def log_odds_batch(self, solutions: list[tuple[str, list[str]]], batch_size: int = 32,
+    def log_odds_batch(self, solutions: list[tuple[str, list[str]]],
+                       batch_size: int = EvaluateParams.batch_size,
                        final_only: bool = False) -> list[list[float]]:
         """log p(Yes) - log p(No) per scored step (or for the whole solution); past the context: left out."""
         per_solution = [self.prefix_sequences(problem, steps, final_only) for problem, steps in solutions]
@@ -114,7 +115,8 @@ class ZeroShotVerifier:
             position += len(seqs)
         return log_odds
 
-    def score_batch(self, solutions: list[tuple[str, list[str]]], batch_size: int = 32) -> list[list[float]]:
+    def score_batch(self, solutions: list[tuple[str, list[str]]],
+                    batch_size: int = EvaluateParams.batch_size) -> list[list[float]]:
         """sigmoid(log p(Yes) - log p(No)) per scored step (via tanh: no overflow); past the context: left out."""
         log_odds = self.log_odds_batch(solutions, batch_size)
         return [[0.5 * (1 + math.tanh(r / 2)) for r in rewards] for rewards in log_odds]

@@ -33,18 +33,16 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 from dataclasses import dataclass
 
 import mlflow.pyfunc
-from pydantic import BaseModel
 
-from prmflow.config import DEFAULT_AGGREGATION, EvaluateParams, Params
-from prmflow.data.answers import states_final_answer
+from prmflow.config import DEFAULT_AGGREGATION, Params
 from prmflow.devices import Placement
-from prmflow.scoring.aggregation import AGGREGATIONS, aggregate, combine, predicted_first_error
+from prmflow.scoring.aggregation import AGGREGATIONS
+from prmflow.scoring.load import LocalPRM, directory_threshold
 from prmflow.scoring.modeling import Job
-from prmflow.scoring.tokenization import unicode_fault
+from prmflow.scoring.predictions import Prediction
 from prmflow.serving.batcher import ScoringLoop
 from prmflow.serving.requests import (
     SHAPE, RequestError, Solution, check_solution, clip, described, params_from_json, parse_json, solution_from_json,
@@ -53,26 +51,6 @@ from prmflow.serving.requests import (
 
 REGISTERED_THRESHOLD = "the registered model's config (evaluate's choice, stored by register)"
 OUTCOME_ARTIFACT = "outcome_model_dir"  # the pyfunc artifact of a combined model's ORM (register.log_prm)
-
-
-class Prediction(BaseModel):
-    step_scores: list[float]
-    score: float | None = None  # null: nothing of this candidate fits the model context (see `reason`)
-    first_error: int | None = None
-    scored_steps: int
-    truncated_steps: list[int]  # indices of steps cut inside: their start was scored
-    dropped_steps: int  # whole trailing steps beyond the context, not scored
-    has_final_answer: bool
-    reason: str | None = None
-    steps: list[str] | None = None  # a `text` solution: the steps it was split into
-    split: str | None = None  # ... and the rule used: blank_lines | step_markers | lines
-    neutralised: list[str] = []  # fields whose special-token text (e.g. the step tag) was read as plain text
-
-
-class CombinedPrediction(Prediction):
-    """A combined model's answer: `score` is the weighted combination, `outcome_score` the ORM's."""
-
-    outcome_score: float | None = None
 
 
 @dataclass(frozen=True)
@@ -173,15 +151,19 @@ def read_body(data: bytes, content_type: str | None, config: ServingConfig) -> t
 
 class Scorer:
     """A loaded PRM (and, for a combined model, the trained ORM) plus its serving config: validates a
-    request and scores it in padded batches."""
+    request and scores it through `local` (scoring.load.LocalPRM), its jobs in the process's scoring loop."""
 
     def __init__(self, prm, config: ServingConfig, *, outcome=None, threshold_source: str = REGISTERED_THRESHOLD):
-        self.prm = prm
+        self.prm = prm  # the format's scorer (public_prms.load_prm)
         self.config = config
         self.outcome = outcome  # a rewards.TrainedOutcomeRewardModel, or None for the PRM alone
         self.threshold_source = threshold_source  # where config.threshold came from, for `prmflow score`
         # The process's one scoring loop, for formats that run as jobs (all but a zero-shot judge).
         self.loop = ScoringLoop(prm, config.batch_tokens, config.scoring_threads) if hasattr(prm, "jobs") else None
+        self.local = LocalPRM(prm, threshold=config.threshold, threshold_source=threshold_source, outcome=outcome,
+                              process_weight=config.process_weight, outcome_weight=config.outcome_weight,
+                              batch_size=config.batch_size, run_jobs=self._run_jobs, answer_reading=config.answer_reading,
+                              description=f"in process, on {config.device}")
 
     def answer(self, data: bytes, content_type: str | None) -> str:
         """The JSON answer to a raw /invocations request, as MLflow writes a pyfunc's predictions; RequestError
@@ -190,58 +172,12 @@ class Scorer:
         return json.dumps({"predictions": [prediction.model_dump() for prediction in predictions]})
 
     def score(self, solutions: list[Solution], aggregation: str = DEFAULT_AGGREGATION) -> list[Prediction]:
+        """The contract's predictions of checked `solutions`: LocalPRM.score's, with how a `text` was split."""
         all_steps = check_request(solutions, aggregation, self.config)
-        pairs = [(s.problem, steps) for s, steps in zip(solutions, all_steps)]
-        all_scores, details = self._score_pairs(pairs)
-        outcomes = self.outcome.outcome_batch(pairs, self.config.batch_size) if self.outcome else None
-        predictions = []
-        for index, (solution, scores, detail) in enumerate(zip(solutions, all_scores, details)):
-            fields = {"step_scores": scores, "score": None, "first_error": None, "scored_steps": len(scores),
-                      **detail, "has_final_answer": states_final_answer(pairs[index][1], self.config.answer_reading)}
-            if solution.text is not None:
-                fields |= {"steps": pairs[index][1], "split": split_text(solution.text)[1]}
-            if not all(math.isfinite(score) for score in scores):  # diverged weights: no verdict, and not JSON
-                fields |= {"step_scores": [], "scored_steps": 0, "reason": "the model's step scores are not "
-                           "numbers (NaN): its weights diverged in training"}
-            elif scores:
-                fields |= {"score": aggregate(scores, aggregation),
-                           "first_error": predicted_first_error(scores, self.config.threshold)}
-            if outcomes is None:
-                predictions.append(Prediction(**fields))
-                continue
-            if outcomes[index] is None and scores:  # the ORM's own context is the smaller one
-                fields |= {"score": None, "first_error": None, "step_scores": [], "scored_steps": 0,
-                           "reason": "the outcome model cannot score any step of it"}
-            if fields["score"] is not None:
-                fields["score"] = combine(fields["score"], outcomes[index], self.config.process_weight,
-                                          self.config.outcome_weight)
-            predictions.append(CombinedPrediction(**fields, outcome_score=outcomes[index]))
-        return predictions
-
-
-    def _score_pairs(self, pairs: list[tuple[str, list[str]]]) -> tuple[list[list[float]], list[dict]]:
-        """Step scores and, per solution, what was cut, dropped, unscorable or neutralised (`truncated_steps`,
-        `dropped_steps`, `reason`, `neutralised`). prmflow's own PRM encodes candidates itself and says exactly;
-        a public format (public_prms) gives scores only, so what it left out is counted from them. Formats that
-        run as jobs go through the process's one scoring loop (batcher.py), with every concurrent request."""
-        if hasattr(self.prm, "encode"):
-            encoded = self.prm.encode(pairs)
-            scores = self._run_jobs(self.prm.jobs(encoded), len(pairs))
-            return scores, [{"truncated_steps": e.truncated_steps, "dropped_steps": e.dropped_steps,
-                             "reason": e.reason, "neutralised": e.neutralised} for e in encoded]
-        faults = [unicode_fault(problem, steps) for problem, steps in pairs]
-        if hasattr(self.prm, "jobs"):
-            scores = self._run_jobs([job for i, (problem, steps) in enumerate(pairs) if not faults[i]
-                                     for job in self.prm.jobs(i, problem, steps)], len(pairs))
-        else:  # a zero-shot judge: its own batching, re-entrant
-            scorable = [i for i, fault in enumerate(faults) if not fault]
-            scores = [[] for _ in pairs]
-            for i, step_scores in zip(scorable, self.prm.score_batch([pairs[i] for i in scorable],
-                                                                     self.config.batch_size)):
-                scores[i] = step_scores
-        return scores, [{"truncated_steps": [], "dropped_steps": len(steps) - len(s), "neutralised": [],
-                         "reason": None if s else fault or "the problem and first step do not fit the model context"}
-                        for (_, steps), s, fault in zip(pairs, scores, faults)]
+        predictions = self.local.score([(s.problem, steps) for s, steps in zip(solutions, all_steps)], aggregation)
+        return [prediction.model_copy(update={"steps": steps, "split": split_text(solution.text)[1]})
+                if solution.text is not None else prediction
+                for solution, steps, prediction in zip(solutions, all_steps, predictions)]
 
     def _run_jobs(self, jobs: list[Job], count: int) -> list[list[float]]:
         """Scores per solution (its jobs' in order) from the scoring loop."""
@@ -281,31 +217,14 @@ class PRMPyfunc(mlflow.pyfunc.PythonModel):
             raise error from None
 
 
-def directory_threshold(model: str, metrics_path: str | None) -> tuple[float, str]:
-    """The first-error threshold for a bare model directory, and where it came from: evaluate's choice in
-    `metrics_path` (reports/metrics.json) when that file measured this directory, else evaluate.threshold's
-    default.
-
-    The threshold is not written into the directory: it is the train stage's DVC output, and evaluate
-    writing into it would make `dvc status` report train as changed.
-    """
-    from pathlib import Path
-
-    if metrics_path and Path(metrics_path).is_file():
-        chosen = json.loads(Path(metrics_path).read_text()).get("first_error_threshold")
-        if chosen is not None:
-            return float(chosen), f"{metrics_path} (chosen by evaluate)"
-    default = EvaluateParams.threshold
-    return default, f"the default {default} (no evaluate threshold for this directory)"
-
-
 def load_scorer(model: str, *, threshold: float | None = None, metrics_path: str | None = None,
                 placement: Placement | None = None) -> Scorer:
     """The scorer of a registered model (`models:/prm@champion`, `runs:/...`) or of a model directory.
 
     A model URI is loaded through MLflow exactly as the server loads it, with the serving config
     stored beside it (its threshold: the one evaluate chose); a directory takes `threshold`, else
-    `directory_threshold(model, metrics_path)`, and its format (public_prms) is detected.
+    `scoring.load.directory_threshold(model, metrics_path)`, and its format (public_prms) is detected.
+    `Scorer.local` is what `prmflow.load` gives for the same source.
     `Scorer.threshold_source` says which threshold applied. `placement` replaces the stored one (a directory's
     default: model.device / model.dtype's); PRMFLOW_DEVICE / PRMFLOW_DTYPE override both.
     """

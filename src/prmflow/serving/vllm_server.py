@@ -11,7 +11,8 @@ it at every step tag (`pooling_type: STEP`). `register` stores that configuratio
 (`vllm_config`), and this module builds the server command from it. Measured on this machine's CPU build:
 equal to the MLflow-served scores to 1e-5 (tests/test_vllm_serving.py).
 
-Clients send token ids, not text: `VLLMStepScorer` encodes candidates exactly as the MLflow server does
+Clients send token ids, not text: `prmflow.load(".../pooling", checkpoint=...)` (scoring.load.PooledPRM)
+encodes candidates exactly as the MLflow server does
 (tokenization.encode_candidate: the step layout, the tag, truncation, special-token text read as text), so
 nothing depends on vLLM's own tokenizer or chat handling.
 """
@@ -23,11 +24,11 @@ import json
 import os
 from pathlib import Path
 
-from prmflow.scoring.tokenization import PRM_CONFIG, Encoded, PromptFormat, encode_candidate, load_prompt_format
+from prmflow.scoring.load import SERVED_NAME
+from prmflow.scoring.tokenization import PRM_CONFIG, PromptFormat, load_prompt_format
 
 PYTHON_ENV = "PRMFLOW_VLLM_PYTHON"  # the interpreter of vLLM's own venv (Makefile: vllm-env)
 DEFAULT_PYTHON = Path(".venv-vllm") / "bin" / "python"  # where `make vllm-env` puts it, in the checkout
-SERVED_NAME = "prm"
 # vLLM's CPU build sizes its KV cache from this (whole GiB); unset, it asks for most of the machine's memory and
 # dies at start where other processes hold some (a 24 GB machine with 20 GB free).
 KV_CACHE_ENV = "VLLM_CPU_KVCACHE_SPACE"
@@ -106,36 +107,6 @@ def registered_checkpoint(model_uri: str) -> tuple[Path, dict, str]:
     local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri))
     (config_file,) = local.glob(f"artifacts/*/{PRM_CONFIG}")
     return config_file.parent, json.loads(metadata["vllm_config"]), str(dtype).removeprefix("torch.")
-
-
-class VLLMStepScorer:
-    """Step scores from a vLLM pooling server of a prmflow PRM: candidates encoded here, scored there.
-
-        scorer = VLLMStepScorer("http://127.0.0.1:8000", "models/prm")
-        scores, encoded = scorer.score([(problem, steps), ...])   # P(+) per scored step, what was cut or why not
-    """
-
-    def __init__(self, url: str, model_dir: str | Path, timeout_s: float = 120.0):
-        import httpx
-        from transformers import AutoTokenizer
-
-        self.url = url.rstrip("/") + "/pooling"
-        self.format = load_prompt_format(model_dir)
-        self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
-        self.client = httpx.Client(timeout=timeout_s)
-
-    def score(self, pairs: list[tuple[str, list[str]]]) -> tuple[list[list[float]], list[Encoded]]:
-        encoded = [encode_candidate(self.tokenizer, self.format, problem, steps) for problem, steps in pairs]
-        asked = [i for i, e in enumerate(encoded) if e.num_steps]
-        scores: list[list[float]] = [[] for _ in pairs]
-        if asked:
-            response = self.client.post(self.url, json={"model": SERVED_NAME, "task": "token_classify",
-                                                        "input": [encoded[i].input_ids for i in asked]})
-            if not response.is_success:
-                raise RuntimeError(f"vLLM {self.url}: HTTP {response.status_code}: {response.text[-500:]}")
-            for i, item in zip(asked, response.json()["data"]):
-                scores[i] = [value for (value,) in item["data"]]
-        return scores, encoded
 
 
 def serve_main(args: argparse.Namespace) -> None:
