@@ -2,7 +2,6 @@
 layout as a labeled source."""
 
 import json
-from pathlib import Path
 
 from prmflow.data.sources import read_source
 from prmflow.jsonl import read_jsonl

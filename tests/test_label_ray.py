@@ -177,7 +177,7 @@ def test_the_local_cluster_listens_on_loopback_only_and_its_token_is_private(tmp
     addresses = [a for sockets in listeners.values() for a in sockets]
     assert sum("raylet" in p or "gcs_server" in p for p in listeners) == 2 and len(addresses) >= 5, listeners
     assert sum(p.startswith("ray::LabelWorker") and bool(sockets) for p, sockets in listeners.items()) == 2, listeners
-    outside = {p: [a for a in sockets if not a.rsplit(":", 1)[0] in ("127.0.0.1", "::ffff:127.0.0.1", "::1")]
+    outside = {p: [a for a in sockets if a.rsplit(":", 1)[0] not in ("127.0.0.1", "::ffff:127.0.0.1", "::1")]
                for p, sockets in listeners.items()}
     assert not any(outside.values()), outside
     assert token_mode in (None, 0o600)
