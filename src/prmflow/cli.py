@@ -200,15 +200,18 @@ def pairs_main(args: argparse.Namespace) -> None:
 
 def reward_server_main(args: argparse.Namespace) -> None:
     from prmflow.integrations.client import RewardConfig
-    from prmflow.integrations.openrlhf import serve
+    from prmflow.integrations.reward_server import allowed_hosts, serve
+    from prmflow.param_rules import redact_url
 
     try:
         config = RewardConfig(endpoint=args.endpoint or "", model=args.model or "", aggregation=args.aggregation,
-                              batch_size=args.batch_size)
+                              batch_size=args.batch_size, policy_tokenizer=args.policy_tokenizer,
+                              max_retries=args.max_retries)
+        allowed_hosts(args.host, args.allow_host)
     except ValueError as err:
-        sys.exit(f"prmflow reward-server: {err}")
+        sys.exit(f"prmflow reward-server: {redact_url(str(err))}")
     print(f"reward-server: POST http://{args.host}:{args.port}/get_reward, rewards from {config.source}")
-    serve(config, args.host, args.port)
+    serve(config, args.host, args.port, args.allow_host)
 def metric_lines(metrics: dict, words: list[str]) -> list[str]:
     """`key value` lines of a flat metrics dict in key order, keys padded to one column, numbers to 4
     significant digits; with `words`, only the keys that contain one of them."""
@@ -269,6 +272,12 @@ def main(argv: list[str] | None = None) -> None:
     reward.add_argument("--batch-size", type=int, default=32, help="completions per request to the PRM")
     reward.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
     reward.add_argument("--port", type=int, default=5002, help="port to listen on (default: 5002)")
+    reward.add_argument("--max-retries", type=int, default=5, help="retries of a failed request to the PRM, with "
+                                                                   "exponential backoff (default: %(default)s)")
+    reward.add_argument("--allow-host", action="append", default=[],
+                        help="a Host name clients use (repeatable); needed when bound to every interface")
+    reward.add_argument("--policy-tokenizer", default="", help="the policy's tokenizer (directory or hub id): its "
+                                                                "special tokens are cut off a completion's end")
     metrics = sub.add_parser("metrics", help="print reports/metrics.json one `key value` a line (as a `dvc "
                                              "metrics show` table it is hundreds of columns wide)")
     metrics.add_argument("words", nargs="*", help="keep only the keys that contain one of these words")

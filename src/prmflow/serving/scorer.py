@@ -24,7 +24,9 @@ process_weight * aggregate(step_scores) + outcome_weight * outcome_score; `step_
 Logged from code (`pyfunc_entry.py`), never pickled. `Scorer.score` is the one function
 behind both the server and `prmflow score`, so the two can never answer differently. A bad
 request is answered 400 with a message that names the field (requests.py); requests are capped by
-size (solutions, total steps, bytes: `ServingConfig`), not by the length of one solution.
+size (solutions, total steps, bytes: `ServingConfig`), not by the length of one solution. A candidate whose
+content cannot be scored (an empty problem, an empty or marker-only text, an empty step, a lone surrogate:
+requests.content_fault) is no bad request: it is answered on its own, `score: null` with its `reason`.
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ from prmflow.scoring.modeling import Job
 from prmflow.scoring.tokenization import unicode_fault
 from prmflow.serving.batcher import ScoringLoop
 from prmflow.serving.requests import (
-    SHAPE, RequestError, Solution, check_solution, clip, described, params_from_json, parse_json, solution_from_json,
+    SHAPE, RequestError, Solution, clip, content_fault, described, params_from_json, parse_json, solution_from_json,
     split_text, unknown_keys,
 )
 
@@ -132,17 +134,19 @@ def check_count(count: int, config: ServingConfig) -> None:
                            f"{config.max_solutions_per_request} per request (register.max_solutions_per_request)")
 
 
-def check_request(solutions: list[Solution], aggregation: str, config: ServingConfig) -> list[list[str]]:
-    """Each solution's steps (`text` split); raises RequestError naming the field of the first broken rule."""
+def check_request(solutions: list[Solution], aggregation: str,
+                  config: ServingConfig) -> list[tuple[list[str], str | None]]:
+    """Each solution's (steps, fault) (requests.content_fault: a fault is that candidate's own `reason`); raises
+    RequestError for a rule the whole request breaks (aggregation, count, total steps)."""
     if aggregation not in AGGREGATIONS:
         raise RequestError(f"params.aggregation: {aggregation!r} is not one of {list(AGGREGATIONS)}")
     check_count(len(solutions), config)
-    steps = [check_solution(solution, f"inputs[{index}]") for index, solution in enumerate(solutions)]
-    total = sum(len(s) for s in steps)
+    checked = [content_fault(solution, "") for solution in solutions]
+    total = sum(len(steps) for steps, _ in checked)
     if total > config.max_steps_per_request:
         raise RequestError(f"inputs: {total} steps in all, more than the limit of {config.max_steps_per_request} "
                            f"per request (register.max_steps_per_request)")
-    return steps
+    return checked
 
 
 def read_body(data: bytes, content_type: str | None, config: ServingConfig) -> tuple[list[Solution], str]:
@@ -186,16 +190,20 @@ class Scorer:
         return json.dumps({"predictions": [prediction.model_dump() for prediction in predictions]})
 
     def score(self, solutions: list[Solution], aggregation: str = DEFAULT_AGGREGATION) -> list[Prediction]:
-        all_steps = check_request(solutions, aggregation, self.config)
-        pairs = [(s.problem, steps) for s, steps in zip(solutions, all_steps)]
-        all_scores, details = self._score_pairs(pairs)
-        outcomes = self.outcome.outcome_batch(pairs, self.config.batch_size) if self.outcome else None
-        predictions = []
-        for index, (solution, scores, detail) in enumerate(zip(solutions, all_scores, details)):
+        """One prediction per solution, in order; a solution that cannot be scored (requests.content_fault) gets
+        `score: null` and its `reason`, and its batch-mates their own scores."""
+        checked = check_request(solutions, aggregation, self.config)
+        scorable = [index for index, (_, fault) in enumerate(checked) if fault is None]
+        pairs = [(solutions[i].problem, checked[i][0]) for i in scorable]
+        all_scores, details = self._score_pairs(pairs) if pairs else ([], [])
+        outcomes = self.outcome.outcome_batch(pairs, self.config.batch_size) if self.outcome and pairs else None
+        predictions: list[Prediction] = [self._unscorable(fault) for _, fault in checked]
+        for at, (index, scores, detail) in enumerate(zip(scorable, all_scores, details)):
+            solution, steps = solutions[index], pairs[at][1]
             fields = {"step_scores": scores, "score": None, "first_error": None, "scored_steps": len(scores),
-                      **detail, "has_final_answer": extract_final_answer("\n".join(pairs[index][1])) is not None}
+                      **detail, "has_final_answer": extract_final_answer("\n".join(steps)) is not None}
             if solution.text is not None:
-                fields |= {"steps": pairs[index][1], "split": split_text(solution.text)[1]}
+                fields |= {"steps": steps, "split": split_text(solution.text)[1]}
             if not all(math.isfinite(score) for score in scores):  # diverged weights: no verdict, and not JSON
                 fields |= {"step_scores": [], "scored_steps": 0, "reason": "the model's step scores are not "
                            "numbers (NaN): its weights diverged in training"}
@@ -203,17 +211,24 @@ class Scorer:
                 fields |= {"score": aggregate(scores, aggregation),
                            "first_error": predicted_first_error(scores, self.config.threshold)}
             if outcomes is None:
-                predictions.append(Prediction(**fields))
+                predictions[index] = Prediction(**fields)
                 continue
-            if outcomes[index] is None and scores:  # the ORM's own context is the smaller one
+            if outcomes[at] is None and scores:  # the ORM's own context is the smaller one
                 fields |= {"score": None, "first_error": None, "step_scores": [], "scored_steps": 0,
                            "reason": "the outcome model cannot score any step of it"}
             if fields["score"] is not None:
-                fields["score"] = combine(fields["score"], outcomes[index], self.config.process_weight,
+                fields["score"] = combine(fields["score"], outcomes[at], self.config.process_weight,
                                           self.config.outcome_weight)
-            predictions.append(CombinedPrediction(**fields, outcome_score=outcomes[index]))
+            predictions[index] = CombinedPrediction(**fields, outcome_score=outcomes[at])
         return predictions
 
+    def _unscorable(self, fault: str | None) -> Prediction | None:
+        """The prediction of a candidate with nothing to score (None for one that has)."""
+        if fault is None:
+            return None
+        fields = {"step_scores": [], "scored_steps": 0, "truncated_steps": [], "dropped_steps": 0,
+                  "has_final_answer": False, "reason": fault}
+        return CombinedPrediction(**fields) if self.outcome else Prediction(**fields)
 
     def _score_pairs(self, pairs: list[tuple[str, list[str]]]) -> tuple[list[list[float]], list[dict]]:
         """Step scores and, per solution, what was cut, dropped, unscorable or neutralised (`truncated_steps`,
