@@ -277,27 +277,26 @@ def test_reward_server_storm_every_answer_equals_the_solo_one(prm_dir, labeled_r
 
 # --- threads ----------------------------------------------------------------------------------------------
 
-def test_clients_and_scorers_built_from_32_threads_at_once(prm_dir):
-    """In a fresh interpreter (transformers not yet imported): 32 threads each build a PRMClient on the model and
-    score, and 32 build a VLLMStepScorer (its tokenizer, no server needed)."""
+@pytest.mark.parametrize("build", [
+    "PRMClient(RewardConfig(model=MODEL)).score(['Ava has 3 apples.'], ['3 + 2 = 5\\n#### 5'])[0].reward",
+    "type(VLLMStepScorer('http://127.0.0.1:9', MODEL).tokenizer).__name__",  # its tokenizer; no server needed
+])
+def test_clients_and_scorers_built_from_32_threads_at_once(prm_dir, build):
+    """In a fresh interpreter (transformers not yet imported), 32 threads build one each at the same moment."""
     script = f"""
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from prmflow.integrations.client import PRMClient, RewardConfig
 from prmflow.serving.vllm_server import VLLMStepScorer
+MODEL = {str(prm_dir)!r}
 barrier = threading.Barrier(32)
-def client(_):
+def build(_):
     barrier.wait()
-    return PRMClient(RewardConfig(model={str(prm_dir)!r})).score(["Ava has 3 apples."], ["3 + 2 = 5\\n#### 5"])[0].reward
-def scorer(_):
-    barrier.wait()
-    return type(VLLMStepScorer("http://127.0.0.1:9", {str(prm_dir)!r}).tokenizer).__name__
+    return {build}
 with ThreadPoolExecutor(32) as pool:
-    rewards = list(pool.map(client, range(32)))
-with ThreadPoolExecutor(32) as pool:
-    names = list(pool.map(scorer, range(32)))
-assert len(set(rewards)) == 1 and len(names) == 32, (rewards, names)
-print("ok", rewards[0])
+    built = list(pool.map(build, range(32)))
+assert len(built) == 32 and len(set(built)) == 1, built
+print("ok", built[0])
 """
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0 and proc.stdout.startswith("ok"), proc.stderr[-3000:]

@@ -96,11 +96,13 @@ class VLLMStepScorer:
 
     def __init__(self, url: str, model_dir: str | Path, timeout_s: float = 120.0):
         import httpx
-        from transformers import AutoTokenizer
 
+        from prmflow.devices import transformers_classes
+
+        (auto,) = transformers_classes("AutoTokenizer")  # threads may build scorers at once (transformers_classes)
         self.url = url.rstrip("/") + "/pooling"
         self.format = load_prompt_format(model_dir)
-        self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        self.tokenizer = auto.from_pretrained(model_dir)
         self.client = httpx.Client(timeout=timeout_s)
 
     def score(self, pairs: list[tuple[str, list[str]]]) -> tuple[list[list[float]], list[Encoded]]:
