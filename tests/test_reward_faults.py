@@ -215,7 +215,9 @@ def test_no_credential_reaches_any_output(echoing_url, tmp_path, monkeypatch, ca
         outputs += [health.text, failed.text]
     outputs.append(log.read_text())
     assert "reward-server: POST" in outputs[-1]  # its start-up line is in the log that was searched
-    outputs.append(caplog.text)
+    with pytest.raises(ValueError) as both:
+        RewardConfig(endpoint=endpoint, model="models/prm")
+    outputs += [str(both.value), caplog.text]
     leaked = [text[:300] for text in outputs if SECRET in text or "trainer:" in text]
     assert not leaked, leaked
 

@@ -85,7 +85,8 @@ class RewardConfig:
     def __post_init__(self):
         if bool(self.endpoint) == bool(self.model):
             raise ValueError("RewardConfig: give exactly one of endpoint (a served PRM's URL) or model "
-                             f"(a model directory or URI); got endpoint={self.endpoint!r}, model={self.model!r}")
+                             f"(a model directory or URI); got endpoint={redact_url(self.endpoint)!r}, "
+                             f"model={redact_url(self.model)!r}")
         if self.aggregation not in AGGREGATIONS:
             raise ValueError(f"RewardConfig.aggregation: {self.aggregation!r} is not one of {list(AGGREGATIONS)}")
         for name in ("batch_size", "timeout_s"):
