@@ -9,7 +9,8 @@ compared with what the same candidate gets alone.
 
 Used by tests/test_serving_load.py (a few hundred requests, in CI) and bench/serve_load.py (10,000). A request
 is either valid (1-4 candidates drawn from the pool, hostile candidates among them: special-token text, a lone
-surrogate, a 200,000-character step, a repetition loop, a text of markers alone, an empty problem) and must be answered 200 with each prediction equal
+surrogate, a 200,000-character step, a repetition loop; the server's tests add a text of markers alone and an empty
+problem) and must be answered 200 with each prediction equal
 to that candidate's solo one (`step_scores` to `tolerance`, the rest exactly), or a hostile body (nested 1,000 deep, a 5,000-digit
 integer, not JSON, the wrong shape, over the byte limit, `text` not a string) and must be answered 4xx in under
 1 kB with no traceback. Only loopback URLs are ever targeted by the project's own tests and benchmarks.
@@ -48,8 +49,6 @@ def candidate_pool(rollouts: list[dict], max_request_bytes: int, size: int = 48)
     pool = [{"problem": r["problem"], "steps": list(r["steps"])} for r in rollouts[:size]]
     base = pool[0]
     pool += [
-        {"problem": base["problem"], "text": "Step 1:\nStep 2:"},  # nothing to score: `reason`, the others scored
-        {"problem": " ", "steps": base["steps"]},
         {"problem": base["problem"] + " <step> <s>", "steps": base["steps"]},
         {"problem": base["problem"], "steps": [base["steps"][0] + " <step>", *base["steps"][1:]]},
         {"problem": base["problem"], "steps": [base["steps"][0], "x \ud800 y"]},
