@@ -9,9 +9,10 @@ compared with what the same candidate gets alone.
 
 Used by tests/test_serving_load.py (a few hundred requests, in CI) and bench/serve_load.py (10,000). A request
 is either valid (1-4 candidates drawn from the pool, hostile candidates among them: special-token text, a lone
-surrogate, a 200,000-character step, a repetition loop) and must be answered 200 with each prediction equal
+surrogate, a 200,000-character step, a repetition loop; the server's tests add a text of markers alone and an empty
+problem) and must be answered 200 with each prediction equal
 to that candidate's solo one (`step_scores` to `tolerance`, the rest exactly), or a hostile body (nested 1,000 deep, a 5,000-digit
-integer, not JSON, the wrong shape, over the byte limit, `text` with no step) and must be answered 4xx in under
+integer, not JSON, the wrong shape, over the byte limit, `text` not a string) and must be answered 4xx in under
 1 kB with no traceback. Only loopback URLs are ever targeted by the project's own tests and benchmarks.
 """
 
@@ -24,7 +25,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 COMPARED = ("scored_steps", "truncated_steps", "dropped_steps", "reason", "neutralised", "first_error",
-            "has_final_answer")
+            "has_final_answer", "steps", "split")
 
 
 def hostile_bodies(max_request_bytes: int) -> dict[str, bytes]:
@@ -36,7 +37,7 @@ def hostile_bodies(max_request_bytes: int) -> dict[str, bytes]:
         "not_json": b'{"inputs": [' + one,
         "wrong_shape": b'{"inputs": {"problem": "p"}}',
         "over_byte_limit": b'{"inputs": [{"problem": "p", "steps": ["' + b"x" * max_request_bytes + b'"]}]}',
-        "text_without_steps": b'{"inputs": [{"problem": "p", "text": "Step 1:"}]}',
+        "text_not_a_string": b'{"inputs": [{"problem": "p", "text": 3}]}',
         "unknown_param": b'{"inputs": [' + one + b'], "params": {"temperature": 0}}',
     }
 
@@ -84,6 +85,9 @@ def mismatch(got: dict, expected: dict, tolerance: float) -> str | None:
     for key in COMPARED:
         if got.get(key) != expected.get(key):
             return f"{key}: {got.get(key)!r} != solo {expected.get(key)!r}"
+    if (got.get("score") is None) != (expected.get("score") is None) or (
+            got.get("score") is not None and abs(got["score"] - expected["score"]) > tolerance):
+        return f"score: {got.get('score')!r} != solo {expected.get('score')!r}"
     scores, solo = got["step_scores"], expected["step_scores"]
     if len(scores) != len(solo) or any(abs(a - b) > tolerance for a, b in zip(scores, solo)):
         return f"step_scores differ from solo by more than {tolerance}"
@@ -160,5 +164,110 @@ def run_mix(url: str, pool: list[dict], solo: list[dict], *, clients: int, reque
             "valid": sum(kind == "valid" for kind, _, _ in sent), "hostile": sum(kind == "hostile" for kind, _, _ in sent),
             "clients": clients, "wall_s": wall, "requests_per_s": len(sent) / wall,
             "p50_ms": percentile(0.5), "p95_ms": percentile(0.95),
+            **{name: len(errors) for name, errors in failures.items()},
+            "examples": {name: errors[:5] for name, errors in failures.items() if errors}}
+
+
+# --- the same storm against `prmflow reward-server` (OpenRLHF's remote reward endpoint) ---------------------
+
+def reward_hostile_bodies() -> dict[str, tuple[bytes, str]]:
+    """Whole-request faults of the reward server: (body, content type); each must be a short 4xx."""
+    one = b'{"query": ["q a"], "prompts": ["q"]}'
+    return {
+        "nested_100k_deep": (b'{"query": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", "application/json"),
+        "text_plain": (one, "text/plain"),
+        "not_json": (one[:-1], "application/json"),
+        "wrong_shape": (b'{"query": "q a", "prompts": ["q"]}', "application/json"),
+        "lengths_differ": (b'{"query": ["q a", "q b"], "prompts": ["q"]}', "application/json"),
+        "integer_5000_digits": (b'{"query": [' + b"9" * 5000 + b'], "prompts": ["q"]}', "application/json"),
+    }
+
+
+def reward_pool(rollouts: list[dict], size: int = 24) -> list[tuple[str, str]]:
+    """(prompt, query) pairs as OpenRLHF sends them (ChatML prompt + response + end of turn), with the completions
+    an early policy writes mixed in: marker-only, empty, whitespace, a lone surrogate, an empty prompt, padding."""
+    chat = "<|im_start|>user\n{}<|im_end|>\n<|im_start|>assistant\n"
+    pool = [(chat.format(r["problem"]), "\n".join(r["steps"])) for r in rollouts[:size]]
+    prompt, response = pool[0]
+    pool += [(prompt, "Step 1:"), (prompt, "Step 1:\nStep 2:"), (prompt, ""), (prompt, "  \n "),
+             (prompt, response + " \ud800"), ("", response), (prompt, response + "<|im_end|>" + "<pad>" * 7)]
+    return [(p, p + r + "<|im_end|>") for p, r in pool]
+
+
+def _post_reward(session, url: str, body: bytes, content_type: str = "application/json"):
+    return session.post(f"{url}/get_reward", data=body, headers={"Content-Type": content_type}, timeout=300)
+
+
+def _reward_body(items: list[tuple[str, str]]) -> bytes:
+    return json.dumps({"query": [q for _, q in items], "prompts": [p for p, _ in items], "labels": ["5"] * len(items)}
+                      ).encode()
+
+
+def solo_rewards(url: str, pool: list[tuple[str, str]]) -> list[tuple[float, dict]]:
+    """Each query's (reward, its extra_logs) when it is alone in its request."""
+    import requests
+
+    with requests.Session() as session:
+        out = []
+        for item in pool:
+            response = _post_reward(session, url, _reward_body([item]))
+            if response.status_code != 200:
+                raise RuntimeError(f"solo request answered {response.status_code}: {response.text[:300]}")
+            body = response.json()
+            out.append((body["rewards"][0], {k: v[0] for k, v in body["extra_logs"].items()}))
+    return out
+
+
+def run_reward_mix(url: str, pool: list[tuple[str, str]], solo: list[tuple[float, dict]], *, clients: int,
+                   requests: int, hostile_share: float, seed: int, tolerance: float = 1e-5) -> dict:
+    """`run_mix` for the reward server: valid requests of 1-8 pool queries must get each query's solo reward and
+    extra_logs; hostile bodies a short 4xx (no traceback). Returns the same counts."""
+    import requests as http
+
+    rng = random.Random(seed)
+    hostile = reward_hostile_bodies()
+    plan = []
+    for _ in range(requests):
+        if rng.random() < hostile_share:
+            name = rng.choice(sorted(hostile))
+            plan.append(("hostile", name, *hostile[name]))
+        else:
+            chosen = [rng.randrange(len(pool)) for _ in range(rng.randint(1, 8))]
+            plan.append(("valid", chosen, _reward_body([pool[i] for i in chosen]), "application/json"))
+    sessions = threading.local()
+
+    def one(item) -> str | None:
+        kind, what, body, content_type = item
+        session = getattr(sessions, "session", None) or http.Session()
+        sessions.session = session
+        try:
+            response = _post_reward(session, url, body, content_type)
+        except Exception as err:  # counted, not raised
+            return f"server_errors: {err!r}"
+        if response.status_code >= 500:
+            return f"server_errors: {response.status_code} {response.text[:200]}"
+        if kind == "hostile":
+            if response.status_code < 400:
+                return f"hostile_accepted: {what} answered {response.status_code}"
+            if len(response.content) >= 1024 or "Traceback" in response.text:
+                return f"bad_4xx: {what}: {len(response.content)} bytes"
+            return None
+        if response.status_code != 200:
+            return f"wrong: valid request answered {response.status_code}: {response.text[:200]}"
+        answer = response.json()
+        for at, index in enumerate(what):
+            reward, logs = solo[index]
+            got = {k: v[at] for k, v in answer["extra_logs"].items()}
+            if abs(answer["rewards"][at] - reward) > tolerance or got != logs:
+                return f"wrong: query {index}: {answer['rewards'][at]} {got} != solo {reward} {logs}"
+        return None
+
+    with ThreadPoolExecutor(clients) as executor:
+        results = list(executor.map(one, plan))
+    failures: dict[str, list[str]] = {"wrong": [], "server_errors": [], "bad_4xx": [], "hostile_accepted": []}
+    for error in results:
+        if error:
+            failures[error.split(":")[0]].append(error)
+    return {"valid": sum(kind == "valid" for kind, *_ in plan), "hostile": sum(kind == "hostile" for kind, *_ in plan),
             **{name: len(errors) for name, errors in failures.items()},
             "examples": {name: errors[:5] for name, errors in failures.items() if errors}}

@@ -106,7 +106,7 @@ def test_served_model_answers_the_contract(server, project):
 
 
 @pytest.mark.parametrize("payload, message", [
-    ({"inputs": [{"problem": "p", "steps": ["a", " "]}]}, "inputs[0].steps[1]: empty step"),
+    ({"inputs": [{"problem": "p", "steps": ["a", 2]}]}, "inputs[0].steps[1]: must be a string"),
     ({"inputs": [{"problem": "p", "steps": ["a"]}], "params": {"aggregation": "max"}}, "params.aggregation"),
     ({"inputs": [{"steps": ["a"]}]}, "problem"),
     ({"inputs": [{"problem": "p", "steps": "not a list"}]}, "steps"),

@@ -130,7 +130,30 @@ def test_client_rewards_equal_the_servers_scores_of_the_same_steps(served_prm, s
     assert [r.reward for r in rewards[:3]] == pytest.approx([r.score for r in rewards[:3]])
     assert rewards[3].reason == "no final answer" and rewards[3].reward == 0.0 < rewards[3].score
     empty = client.score(["Tom has 3 pens."], ["  \n"])[0]
-    assert (empty.reward, empty.reason, empty.score) == (0.0, "empty completion", None)
+    assert (empty.reward, empty.reason, empty.score) == (0.0, "text: must be a non-empty string", None)
+
+
+def test_a_served_batch_with_unscorable_completions_gets_solo_rewards_for_the_rest(served_prm, solutions, tmp_path):
+    """`Step 1:`, an empty prompt and a lone surrogate among finished solutions, through the served PRM: each costs
+    its own reward; the others get what they get alone, by TRL's, verl's and OpenRLHF's paths."""
+    from prmflow.integrations.openrlhf import make_reward_func
+    from prmflow.integrations.trl import prm_reward
+
+    texts = ["\n".join(s["steps"]) for s in solutions[:3]]
+    problems = [solutions[0]["problem"], solutions[0]["problem"], "", solutions[1]["problem"], solutions[2]["problem"],
+                solutions[2]["problem"]]
+    completions = [texts[0], "Step 1:", texts[1], "x \ud800 y", texts[2], "Step 1:\nStep 2:"]
+    client = PRMClient(RewardConfig(endpoint=served_prm["url"], unscorable_reward=-1.0))
+    solo = [client.score([p], [c])[0].reward for p, c in zip(problems, completions)]
+    assert [r == -1.0 for r in solo] == [False, True, True, True, False, True]
+    assert prm_reward(endpoint=served_prm["url"], unscorable_reward=-1.0)(problems, completions) == \
+        pytest.approx(solo, abs=1e-6)
+    verl = compute_score_batch(["d"] * 6, completions, ["5"] * 6, [{"question": p} for p in problems],
+                               endpoint=served_prm["url"], unscorable_reward=-1.0)
+    assert [a["score"] for a in verl] == pytest.approx(solo, abs=1e-6)
+    openrlhf = make_reward_func(endpoint=served_prm["url"], unscorable_reward=-1.0)(
+        [p + c for p, c in zip(problems, completions)], problems)
+    assert openrlhf["rewards"].tolist() == pytest.approx(solo, abs=1e-6)
 
 
 def test_a_local_model_directory_gives_the_servers_rewards(served_prm, solutions):

@@ -1,4 +1,5 @@
 import math
+import random
 
 import pytest
 
@@ -91,12 +92,24 @@ def test_reliability_bins_edges_and_empty_bins():
 
 def test_choose_threshold_maximizes_first_error_f1_ties_to_the_lowest():
     scores, first_errors = [[0.9, 0.2], [0.8, 0.7], [0.3, 0.9]], [1, -1, 0]
-    # t=0.2 finds no error (F1 0); 0.3 misses solution 2 (2/3); 0.7 gets all three right; 0.8 flags solution 1
-    assert choose_threshold(scores, first_errors) == (0.7, 1.0)
-    # 0.6 and 0.8 both get all three right: the lower one wins
-    assert choose_threshold([[0.9, 0.2], [0.8, 0.85], [0.5, 0.6]], [1, -1, 0]) == (0.6, 1.0)
+    # below 0.2 finds no error (F1 0); up to 0.3 misses solution 2 (2/3); (0.3, 0.7] gets all three right;
+    # above 0.7 flags solution 1: the threshold is that range's midpoint, no score seen
+    assert choose_threshold(scores, first_errors) == (pytest.approx(0.5), 1.0)
+    # (0.5, 0.6] and (0.8, 0.85] both get all three right: the lower one wins
+    assert choose_threshold([[0.9, 0.2], [0.8, 0.85], [0.5, 0.6]], [1, -1, 0]) == (pytest.approx(0.55), 1.0)
     # no erroneous solution: F1 is 0 at every threshold (one accuracy is undefined), the lowest wins
-    assert choose_threshold([[0.4, 0.9], [0.6]], [-1, -1]) == (0.4, 0.0)
+    assert choose_threshold([[0.4, 0.9], [0.6]], [-1, -1]) == (pytest.approx(-0.1), 0.0)
+
+
+def test_the_chosen_threshold_is_never_a_score_seen_so_float_noise_cannot_flip_a_first_error():
+    rng = random.Random(0)
+    for _ in range(200):
+        scores = [[rng.choice([0.1, 0.25, 0.5, 0.75, 0.9]) for _ in range(rng.randint(1, 5))] for _ in range(8)]
+        first_errors = [rng.randint(-1, len(s) - 1) for s in scores]
+        threshold, _ = choose_threshold(scores, first_errors)
+        for steps in scores:  # a served step off its held-out score by float noise keeps its verdict
+            for noise in (-1e-6, 1e-6):
+                assert [s < threshold for s in steps] == [s + noise < threshold for s in steps]
     with pytest.raises(ValueError, match="no step scores"):
         choose_threshold([[]], [-1])
 

@@ -130,9 +130,6 @@ def test_has_final_answer_is_read_from_the_text(server):
     ({"inputs": [{"problem": "p", "steps": "not a list"}]}, "inputs[0].steps: must be a list of strings, got a str"),
     ({"inputs": [{"problem": "p", "steps": None}]}, "inputs[0].steps: must be a list of strings, got null"),
     ({"inputs": [{"problem": "p", "steps": ["a", 2]}]}, "inputs[0].steps[1]: must be a string, got int 2"),
-    ({"inputs": [{"problem": "p", "steps": []}]}, "inputs[0].steps: must be a non-empty list"),
-    ({"inputs": [{"problem": " ", "steps": ["a"]}]}, "inputs[0].problem: must be a non-empty string"),
-    ({"inputs": [{"problem": "p", "steps": ["a", " "]}]}, "inputs[0].steps[1]: empty step"),
     ({"inputs": [{"problem": "p", "steps": ["a"], "text": "a"}]}, "inputs[0]: give exactly one of steps"),
     ({"inputs": [{"problem": "p", "steps": ["a"], "answer": "5"}]}, "inputs[0]: unknown key 'answer'"),
     ({"inputs": [{"problem": "p", "steps": ["a"]}], "params": {"aggregation": "max"}}, "params.aggregation"),
@@ -149,7 +146,6 @@ def test_has_final_answer_is_read_from_the_text(server):
     (b'{"inputs": ' + b"[" * 1000 + b"]" * 1000 + b"}", "request body: nested too deep to read"),
     (b'{"inputs": [{"problem": "p", "steps": ["a"]}], "params": {"aggregation": ' + b"9" * 5000 + b"}}",
      "request body: a value cannot be read (Exceeds the limit"),
-    ({"inputs": [{"problem": "p", "text": "Step 1:"}]}, "inputs[0].text: holds no step once its `Step k:` markers"),
 ])
 def test_bad_request_is_a_short_400_that_names_the_field(server, payload, message):
     response = invoke(server, payload)
@@ -168,7 +164,7 @@ def test_a_body_over_the_byte_limit_is_a_413_and_csv_a_415(server):
 
 
 def test_server_keeps_answering_after_a_burst_of_malformed_requests(server):
-    bad = [b"{not json", b"[]", b'{"inputs": 3}', b'{"inputs": [{"problem": "p", "steps": [""]}]}'] * 10
+    bad = [b"{not json", b"[]", b'{"inputs": 3}', b'{"inputs": [{"problem": "p", "steps": [3]}]}'] * 10
     with ThreadPoolExecutor(8) as pool:
         codes = list(pool.map(lambda body: requests.post(f"{server}/invocations", data=body, timeout=60,
                                                          headers={"Content-Type": "application/json"}).status_code,
@@ -265,8 +261,8 @@ def test_combined_model_serves_the_outcome_score_and_the_weighted_score(store, s
                 assert prediction["outcome_score"] == pytest.approx(outcome, abs=1e-5)
                 assert abs(prediction["outcome_score"] - steps[-1]) > 1e-4  # another model than the PRM
                 assert prediction["score"] == pytest.approx(0.6 * aggregate(steps, how) + 0.4 * outcome, abs=1e-5)
-        bad = invoke(url, {"inputs": [{"problem": "p", "steps": ["a", " "]}]})
-        assert bad.status_code == 400 and "inputs[0].steps[1]: empty step" in bad.json()["message"]
+        bad = invoke(url, {"inputs": [{"problem": "p", "steps": ["a", 2]}]})
+        assert bad.status_code == 400 and "inputs[0].steps[1]: must be a string" in bad.json()["message"]
     path = tmp_path / "solutions.jsonl"
     path.write_text("".join(json.dumps(s) + "\n" for s in SOLUTIONS))
     main(["score", str(path), "--model", f"models:/prm-combined/{version}", "--aggregation", "mean"])

@@ -27,7 +27,10 @@ def prm_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def pool(labeled_rows):
-    return candidate_pool(labeled_rows, LIMITS["max_request_bytes"])
+    # Candidates with nothing to score: answered with a `reason`, their batch-mates scored as usual.
+    unscorable = [{"problem": labeled_rows[0]["problem"], "text": "Step 1:\nStep 2:"},
+                  {"problem": " ", "steps": labeled_rows[0]["steps"]}]
+    return unscorable + candidate_pool(labeled_rows, LIMITS["max_request_bytes"])
 
 
 def test_pick_batch_takes_the_oldest_and_its_nearest_lengths_within_the_token_budget():
@@ -57,6 +60,8 @@ def test_concurrent_clients_with_hostile_requests_get_their_solo_answers(prm_dir
     assert tagged_problem["step_scores"] and tagged_step["step_scores"]
     assert surrogate["reason"].startswith("steps[1]: not valid Unicode text") and surrogate["score"] is None
     assert huge["truncated_steps"] == [1] and loop["dropped_steps"] > 0
+    assert [p["reason"] for p in solo[:2]] == ["text: holds no step once its `Step k:` markers are taken out",
+                                               "problem: must be a non-empty string"]
     assert (report["wrong"], report["server_errors"], report["bad_4xx"], report["hostile_accepted"]) == (0, 0, 0, 0), \
         report["examples"]
     assert report["valid"] > 300 and report["hostile"] > 80 and report["skipped_past_time_limit"] == 0

@@ -131,15 +131,20 @@ def pairs_main(args: argparse.Namespace) -> None:
 
 def reward_server_main(args: argparse.Namespace) -> None:
     from prmflow.integrations.client import RewardConfig
-    from prmflow.integrations.openrlhf import serve
+    from prmflow.integrations.reward_server import allowed_hosts, serve
+    from prmflow.param_rules import redact_url
 
     try:
         config = RewardConfig(endpoint=args.endpoint or "", model=args.model or "", aggregation=args.aggregation,
-                              batch_size=args.batch_size)
+                              batch_size=args.batch_size, policy_tokenizer=args.policy_tokenizer,
+                              max_retries=args.max_retries)
+        allowed_hosts(args.host, args.allow_host)
     except ValueError as err:
-        sys.exit(f"prmflow reward-server: {err}")
+        sys.exit(f"prmflow reward-server: {redact_url(str(err))}")
     print(f"reward-server: POST http://{args.host}:{args.port}/get_reward, rewards from {config.source}")
-    serve(config, args.host, args.port)
+    serve(config, args.host, args.port, args.allow_host)
+
+
 def run_summary(registry: dict, metrics: dict) -> str:
     """One line after `make run`: what the registry serves, what this run did, the headline metrics."""
     name, alias = registry.get("model_name", "prm"), registry.get("alias", "champion")
@@ -253,6 +258,12 @@ def _reward_server_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=32, help="completions per request to the PRM")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
     p.add_argument("--port", type=int, default=5002, help="port to listen on (default: 5002)")
+    p.add_argument("--max-retries", type=int, default=5, help="retries of a failed request to the PRM, with "
+                                                             "exponential backoff (default: %(default)s)")
+    p.add_argument("--allow-host", action="append", default=[],
+                   help="a Host name clients use (repeatable); needed when bound to every interface")
+    p.add_argument("--policy-tokenizer", default="", help="the policy's tokenizer (directory or hub id): its "
+                                                          "special tokens are cut off a completion's end")
 
 
 def _metrics_arguments(p: argparse.ArgumentParser) -> None:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -32,6 +33,17 @@ from prmflow.sections import ModelParams
 
 DEVICE_ENV = "PRMFLOW_DEVICE"
 DTYPE_ENV = "PRMFLOW_DTYPE"
+_TRANSFORMERS_IMPORT = threading.Lock()
+
+
+def transformers_classes(*names: str) -> tuple:
+    """transformers' classes by name (`"AutoTokenizer"`), imported under one process-wide lock: transformers
+    resolves its names lazily on first use, and threads that race to the first `from transformers import X`
+    get `ImportError: cannot import name X` (32 threads: 31 failed)."""
+    with _TRANSFORMERS_IMPORT:
+        import transformers
+
+        return tuple(getattr(transformers, name) for name in names)
 
 
 def resolve_placement(device: str, dtype: str, source: str = "model") -> tuple[str, object]:

@@ -136,13 +136,17 @@ def expected_calibration_error(probs: list[float], positives: list[bool], bins: 
 def choose_threshold(step_scores: list[list[float]], first_errors: list[int]) -> tuple[float, float]:
     """The threshold with the best first-error F1 on these (validation) solutions: (threshold, F1).
 
-    Candidates are every distinct score (a step is `-` when its score is below the threshold)
-    plus one above them all; ties go to the lowest threshold.
+    A step is `-` when its score is below the threshold. Candidates lie between the distinct scores: the midpoint
+    of each pair of neighbours, and 0.5 below the lowest and above the highest (no step `-`, every step `-`);
+    ties go to the lowest. A threshold is never a score seen here: a served step that scores what a
+    held-out step scored, give or take float noise of another batch shape (~1e-7), cannot land on either side
+    of it at random.
     """
-    candidates = sorted({s for scores in step_scores for s in scores})
-    if not candidates:
+    scores_seen = sorted({s for scores in step_scores for s in scores})
+    if not scores_seen:
         raise ValueError("choose_threshold: no step scores")
-    candidates.append(math.nextafter(candidates[-1], math.inf))
+    candidates = [scores_seen[0] - 0.5, *((a + b) / 2 for a, b in zip(scores_seen, scores_seen[1:])),
+                  scores_seen[-1] + 0.5]
     # Only the running minimum matters: the first step below t is the first whose prefix-minimum is.
     running = [[min(scores[: i + 1]) for i in range(len(scores))] for scores in step_scores]
     best = (candidates[0], -1.0)

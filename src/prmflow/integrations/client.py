@@ -12,19 +12,25 @@ except where the contract says the score must not be used as it is:
 - a completion that states no final answer (`has_final_answer` false) gets `no_answer_reward` (default 0.0):
   with `min` or `prod` a completion that stops after one safe step would otherwise out-score every finished
   solution, and a policy trained on that reward learns to stop early (the rule of best-of-N, README);
-- a completion with nothing to score (empty, or `score: null` because nothing fits the PRM's context) gets
-  `unscorable_reward` (default 0.0), its `reason` saying why.
+- a completion the PRM cannot score gets `unscorable_reward` (default 0.0), its `reason` saying why, and a
+  warning naming its index goes to the `prmflow.rewards` logger (the trainer's log): one rule
+  (serving.requests.content_fault, the server's own) for an empty, whitespace-only or marker-only completion
+  (`Step 1:`), one that is not valid Unicode (a lone surrogate) and an empty problem, applied here before
+  anything is sent, and `score: null` from the server (nothing fits the PRM's context). Its batch-mates get
+  the rewards they get alone.
 
 Every such case is named in `SolutionReward.reason`; a failure is never a reward. Connection errors, timeouts,
 429 and 5xx are retried `max_retries` times with exponential backoff and jitter, then raise `RewardError`
 naming the endpoint and the last failure; a 4xx (a request the server refuses) raises at once with the
-server's message. Requests carry at most `batch_size` completions (the server's cap is
+server's message. Messages never hold a credential: the endpoint's `user:password@` and anything in a server's
+text that looks like a key are shown as `***` (labeling.credentials.scrubbed). Requests carry at most `batch_size` completions (the server's cap is
 `register.max_solutions_per_request`, 64 by default).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import threading
 import time
@@ -33,8 +39,15 @@ from dataclasses import dataclass, field, fields
 import httpx
 
 from prmflow.config import AGGREGATIONS, DEFAULT_AGGREGATION
+from prmflow.devices import transformers_classes
+from prmflow.integrations.text import DEFAULT_END_TOKENS, end_tokens
+from prmflow.labeling.credentials import scrubbed
+from prmflow.param_rules import redact_url
+from prmflow.serving.requests import Solution, content_fault
 
 MAX_BACKOFF_S = 30.0
+log = logging.getLogger("prmflow.rewards")
+_LOAD = threading.Lock()  # one model or tokenizer loads at a time in the process: clients built in many threads
 
 
 class RewardError(RuntimeError):
@@ -57,6 +70,9 @@ class RewardConfig:
         "help": "Reward of a completion that states no final answer; null: its PRM score as it is."})
     unscorable_reward: float = field(default=0.0, metadata={
         "help": "Reward of a completion with no step the PRM can score (empty, or nothing fits its context)."})
+    policy_tokenizer: str = field(default="", metadata={
+        "help": "The policy's tokenizer (a directory or hub id): its special tokens (eos, pad, end of turn) are cut "
+                "off a completion's end beside the fallback list integrations.text.END_OF_TURN; empty: that list."})
     batch_size: int = field(default=32, metadata={
         "help": "Completions per request (the server refuses more than register.max_solutions_per_request)."})
     timeout_s: float = field(default=120.0, metadata={"help": "Seconds to wait for one answer."})
@@ -69,7 +85,8 @@ class RewardConfig:
     def __post_init__(self):
         if bool(self.endpoint) == bool(self.model):
             raise ValueError("RewardConfig: give exactly one of endpoint (a served PRM's URL) or model "
-                             f"(a model directory or URI); got endpoint={self.endpoint!r}, model={self.model!r}")
+                             f"(a model directory or URI); got endpoint={redact_url(self.endpoint)!r}, "
+                             f"model={redact_url(self.model)!r}")
         if self.aggregation not in AGGREGATIONS:
             raise ValueError(f"RewardConfig.aggregation: {self.aggregation!r} is not one of {list(AGGREGATIONS)}")
         for name in ("batch_size", "timeout_s"):
@@ -90,8 +107,8 @@ class RewardConfig:
 
     @property
     def source(self) -> str:
-        """What errors name: the endpoint's URL or the model."""
-        return invocations_url(self.endpoint) if self.endpoint else f"model {self.model}"
+        """What errors and logs name: the endpoint's URL (its credential shown as `***`) or the model."""
+        return redact_url(invocations_url(self.endpoint)) if self.endpoint else f"model {redact_url(self.model)}"
 
 
 @dataclass(frozen=True)
@@ -106,6 +123,11 @@ class SolutionReward:
     has_final_answer: bool
     dropped_steps: int = 0  # trailing steps beyond the PRM's context, not scored
     reason: str | None = None  # why `reward` is not `score`: "no final answer", "empty completion", the server's
+
+
+def _shown(response: httpx.Response) -> str:
+    """What an error may quote of a server's answer: 500 characters, credentials cut out."""
+    return scrubbed(response.text)[:500].strip()
 
 
 def invocations_url(endpoint: str) -> str:
@@ -126,9 +148,9 @@ def reward_from_prediction(prediction: dict, config: RewardConfig) -> SolutionRe
     return SolutionReward(reward=float(prediction["score"]), **base)
 
 
-def empty_reward(config: RewardConfig) -> SolutionReward:
+def unscorable(config: RewardConfig, reason: str) -> SolutionReward:
     return SolutionReward(reward=config.unscorable_reward, score=None, step_scores=[], steps=[], first_error=None,
-                          has_final_answer=False, reason="empty completion")
+                          has_final_answer=False, reason=reason)
 
 
 class PRMClient:
@@ -141,6 +163,17 @@ class PRMClient:
         self._jitter = random.Random()
         self._client = httpx.Client(timeout=self.config.timeout_s)  # thread-safe: ascore's threads share it
         self._scorer = None  # a serving.scorer.Scorer, loaded on first use
+        self._end_tokens = None if config.policy_tokenizer else DEFAULT_END_TOKENS
+
+    @property
+    def end_tokens(self) -> tuple[str, ...]:
+        """The token texts cut off a completion's end (text.end_tokens of `policy_tokenizer`), loaded once."""
+        if self._end_tokens is None:
+            with _LOAD:
+                if self._end_tokens is None:
+                    (auto,) = transformers_classes("AutoTokenizer")
+                    self._end_tokens = end_tokens(auto.from_pretrained(self.config.policy_tokenizer))
+        return self._end_tokens
 
     def score(self, problems: list[str], completions: list[str]) -> list[SolutionReward]:
         """One reward per completion, in order."""
@@ -158,17 +191,27 @@ class PRMClient:
         return self._assemble(problems, completions, answers)
 
     def _chunks(self, problems: list[str], completions: list[str]) -> list[list[dict]]:
-        """The contract's inputs for the non-empty completions, `batch_size` per request."""
-        if len(problems) != len(completions):
-            raise ValueError(f"{len(problems)} problems for {len(completions)} completions")
-        inputs = [{"problem": p, "text": c} for p, c in zip(problems, completions) if c.strip()]
+        """The contract's inputs for the completions the PRM can score (faults: `_faults`), `batch_size` per
+        request."""
+        faults = self._faults(problems, completions)
+        inputs = [{"problem": p, "text": c} for p, c, fault in zip(problems, completions, faults) if fault is None]
         size = self.config.batch_size
         return [inputs[i:i + size] for i in range(0, len(inputs), size)]
 
+    def _faults(self, problems: list[str], completions: list[str]) -> list[str | None]:
+        if len(problems) != len(completions):
+            raise ValueError(f"{len(problems)} problems for {len(completions)} completions")
+        return [content_fault(Solution(problem=p, text=c), "")[1] for p, c in zip(problems, completions)]
+
     def _assemble(self, problems: list[str], completions: list[str], answers: list[list[dict]]) -> list[SolutionReward]:
         predictions = iter(p for answer in answers for p in answer)
-        return [reward_from_prediction(next(predictions), self.config) if c.strip() else empty_reward(self.config)
-                for c in completions]
+        rewards = [reward_from_prediction(next(predictions), self.config) if fault is None
+                   else unscorable(self.config, fault) for fault in self._faults(problems, completions)]
+        for index, reward in enumerate(rewards):
+            if reward.score is None:
+                log.warning("completion %d of %d: unscorable (%s); reward %s, from %s", index, len(rewards),
+                            reward.reason, reward.reward, self.config.source)
+        return rewards
 
     def _predict(self, inputs: list[dict]) -> list[dict]:
         if self.config.model:
@@ -180,9 +223,9 @@ class PRMClient:
                     self.retries += 1
                 time.sleep(self._backoff(attempt))
             try:
-                response = self._client.post(self.config.source, json=self._body(inputs))
+                response = self._client.post(invocations_url(self.config.endpoint), json=self._body(inputs))
             except httpx.TransportError as error:  # refused, reset, timed out
-                failure = f"{type(error).__name__}: {error}"
+                failure = f"{type(error).__name__}: {scrubbed(str(error))}"
                 continue
             failure = self._failure(response)
             if not failure:
@@ -200,7 +243,7 @@ class PRMClient:
         """"" for a success, the failure for a retryable answer (429, 5xx); raises for any other refusal."""
         if response.is_success:
             return ""
-        failure = f"HTTP {response.status_code}: {response.text[:500].strip()}"
+        failure = f"HTTP {response.status_code}: {_shown(response)}"
         if response.status_code == 429 or response.status_code >= 500:
             return failure
         raise RewardError(f"PRM endpoint {self.config.source} refused the request: {failure}")
@@ -214,7 +257,7 @@ class PRMClient:
             predictions = response.json()["predictions"]
         except (ValueError, KeyError, TypeError) as error:
             raise RewardError(f"PRM endpoint {self.config.source}: not a scoring response "
-                              f"({type(error).__name__}: {error}): {response.text[:500]}") from error
+                              f"({type(error).__name__}: {error}): {_shown(response)}") from error
         if not isinstance(predictions, list) or len(predictions) != count:
             raise RewardError(f"PRM endpoint {self.config.source}: {count} solutions sent, answer holds "
                               f"{len(predictions) if isinstance(predictions, list) else predictions!r:.40}")
@@ -225,7 +268,9 @@ class PRMClient:
         from prmflow.serving.scorer import load_scorer
 
         if self._scorer is None:
-            self._scorer = load_scorer(self.config.model)
+            with _LOAD:
+                if self._scorer is None:
+                    self._scorer = load_scorer(self.config.model)
         try:
             predictions = self._scorer.score([Solution(**i) for i in inputs], self.config.aggregation)
         except RequestError as error:

@@ -17,17 +17,15 @@ a PRM and are ignored.
 Both answer the same fields (`reward_payload`): `rewards` and `scores` are the PRM reward (client.py: the
 aggregated score; `no_answer_reward` / `unscorable_reward` where that applies), `extra_logs` holds per query
 `prm_scored_steps`, `prm_first_error` (-1: none predicted or nothing scored), `prm_has_final_answer` and
-`prm_unscorable` (1 where nothing was scored). A bad payload is answered 400 naming the field; a PRM that
-keeps failing is answered 502 naming its endpoint (OpenRLHF retries, then stops): never a made-up reward.
+`prm_unscorable` (1 where nothing was scored: an empty, marker-only or not-Unicode response, an empty prompt;
+the others of the batch get their own rewards). The remote endpoint is reward_server.py; there a bad payload is
+answered 400 naming the field, and a PRM that keeps failing 502 naming its endpoint (OpenRLHF retries, then
+stops): never a made-up reward.
 """
 
 from __future__ import annotations
 
-from fastapi import FastAPI, Request
-from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import JSONResponse
-
-from prmflow.integrations.client import PRMClient, RewardConfig, RewardError
+from prmflow.integrations.client import PRMClient, RewardConfig
 from prmflow.integrations.text import problem_from_prompt, response_from_query
 
 
@@ -48,7 +46,7 @@ def check_payload(body) -> tuple[list[str], list[str]]:
 def reward_payload(client: PRMClient, queries: list[str], prompts: list[str]) -> dict:
     """OpenRLHF's answer for one batch: `rewards`, `scores` and `extra_logs`, lists in query order."""
     problems = [problem_from_prompt(p) for p in prompts]
-    responses = [response_from_query(q, p, i) for i, (q, p) in enumerate(zip(queries, prompts))]
+    responses = [response_from_query(q, p, i, client.end_tokens) for i, (q, p) in enumerate(zip(queries, prompts))]
     rewards = client.score(problems, responses)
     values = [r.reward for r in rewards]
     return {"rewards": values, "scores": values,
@@ -72,32 +70,3 @@ def make_reward_func(**options):
 
     reward_func.client = client
     return reward_func
-
-
-def reward_app(config: RewardConfig):
-    """The remote reward endpoint: POST /get_reward (OpenRLHF's payload), GET /health. (FastAPI is imported at the
-    top: it resolves the handler's `Request` annotation in this module's namespace.)"""
-    client = PRMClient(config)
-    app = FastAPI(title="prmflow reward endpoint for OpenRLHF")
-
-    @app.get("/health")
-    def health() -> dict:
-        return {"status": "ok", "prm": config.source}
-
-    @app.post("/get_reward")
-    async def get_reward(request: Request):
-        try:
-            queries, prompts = check_payload(await request.json())
-            return await run_in_threadpool(reward_payload, client, queries, prompts)
-        except ValueError as error:  # a body that is not JSON is a ValueError too
-            return JSONResponse({"error": str(error)[:900]}, status_code=400)
-        except RewardError as error:
-            return JSONResponse({"error": str(error)[:900]}, status_code=502)
-
-    return app
-
-
-def serve(config: RewardConfig, host: str, port: int) -> None:
-    import uvicorn
-
-    uvicorn.run(reward_app(config), host=host, port=port, log_level="warning")

@@ -12,8 +12,10 @@ requests concurrently.
 
 Where the trainer offers them (TRL's GRPO/RLOO pass `log_metric` and `log_extra`), the function logs
 `prm/score_mean` (the PRM's mean aggregated score of the scored completions), `prm/no_answer_rate`,
-`prm/unscorable_rate` and `prm/retries`, and adds the columns `prm_step_scores` and `prm_first_error` to the
-completions table. A failure raises `RewardError` (client.py): TRL stops the step, no reward is made up.
+`prm/unscorable_rate` and `prm/retries`, and adds the columns `prm_step_scores`, `prm_first_error` and
+`prm_reason` (why a reward is not the PRM's score) to the completions table. A completion the PRM cannot score
+(empty, `Step 1:` alone, a lone surrogate, an empty prompt) gets `unscorable_reward` and its batch-mates their
+own rewards; a failure of the PRM raises `RewardError` (client.py): TRL stops the step, no reward is made up.
 """
 
 from __future__ import annotations
@@ -24,9 +26,10 @@ from prmflow.integrations.text import completion_text, problem_from_prompt
 REWARD_NAME = "prm_reward"  # TRL names a function's reward column by its __name__ (`rewards/prm_reward/mean`)
 
 
-def texts(prompts: list, completions: list) -> tuple[list[str], list[str]]:
-    """(problems, completion texts) of a TRL batch, standard or conversational."""
-    return [problem_from_prompt(p) for p in prompts], [completion_text(c) for c in completions]
+def texts(prompts: list, completions: list, client: PRMClient) -> tuple[list[str], list[str]]:
+    """(problems, completion texts) of a TRL batch, standard or conversational, the end tokens of the client's
+    `policy_tokenizer` cut off."""
+    return [problem_from_prompt(p) for p in prompts], [completion_text(c, client.end_tokens) for c in completions]
 
 
 def log_rewards(rewards: list[SolutionReward], client: PRMClient, log_metric=None, log_extra=None) -> None:
@@ -41,6 +44,7 @@ def log_rewards(rewards: list[SolutionReward], client: PRMClient, log_metric=Non
     if log_extra is not None:
         log_extra("prm_step_scores", [[round(s, 4) for s in r.step_scores] for r in rewards])
         log_extra("prm_first_error", [r.first_error for r in rewards])
+        log_extra("prm_reason", [r.reason for r in rewards])
 
 
 def prm_reward(name: str = REWARD_NAME, **options):
@@ -49,7 +53,7 @@ def prm_reward(name: str = REWARD_NAME, **options):
     client = PRMClient(RewardConfig.from_kwargs(**options))
 
     def reward(prompts, completions, log_metric=None, log_extra=None, **kwargs) -> list[float]:
-        rewards = client.score(*texts(prompts, completions))
+        rewards = client.score(*texts(prompts, completions, client))
         log_rewards(rewards, client, log_metric, log_extra)
         return [r.reward for r in rewards]
 
@@ -63,7 +67,7 @@ def async_prm_reward(name: str = REWARD_NAME, **options):
     client = PRMClient(RewardConfig.from_kwargs(**options))
 
     async def reward(prompts, completions, log_metric=None, log_extra=None, **kwargs) -> list[float]:
-        rewards = await client.ascore(*texts(prompts, completions))
+        rewards = await client.ascore(*texts(prompts, completions, client))
         log_rewards(rewards, client, log_metric, log_extra)
         return [r.reward for r in rewards]
 

@@ -14,8 +14,11 @@ arguments. A dict answer's `score` is the reward and every key is logged (`rewar
 `solution_str` is the response alone, so the problem comes from the sample's `extra_info[problem_key]`
 (`question`, as verl's GSM8K and MATH preprocessing write it). The reward kwargs are RewardConfig's fields
 (client.py) and `problem_key`; one client per distinct set of kwargs is kept for the life of the process.
-The answer is `{"score", "prm_score", "prm_first_error", "prm_scored_steps", "prm_has_final_answer"}`,
-the same keys for every response (verl stacks them); `prm_score` is -1.0 where nothing was scored.
+The answer is `{"score", "prm_score", "prm_first_error", "prm_scored_steps", "prm_has_final_answer",
+"prm_unscorable"}`, the same keys for every response (verl stacks them); `prm_score` is -1.0 where nothing was
+scored. A response the PRM cannot score (empty, `Step 1:` alone, a lone surrogate, an empty problem) gets
+`unscorable_reward`, `prm_unscorable: 1` and a warning with its reason in the log (client.py); its batch-mates
+their own rewards.
 """
 
 from __future__ import annotations
@@ -46,14 +49,16 @@ def problem_of(extra_info, problem_key: str, index: int | None = None) -> str:
 def answer(reward: SolutionReward) -> dict:
     return {"score": reward.reward, "prm_score": -1.0 if reward.score is None else reward.score,
             "prm_first_error": -1 if reward.first_error is None else reward.first_error,
-            "prm_scored_steps": len(reward.step_scores), "prm_has_final_answer": int(reward.has_final_answer)}
+            "prm_scored_steps": len(reward.step_scores), "prm_has_final_answer": int(reward.has_final_answer),
+            "prm_unscorable": int(reward.score is None)}
 
 
 def compute_score(data_source, solution_str, ground_truth, extra_info=None, problem_key=DEFAULT_PROBLEM_KEY,
                   **options) -> dict:
     """One response's reward (verl's per-sample signature); `options` are RewardConfig's fields."""
     client = client_for(tuple(sorted(options.items())))
-    return answer(client.score([problem_of(extra_info, problem_key)], [completion_text(solution_str)])[0])
+    return answer(client.score([problem_of(extra_info, problem_key)],
+                               [completion_text(solution_str, client.end_tokens)])[0])
 
 
 def compute_score_batch(data_sources, solution_strs, ground_truths, extra_infos, problem_key=DEFAULT_PROBLEM_KEY,
@@ -61,4 +66,4 @@ def compute_score_batch(data_sources, solution_strs, ground_truths, extra_infos,
     """A batch's rewards in one pass (verl's `batch` reward manager), requests of `batch_size` responses."""
     client = client_for(tuple(sorted(options.items())))
     problems = [problem_of(info, problem_key, i) for i, info in enumerate(extra_infos)]
-    return [answer(r) for r in client.score(problems, [completion_text(s) for s in solution_strs])]
+    return [answer(r) for r in client.score(problems, [completion_text(s, client.end_tokens) for s in solution_strs])]

@@ -30,7 +30,7 @@ import httpx
 
 from prmflow.config import LabelParams
 from prmflow.labeling.completion_text import finish, finish_step, prompt_text
-from prmflow.labeling.credentials import endpoint_auth
+from prmflow.labeling.credentials import endpoint_auth, scrubbed
 from prmflow.labeling.policy import Continuation
 
 MAX_BACKOFF_S = 30.0
@@ -53,6 +53,8 @@ class OpenAIPolicy:
 
     def __init__(self, params: LabelParams):
         self.urls, headers = endpoint_auth(params.endpoint, params.api_key_env)
+        # The key's value, cut out of any error text a server sends back (one may echo the request's headers).
+        self._secrets = tuple(value.split(" ", 1)[-1] for value in headers.values())
         concurrency = params.concurrency
         # One client (thread-safe, keeps connections alive) with as many connections as requests in flight.
         self.client = httpx.Client(headers=headers, timeout=params.request_timeout_s,
@@ -141,7 +143,7 @@ class OpenAIPolicy:
                 response = self.client.post(url, json=body)
             except httpx.TransportError as error:  # refused, reset, timed out
                 self._answered(url, failed=True)
-                failure = f"{type(error).__name__}: {error}"
+                failure = f"{type(error).__name__}: {scrubbed(str(error), self._secrets)}"
                 continue
             self._answered(url, failed=response.status_code == 429 or response.status_code >= 500)
             if response.is_success:
@@ -150,21 +152,24 @@ class OpenAIPolicy:
                     self.generate_calls += 1
                     self.generated_tokens += tokens
                 return text, tokens
-            failure = f"HTTP {response.status_code}: {response.text[:500].strip()}"
+            failure = f"HTTP {response.status_code}: {self._shown(response)}"
             if response.status_code != 429 and response.status_code < 500:
                 raise EndpointError(f"label.endpoint {url} refused the request: {failure}")
         raise EndpointError(f"label.endpoint {url}: no completion after {self.max_retries + 1} attempts "
                             f"(label.max_retries = {self.max_retries}); last failure: {failure}")
 
-    @staticmethod
-    def _read(url: str, response: httpx.Response) -> tuple[str, int]:
+    def _shown(self, response: httpx.Response) -> str:
+        """What an error may quote of a response: its first 500 characters, credentials cut out (scrubbed)."""
+        return scrubbed(response.text, self._secrets)[:500].strip()
+
+    def _read(self, url: str, response: httpx.Response) -> tuple[str, int]:
         try:
             body = response.json()
             text = body["choices"][0]["text"]
             tokens = (body.get("usage") or {}).get("completion_tokens") or 0
         except (ValueError, KeyError, IndexError, TypeError, AttributeError) as error:
             raise EndpointError(f"label.endpoint {url}: not a completions response "
-                                f"({type(error).__name__}: {error}): {response.text[:500]}") from error
+                                f"({type(error).__name__}: {error}): {self._shown(response)}") from error
         if not isinstance(text, str):
-            raise EndpointError(f"label.endpoint {url}: choices[0].text is not a string: {response.text[:500]}")
+            raise EndpointError(f"label.endpoint {url}: choices[0].text is not a string: {self._shown(response)}")
         return text, int(tokens)

@@ -165,12 +165,13 @@ class PooledPRM(PRM):
     def __init__(self, url: str, checkpoint: str | Path, *, threshold: float = EvaluateParams.threshold,
                  request_timeout_s: float = SearchParams.request_timeout_s):
         import httpx
-        from transformers import AutoTokenizer
 
+        from prmflow.devices import transformers_classes
         from prmflow.scoring.tokenization import load_prompt_format
 
+        (auto_tokenizer,) = transformers_classes("AutoTokenizer")  # threads may build scorers at once
         self.url = url.rstrip("/").removesuffix("/pooling") + "/pooling"
-        self.format, self.tokenizer = load_prompt_format(checkpoint), AutoTokenizer.from_pretrained(checkpoint)
+        self.format, self.tokenizer = load_prompt_format(checkpoint), auto_tokenizer.from_pretrained(checkpoint)
         self.threshold, self.description = threshold, f"vLLM pooling at {self.url}"
         self.client = httpx.Client(timeout=request_timeout_s)
 

@@ -17,18 +17,31 @@ behind an endless stream of others) and the pending jobs whose length adds the l
 longer than the budget runs alone. Every job's scores equal those it gets alone, to the float rounding
 of the kernels at another batch shape: right padding changes no position a causal model reads.
 
+Work nobody waits for is not scored: a request answered 504 or whose client went away is marked abandoned
+(`abandoned`, set by http_guard.py for the thread that serves it), and its pending jobs are dropped when the next
+batch is formed, their futures failed with `Abandoned`, so retries of timed-out requests do not pile up.
+
 The continuous-batching idea is vLLM's and TGI's; here it is the least of it that a CPU or one GPU
 serving a PRM needs: no preemption, no KV cache across requests.
 """
 
 from __future__ import annotations
 
+import contextvars
 import itertools
 import os
 import threading
 from concurrent.futures import Future
 
 from prmflow.scoring.modeling import Job, read_jobs
+
+
+# The request the current thread serves: a threading.Event set once nobody waits for its answer (http_guard.py).
+abandoned: contextvars.ContextVar[threading.Event | None] = contextvars.ContextVar("abandoned", default=None)
+
+
+class Abandoned(RuntimeError):
+    """A job's request was answered 504 or its client went away before the job was scored."""
 
 
 def pick_batch(lengths: list[int], oldest: int, budget: int) -> list[int]:
@@ -74,29 +87,40 @@ class ScoringLoop:
         self.scorer = scorer
         self.batch_tokens = batch_tokens
         self.threads = threads or default_threads(str(scorer.device))
-        self._pending: list[tuple[int, Job, Future]] = []
+        self._pending: list[tuple[int, Job, Future, threading.Event | None]] = []
         self._arrivals = itertools.count()
         self._ready = threading.Condition()
         self._started = False
         self.forwards = 0  # batches run so far
+        self.dropped = 0  # jobs of abandoned requests, not scored
 
     def score(self, jobs: list[Job]) -> list[list[float]]:
         """The scores of each job, in order; raises what the model raised for a job's batch."""
         futures = [Future() for _ in jobs]
+        gone = abandoned.get()
         with self._ready:
             if not self._started:
                 for index in range(self.threads):
                     threading.Thread(target=self._run, name=f"prmflow-scoring-loop-{index}", daemon=True).start()
                 self._started = True
-            self._pending += [(next(self._arrivals), job, future) for job, future in zip(jobs, futures)]
+            self._pending += [(next(self._arrivals), job, future, gone) for job, future in zip(jobs, futures)]
             self._ready.notify()
         return [future.result() for future in futures]
 
-    def _take_batch(self) -> list[tuple[int, Job, Future]]:
+    def _take_batch(self) -> list[tuple[int, Job, Future, threading.Event | None]]:
         with self._ready:
-            while not self._pending:
-                self._ready.wait()
-            lengths = [len(job.input_ids) for _, job, _ in self._pending]
+            while True:
+                while not self._pending:
+                    self._ready.wait()
+                live = [item for item in self._pending if item[3] is None or not item[3].is_set()]
+                for item in self._pending:
+                    if item[3] is not None and item[3].is_set():
+                        item[2].set_exception(Abandoned("the request was answered 504 or its client went away"))
+                self.dropped += len(self._pending) - len(live)
+                self._pending = live
+                if live:
+                    break
+            lengths = [len(job.input_ids) for _, job, _, _ in self._pending]
             oldest = min(range(len(self._pending)), key=lambda i: self._pending[i][0])
             chosen = set(pick_batch(lengths, oldest, self.batch_tokens))
             batch = [item for i, item in enumerate(self._pending) if i in chosen]
@@ -110,12 +134,12 @@ class ScoringLoop:
             batch = self._take_batch()
             try:
                 with torch.inference_mode():  # the scores leave as floats; no autograd bookkeeping
-                    results = read_jobs(self.scorer, [job for _, job, _ in batch])
+                    results = read_jobs(self.scorer, [job for _, job, _, _ in batch])
             except Exception as err:  # the requests of this batch fail; the loop serves the next ones
-                for _, _, future in batch:
+                for _, _, future, _ in batch:
                     future.set_exception(err)
                 continue
             with self._ready:
                 self.forwards += 1
-            for (_, _, future), scores in zip(batch, results):
+            for (_, _, future, _), scores in zip(batch, results):
                 future.set_result(scores)

@@ -17,7 +17,9 @@ The fast path is plain ASGI in front of the app (`_Front`): a request to `/invoc
 through MLflow's timeout middleware (Starlette's `BaseHTTPMiddleware`, which runs every request in a task
 group with memory streams), FastAPI's routing and `Request` object, or `asyncio.to_thread`; that per-request
 overhead, not the model, was what bounded one-solution throughput (bench/serve_load.py). The same timeout
-applies (`MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT`, answered 504 with MLflow's message); everything else
+applies (`MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT`, answered 504 with MLflow's message as a JSON error body); a
+request answered 504, or whose client disconnects while it waits, has its jobs still queued dropped from the
+scoring loop (batcher.abandoned), not scored for nobody; everything else
 (`/ping`, `/health`, `/version`) is MLflow's app.
 
 The size limit is checked on the body uvicorn has already read: it bounds the parsing and scoring a
@@ -41,16 +43,19 @@ import asyncio
 import json
 import logging
 import sys
+import threading
 
 from collections.abc import Callable
 
+from prmflow.serving.batcher import Abandoned, abandoned
 from prmflow.serving.requests import RequestError
 
 SERVER_MODULE = "mlflow.pyfunc.scoring_server"
 REQUEST_THREADS = 128  # requests in flight at once; they wait on the scoring loop, so threads cost little
 # After a body this large, freed memory is handed back to the system (glibc keeps it in its per-thread arenas).
 TRIM_AFTER_BYTES = 1_000_000
-ERROR_CODES = {400: "INVALID_PARAMETER_VALUE", 413: "REQUEST_LIMIT_EXCEEDED", 415: "INVALID_PARAMETER_VALUE"}
+ERROR_CODES = {400: "INVALID_PARAMETER_VALUE", 413: "REQUEST_LIMIT_EXCEEDED", 415: "INVALID_PARAMETER_VALUE",
+               504: "DEADLINE_EXCEEDED"}
 TIMEOUT_MESSAGE = "Request processing time exceeded limit"  # MLflow's own 504 body
 log = logging.getLogger(__name__)
 
@@ -69,17 +74,23 @@ def install(answer: Callable[[bytes, str | None], str]) -> bool:
     return True
 
 
-def answered(answer: Callable[[bytes, str | None], str], data: bytes, content_type: str | None) -> tuple[int, bytes]:
+def answered(answer: Callable[[bytes, str | None], str], data: bytes, content_type: str | None,
+             gone: threading.Event | None = None) -> tuple[int, bytes]:
     """(status, JSON body) of one request: 200 with `answer`'s predictions, the RequestError's status with a
-    short error body, or 500 with a short body (the traceback goes to the server log, never to the client)."""
+    short error body, or 500 with a short body (the traceback goes to the server log, never to the client).
+    `gone`, once set, drops the request's jobs still waiting in the scoring loop (batcher.abandoned)."""
+    token = abandoned.set(gone)  # this pool thread serves other requests later: reset below
     try:
         return 200, answer(data, content_type).encode()
     except RequestError as err:
         return err.status, error_body(str(err), err.status).encode()
+    except Abandoned:
+        return 504, error_body(TIMEOUT_MESSAGE, 504).encode()  # nobody reads it: the front answered already
     except Exception:
         log.exception("scoring failed")
         return 500, error_body("the server failed to score this request; its log has the error", 500).encode()
     finally:
+        abandoned.reset(token)
         if len(data) > TRIM_AFTER_BYTES:
             _return_free_memory()
 
@@ -126,12 +137,21 @@ class _Front:
             if not message.get("more_body"):
                 break
         content_type = headers.get(b"content-type")
+        gone = threading.Event()
         work = asyncio.get_running_loop().run_in_executor(
-            None, answered, self.answer, b"".join(chunks), content_type.decode("latin-1") if content_type else None)
-        try:
-            status, body = await asyncio.wait_for(work, self.timeout)
-        except TimeoutError:
-            status, body = 504, TIMEOUT_MESSAGE.encode()
+            None, answered, self.answer, b"".join(chunks), content_type.decode("latin-1") if content_type else None,
+            gone)
+        # With the whole body read, the next message is the client's disconnect, if it comes.
+        left = asyncio.ensure_future(receive())
+        done, _ = await asyncio.wait({work, left}, timeout=self.timeout, return_when=asyncio.FIRST_COMPLETED)
+        if work not in done:
+            gone.set()  # its jobs still queued are dropped, not scored
+            if left not in done:
+                left.cancel()
+                await _send(send, 504, error_body(TIMEOUT_MESSAGE, 504).encode())
+            return
+        left.cancel()
+        status, body = work.result()
         await _send(send, status, body)
 
 

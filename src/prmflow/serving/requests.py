@@ -121,23 +121,43 @@ def solution_from_json(value: Any, where: str) -> Solution:
     return Solution(**value)
 
 
-def check_solution(solution: Solution, where: str) -> list[str]:
-    """The solution's steps (`text` split) after the checks a well-typed solution must still pass."""
+def content_fault(solution: Solution, where: str) -> tuple[list[str], str | None]:
+    """(the solution's steps, `text` split; None) or ([], why it cannot be scored): an empty problem, an empty or
+    whitespace-only text, a text of `Step k:` markers alone, no steps, an empty step, a lone surrogate (a field
+    that is not valid Unicode). The one rule behind the server's per-candidate `reason` and a trainer's
+    `unscorable_reward` (integrations/client.py): such a candidate costs its own score, never its batch-mates'."""
     if not solution.problem.strip():
-        raise RequestError(f"{at(where, 'problem')}: must be a non-empty string")
+        return [], f"{at(where, 'problem')}: must be a non-empty string"
     if solution.text is not None:
         if not solution.text.strip():
-            raise RequestError(f"{at(where, 'text')}: must be a non-empty string")
+            return [], f"{at(where, 'text')}: must be a non-empty string"
         steps = split_text(solution.text)[0]
         if not steps:
-            raise RequestError(f"{at(where, 'text')}: holds no step once its `Step k:` markers are taken out")
-        return steps
-    if not solution.steps:
-        raise RequestError(f"{at(where, 'steps')}: must be a non-empty list of strings")
-    for index, step in enumerate(solution.steps):
-        if not step.strip():
-            raise RequestError(f"{at(where, f'steps[{index}]')}: empty step")
-    return solution.steps
+            return [], f"{at(where, 'text')}: holds no step once its `Step k:` markers are taken out"
+    else:
+        steps = solution.steps or []
+        if not steps:
+            return [], f"{at(where, 'steps')}: must be a non-empty list of strings"
+        empty = next((index for index, step in enumerate(steps) if not step.strip()), None)
+        if empty is not None:
+            return [], f"{at(where, f'steps[{empty}]')}: empty step"
+    fields = [("problem", solution.problem)] + ([("text", solution.text)] if solution.text is not None else
+                                                [(f"steps[{index}]", step) for index, step in enumerate(steps)])
+    for name, value in fields:
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as err:  # a lone surrogate, which JSON's `\\ud800` escapes can carry
+            return [], f"{at(where, name)}: not valid Unicode text ({err.reason} at character {err.start})"
+    return steps, None
+
+
+def check_solution(solution: Solution, where: str) -> list[str]:
+    """The solution's steps (`text` split); raises RequestError with `content_fault`'s reason (`prmflow score`:
+    a line of a file is rejected with it)."""
+    steps, fault = content_fault(solution, where)
+    if fault:
+        raise RequestError(fault)
+    return steps
 
 
 def params_from_json(value: Any, aggregations: tuple[str, ...], default: str) -> str:

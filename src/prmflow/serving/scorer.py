@@ -26,7 +26,9 @@ process_weight * aggregate(step_scores) + outcome_weight * outcome_score; `step_
 Logged from code (`pyfunc_entry.py`), never pickled. `Scorer.score` is the one function
 behind both the server and `prmflow score`, so the two can never answer differently. A bad
 request is answered 400 with a message that names the field (requests.py); requests are capped by
-size (solutions, total steps, bytes: `ServingConfig`), not by the length of one solution.
+size (solutions, total steps, bytes: `ServingConfig`), not by the length of one solution. A candidate whose
+content cannot be scored (an empty problem, an empty or marker-only text, an empty step, a lone surrogate:
+requests.content_fault) is no bad request: it is answered on its own, `score: null` with its `reason`.
 """
 
 from __future__ import annotations
@@ -42,10 +44,10 @@ from prmflow.devices import Placement
 from prmflow.scoring.aggregation import AGGREGATIONS
 from prmflow.scoring.load import LocalPRM, directory_threshold
 from prmflow.scoring.modeling import Job
-from prmflow.scoring.predictions import Prediction
+from prmflow.scoring.predictions import CombinedPrediction, Prediction
 from prmflow.serving.batcher import ScoringLoop
 from prmflow.serving.requests import (
-    SHAPE, RequestError, Solution, check_solution, clip, described, params_from_json, parse_json, solution_from_json,
+    SHAPE, RequestError, Solution, clip, content_fault, described, params_from_json, parse_json, solution_from_json,
     split_text, unknown_keys,
 )
 
@@ -114,17 +116,19 @@ def check_count(count: int, config: ServingConfig) -> None:
                            f"{config.max_solutions_per_request} per request (register.max_solutions_per_request)")
 
 
-def check_request(solutions: list[Solution], aggregation: str, config: ServingConfig) -> list[list[str]]:
-    """Each solution's steps (`text` split); raises RequestError naming the field of the first broken rule."""
+def check_request(solutions: list[Solution], aggregation: str,
+                  config: ServingConfig) -> list[tuple[list[str], str | None]]:
+    """Each solution's (steps, fault) (requests.content_fault: a fault is that candidate's own `reason`); raises
+    RequestError for a rule the whole request breaks (aggregation, count, total steps)."""
     if aggregation not in AGGREGATIONS:
         raise RequestError(f"params.aggregation: {aggregation!r} is not one of {list(AGGREGATIONS)}")
     check_count(len(solutions), config)
-    steps = [check_solution(solution, f"inputs[{index}]") for index, solution in enumerate(solutions)]
-    total = sum(len(s) for s in steps)
+    checked = [content_fault(solution, "") for solution in solutions]
+    total = sum(len(steps) for steps, _ in checked)
     if total > config.max_steps_per_request:
         raise RequestError(f"inputs: {total} steps in all, more than the limit of {config.max_steps_per_request} "
                            f"per request (register.max_steps_per_request)")
-    return steps
+    return checked
 
 
 def read_body(data: bytes, content_type: str | None, config: ServingConfig) -> tuple[list[Solution], str]:
@@ -172,12 +176,27 @@ class Scorer:
         return json.dumps({"predictions": [prediction.model_dump() for prediction in predictions]})
 
     def score(self, solutions: list[Solution], aggregation: str = DEFAULT_AGGREGATION) -> list[Prediction]:
-        """The contract's predictions of checked `solutions`: LocalPRM.score's, with how a `text` was split."""
-        all_steps = check_request(solutions, aggregation, self.config)
-        predictions = self.local.score([(s.problem, steps) for s, steps in zip(solutions, all_steps)], aggregation)
-        return [prediction.model_copy(update={"steps": steps, "split": split_text(solution.text)[1]})
-                if solution.text is not None else prediction
-                for solution, steps, prediction in zip(solutions, all_steps, predictions)]
+        """One prediction per solution, in order; a solution that cannot be scored (requests.content_fault) gets
+        `score: null` and its `reason`, and its batch-mates their own scores (LocalPRM.score's, with how a `text`
+        was split)."""
+        checked = check_request(solutions, aggregation, self.config)
+        scorable = [index for index, (_, fault) in enumerate(checked) if fault is None]
+        scored = self.local.score([(solutions[i].problem, checked[i][0]) for i in scorable], aggregation) \
+            if scorable else []
+        predictions: list[Prediction] = [self._unscorable(fault) for _, fault in checked]
+        for index, prediction in zip(scorable, scored):
+            solution, steps = solutions[index], checked[index][0]
+            predictions[index] = prediction if solution.text is None else prediction.model_copy(
+                update={"steps": steps, "split": split_text(solution.text)[1]})
+        return predictions
+
+    def _unscorable(self, fault: str | None) -> Prediction | None:
+        """The prediction of a candidate with nothing to score (None for one that has)."""
+        if fault is None:
+            return None
+        fields = {"step_scores": [], "scored_steps": 0, "truncated_steps": [], "dropped_steps": 0,
+                  "has_final_answer": False, "reason": fault}
+        return CombinedPrediction(**fields) if self.outcome else Prediction(**fields)
 
     def _run_jobs(self, jobs: list[Job], count: int) -> list[list[float]]:
         """Scores per solution (its jobs' in order) from the scoring loop."""
