@@ -91,7 +91,7 @@ def test_prelabeled_rows_pass_through_label_unchanged():
         "id": rows[1]["id"], "problem_id": rows[1]["problem_id"], "problem": "Solve $2x = 10$ for $x$.",
         "steps": ["Divide both sides by 2.", "So $x = 4$."], "labels": ["+", "-"], "values": [1.0, 0.0],
         "answer": "5", "predicted_answer": "", "correct": False, "first_error": 1, "true_first_error": 1,
-        "policy": "prm800k-phase2",
+        "policy": "prm800k-phase2", "label_source": {"method": "given", "source": "prm800k-phase2"},
     }
     assert rollouts[0]["correct"] is True and rollouts[0]["first_error"] == -1
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import re
 
-SOURCE_FORMATS = ("generator", "gsm8k", "math", "prm800k", "math_shepherd", "trl_stepwise", "input_value_label")
+SOURCE_FORMATS = ("generator", "gsm8k", "math", "prm800k", "math_shepherd", "trl_stepwise", "input_value_label",
+                  "candidates")
 SOURCE_SPLITS = ("train", "test", "auto")
 SOURCE_KEYS = ("format", "path", "hub", "split", "limit", "name", "neutral")
 NEUTRAL_LABELS = {"positive": "+", "negative": "-"}  # prm800k rating 0 becomes this label
@@ -21,6 +22,7 @@ EXTERNAL_FORMATS = {  # evaluate.external formats and the fields each record nee
 EXTERNAL_KEYS = ("name", "path", "format", "problems")  # problems: the first n problems only
 PRM_FORMATS = ("prmflow", "trl", "math_shepherd", "chat", "zero_shot")  # scoring/public_prms.py reads each
 SCORER_KEYS = ("name", "path", "format")  # evaluate.scorers entries; format may be left out (detected)
+TEACHER_COMBINES = ("mean", "min", "max")  # label.teacher_combine: several teachers' step scores to one
 BUILTIN_SCORERS = ("prm", "orm", "zero_shot", "champion", "combined", "combined_validated", "majority",  # evaluate's
                    "pass_at_1", "oracle")
 AGGREGATIONS = ("min", "prod", "last", "mean")  # step scores to a solution score: prmflow.scoring.aggregation

@@ -13,7 +13,8 @@ import re
 from dataclasses import dataclass, field
 
 from prmflow.param_rules import (
-    DEVICE_PATTERN, DTYPES, FRACTION, GENERATOR_MAX_STEPS, NON_NEGATIVE, POSITIVE, source_problems, unmet,
+    DEVICE_PATTERN, DTYPES, FRACTION, GENERATOR_MAX_STEPS, NON_NEGATIVE, POSITIVE, TEACHER_COMBINES, source_problems,
+    unmet,
 )
 
 # model.step_template's default, and the reward models' and Math-Shepherd PRMs' (prmflow.data.step_text lays it out).
@@ -56,7 +57,7 @@ class IngestParams:
     sources: list[dict] = field(
         default_factory=lambda: [{"format": "generator"}],
         metadata={"help": "Problem sources, combined: {format: generator} or {format: gsm8k|math|prm800k|"
-                          "math_shepherd|trl_stepwise|input_value_label, path: file-or-folder | hub: dataset, "
+                          "math_shepherd|trl_stepwise|input_value_label|candidates, path: file-or-folder | hub: dataset, "
                           "split: train|test|auto, limit: N, name: label, neutral: positive|negative (prm800k)}."},
     )
     test_fraction: float = field(
@@ -92,9 +93,38 @@ class LabelParams:
     )
     method: str = field(
         default="mc",
-        metadata={"choices": ("mc", "binary_search"),
-                  "help": "Step labeling: mc (N completions from every prefix, Math-Shepherd) or binary_search "
-                          "(OmegaPRM: completions only at the prefixes a binary search for the first error probes)."},
+        metadata={"choices": ("mc", "binary_search", "relative_progress", "teacher"),
+                  "help": "Step labeling: mc (N completions from every prefix, Math-Shepherd), relative_progress "
+                          "(GenPRM: + where MC(after) / MC(before) >= label.progress_threshold), binary_search "
+                          "(OmegaPRM: completions only at the prefixes a binary search for the first error probes) "
+                          "or teacher (a teacher PRM's step scores of each candidate solution, from "
+                          "label.teacher_file; no policy is run)."},
+    )
+    progress_threshold: float = field(
+        default=0.8, metadata={"rule": FRACTION, "help": "relative_progress: a step is + when the Monte-Carlo value "
+                                                         "after it over the value before it is at least this (GenPRM)."}
+    )
+    teacher_file: str = field(
+        default="", metadata={"help": "teacher: JSON lines of cached step scores, {id, step_scores: {model: "
+                                      "[float per step]}}, keyed by the candidate ids of the ingested rows."}
+    )
+    teacher_models: list[str] = field(
+        default_factory=lambda: ["qwen_prm"],
+        metadata={"help": "teacher: the step_scores entries to use; several are combined by teacher_combine."},
+    )
+    teacher_combine: str = field(
+        default="mean", metadata={"choices": TEACHER_COMBINES,
+                                  "help": "teacher: several teachers' scores of a step to one: mean, min (good only "
+                                          "if every teacher says so) or max (good if any does)."}
+    )
+    teacher_labels: str = field(
+        default="soft", metadata={"choices": ("soft", "hard"),
+                                  "help": "teacher: values are the combined score (soft) or 1/0 from the labels "
+                                          "(hard); labels are + where the score >= teacher_threshold, - below."}
+    )
+    teacher_threshold: float = field(
+        default=0.5, metadata={"rule": FRACTION, "help": "teacher: a step is + when its combined score is at least "
+                                                         "this; the first - is the solution's first error."}
     )
     trajectories_per_problem: int = field(default=4, metadata={"rule": POSITIVE,
                                                                "help": "Sampled solutions per problem."})
@@ -178,6 +208,12 @@ class LabelParams:
 
     def check(self) -> list[str]:
         return unmet([
+            (self.method != "teacher" or bool(self.teacher_file.strip()),
+             "teacher_file: the teacher method needs a file of cached step scores"),
+            (self.method != "teacher" or bool(self.teacher_models),
+             "teacher_models: the teacher method needs at least one step_scores entry to use"),
+            (len(set(self.teacher_models)) == len(self.teacher_models),
+             f"teacher_models: {self.teacher_models} lists a model twice"),
             (self.policy != "transformers" or bool(self.model_dir),
              "model_dir: the transformers policy needs a local model directory"),
             (self.policy != "openai"

@@ -3,7 +3,8 @@
     prmflow ingest            # reads params.yaml: base, ingest; and files in data/incoming/<format>/
 
 Writes `data/problems/{train,test}.jsonl` (`id, problem_id, problem, answer, reference_steps,
-source`, plus `steps, labels, values` for pre-labeled sources), `data/problems/rejects.jsonl`
+source`, plus `steps, labels, values` for pre-labeled sources and `steps, predicted_answer, correct`
+for candidate solutions to label), `data/problems/rejects.jsonl`
 (every record that was not kept: file, line, source, kind, reason, text) and
 `reports/ingest.json` (per-source counts, steps per problem, rejects by reason).
 
@@ -28,11 +29,18 @@ from prmflow.config import IngestParams, Params
 from prmflow.data.calc import ANNOTATION, format_number, parse_step, to_number
 from prmflow.data.sources import Record, content_id, incoming_sources, read_source, reject, source_name
 
+def is_solution(row: dict) -> bool:
+    """A row that holds a solution's steps (pre-labeled, or a candidate to label), not only a problem."""
+    return "steps" in row
+
+
 def with_ids(row: dict, source: str) -> dict:
-    """`problem_id` from the problem; `id` also from the steps of a labeled solution (one problem, many solutions)."""
+    """`problem_id` from the problem; `id` also from the steps of a solution (one problem, many solutions),
+    or the id a candidate source gives (its teacher scores and outcome files are keyed by it)."""
     problem_id = content_id(row["problem"])
-    row_id = content_id(row["problem"], *row["steps"]) if "labels" in row else problem_id
-    return {"id": row_id, "problem_id": problem_id, **row, "source": source}
+    row_id = row.get("id") or (content_id(row["problem"], *row["steps"]) if is_solution(row) else problem_id)
+    rest = {key: value for key, value in row.items() if key != "id"}
+    return {"id": row_id, "problem_id": problem_id, **rest, "source": source}
 
 
 def check_problem(row: dict) -> str | None:
@@ -43,7 +51,7 @@ def check_problem(row: dict) -> str | None:
     """
     if not str(row.get("problem", "")).strip():
         return "problem: empty"
-    if "labels" in row:  # pre-labeled: its parser checked steps and labels
+    if is_solution(row):  # pre-labeled or a candidate: its parser checked steps (and labels)
         return None
     steps = row.get("reference_steps")
     if not isinstance(steps, list) or not steps:

@@ -4,7 +4,9 @@ A source is one `ingest.sources` entry (a mapping: `format`, and `path` or `hub`
 `split`, `limit`, `name`, `neutral`). Problem-only formats (`generator`, `gsm8k`, `math`) give
 rows for rollouts: `problem, answer, reference_steps`. Pre-labeled formats (`prm800k`,
 `math_shepherd`, `trl_stepwise`, `input_value_label`) also give `steps, labels, values`,
-which the label stage passes through unchanged.
+which the label stage passes through unchanged. Candidate solutions (`candidates`: a generator's own
+samples, StrictPRMBench's pool layout) give `steps, predicted_answer, correct` without labels:
+rows that the label stage labels (`label.method`).
 
 Every record is read on its own: a bad one (bad JSON, not UTF-8, a missing field, empty
 steps, labels of another length than steps) becomes a reject with its file, line and
@@ -31,6 +33,9 @@ from prmflow.data.step_text import MATH_SHEPHERD_TAG
 FILE_SUFFIXES = (".jsonl", ".json")
 _ANSWER_SENTENCE = re.compile(r"The answer is:?\s*(.+?)\s*$", re.IGNORECASE | re.DOTALL)
 _ANSWER_HEADING = re.compile(r"^# Answer\s*\n(.+?)\s*$", re.MULTILINE | re.DOTALL)
+# A chat template rendered without its special tokens ("system\n...\nuser\n<problem>\nassistant\n"), as some
+# pools carry it at the head of a candidate's first step(s).
+_ASSISTANT_TURN = re.compile(r"(?:^|\n)assistant(?:\n|$)")
 
 
 class RecordProblem(ValueError):
@@ -209,9 +214,58 @@ def parse_input_value_label(raw: dict, spec: dict) -> dict:
     return _labeled(problem, steps, labels, "label", predicted=_stated_answer(steps[-1]))
 
 
+def _without_chat_transcript(steps: list[str]) -> tuple[list[str], int, bool]:
+    """The steps without a leading chat transcript (system and user turns up to `assistant\n`), how many whole
+    steps it filled, and whether there was one. Per-step scores of the candidate drop as many leading entries."""
+    if not steps[0].startswith("system\n"):
+        return steps, 0, False
+    for k, step in enumerate(steps):
+        parts = _ASSISTANT_TURN.split(step, maxsplit=1)
+        if len(parts) == 2:
+            rest = [parts[1].strip()] if parts[1].strip() else []  # the assistant's text may start a new step
+            if not rest and k + 1 == len(steps):
+                raise RecordProblem("steps: a chat transcript and no solution steps after its assistant turn")
+            return [*rest, *steps[k + 1:]], k + 1 - len(rest), True
+    return steps, 0, False
+
+
+def parse_candidates(raw: dict, spec: dict) -> dict:
+    """A generator's sampled solution to label (StrictPRMBench's best-of-N pool layout).
+
+    `problem`, `answer`, `steps` (the candidate's steps, in order), `predicted_answer` and `correct`
+    (the source's answer extraction and grading); optional `id` (kept as the row id, which teacher
+    step-score files are keyed by), `problem_id` (kept as `source_problem_id`), `candidate_index`
+    and `generator`. Splits go by the problem text's id, so a problem's candidates share a split.
+    A chat transcript rendered into the head of the steps ("system\n...user\n<problem>\nassistant\n", in
+    44% of StrictPRMBench's QwQ-32B candidates) is cut off: `chat_transcript_removed`, and
+    `leading_steps_dropped` whole steps it filled (their step scores are dropped too).
+    """
+    problem, steps = _field(raw, "problem", str), _steps(_field(raw, "steps", list), "steps")
+    answer = raw.get("answer")
+    if isinstance(answer, bool) or not isinstance(answer, (str, int, float)) or not str(answer).strip():
+        raise RecordProblem(f"answer: expected a non-empty string or number, got {answer!r}")
+    predicted, correct = raw.get("predicted_answer"), raw.get("correct")
+    if not isinstance(predicted, str):
+        raise RecordProblem(f"predicted_answer: expected a string (\"\" when none was found), got {predicted!r}")
+    if not isinstance(correct, bool):
+        raise RecordProblem(f"correct: expected true or false, got {correct!r}")
+    steps, dropped, removed = _without_chat_transcript(steps)
+    row = {"problem": problem.strip(), "answer": str(answer).strip(), "reference_steps": [], "steps": steps,
+           "predicted_answer": predicted.strip(), "correct": correct, "chat_transcript_removed": removed,
+           "leading_steps_dropped": dropped}
+    if "id" in raw:
+        row["id"] = str(_field(raw, "id", str)).strip()
+    optional = {"problem_id": ("source_problem_id", str), "candidate_index": ("candidate_index", int),
+                "generator": ("generator", str)}
+    for key, (name, kind) in optional.items():
+        if raw.get(key) is not None:
+            row[name] = _field(raw, key, kind)
+    return row
+
+
 PARSERS: dict[str, Callable[[dict, dict], dict]] = {
     "gsm8k": parse_gsm8k, "math": parse_math, "prm800k": parse_prm800k, "math_shepherd": parse_math_shepherd,
-    "trl_stepwise": parse_trl_stepwise, "input_value_label": parse_input_value_label,
+    "trl_stepwise": parse_trl_stepwise, "input_value_label": parse_input_value_label, "candidates": parse_candidates,
 }
 
 

@@ -85,8 +85,40 @@ def sample_and_label(policy: Policy, problem: dict, params: LabelParams, seed: i
             "first_error": first_error(step_labels.labels),
             "true_first_error": trajectory.first_slip,
             "policy": policy.name,
+            "label_source": rollout_source(params),
         })
     return ProblemLabels(problem["id"], rows, calls, check.checks, check.unparseable, tally.tokens)
+
+
+def rollout_source(params: LabelParams) -> dict:
+    """The lineage of a row labeled by policy completions: the method, its draws per prefix, and the value at or
+    above which a step is `+` where that is not "above 0" (relative progress)."""
+    source = {"method": params.method, "policy": params.policy, "completions_per_step": params.completions_per_step}
+    return source | ({"threshold": params.progress_threshold} if params.method == "relative_progress" else {})
+
+
+def label_candidate(policy: Policy, problem: dict, params: LabelParams, seed: int) -> ProblemLabels:
+    """A given candidate solution's steps labeled by the policy's completions of its prefixes (no sampling).
+
+    Raises ValueError for the simulated policy: it re-derives a reference solution, which candidates lack.
+    """
+    if policy.name == "simulated":
+        raise ValueError(f"{problem['id']}: label.policy simulated cannot complete a candidate's own steps (it "
+                         f"re-derives reference solutions): use label.method teacher, or a transformers or openai "
+                         f"policy")
+    rng = random.Random(f"{seed}:{problem['id']}:completions")
+    check, tally = AnswerChecker(), _Tally(policy)
+    trajectory = Continuation(problem["steps"], problem.get("predicted_answer", ""), None)
+    step_labels = make_labeler(params)(tally, problem, trajectory, rng=rng, check=check)
+    row = {
+        "id": problem["id"], "problem_id": problem["problem_id"], "problem": problem["problem"],
+        "steps": problem["steps"], "labels": step_labels.labels, "values": step_labels.values,
+        "answer": problem["answer"], "predicted_answer": trajectory.final_answer, "correct": problem["correct"],
+        "first_error": first_error(step_labels.labels), "true_first_error": None,
+        "policy": problem.get("generator") or problem["source"], "label_source": rollout_source(params),
+    }
+    return ProblemLabels(problem["id"], [row], step_labels.policy_calls, check.checks, check.unparseable,
+                         tally.tokens)
 
 
 def prelabeled_row(problem: dict) -> dict:
@@ -97,12 +129,15 @@ def prelabeled_row(problem: dict) -> dict:
         "steps": problem["steps"], "labels": labels, "values": problem["values"], "answer": problem["answer"],
         "predicted_answer": problem.get("predicted_answer", ""), "correct": "-" not in labels,
         "first_error": first_error(labels), "true_first_error": first_error(labels), "policy": problem["source"],
+        "label_source": {"method": "given", "source": problem["source"]},
     }
 
 
 def label_or_pass_through(policy: Policy, problem: dict, params: LabelParams, seed: int) -> ProblemLabels:
     if "labels" in problem:
         return ProblemLabels(problem["id"], [prelabeled_row(problem)])
+    if "steps" in problem:
+        return label_candidate(policy, problem, params, seed)
     return sample_and_label(policy, problem, params, seed)
 
 

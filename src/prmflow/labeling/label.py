@@ -1,6 +1,13 @@
-"""Stage `label`: step labels from policy rollouts, as in Math-Shepherd (or OmegaPRM's binary search).
+"""Stage `label`: step labels from policy rollouts, as in Math-Shepherd (or OmegaPRM's binary search), or
+from a teacher PRM's step scores (teacher.py).
 
     prmflow label             # reads params.yaml: base, label
+
+Every row carries its lineage, `label_source`: the method and what it rested on (policy and completions
+per prefix; the teacher file, models, combination rule and threshold; `given` for pre-labeled rows).
+Candidate solutions (ingest format `candidates`) are labeled as they are: by the teacher's scores, or by
+completions of their own prefixes (mc, binary_search with a model policy). Rows the teacher cannot label
+are written to data/rollouts/rejects.jsonl with file, line, field and reason, and counted in the report.
 
 For each problem, sample trajectories with the policy and label their steps with `label.method`
 (step_labels.py, through engine.py): in this process, several problems at once where the policy
@@ -25,6 +32,7 @@ import dataclasses
 import hashlib
 import json
 import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -36,6 +44,7 @@ from prmflow.devices import Placement
 from prmflow.labeling.engine import ProblemLabels, label_many
 from prmflow.labeling.policies import make_policy
 from prmflow.labeling.step_labels import METHODS
+from prmflow.labeling.teacher import read_teacher_scores, teacher_rows
 
 SPLITS = ("train", "test")
 # The code the labels rest on: a partial file made by other code is not resumed (dvc.yaml lists the same
@@ -43,7 +52,7 @@ SPLITS = ("train", "test")
 LABELING_CODE = ("data/answers.py", "data/calc.py", "data/contract.py", "devices.py", "labeling/completion_text.py",
                  "labeling/credentials.py", "labeling/distributed.py", "labeling/engine.py", "labeling/hf_policy.py",
                  "labeling/label.py", "labeling/openai_policy.py", "labeling/policies.py", "labeling/policy.py",
-                 "labeling/simulated.py", "labeling/step_labels.py")
+                 "labeling/simulated.py", "labeling/step_labels.py", "labeling/teacher.py")
 
 # `label` params that change how the work runs, not the labels: a run resumes across them.
 EXECUTION_FIELDS = ("workers", "ray_address", "worker_gpus", "chunk_problems", "concurrency", "request_timeout_s",
@@ -227,6 +236,20 @@ def compare_methods(problems: list[dict], params: LabelParams, seed: int) -> dic
     return comparison
 
 
+def _label_resumably(problems: list[dict], params: Params, data: Path, split: str,
+                     source: Path) -> list[ProblemLabels]:
+    """`label_split` through the split's partial file, removed once every problem is labeled."""
+    partial = partial_path(data, split, params.label, params.base.seed, source)
+    if partial.parent.exists():
+        for reason in set_aside_stale_partials(partial):
+            print(f"label {split}: {reason}", flush=True)
+    results = label_split(problems, params.label, params.base.seed, partial, placement=Placement.of(params.model))
+    partial.unlink()
+    with contextlib.suppress(OSError):  # the folder goes too once no split has a partial file
+        partial.parent.rmdir()
+    return results
+
+
 def main(params: Params) -> None:
     import mlflow
 
@@ -236,27 +259,36 @@ def main(params: Params) -> None:
 
     data = Path(params.base.data_dir)
     report = {"policy": params.label.policy, "method": params.label.method}
+    teacher = params.label.method == "teacher"
+    rejects: list[dict] = []
+    if teacher:
+        scores, rejects = read_teacher_scores(Path(params.label.teacher_file), params.label.teacher_models)
+        report["teacher"] = {"file": params.label.teacher_file, "scored_solutions": len(scores),
+                             "rejected_lines": len(rejects)}
     with stage_run(params.base, "label", params.label):
         for split in SPLITS:
             source = data / "problems" / f"{split}.jsonl"
             problems = read_jsonl(source, required=PROBLEM_FIELDS, types=PROBLEM_TYPES)
             if not problems:
                 raise RecordError(f"{source}: no problems (the file is empty: rerun `prmflow ingest`)")
-            partial = partial_path(data, split, params.label, params.base.seed, source)
-            if partial.parent.exists():
-                for reason in set_aside_stale_partials(partial):
-                    print(f"label {split}: {reason}", flush=True)
-            results = label_split(problems, params.label, params.base.seed, partial,
-                                  placement=Placement.of(params.model))
-            rows = [row for result in results for row in result.rows]
+            if teacher:
+                rows, bad = teacher_rows(problems, scores, params.label, source)
+                rejects += bad
+                results = []
+            else:
+                results = _label_resumably(problems, params, data, split, source)
+                rows = [row for result in results for row in result.rows]
             write_jsonl(data / "rollouts" / f"{split}.jsonl", rows)
-            partial.unlink()
-            with contextlib.suppress(OSError):  # the folder goes too once no split has a partial file
-                partial.parent.rmdir()
             report[split] = summary = label_summary(rows, results)
             mlflow.log_metrics({f"{split}_{k}": v for k, v in summary.items()})
             print(f"label {split}: {summary}")
-        if params.label.policy == "simulated" and params.label.compare_methods_on > 0:
+        write_jsonl(data / "rollouts" / "rejects.jsonl", rejects)
+        report["rejects"] = len(rejects)
+        report["rejects_by_field"] = dict(Counter(r["field"] for r in rejects).most_common())
+        if rejects:
+            print(f"label: {len(rejects)} rejected (teacher file lines and solutions it cannot label), by field "
+                  f"{report['rejects_by_field']}: {data / 'rollouts' / 'rejects.jsonl'}", flush=True)
+        if params.label.policy == "simulated" and params.label.compare_methods_on > 0 and not teacher:
             sample = read_jsonl(data / "problems" / "train.jsonl")[:params.label.compare_methods_on]
             report["method_comparison"] = comparison = compare_methods(sample, params.label, params.base.seed)
             mlflow.log_metrics({f"{method}_{key}": comparison[method][key] for method in METHODS

@@ -1,4 +1,5 @@
-"""Step labels of one sampled trajectory: `mc` (Math-Shepherd) and `binary_search` (OmegaPRM).
+"""Step labels of one sampled trajectory: `mc` (Math-Shepherd), `relative_progress` (GenPRM) and
+`binary_search` (OmegaPRM).
 
 A prefix z_1..z_t "reaches the answer" when a completion sampled from it ends at the reference
 answer. Its value (soft label) is the fraction of N completions that do; its hard label is `+`
@@ -6,6 +7,12 @@ when any does.
 
 - `mc` samples N completions from every proper prefix; the full trajectory is judged by its own
   final answer (no call). Cost: (T-1)·N calls for T steps.
+- `relative_progress` (GenPRM's relative progress estimation) also samples N completions from the
+  empty prefix and judges each step by what it changed: value MC(after) / MC(before), capped at 1,
+  and `+` when that is at least `label.progress_threshold` (GenPRM: 0.8). A step after which no
+  completion reaches the answer while some did before it falls to 0; where none did before
+  either, a step that brings some back is `+` (value 1) and one that does not is `-` (value 0).
+  Cost: T·N calls for T steps.
 - `binary_search` (OmegaPRM) probes prefixes in two batched rounds: `first_round` completions,
   then the rest of the N only if none of those reached the answer (the hard label, "any of N",
   keeps its chance; a good prefix's value rests on fewer draws). A prefix with one hit in all N
@@ -34,6 +41,9 @@ from prmflow.data.calc import to_number
 from prmflow.labeling.policy import NO_ANSWER, Continuation, Policy
 
 METHODS = ("mc", "binary_search")
+# Every `label.method` a policy's completions label; relative_progress is left out of the stage's method
+# comparison (METHODS) so the default run costs what it did.
+ROLLOUT_METHODS = (*METHODS, "relative_progress")
 
 
 class AnswerChecker:
@@ -99,6 +109,19 @@ def mc_labels(policy: Policy, problem: dict, trajectory: Continuation, *, comple
     values = [h / completions for h in hits] + [float(check(trajectory.final_answer, problem["answer"]))]
     return StepLabels(["+" if v > 0 else "-" for v in values], values, (len(steps) - 1) * completions,
                       probed=list(range(1, len(steps))))
+
+
+def relative_progress_labels(policy: Policy, problem: dict, trajectory: Continuation, *, completions: int,
+                             rng: random.Random, check: AnswerChecker, threshold: float) -> StepLabels:
+    steps = trajectory.steps
+    if not steps:
+        return StepLabels([], [], 0)
+    hits = _hit_counts(policy, problem, [steps[:t] for t in range(len(steps))], completions=completions, rng=rng,
+                       check=check)
+    mc = [h / completions for h in hits] + [float(check(trajectory.final_answer, problem["answer"]))]
+    values = [min(1.0, after / before) if before > 0 else float(after > 0) for before, after in zip(mc, mc[1:])]
+    return StepLabels(["+" if v >= threshold else "-" for v in values], values, len(steps) * completions,
+                      probed=list(range(len(steps))))
 
 
 def _repeated_steps(steps: list[str], start: int, continuation: Continuation) -> int:
@@ -210,4 +233,7 @@ def make_labeler(params: LabelParams):
                                  first_round=params.first_round_completions)
     if params.method == "mc":
         return functools.partial(mc_labels, completions=params.completions_per_step)
-    raise ValueError(f"label.method: {params.method!r} is not one of {list(METHODS)}")
+    if params.method == "relative_progress":
+        return functools.partial(relative_progress_labels, completions=params.completions_per_step,
+                                 threshold=params.progress_threshold)
+    raise ValueError(f"label.method: {params.method!r} is not one of {list(ROLLOUT_METHODS)}")

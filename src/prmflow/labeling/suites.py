@@ -23,7 +23,9 @@ ROLLOUT_FIELDS = ("id", "problem_id", "problem", "steps", "labels", "values", "a
                   "correct", "first_error", "policy")
 LABELING_COLUMNS = ("num_steps", "no_empty_step", "one_label_per_step", "labels_are_plus_minus",
                     "values_in_unit_interval", "values_match_labels", "first_error_matches_labels")
-ROLLOUT_COLUMNS = ("split", *ROLLOUT_FIELDS, *LABELING_COLUMNS, "answer_parses", "in_both_splits",
+# label_source.method of the label stage's rows: policy completions, a teacher's scores, or labels a source gave.
+LABEL_METHODS = ("mc", "binary_search", "relative_progress", "teacher", "given")
+ROLLOUT_COLUMNS = ("split", *ROLLOUT_FIELDS, "label_method", *LABELING_COLUMNS, "answer_parses", "in_both_splits",
                    "repeats_earlier_solution", "labels_differ_from_twin")
 
 
@@ -95,9 +97,9 @@ def problem_frame(problems: dict[str, list[dict]]) -> pd.DataFrame:
     records = []
     for split, rows in problems.items():
         for row in rows:
-            # Pre-labeled rows (PRM800K, Math-Shepherd, ...) bring their own steps and labels: they have
-            # no reference solution, and some formats carry no reference answer to parse.
-            labeled = "labels" in row
+            # Pre-labeled rows (PRM800K, Math-Shepherd, ...) and candidate solutions bring their own steps: they
+            # have no reference solution, and some formats carry no reference answer to parse.
+            labeled = "labels" in row or "steps" in row  # a candidate solution brings its steps too
             records.append({
                 "split": split, **{k: row.get(k) for k in PROBLEM_FIELDS},
                 **(_step_columns(None) if labeled else _step_columns(_list(row.get("reference_steps")))),
@@ -106,6 +108,19 @@ def problem_frame(problems: dict[str, list[dict]]) -> pd.DataFrame:
             })
     return pd.DataFrame(records, columns=["split", *PROBLEM_FIELDS, "num_steps", "no_empty_step", "answer_parses",
                                           "in_both_splits"])
+
+
+def _label_threshold(row: dict) -> float | None:
+    """The score at or above which a step is `+`, where the row's labels are thresholded scores (a teacher's);
+    None where a value above 0 means `+` (Monte-Carlo: any completion reached the answer)."""
+    source = row.get("label_source")
+    threshold = source.get("threshold") if isinstance(source, dict) else None
+    return threshold if _is_number(threshold) else None
+
+
+def _label_method(row: dict) -> str | None:
+    source = row.get("label_source")
+    return source.get("method") if isinstance(source, dict) else None
 
 
 def _labeling_columns(row: dict) -> dict:
@@ -118,12 +133,14 @@ def _labeling_columns(row: dict) -> dict:
         if aligned else []
     signs_only = aligned and all(x in ("+", "-") for x in labels)
     first_minus = next((i for i, x in enumerate(labels) if x == "-"), -1) if signs_only else None
+    threshold = _label_threshold(row)
     return {
         **_step_columns(steps),
         "one_label_per_step": aligned if present else None,
         "labels_are_plus_minus": all(x in ("+", "-") for x in labels) if labels is not None else None,
         "values_in_unit_interval": all(_is_number(v) and 0 <= v <= 1 for v in values) if values is not None else None,
-        "values_match_labels": all((v > 0) == (x == "+") for v, x in pairs) if aligned else None,
+        "values_match_labels": all(((v > 0) if threshold is None else (v >= threshold)) == (x == "+")
+                                   for v, x in pairs) if aligned else None,
         "first_error_matches_labels": row.get("first_error") == first_minus
         if signs_only and row.get("first_error") is not None else None,
     }
@@ -158,7 +175,8 @@ def rollout_frame(rollouts: dict[str, list[dict]]) -> pd.DataFrame:
     for split, rows in rollouts.items():
         for row, twins in zip(rows, _twin_columns(rows)):
             records.append({
-                "split": split, **{k: row.get(k) for k in ROLLOUT_FIELDS}, **_labeling_columns(row),
+                "split": split, **{k: row.get(k) for k in ROLLOUT_FIELDS}, "label_method": _label_method(row),
+                **_labeling_columns(row),
                 "answer_parses": _answer_verdict(row, parses, row.get("policy") != SimulatedPolicy.name),
                 "in_both_splits": bool(_normalized(row, ("problem_id", "problem")) & leaked[split]),
                 **twins,
@@ -226,6 +244,8 @@ def rollout_checks(params: ValidateParams) -> list[Check]:
         _true("values_in_unit_interval", "values_in_unit_interval", ("values",)),
         _true("values_match_labels", "values_match_labels", ("labels", "values")),
         _true("first_error_matches_labels", "first_error_matches_labels", ("labels", "first_error")),
+        Check("label_method_known", "ExpectColumnValuesToBeInSet",
+              {"column": "label_method", "value_set": list(LABEL_METHODS)}, ("label_method",)),
         _true("no_empty_step", "no_empty_step", ("steps",)),
         _true("answer_parses_with_math_verify", "answer_parses", ("answer",)),
         _no_leakage(("problem_id", "problem")),
