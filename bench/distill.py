@@ -30,9 +30,9 @@ from collections import defaultdict
 from pathlib import Path
 
 import torch
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data" / "strictprm"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
@@ -99,64 +99,162 @@ def step_auroc_vs_teacher(rows: list[dict], scores: list[list[float]], samples: 
             "teacher_negative_steps": sum(not t for _, _, t in flat)}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--pools", nargs="+", default=["gsm8k", "math500"])
-    parser.add_argument("--teachers", nargs="+", default=["qwen_prm"])
-    parser.add_argument("--test-fraction", type=float, default=0.3)
-    parser.add_argument("--keep", type=int, default=10, help="student depth: the base's first N layers")
-    parser.add_argument("--frozen", type=int, default=8, help="frozen lower layers (cached once)")
-    parser.add_argument("--train-per-problem", type=int, default=6)
-    parser.add_argument("--train-problems", type=int, default=0, help="mixed train problems per pool (0: all)")
-    parser.add_argument("--test-problems", type=int, default=0, help="held-out problems per pool (0: all)")
-    parser.add_argument("--epochs", type=float, default=2.0)
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--learning-rate", type=float, default=1e-4)
-    parser.add_argument("--max-length", type=int, default=3072)
-    parser.add_argument("--samples", type=int, default=1000, help="bootstrap resamples")
-    parser.add_argument("--seed", type=int, default=1234)
-    parser.add_argument("--model-dir", default=str(ROOT / "models" / "distill-student"))
-    parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "distill.json"))
-    args = parser.parse_args()
-    torch.set_num_threads(1)
-
+def load_profile(path: Path) -> dict:
+    """The profile with "{smollm2}" filled in and each path starting with ../ read from beside this checkout."""
     from smollm2_profile import smollm2_folder
 
-    from prmflow.config import ModelParams
-    from prmflow.data.ingest import hashed_split
-    from prmflow.devices import Placement
-    from prmflow.labeling.teacher import read_teacher_scores
-    from prmflow.scoring.modeling import StepTagScorer, build_model
-    from prmflow.scoring.tokenization import encode_candidate, prepare_tokenizer, prompt_format, save_prompt_format
-    from prmflow.training import frozen_prefix
+    def filled(value):
+        if isinstance(value, dict):
+            return {k: filled(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [filled(v) for v in value]
+        if isinstance(value, str) and value.startswith("../"):
+            return str((ROOT / value).resolve())
+        return value.replace("{smollm2}", smollm2_folder()) if isinstance(value, str) else value
 
-    started = time.time()
-    teacher, rejects = read_teacher_scores(DATA / "teacher_step_scores_dev.jsonl", args.teachers)
-    rng = random.Random(args.seed)
+    return filled(yaml.safe_load(path.read_text()))
+
+
+def split_pools(spec: dict, args, rng: random.Random) -> tuple[list[dict], dict[str, list[dict]]]:
+    """(train candidates: `candidates_per_problem` of each mixed train problem, {pool: held-out candidates})."""
+    from prmflow.data.ingest import hashed_split
+    from prmflow.labeling.teacher import read_teacher_scores
+
+    data = spec["data"]
+    teacher, rejects = read_teacher_scores(Path(data["teacher_file"]), data["teacher_models"])
+    if rejects:
+        raise ValueError(f"{data['teacher_file']}: {len(rejects)} rejected lines, the first: {rejects[0]}")
     train, held_out = [], {}
-    for pool in args.pools:
-        rows = read_pool(DATA / f"{pool}_bon16_dev.jsonl", teacher, args.teachers)
+    for pool, path in data["pools"].items():
         by_problem = defaultdict(list)
-        for row in rows:
+        for row in read_pool(Path(path), teacher, data["teacher_models"]):
             by_problem[row["problem_id"]].append(row)
-        train_ids = sorted(p for p in by_problem if hashed_split(p, args.test_fraction) == "train"
+        train_ids = sorted(p for p in by_problem if hashed_split(p, data["test_fraction"]) == "train"
                            and len({r["correct"] for r in by_problem[p]}) == 2)
-        test_ids = sorted(p for p in by_problem if hashed_split(p, args.test_fraction) == "test")
+        test_ids = sorted(p for p in by_problem if hashed_split(p, data["test_fraction"]) == "test")
         rng.shuffle(train_ids)
         rng.shuffle(test_ids)
-        train_ids = train_ids[:args.train_problems or None]
-        test_ids = test_ids[:args.test_problems or None]
+        train_ids, test_ids = train_ids[:args.train_problems or None], test_ids[:args.test_problems or None]
         for p in train_ids:
-            train += rng.sample(by_problem[p], min(args.train_per_problem, len(by_problem[p])))
+            train += rng.sample(by_problem[p], min(args.candidates_per_problem, len(by_problem[p])))
         held_out[pool] = [r for p in sorted(test_ids) for r in sorted(by_problem[p], key=lambda r: r["id"])]
         log(pool, f"train: {len(train_ids)} mixed problems; held out: {len(test_ids)} problems, "
                   f"{len(held_out[pool])} candidates")
-    model_params = ModelParams(base_model=smollm2_folder(), gguf_file=GGUF_FILE, max_length=args.max_length,
-                               dtype="float32")
+    return train, held_out
+
+
+def measure(scorer, pool: str, rows: list[dict], samples: int, seed: int) -> dict:
+    """Score the held-out candidates of mixed problems one at a time (no padding) and measure (ranking_figures)."""
+    from prmflow.evaluation.ranking import mixed_problems
+
+    mixed = mixed_problems(rows)
+    to_score = [r for r in rows if r["problem_id"] in mixed]
+    if not to_score:
+        raise ValueError(f"{pool}: no held-out problem with right and wrong candidates; hold out more problems")
+    encoded = scorer.encode([(r["problem"], r["steps"]) for r in to_score])
+    started = time.time()
+    scores = {}
+    for r, e in zip(to_score, encoded):
+        scores[r["id"]] = scorer.score_batch([(r["problem"], r["steps"])], batch_size=1, encoded=[e])[0]
+        if len(scores) % 50 == 0:
+            log(f"{pool}: scored {len(scores)}/{len(to_score)}")
+    seconds = time.time() - started
+    tokens = sorted(len(e.input_ids) for e in encoded)
+    student = [scores.get(r["id"], [0.5] * len(r["steps"])) for r in rows]  # unmixed: replaced in ranking_figures
+    teacher_scores = [r["teacher"] for r in rows]
+    scored_teacher = [dict(r, teacher=r["teacher"][:len(scores[r["id"]])]) for r in to_score]  # a cut tail unscored
+    return {
+        "student": ranking_figures(rows, student, samples, seed),
+        "teacher": ranking_figures(rows, teacher_scores, samples, seed),
+        "student_step_auroc_vs_teacher_hard": step_auroc_vs_teacher(scored_teacher, [scores[r["id"]] for r in to_score],
+                                                                    samples, seed),
+        "scored_candidates": len(to_score), "scored_tokens": sum(tokens), "scoring_seconds": seconds,
+        "scoring_tokens_per_second": sum(tokens) / seconds,
+        "candidates_cut": sum(bool(e.dropped_steps or e.truncated_steps) for e in encoded),
+        "token_length_median": tokens[len(tokens) // 2], "token_length_max": tokens[-1],
+    }
+
+
+def register(model_dir: str, spec: dict, out: dict) -> dict:
+    """Log the student as an MLflow model (the project's pyfunc, as the register stage logs it) and move
+    `<model_name>@<alias>` to it when its mean within-problem AUROC (min) over the pools beats the version the alias
+    holds (or none holds it); the figures go on the version as tags."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    from prmflow.config import BaseParams, load_params
+    from prmflow.serving.register import log_prm, serving_model_config
+    from prmflow.serving.registry import alias_version, promote
+    from prmflow.serving.vllm_server import vllm_metadata
+    from prmflow.tracking import stage_run
+
+    r = spec["register"]
+    name, alias = r["model_name"], r["alias"]
+    score = sum(p["student"]["within_problem_auroc_min"]["value"] for p in out["held_out"].values()) / len(
+        out["held_out"])
+    params = load_params(ROOT / "params.yaml")
+    with stage_run(BaseParams(mlflow_tracking_uri=r["tracking_uri"]), "distill") as run:
+        info = log_prm(model_dir, serving_model_config(params, {}), registered_model_name=name)
+        version = str(info.registered_model_version)
+        flat = {f"{pool}_{who}_{k}": v["value"] for pool, p in out["held_out"].items() for who in ("student", "teacher")
+                for k, v in p[who].items() if isinstance(v, dict) and "value" in v}
+        mlflow.log_metrics(flat | {"within_problem_auroc_min_mean": score})
+        client = MlflowClient()
+        tags = {"within_problem_auroc_min_mean": f"{score:.6f}", "teacher_file": spec["data"]["teacher_file"],
+                "teacher_models": ",".join(spec["data"]["teacher_models"]), "run_id": run.info.run_id,
+                **vllm_metadata(model_dir)}
+        for key, value in tags.items():
+            client.set_model_version_tag(name, version, key, str(value))
+        holder = alias_version(client, name, alias)
+        best = float(holder.tags.get("within_problem_auroc_min_mean", "nan")) if holder else None
+        promoted = holder is None or not best >= score
+        if promoted:
+            promote(client, name, version, alias, who="make distill",
+                    reason=f"within-problem AUROC (min, mean over pools) {score:.3f} vs {best}")
+    return {"model_uri": f"models:/{name}@{alias}", "version": version, "promoted": promoted,
+            "within_problem_auroc_min_mean": score, "champion_before": best}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--profile", default=str(ROOT / "profiles" / "distill.yaml"))
+    parser.add_argument("--keep-layers", type=int, help="student depth: the base's first N layers")
+    parser.add_argument("--frozen-layers", type=int, help="frozen lower layers (their states cached once)")
+    parser.add_argument("--candidates-per-problem", type=int)
+    parser.add_argument("--epochs", type=float)
+    parser.add_argument("--learning-rate", type=float)
+    parser.add_argument("--train-problems", type=int, default=0, help="mixed train problems per pool (0: all)")
+    parser.add_argument("--test-problems", type=int, default=0, help="held-out problems per pool (0: all)")
+    parser.add_argument("--samples", type=int, help="bootstrap resamples")
+    parser.add_argument("--seed", type=int, default=1234)
+    parser.add_argument("--no-register", action="store_true", help="measure only")
+    parser.add_argument("--model-dir", default=str(ROOT / "models" / "distill-student"))
+    parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "distill.json"))
+    args = parser.parse_args()
+    spec = load_profile(Path(args.profile))
+    student, t = spec["student"], spec["train"]
+    for key, section in (("keep_layers", student), ("frozen_layers", student), ("candidates_per_problem", t),
+                         ("epochs", t), ("learning_rate", t)):
+        if getattr(args, key) is None:
+            setattr(args, key, section[key])
+    args.samples = spec["evaluate"]["bootstrap_samples"] if args.samples is None else args.samples
+    torch.set_num_threads(1)
+
+    from prmflow.config import ModelParams
+    from prmflow.devices import Placement
+    from prmflow.scoring.modeling import StepTagScorer, build_model
+    from prmflow.scoring.tokenization import encode_candidate, prepare_tokenizer, prompt_format
+    from prmflow.training import frozen_prefix
+    from prmflow.training.train import save_model
+
+    started = time.time()
+    train, held_out = split_pools(spec, args, random.Random(args.seed))
+    model_params = ModelParams(base_model=student["base_model"], gguf_file=student["gguf_file"],
+                               max_length=student["max_length"], dtype="float32")
     tokenizer = prepare_tokenizer(model_params, [])
     fmt = prompt_format(tokenizer, model_params)
     model = build_model(model_params, tokenizer).eval()
-    frozen_prefix.keep_layers(model, args.keep)
+    frozen_prefix.keep_layers(model, args.keep_layers)
     examples, cut = [], 0
     for row in train:
         encoded = encode_candidate(tokenizer, fmt, row["problem"], row["steps"])
@@ -170,51 +268,24 @@ def main() -> None:
             last[0] = time.time()
             log(f"{stage} {done}/{total}")
 
-    report = frozen_prefix.train_top(model, examples, fmt, frozen_layers=args.frozen, epochs=args.epochs,
-                                     batch_size=args.batch_size, learning_rate=args.learning_rate, weight_decay=0.0,
+    report = frozen_prefix.train_top(model, examples, fmt, frozen_layers=args.frozen_layers, epochs=args.epochs,
+                                     batch_size=t["batch_size"], learning_rate=args.learning_rate, weight_decay=0.0,
                                      warmup_ratio=0.05, negative_class_weight=1.0, seed=args.seed,
                                      dtype=torch.float32, progress=progress)
     log("trained", report)
-    model.save_pretrained(args.model_dir)
-    tokenizer.save_pretrained(args.model_dir)
-    save_prompt_format(fmt, args.model_dir)
+    save_model(model, tokenizer, fmt, Path(args.model_dir), "process")
     scorer = StepTagScorer(args.model_dir, Placement("cpu", "float32"))
-    from prmflow.evaluation.ranking import mixed_problems
-
     results = {}
     for pool, rows in held_out.items():
-        mixed = mixed_problems(rows)
-        to_score = [r for r in rows if r["problem_id"] in mixed]
-        encoded = scorer.encode([(r["problem"], r["steps"]) for r in to_score])
-        scoring_started = time.time()
-        scores = {}
-        for r, e in zip(to_score, encoded):
-            scores[r["id"]] = scorer.score_batch([(r["problem"], r["steps"])], batch_size=1, encoded=[e])[0]
-            if len(scores) % 50 == 0:
-                log(f"{pool}: scored {len(scores)}/{len(to_score)}")
-        seconds = time.time() - scoring_started
-        if not to_score:
-            raise ValueError(f"{pool}: no held-out problem with right and wrong candidates; hold out more problems")
-        tokens = [len(e.input_ids) for e in encoded]
-        student = [scores.get(r["id"], [0.5] * len(r["steps"])) for r in rows]
-        teacher_scores = [r["teacher"] for r in rows]
-        for r in to_score:  # the teacher's scores over the steps the student scored (a cut candidate loses its tail)
-            r["teacher"] = r["teacher"][:len(scores[r["id"]])]
-        results[pool] = {
-            "student": ranking_figures(rows, student, args.samples, args.seed),
-            "teacher": ranking_figures(rows, teacher_scores, args.samples, args.seed),
-            "student_step_auroc_vs_teacher_hard": step_auroc_vs_teacher(to_score, [scores[r["id"]] for r in to_score],
-                                                                        args.samples, args.seed),
-            "scored_candidates": len(to_score), "scored_tokens": sum(tokens), "scoring_seconds": seconds,
-            "scoring_tokens_per_second": sum(tokens) / seconds,
-            "candidates_cut": sum(bool(e.dropped_steps or e.truncated_steps) for e in encoded),
-            "token_length_median": sorted(tokens)[len(tokens) // 2], "token_length_max": max(tokens),
-        }
+        results[pool] = measure(scorer, pool, rows, args.samples, args.seed)
         log(pool, json.dumps(results[pool]["student"], indent=1))
     out = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": platform.processor() or "cpu",
            "command": " ".join(["bench/distill.py", *sys.argv[1:]]), "args": vars(args), "train": report,
-           "train_candidates": len(examples), "train_candidates_cut": cut, "teacher_rejects": len(rejects),
-           "held_out": results, "total_seconds": time.time() - started}
+           "train_candidates": len(examples), "train_candidates_cut": cut, "held_out": results,
+           "total_seconds": time.time() - started}
+    if not args.no_register:
+        out["registered"] = register(args.model_dir, spec, out)
+        log("registered", out["registered"])
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
     log("wrote", args.out)
