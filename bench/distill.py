@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import random
 import sys
@@ -97,6 +98,15 @@ def step_auroc_vs_teacher(rows: list[dict], scores: list[list[float]], samples: 
     low, high = bootstrap_interval(resampled, samples, seed)
     return {"value": resampled.point(), "ci_low": low, "ci_high": high, "steps": len(flat),
             "teacher_negative_steps": sum(not t for _, _, t in flat)}
+
+
+def machine() -> dict:
+    """Where it ran: the CPU's bf16 support decides the precision (no AVX-512 BF16 / AMX: float32 is faster), and
+    the load average says how many other processes shared its cores."""
+    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    return {"platform": platform.platform(), "cpus": os.cpu_count(), "threads": 1,
+            "avx512_bf16": "avx512_bf16" in flags, "amx_bf16": "amx_bf16" in flags,
+            "load_average_1_5_15_min": [round(v, 1) for v in os.getloadavg()]}
 
 
 def load_profile(path: Path) -> dict:
@@ -224,7 +234,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=float)
     parser.add_argument("--learning-rate", type=float)
     parser.add_argument("--train-problems", type=int, default=0, help="mixed train problems per pool (0: all)")
-    parser.add_argument("--test-problems", type=int, default=0, help="held-out problems per pool (0: all)")
+    parser.add_argument("--test-problems", type=int, help="held-out problems per pool (0: all)")
     parser.add_argument("--samples", type=int, help="bootstrap resamples")
     parser.add_argument("--seed", type=int, default=1234)
     parser.add_argument("--no-register", action="store_true", help="measure only")
@@ -238,6 +248,7 @@ def main() -> None:
         if getattr(args, key) is None:
             setattr(args, key, section[key])
     args.samples = spec["evaluate"]["bootstrap_samples"] if args.samples is None else args.samples
+    args.test_problems = spec["evaluate"]["held_out_problems"] if args.test_problems is None else args.test_problems
     torch.set_num_threads(1)
 
     from prmflow.config import ModelParams
@@ -276,17 +287,18 @@ def main() -> None:
     save_model(model, tokenizer, fmt, Path(args.model_dir), "process")
     scorer = StepTagScorer(args.model_dir, Placement("cpu", "float32"))
     results = {}
+    out = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": machine(),
+           "command": " ".join(["bench/distill.py", *sys.argv[1:]]), "args": vars(args), "train": report,
+           "train_candidates": len(examples), "train_candidates_cut": cut, "held_out": results}
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     for pool, rows in held_out.items():
         results[pool] = measure(scorer, pool, rows, args.samples, args.seed)
         log(pool, json.dumps(results[pool]["student"], indent=1))
-    out = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": platform.processor() or "cpu",
-           "command": " ".join(["bench/distill.py", *sys.argv[1:]]), "args": vars(args), "train": report,
-           "train_candidates": len(examples), "train_candidates_cut": cut, "held_out": results,
-           "total_seconds": time.time() - started}
+        Path(args.out).write_text(json.dumps(out | {"total_seconds": time.time() - started}, indent=2) + "\n")
+    out["total_seconds"] = time.time() - started
     if not args.no_register:
         out["registered"] = register(args.model_dir, spec, out)
         log("registered", out["registered"])
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
     log("wrote", args.out)
 

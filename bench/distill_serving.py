@@ -14,6 +14,7 @@ import argparse
 import contextlib
 import json
 import os
+import platform
 import signal
 import socket
 import subprocess
@@ -79,7 +80,8 @@ def main() -> None:
     candidates = [{"problem": r["problem"], "steps": r["steps"]} for r in rows]
     env = dict(os.environ, MLFLOW_TRACKING_URI=args.tracking_uri, OMP_NUM_THREADS="1", VLLM_CPU_KVCACHE_SPACE="1")
     mlflow.set_tracking_uri(args.tracking_uri)
-    model_dir = Path(mlflow.artifacts.download_artifacts(f"{args.model}")) / "artifacts" / "model_dir"
+    downloaded = Path(mlflow.artifacts.download_artifacts(args.model))
+    model_dir = next(downloaded.rglob("prm_config.json")).parent  # the logged model's model_dir artifact
     logs = Path(args.logs)
     port = free_port()
     mlflow_cmd = ["mlflow", "models", "serve", "-m", args.model, "--env-manager", "local", "-h", "127.0.0.1",
@@ -96,7 +98,8 @@ def main() -> None:
             [(c["problem"], c["steps"]) for c in candidates])
     pairs = [(a, b) for m, v in zip(mlflow_scores, vllm_scores) for a, b in zip(m, v)]
     lengths_equal = all(len(m) == len(v) for m, v in zip(mlflow_scores, vllm_scores))
-    result = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "model": args.model,
+    result = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+              "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "threads": 1}, "model": args.model,
               "command": " ".join(["bench/distill_serving.py", *sys.argv[1:]]), "candidates": len(candidates),
               "steps": len(pairs), "same_step_counts": lengths_equal,
               "max_abs_difference": max(abs(a - b) for a, b in pairs), "mlflow_ready_s": mlflow_ready,
