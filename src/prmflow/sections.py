@@ -362,6 +362,29 @@ class TrainParams:
                   "help": "Checkpoint every N optimizer steps to <models_dir>/prm-checkpoints (last 2 kept); "
                           "an interrupted train stage resumes from there. 0 = no checkpoints."},
     )
+    frozen_layers: int = field(
+        default=0,
+        metadata={"rule": NON_NEGATIVE,
+                  "help": "Frozen prefix: the first N decoder layers (and the input embedding) stay as the base's; "
+                          "their hidden states are computed once per training solution and reused in every epoch, "
+                          "and only the layers above, the final norm and the +/- rows of the output head (untied "
+                          "from the input embedding) train. N = the model's depth: a linear head on the frozen base. "
+                          "0 = off (full fine-tuning, or LoRA)."},
+    )
+    keep_layers: int = field(
+        default=0,
+        metadata={"rule": NON_NEGATIVE,
+                  "help": "Cut the base to its first N decoder layers before training (a shallower, cheaper PRM to "
+                          "train and to serve); 0 = all layers."},
+    )
+
+    def check(self) -> list[str]:
+        return unmet([
+            (not (self.frozen_layers and self.lora_r), "frozen_layers: a frozen prefix trains the top layers "
+                                                       "themselves; set lora_r to 0"),
+            (not (self.frozen_layers and self.keep_layers) or self.frozen_layers <= self.keep_layers,
+             f"frozen_layers: {self.frozen_layers} is more than keep_layers {self.keep_layers}"),
+        ])
 
 
 @dataclass

@@ -47,6 +47,7 @@ from prmflow.config import Params, TrainParams
 from prmflow.devices import Placement
 from prmflow.scoring.modeling import pad_batch, step_loss, step_tag_logits
 from prmflow.scoring.tokenization import COUNTS_FILE, PromptFormat
+from prmflow.training.frozen_prefix import keep_layers, train_top
 
 CHECKPOINT_STAMP = "params.json"  # what the checkpoints were trained with: resume only on a match
 TRAINER_STATE = "trainer_state.json"  # the last file of a Trainer checkpoint
@@ -236,6 +237,39 @@ def orm_params(params: Params) -> Params:
     return dataclasses.replace(params, train=dataclasses.replace(params.train, epochs=params.train_orm.epochs))
 
 
+def save_model(model, tokenizer, fmt: PromptFormat, out: Path, kind: str) -> None:
+    """The trained model as a plain causal LM with its tokenizer and prm_config.json (and, for the ORM, its
+    reward_config.json)."""
+    from prmflow.scoring.tokenization import save_prompt_format
+
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    save_prompt_format(fmt, out)
+    if kind == "outcome":
+        from prmflow.scoring.reward_config import write_outcome_config
+
+        write_outcome_config(out)  # load_reward_model / OutcomeRewardModel.load read it as a trained ORM
+
+
+def train_frozen_prefix(model, fmt: PromptFormat, train_set, params: Params, target: str) -> dict:
+    """`train.frozen_layers`: the top layers trained over cached states of the frozen ones (frozen_prefix.py), one
+    process, no checkpoints (an epoch over cached states is cheap to rerun); the report has train_stage's keys."""
+    t = params.train
+    _, dtype = Placement.of(params.model).for_training(getattr(model.config, "hidden_size", 0))
+    examples = [{"input_ids": row["input_ids"], "targets": TARGETS[target](row)} for row in train_set]
+    report = train_top(model, examples, fmt, frozen_layers=t.frozen_layers, epochs=t.epochs,
+                       batch_size=t.batch_size * t.gradient_accumulation_steps, learning_rate=t.learning_rate,
+                       weight_decay=t.weight_decay, warmup_ratio=t.warmup_ratio,
+                       negative_class_weight=t.negative_class_weight, seed=params.base.seed,
+                       dtype=dtype if dtype in (torch.bfloat16, torch.float16) else torch.float32)
+    seconds = report["prefix_seconds"] + report["train_seconds"]
+    return report | {"steps": report["optimizer_steps"], "resumed_from": None, "seconds": seconds,
+                     "tokens_per_second": (report["prefix_tokens"] + report["train_tokens"]) / seconds,
+                     "peak_memory_mb": peak_memory_mb(), "processes": 1,
+                     "precision": {torch.bfloat16: "bfloat16 autocast", torch.float16: "float16 autocast"}.get(dtype, "float32"),
+                     "parameters": sum(p.numel() for p in model.parameters())}
+
+
 def train_stage(params: Params, callbacks: tuple = (), kind: str = "process") -> dict | None:
     """Train and save models/prm (kind "process") or models/orm ("outcome"); returns the report (None on
     DDP ranks other than 0, which save nothing)."""
@@ -243,7 +277,7 @@ def train_stage(params: Params, callbacks: tuple = (), kind: str = "process") ->
     from transformers import AutoTokenizer, set_seed
 
     from prmflow.scoring.modeling import build_model
-    from prmflow.scoring.tokenization import prompt_format, save_prompt_format
+    from prmflow.scoring.tokenization import prompt_format
 
     name = MODELS[kind][0]
     target = "outcome" if kind == "outcome" else params.train.label_type
@@ -258,6 +292,13 @@ def train_stage(params: Params, callbacks: tuple = (), kind: str = "process") ->
     fmt = prompt_format(tokenizer, params.model)
     train_set = datasets.load_from_disk(str(tokenized / "train"))
     model = build_model(params.model, tokenizer)
+    if params.train.keep_layers:
+        keep_layers(model, params.train.keep_layers)
+    if params.train.frozen_layers:
+        report = train_frozen_prefix(model, fmt, train_set, params, target)
+        save_model(model, tokenizer, fmt, out, kind)
+        return report | {"examples": len(train_set), "target": target,
+                         "tokenize": json.loads((tokenized / COUNTS_FILE).read_text())}
     if params.train.lora_r:
         model = apply_lora(model, params.train, fmt.step_tag_id)
     trainer = make_trainer(model, tokenizer, fmt, train_dataset=train_set, params=params, output_dir=str(checkpoints),
@@ -273,13 +314,7 @@ def train_stage(params: Params, callbacks: tuple = (), kind: str = "process") ->
     if not trainer.is_world_process_zero():
         return None
     model = merge_lora(trainer.model)
-    model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    save_prompt_format(fmt, out)
-    if kind == "outcome":
-        from prmflow.scoring.reward_config import write_outcome_config
-
-        write_outcome_config(out)  # load_reward_model / OutcomeRewardModel.load read it as a trained ORM
+    save_model(model, tokenizer, fmt, out, kind)
     shutil.rmtree(checkpoints, ignore_errors=True)  # finished: a later run must start fresh
     tokens = trainer.state.num_input_tokens_seen - trainer._initial_num_input_tokens_seen
     return {
