@@ -118,6 +118,18 @@ def test_a_bad_config_is_named(kwargs, message):
         RewardConfig.from_kwargs(endpoit="http://x")
 
 
+
+def test_the_old_timeout_keyword_works_for_one_release_with_a_warning_naming_the_new_one():
+    with pytest.warns(DeprecationWarning, match=r"timeout_s=\.\.\.\) is deprecated .*request_timeout_s=\.\.\.\)"):
+        assert RewardConfig(endpoint="http://x", timeout_s=7.0).request_timeout_s == 7.0
+    with pytest.warns(DeprecationWarning, match="request_timeout_s"):  # a trainer's reward kwargs
+        assert RewardConfig.from_kwargs(endpoint="http://x", timeout_s=3.0).request_timeout_s == 3.0
+    with pytest.raises(TypeError, match="give request_timeout_s= or the deprecated timeout_s=, not both"):
+        RewardConfig(endpoint="http://x", timeout_s=1.0, request_timeout_s=2.0)
+    with pytest.raises(ValueError, match="request_timeout_s: must be positive"):
+        RewardConfig(endpoint="http://x", request_timeout_s=0)
+
+
 # --- against the served PRM --------------------------------------------------------------------------------
 
 def test_client_rewards_equal_the_servers_scores_of_the_same_steps(served_prm, solutions):

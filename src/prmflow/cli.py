@@ -135,9 +135,9 @@ def reward_server_main(args: argparse.Namespace) -> None:
     from prmflow.param_rules import redact_url
 
     try:
+        given = {knob: getattr(args, knob) for knob in ("batch_size", "max_retries") if getattr(args, knob) is not None}
         config = RewardConfig(endpoint=args.endpoint or "", model=args.model or "", aggregation=args.aggregation,
-                              batch_size=args.batch_size, policy_tokenizer=args.policy_tokenizer,
-                              max_retries=args.max_retries)
+                              policy_tokenizer=args.policy_tokenizer, **given)
         allowed_hosts(args.host, args.allow_host)
     except ValueError as err:
         sys.exit(f"prmflow reward-server: {redact_url(str(err))}")
@@ -255,11 +255,13 @@ def _reward_server_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=None, help="or a model directory / registered model URI to load here")
     p.add_argument("--aggregation", default=DEFAULT_AGGREGATION, choices=AGGREGATIONS,
                    help="how step scores become the completion's reward (default: %(default)s)")
-    p.add_argument("--batch-size", type=int, default=32, help="completions per request to the PRM")
+    # Knob defaults stay RewardConfig's (integrations.client), not imported here: it loads torch.
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="completions per request to the PRM (default: RewardConfig.batch_size)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
     p.add_argument("--port", type=int, default=5002, help="port to listen on (default: 5002)")
-    p.add_argument("--max-retries", type=int, default=5, help="retries of a failed request to the PRM, with "
-                                                             "exponential backoff (default: %(default)s)")
+    p.add_argument("--max-retries", type=int, default=None, help="retries of a failed request to the PRM, with "
+                                                                "exponential backoff (default: RewardConfig.max_retries)")
     p.add_argument("--allow-host", action="append", default=[],
                    help="a Host name clients use (repeatable); needed when bound to every interface")
     p.add_argument("--policy-tokenizer", default="", help="the policy's tokenizer (directory or hub id): its "

@@ -16,7 +16,8 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent
 SHARED = {"prmflow.config", "prmflow.sections", "prmflow.sections_evaluation", "prmflow.param_rules",
-          "prmflow.tracking", "prmflow.jsonl", "prmflow.devices", "prmflow.codebase"}
+          "prmflow.tracking", "prmflow.jsonl", "prmflow.devices", "prmflow.codebase",
+          "prmflow.http_retry"}
 # Shared modules a stage's results do not rest on (params are DVC params, not code): left out of its deps.
 NOT_CODE_DEPS = SHARED - {"prmflow.devices"}
 

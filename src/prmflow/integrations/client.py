@@ -19,41 +19,63 @@ except where the contract says the score must not be used as it is:
   anything is sent, and `score: null` from the server (nothing fits the PRM's context). Its batch-mates get
   the rewards they get alone.
 
-Every such case is named in `SolutionReward.reason`; a failure is never a reward. Connection errors, timeouts,
-429 and 5xx are retried `max_retries` times with exponential backoff and jitter, then raise `RewardError`
-naming the endpoint and the last failure; a 4xx (a request the server refuses) raises at once with the
-server's message. Messages never hold a credential: the endpoint's `user:password@` and anything in a server's
-text that looks like a key are shown as `***` (labeling.credentials.scrubbed). Requests carry at most `batch_size` completions (the server's cap is
-`register.max_solutions_per_request`, 64 by default).
+Every such case is named in `SolutionReward.reason`; a failure is never a reward. Requests go through
+scoring.load.ServedPRM (the one client of the serving contract) and its retry policy (http_retry.Retrying):
+connection errors, timeouts, 429 and 5xx are retried `max_retries` times with exponential backoff and jitter,
+then raise `RewardError` naming the endpoint and the last failure; a 4xx (a request the server refuses) raises
+at once with the server's message. Messages never hold a credential: the endpoint's `user:password@` and
+anything in a server's text that looks like a key are shown as `***` (http_retry.scrubbed). Requests carry at
+most `batch_size` completions (the server's cap is `register.max_solutions_per_request`, 64 by default).
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
-import random
 import threading
-import time
+import warnings
 from dataclasses import dataclass, field, fields
-
-import httpx
 
 from prmflow.config import AGGREGATIONS, DEFAULT_AGGREGATION
 from prmflow.devices import transformers_classes
+from prmflow.http_retry import RequestFailed, Retrying
 from prmflow.integrations.text import DEFAULT_END_TOKENS, end_tokens
-from prmflow.labeling.credentials import scrubbed
 from prmflow.param_rules import redact_url
+from prmflow.scoring.load import ServedPRM, invocations_url
 from prmflow.serving.requests import Solution, content_fault
 
-MAX_BACKOFF_S = 30.0
+RENAMED = {"timeout_s": "request_timeout_s"}  # RewardConfig keywords of the last release (prmflow 0.1.0) -> now
 log = logging.getLogger("prmflow.rewards")
 _LOAD = threading.Lock()  # one model or tokenizer loads at a time in the process: clients built in many threads
 
 
-class RewardError(RuntimeError):
+class RewardError(RequestFailed):
     """The PRM could not score a batch: the message names the endpoint (or model) and the failure."""
 
 
+def renamed_keywords(cls):
+    """Accept the last release's keyword names (RENAMED) for one more release: each becomes its new name, with a
+    DeprecationWarning that names the new form (as scoring.rewards.legacy_placement does for device=/dtype=).
+    Both names at once is a TypeError."""
+    init = cls.__init__
+
+    @functools.wraps(init)
+    def wrapper(self, *args, **kwargs):
+        for old, new in RENAMED.items():
+            if old in kwargs:
+                if new in kwargs:
+                    raise TypeError(f"{cls.__name__}: give {new}= or the deprecated {old}=, not both")
+                warnings.warn(f"{cls.__name__}(..., {old}=...) is deprecated and will be removed in the next "
+                              f"release: use {cls.__name__}(..., {new}=...)", DeprecationWarning, stacklevel=2)
+                kwargs[new] = kwargs.pop(old)
+        init(self, *args, **kwargs)
+
+    cls.__init__ = wrapper
+    return cls
+
+
+@renamed_keywords
 @dataclass(frozen=True)
 class RewardConfig:
     """Where the PRM is and how its answer becomes a reward (help text beside each knob)."""
@@ -75,7 +97,8 @@ class RewardConfig:
                 "off a completion's end beside the fallback list integrations.text.END_OF_TURN; empty: that list."})
     batch_size: int = field(default=32, metadata={
         "help": "Completions per request (the server refuses more than register.max_solutions_per_request)."})
-    timeout_s: float = field(default=120.0, metadata={"help": "Seconds to wait for one answer."})
+    request_timeout_s: float = field(default=120.0, metadata={
+        "help": "Seconds to wait for one answer (was `timeout_s`, still accepted with a DeprecationWarning)."})
     max_retries: int = field(default=5, metadata={
         "help": "Retries of a request after a connection error, timeout, 429 or 5xx, with exponential backoff."})
     retry_backoff_s: float = field(default=1.0, metadata={
@@ -89,7 +112,7 @@ class RewardConfig:
                              f"model={redact_url(self.model)!r}")
         if self.aggregation not in AGGREGATIONS:
             raise ValueError(f"RewardConfig.aggregation: {self.aggregation!r} is not one of {list(AGGREGATIONS)}")
-        for name in ("batch_size", "timeout_s"):
+        for name in ("batch_size", "request_timeout_s"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"RewardConfig.{name}: must be positive, got {getattr(self, name)}")
         for name in ("max_retries", "retry_backoff_s"):
@@ -99,7 +122,7 @@ class RewardConfig:
     @classmethod
     def from_kwargs(cls, **kwargs) -> RewardConfig:
         """A config from keyword arguments (a trainer's reward kwargs); an unknown name is an error."""
-        known = {f.name for f in fields(cls)}
+        known = {f.name for f in fields(cls)} | set(RENAMED)
         unknown = sorted(set(kwargs) - known)
         if unknown:
             raise TypeError(f"unknown reward option(s) {unknown} (known: {sorted(known)})")
@@ -125,16 +148,6 @@ class SolutionReward:
     reason: str | None = None  # why `reward` is not `score`: "no final answer", "empty completion", the server's
 
 
-def _shown(response: httpx.Response) -> str:
-    """What an error may quote of a server's answer: 500 characters, credentials cut out."""
-    return scrubbed(response.text)[:500].strip()
-
-
-def invocations_url(endpoint: str) -> str:
-    url = endpoint.rstrip("/")
-    return url if url.endswith("/invocations") else url + "/invocations"
-
-
 def reward_from_prediction(prediction: dict, config: RewardConfig) -> SolutionReward:
     """The reward of one contract prediction (`score`, `has_final_answer`, `reason`, ...) under `config`."""
     base = {"score": prediction["score"], "step_scores": prediction["step_scores"],
@@ -158,12 +171,17 @@ class PRMClient:
 
     def __init__(self, config: RewardConfig):
         self.config = config
-        self.retries = 0  # retried requests so far, for the trainer's logs (counted under a lock: ascore's threads)
-        self._retries_lock = threading.Lock()
-        self._jitter = random.Random()
-        self._client = httpx.Client(timeout=self.config.timeout_s)  # thread-safe: ascore's threads share it
+        retrying = Retrying(config.max_retries, config.retry_backoff_s)
+        self._served = ServedPRM(config.endpoint, batch_size=config.batch_size,
+                                 request_timeout_s=config.request_timeout_s, retrying=retrying,
+                                 error=RewardError) if config.endpoint else None
         self._scorer = None  # a serving.scorer.Scorer, loaded on first use
         self._end_tokens = None if config.policy_tokenizer else DEFAULT_END_TOKENS
+
+    @property
+    def retries(self) -> int:
+        """Retried requests so far (ascore's threads' together), for the trainer's logs."""
+        return self._served.retrying.retries if self._served else 0
 
     @property
     def end_tokens(self) -> tuple[str, ...]:
@@ -216,52 +234,7 @@ class PRMClient:
     def _predict(self, inputs: list[dict]) -> list[dict]:
         if self.config.model:
             return self._predict_local(inputs)
-        failure = ""
-        for attempt in range(self.config.max_retries + 1):
-            if attempt:
-                with self._retries_lock:
-                    self.retries += 1
-                time.sleep(self._backoff(attempt))
-            try:
-                response = self._client.post(invocations_url(self.config.endpoint), json=self._body(inputs))
-            except httpx.TransportError as error:  # refused, reset, timed out
-                failure = f"{type(error).__name__}: {scrubbed(str(error))}"
-                continue
-            failure = self._failure(response)
-            if not failure:
-                return self._read(response, len(inputs))
-        raise self._gave_up(failure)
-
-    def _body(self, inputs: list[dict]) -> dict:
-        return {"inputs": inputs, "params": {"aggregation": self.config.aggregation}}
-
-    def _backoff(self, retry: int) -> float:
-        """Doubling from retry_backoff_s (capped), times a jitter that spreads out concurrent retries."""
-        return min(MAX_BACKOFF_S, self.config.retry_backoff_s * 2 ** (retry - 1)) * (0.5 + self._jitter.random())
-
-    def _failure(self, response: httpx.Response) -> str:
-        """"" for a success, the failure for a retryable answer (429, 5xx); raises for any other refusal."""
-        if response.is_success:
-            return ""
-        failure = f"HTTP {response.status_code}: {_shown(response)}"
-        if response.status_code == 429 or response.status_code >= 500:
-            return failure
-        raise RewardError(f"PRM endpoint {self.config.source} refused the request: {failure}")
-
-    def _gave_up(self, failure: str) -> RewardError:
-        return RewardError(f"PRM endpoint {self.config.source}: no answer after {self.config.max_retries + 1} "
-                           f"attempts (max_retries = {self.config.max_retries}); last failure: {failure}")
-
-    def _read(self, response: httpx.Response, count: int) -> list[dict]:
-        try:
-            predictions = response.json()["predictions"]
-        except (ValueError, KeyError, TypeError) as error:
-            raise RewardError(f"PRM endpoint {self.config.source}: not a scoring response "
-                              f"({type(error).__name__}: {error}): {_shown(response)}") from error
-        if not isinstance(predictions, list) or len(predictions) != count:
-            raise RewardError(f"PRM endpoint {self.config.source}: {count} solutions sent, answer holds "
-                              f"{len(predictions) if isinstance(predictions, list) else predictions!r:.40}")
-        return predictions
+        return self._served.invoke(inputs, self.config.aggregation)
 
     def _predict_local(self, inputs: list[dict]) -> list[dict]:
         from prmflow.serving.requests import RequestError, Solution

@@ -24,7 +24,7 @@ import logging
 
 from prmflow.integrations.client import PRMClient, RewardConfig, RewardError
 from prmflow.integrations.openrlhf import check_payload, reward_payload
-from prmflow.labeling.credentials import scrubbed
+from prmflow.http_retry import scrubbed
 from prmflow.serving.requests import parse_json
 
 MAX_BODY_BYTES = 64_000_000  # 1,024 queries of 60,000 characters; OpenRLHF sends one micro-batch per request

@@ -12,7 +12,6 @@ nothing the pipeline writes (params in git and dvc.lock, MLflow params and tags,
 from __future__ import annotations
 
 import os
-import re
 
 from prmflow.param_rules import URL_USERINFO, redact_url
 
@@ -42,27 +41,3 @@ def endpoint_auth(endpoint: str, api_key_env: str) -> tuple[list[str], dict[str,
             raise ValueError(f"label.api_key_env: environment variable {api_key_env} is not set")
         headers["Authorization"] = f"Bearer {key}"
     return endpoint_urls(endpoint), headers
-
-
-# What a remote server's error text may echo of a credential: a URL's userinfo, an Authorization header, a Bearer
-# or Basic value, an `api_key` field, a key shaped like OpenAI's / Hugging Face's.
-_SECRETS = (
-    (re.compile(r"(?i)(authorization[\"']?\s*[:=]\s*[\"']?)(?:(?:bearer|basic|token)\s+)?[^\s\"',}]+"), r"\1***"),
-    (re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]{8,}"), r"\1 ***"),
-    (re.compile(r"(?i)([\"']?(?:api[_-]?key|access[_-]?token|password|secret)[\"']?\s*[:=]\s*[\"']?)[^\s\"',}]+"),
-     r"\1***"),
-    (re.compile(r"\b(?:sk|hf|pk|rk)[-_][A-Za-z0-9_-]{12,}"), "***"),
-)
-
-
-def scrubbed(text: str, secrets: tuple[str, ...] = ()) -> str:
-    """`text` (an error a remote server or an HTTP library wrote) with anything that looks like a credential
-    replaced by `***`: `secrets` (values this process holds, e.g. its API key) wherever they appear, URL userinfo
-    (redact_url), Authorization headers, Bearer/Basic values, `api_key=` fields and `sk-...`-shaped keys."""
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "***")
-    text = redact_url(text)
-    for pattern, replacement in _SECRETS:
-        text = pattern.sub(replacement, text)
-    return text

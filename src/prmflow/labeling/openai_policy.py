@@ -15,8 +15,8 @@ concurrency 1). `send_seed: false` sends none (vLLM's CPU build dies on a seeded
 is chunked, unless started with --no-enable-chunked-prefill: docs/labeling-at-scale.md).
 
 Connection errors, timeouts, 429 and 5xx are retried up to `max_retries` times with exponential
-backoff and jitter; any other answer fails at once with the endpoint, status and the server's
-message. The true first error of a real model is unknown: `first_slip` is None.
+backoff and jitter (http_retry.Retrying, the one retry policy of prmflow's clients); any other answer
+fails at once with the endpoint, status and the server's message. The true first error of a real model is unknown: `first_slip` is None.
 """
 
 from __future__ import annotations
@@ -29,11 +29,11 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 
 from prmflow.config import LabelParams
+from prmflow.http_retry import MAX_BACKOFF_S, Retrying
 from prmflow.labeling.completion_text import finish, finish_step, prompt_text
-from prmflow.labeling.credentials import endpoint_auth, scrubbed
+from prmflow.labeling.credentials import endpoint_auth
 from prmflow.labeling.policy import Continuation
 
-MAX_BACKOFF_S = 30.0
 # A model that follows the prompt format starts the next problem here, and nothing after it is
 # part of the answer, so the server may stop. Servers differ on whether the stop string comes
 # back in the text (vLLM drops it, `transformers serve` keeps it): it is cut off below.
@@ -54,27 +54,30 @@ class OpenAIPolicy:
     def __init__(self, params: LabelParams):
         self.urls, headers = endpoint_auth(params.endpoint, params.api_key_env)
         # The key's value, cut out of any error text a server sends back (one may echo the request's headers).
-        self._secrets = tuple(value.split(" ", 1)[-1] for value in headers.values())
+        self.retrying = Retrying(params.max_retries, params.retry_backoff_s, knob="label.max_retries",
+                                 secrets=tuple(value.split(" ", 1)[-1] for value in headers.values()))
         concurrency = params.concurrency
         # One client (thread-safe, keeps connections alive) with as many connections as requests in flight.
         self.client = httpx.Client(headers=headers, timeout=params.request_timeout_s,
                                    limits=httpx.Limits(max_connections=concurrency))
         self.model_name, self.max_new_tokens, self.temperature = (params.model_name, params.max_new_tokens,
                                                                   params.temperature)
-        self.concurrency, self.max_retries, self.retry_backoff_s = (concurrency, params.max_retries,
-                                                                    params.retry_backoff_s)
+        self.concurrency = concurrency
         self.send_seed = params.send_seed
         self.answer_reading = params.answer_reading
         # Every request of every caller goes through this one pool: `concurrency` in flight in all.
         self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="openai-request")
         self.parallel_problems = concurrency  # each problem keeps >= 1 request waiting: the pool stays full
-        self._jitter = random.Random()  # retry timing only: the sampling streams never see it
         self._lock = threading.Lock()  # the counters below are updated from the request threads
         self.in_flight = dict.fromkeys(self.urls, 0)
         self.failed_at = dict.fromkeys(self.urls, float("-inf"))  # time.monotonic() of its last retryable failure
         self.generate_calls = 0  # requests answered with a completion
         self.generated_tokens = 0  # from the responses' `usage`, where the server reports it
-        self.retries = 0  # counted as they happen, failed requests' too
+
+    @property
+    def retries(self) -> int:
+        """Retried requests so far, counted as they happen, failed requests' too."""
+        return self.retrying.retries
 
     def sample_trajectory(self, problem: dict, rng: random.Random) -> Continuation:
         return self.complete(problem, [[]], rng)[0]
@@ -106,11 +109,6 @@ class OpenAIPolicy:
             for future in futures:
                 future.cancel()
 
-    def _backoff(self, retry: int) -> float:
-        """Exponential (doubling from retry_backoff_s, capped) times a jitter in [0.5, 1.5) that spreads out
-        the retries of concurrent requests."""
-        return min(MAX_BACKOFF_S, self.retry_backoff_s * 2 ** (retry - 1)) * (0.5 + self._jitter.random())
-
     def _pick_url(self) -> str:
         """The endpoint with the fewest requests in flight (the first on a tie), among those whose last answer was
         not a failure in the last MAX_BACKOFF_S seconds if there are any; counted as one more in flight."""
@@ -132,35 +130,13 @@ class OpenAIPolicy:
             body["seed"] = seed
         if self.model_name:
             body["model"] = self.model_name
-        failure, url = "", self.urls[0]
-        for attempt in range(self.max_retries + 1):
-            if attempt:
-                with self._lock:
-                    self.retries += 1
-                time.sleep(self._backoff(attempt))
-            url = self._pick_url()
-            try:
-                response = self.client.post(url, json=body)
-            except httpx.TransportError as error:  # refused, reset, timed out
-                self._answered(url, failed=True)
-                failure = f"{type(error).__name__}: {scrubbed(str(error), self._secrets)}"
-                continue
-            self._answered(url, failed=response.status_code == 429 or response.status_code >= 500)
-            if response.is_success:
-                text, tokens = self._read(url, response)
-                with self._lock:
-                    self.generate_calls += 1
-                    self.generated_tokens += tokens
-                return text, tokens
-            failure = f"HTTP {response.status_code}: {self._shown(response)}"
-            if response.status_code != 429 and response.status_code < 500:
-                raise EndpointError(f"label.endpoint {url} refused the request: {failure}")
-        raise EndpointError(f"label.endpoint {url}: no completion after {self.max_retries + 1} attempts "
-                            f"(label.max_retries = {self.max_retries}); last failure: {failure}")
-
-    def _shown(self, response: httpx.Response) -> str:
-        """What an error may quote of a response: its first 500 characters, credentials cut out (scrubbed)."""
-        return scrubbed(response.text, self._secrets)[:500].strip()
+        url, response = self.retrying.post(self.client, self._pick_url, body, name="label.endpoint",
+                                           error=EndpointError, wanted="completion", answered=self._answered)
+        text, tokens = self._read(url, response)
+        with self._lock:
+            self.generate_calls += 1
+            self.generated_tokens += tokens
+        return text, tokens
 
     def _read(self, url: str, response: httpx.Response) -> tuple[str, int]:
         try:
@@ -169,7 +145,7 @@ class OpenAIPolicy:
             tokens = (body.get("usage") or {}).get("completion_tokens") or 0
         except (ValueError, KeyError, IndexError, TypeError, AttributeError) as error:
             raise EndpointError(f"label.endpoint {url}: not a completions response "
-                                f"({type(error).__name__}: {error}): {self._shown(response)}") from error
+                                f"({type(error).__name__}: {error}): {self.retrying.shown(response)}") from error
         if not isinstance(text, str):
-            raise EndpointError(f"label.endpoint {url}: choices[0].text is not a string: {self._shown(response)}")
+            raise EndpointError(f"label.endpoint {url}: choices[0].text is not a string: {self.retrying.shown(response)}")
         return text, int(tokens)

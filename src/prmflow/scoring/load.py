@@ -27,6 +27,8 @@ from pathlib import Path
 
 from prmflow.config import DEFAULT_AGGREGATION, EvaluateParams, SearchParams
 from prmflow.devices import Placement
+from prmflow.http_retry import RequestFailed, Retrying
+from prmflow.param_rules import redact_url
 from prmflow.scoring.modeling import Job, score_jobs
 from prmflow.scoring.predictions import Pair, Prediction, counted_details, encoded_details, predictions
 from prmflow.scoring.reward_config import DEFAULT_DELIMITER
@@ -129,18 +131,27 @@ class LocalPRM(PRM):
         return done[0]
 
 
+def invocations_url(url: str) -> str:
+    """The serving contract's scoring URL of a served PRM's base URL (`/invocations` added once)."""
+    return url.rstrip("/").removesuffix("/invocations") + "/invocations"
+
+
 class ServedPRM(PRM):
     """A served PRM (`mlflow models serve`, `prmflow reward-server`'s upstream): POST <url>/invocations,
-    `batch_size` solutions a request. Solutions with no step (the contract refuses them) get a Prediction
-    with a `reason`, without a request."""
+    `batch_size` solutions a request, each request retried by `retrying` (http_retry.Retrying: connection
+    errors, timeouts, 429 and 5xx, with exponential backoff and jitter). The one client of the serving contract:
+    the reward client (integrations.client.PRMClient) sends its requests through `invoke`. Solutions with no
+    step (the contract refuses them) get a Prediction with a `reason`, without a request."""
 
     def __init__(self, url: str, *, batch_size: int = SearchParams.batch_size,
-                 request_timeout_s: float = SearchParams.request_timeout_s):
+                 request_timeout_s: float = SearchParams.request_timeout_s, retrying: Retrying | None = None,
+                 error: type[Exception] = RequestFailed):
         import httpx
 
-        base = url.rstrip("/").removesuffix("/invocations")
-        self.url, self.batch_size, self.description = base + "/invocations", batch_size, f"served at {base}"
-        self.client = httpx.Client(timeout=request_timeout_s)
+        self.url = invocations_url(url)
+        self.batch_size, self.description = batch_size, f"served at {self.url.removesuffix('/invocations')}"
+        self.client = httpx.Client(timeout=request_timeout_s)  # thread-safe: callers' threads share its pool
+        self.retrying, self.error = retrying or Retrying(), error
 
     def score(self, pairs: list[Pair], aggregation: str = DEFAULT_AGGREGATION) -> list[Prediction]:
         asked = [i for i, (_, steps) in enumerate(pairs) if steps]
@@ -148,14 +159,27 @@ class ServedPRM(PRM):
                                             has_final_answer=False, reason="no steps") for _ in pairs]
         for start in range(0, len(asked), self.batch_size):
             batch = asked[start:start + self.batch_size]
-            response = self.client.post(self.url, json={
-                "inputs": [{"problem": pairs[i][0], "steps": pairs[i][1]} for i in batch],
-                "params": {"aggregation": aggregation}})
-            if not response.is_success:
-                raise RuntimeError(f"{self.url}: HTTP {response.status_code}: {response.text[-500:]}")
-            for i, prediction in zip(batch, response.json()["predictions"]):
+            answer = self.invoke([{"problem": pairs[i][0], "steps": pairs[i][1]} for i in batch], aggregation)
+            for i, prediction in zip(batch, answer):
                 out[i] = Prediction(**prediction)
         return out
+
+    def invoke(self, inputs: list[dict], aggregation: str = DEFAULT_AGGREGATION) -> list[dict]:
+        """The contract's predictions (dicts, in order) for one request of `inputs` (each {"problem", "steps"}
+        or {"problem", "text"}: serving/requests.py). Raises `error` for a refusal (4xx, at once), no answer
+        after the retries, or an answer that is not one prediction per input."""
+        _, response = self.retrying.post(self.client, self.url, {"inputs": inputs, "params": {
+            "aggregation": aggregation}}, name="PRM endpoint", error=self.error)
+        where = f"PRM endpoint {redact_url(self.url)}"
+        try:
+            predictions = response.json()["predictions"]
+        except (ValueError, KeyError, TypeError) as caught:
+            raise self.error(f"{where}: not a scoring response ({type(caught).__name__}: {caught}): "
+                             f"{self.retrying.shown(response)}") from caught
+        if not isinstance(predictions, list) or len(predictions) != len(inputs):
+            raise self.error(f"{where}: {len(inputs)} solutions sent, answer holds "
+                             f"{len(predictions) if isinstance(predictions, list) else predictions!r:.40}")
+        return predictions
 
 
 class PooledPRM(PRM):
