@@ -7,7 +7,7 @@ so sixteen concurrent one-solution requests cost about one forward, not sixteen.
 
 The loop runs its forwards in `threads` threads, each on its own batch (`register.scoring_threads`; 0: one per
 CPU core the process may use, 1 on a GPU): a small model's forward gains little from several torch threads
-(../shared/STACK.md: 1 thread per process for small models), while two batches at once, one per core, double
+(1 thread per process for small models: docs/benchmarks/scoring-vs-loop.md), while two batches at once, one per core, double
 what a CPU server scores; torch releases the GIL inside its kernels, and the scoring path keeps no state on the
 model (modeling.final_hidden_states), so the threads share it.
 
