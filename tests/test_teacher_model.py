@@ -123,3 +123,24 @@ def test_a_bad_teacher_model_is_refused_by_name(tmp_path):
     with pytest.raises(ConnectionError, match=r"label.teacher_model 'http://127.0.0.1:9'.*after 1 retries"):
         model_teacher_scores(rows, teacher_prm(unserved), unserved, "problems.jsonl")
 
+
+
+def test_a_teacher_file_s_first_step_says_where_its_scores_start(tmp_path):
+    from prmflow.labeling.teacher import read_teacher_scores, teacher_rows
+
+    scores_file = tmp_path / "scores.jsonl"
+    scores_file.write_text("".join(json.dumps(line) + "\n" for line in [
+        {"id": "a", "first_step": 2, "step_scores": {"t": [0.9, 0.2]}},    # from the first step ingest kept
+        {"id": "b", "first_step": 3, "step_scores": {"t": [0.9]}},         # past the kept steps' start
+        {"id": "c", "first_step": "2", "step_scores": {"t": [0.9, 0.2]}},  # not a step index
+    ]))
+    scores, bad_lines = read_teacher_scores(scores_file, ["t"])
+    assert [(r["line"], r["field"], r["reason"]) for r in bad_lines] == [
+        (3, "first_step", "first_step: expected a step index >= 0, got '2'")]
+    candidates = [{"id": i, "problem_id": "p", "problem": "What is 2 + 2?", "answer": "4", "steps": ["2 + 2 = 4.",
+                   "The answer is 4."], "predicted_answer": "4", "correct": True, "source": "pool",
+                   "leading_steps_dropped": 2} for i in ("a", "b")]
+    params = LabelParams(method="teacher", teacher_file=str(scores_file), teacher_models=["t"])
+    rows, rejects = teacher_rows(candidates, scores, params, "train.jsonl")
+    assert [(r["id"], r["labels"], r["values"]) for r in rows] == [("a", ["+", "-"], [0.9, 0.2])]
+    assert [r["reason"] for r in rejects] == ["step_scores: 1 scores from step 3 for 4 steps of 'b'"]

@@ -163,13 +163,15 @@ def teacher_rows(problems: Iterable[dict], scores: dict[str, dict], params: Labe
                                    f"{teacher_origin(params)}", problem["id"]))
             continue
         # steps the source scored that ingest cut away (a chat transcript), less those the scores start after
-        dropped = problem.get("leading_steps_dropped", 0) - entry["first_step"]
+        first_step = entry.get("first_step", 0)
+        dropped = problem.get("leading_steps_dropped", 0) - first_step
         counts = {len(v) for v in entry["scores"].values()}
         if dropped < 0 or counts != {dropped + len(problem["steps"])}:
+            start = f" from step {first_step}" if first_step else ""
             rejects.append(teacher_reject(teacher_origin(params), entry["line"], "step_scores",
-                                   f"{counts.pop()} scores from step {entry['first_step']} for "
-                                   f"{problem.get('leading_steps_dropped', 0) + len(problem['steps'])} steps of "
-                                   f"{problem['id']!r}", problem["id"]))
+                                          f"{counts.pop()} scores{start} for "
+                                          f"{problem.get('leading_steps_dropped', 0) + len(problem['steps'])} steps "
+                                          f"of {problem['id']!r}", problem["id"]))
             continue
         scores_of_steps = combined_scores(entry["scores"], params.teacher_combine)[dropped:]
         rows.append(teacher_row(problem, scores_of_steps, params))
