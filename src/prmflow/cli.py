@@ -80,6 +80,39 @@ def score_main(args: argparse.Namespace) -> int:
 
 
 
+def teacher_scores_main(args: argparse.Namespace) -> int:
+    """A teacher PRM's step scores of a candidates file, written as a label.teacher_file (asked once, reused);
+    exit status 1 when a candidate was rejected (each printed with its line and reason)."""
+    from pathlib import Path
+
+    from prmflow.config import LabelParams
+    from prmflow.labeling.teacher_model import teacher_scores_file
+
+    params = LabelParams(method="teacher", teacher_model=args.model, teacher_checkpoint=args.checkpoint,
+                         batch_size=args.batch_size, request_timeout_s=args.request_timeout_s)
+    written, rejects = teacher_scores_file(Path(args.candidates), params, Path(args.out), args.name)
+    for reject in rejects:
+        print(f"{reject['file']}:{reject['line']}: {reject['reason']}", file=sys.stderr)
+    print(f"prmflow teacher-scores: {written} candidates scored by {args.model} -> {args.out} "
+          f"(teacher_models: [{args.name}]), {len(rejects)} rejected")
+    return bool(rejects)
+
+
+def _teacher_scores_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("candidates", help="a candidates file (StrictPRMBench's pool layout, ingest format candidates)")
+    p.add_argument("--model", required=True, help="the teacher PRM: a served PRM's URL, vLLM's /pooling URL, a "
+                                                  "model folder or a models:/ URI")
+    p.add_argument("--checkpoint", default="", help="a /pooling model's PRM folder (its tokenizer encodes)")
+    p.add_argument("--out", required=True, help="the teacher file to write ({id, first_step, step_scores})")
+    p.add_argument("--name", default="teacher", help="its step_scores entry (default: %(default)s)")
+    from prmflow.sections import LabelParams
+
+    p.add_argument("--batch-size", type=int, default=LabelParams.batch_size,
+                   help="solutions per request or forward (default: label.batch_size's, %(default)s)")
+    p.add_argument("--request-timeout-s", type=float, default=LabelParams.request_timeout_s,
+                   help="seconds a request may take (default: label.request_timeout_s's, %(default)s)")
+
+
 def alias_main(args: argparse.Namespace) -> None:
     """`promote` / `rollback` / `registry` under the registry lock: an interrupted earlier move is completed first
     (and said), then the move; then reports/registry.json says what the registry holds."""
@@ -315,6 +348,9 @@ COMMANDS = (
             arguments=_rollback_arguments),
     Command("registry", "say where @champion and @challenger are, the champion history and orphan versions; "
                         "complete a move a killed command left unfinished", run=alias_main),
+    Command("teacher-scores", "a teacher PRM's step scores of a candidates file -> a label.teacher_file, so a "
+                              "served teacher is asked once", run=teacher_scores_main,
+            arguments=_teacher_scores_arguments),
     Command("pairs", "step-level preference pairs {prompt, chosen, rejected} from labeled rollouts, for TRL's "
                      "DPOTrainer (Step-DPO)", run=pairs_main, arguments=_pairs_arguments),
     Command("serve-vllm", "serve a registered PRM with vLLM's pooling runner (same step scores as mlflow models "

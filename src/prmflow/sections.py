@@ -99,7 +99,7 @@ class LabelParams:
                           "(GenPRM: + where MC(after) / MC(before) >= label.progress_threshold), binary_search "
                           "(OmegaPRM: completions only at the prefixes a binary search for the first error probes) "
                           "or teacher (a teacher PRM's step scores of each candidate solution, from "
-                          "label.teacher_file; no policy is run)."},
+                          "label.teacher_file or the PRM at label.teacher_model; no policy is run)."},
     )
     progress_threshold: float = field(
         default=0.8, metadata={"rule": FRACTION, "help": "relative_progress: a step is + when the Monte-Carlo value "
@@ -116,9 +116,21 @@ class LabelParams:
         default="", metadata={"help": "teacher: JSON lines of cached step scores, {id, step_scores: {model: "
                                       "[float per step]}}, keyed by the candidate ids of the ingested rows."}
     )
+    teacher_model: str = field(
+        default="", metadata={"help": "teacher: a PRM asked for the step scores instead of a file (prmflow.load): a "
+                                      "served PRM's URL (/invocations), vLLM's /pooling URL (with "
+                                      "label.teacher_checkpoint), a model folder or a models:/ URI. A candidate it "
+                                      "cannot score whole (cut by its context) is rejected. Solutions per request: "
+                                      "label.batch_size; request_timeout_s, max_retries as the openai policy."}
+    )
+    teacher_checkpoint: str = field(
+        default="", metadata={"help": "teacher: the PRM's folder whose tokenizer encodes candidates for a /pooling "
+                                      "teacher_model (vLLM's server takes token ids)."}
+    )
     teacher_models: list[str] = field(
         default_factory=lambda: ["qwen_prm"],
-        metadata={"help": "teacher: the step_scores entries to use; several are combined by teacher_combine."},
+        metadata={"help": "teacher: the teacher_file's step_scores entries to use; several are combined by "
+                          "teacher_combine."},
     )
     teacher_combine: str = field(
         default="mean", metadata={"choices": TEACHER_COMBINES,
@@ -224,8 +236,17 @@ class LabelParams:
 
     def check(self) -> list[str]:
         return unmet([
-            (self.method != "teacher" or bool(self.teacher_file.strip()),
-             "teacher_file: the teacher method needs a file of cached step scores"),
+            (self.method != "teacher" or bool(self.teacher_file.strip()) != bool(self.teacher_model.strip()),
+             "teacher_file, teacher_model: the teacher method needs exactly one source of step scores (a file of "
+             f"cached scores or a PRM to ask), got teacher_file={self.teacher_file!r}, "
+             f"teacher_model={self.teacher_model!r}"),
+            (self.method == "teacher" or not self.teacher_model,
+             f"teacher_model: only label.method teacher asks a PRM, got method {self.method!r}"),
+            (not self.teacher_model.rstrip("/").endswith("/pooling") or bool(self.teacher_checkpoint),
+             f"teacher_checkpoint: the /pooling teacher_model {self.teacher_model!r} takes token ids: name the "
+             f"PRM's folder whose tokenizer encodes the candidates"),
+            (not self.teacher_checkpoint or self.teacher_model.rstrip("/").endswith("/pooling"),
+             "teacher_checkpoint: only a /pooling teacher_model reads it"),
             (self.method != "teacher" or bool(self.teacher_models),
              "teacher_models: the teacher method needs at least one step_scores entry to use"),
             (len(set(self.teacher_models)) == len(self.teacher_models),

@@ -1,10 +1,10 @@
 """Stage `label`: step labels from policy rollouts, as in Math-Shepherd (or OmegaPRM's binary search), or
-from a teacher PRM's step scores (teacher.py).
+from a teacher PRM's step scores (teacher.py: a file of them; teacher_model.py: a PRM asked now).
 
     prmflow label             # reads params.yaml: base, label
 
 Every row carries its lineage, `label_source`: the method and what it rested on (policy and completions
-per prefix; the teacher file, models, combination rule and threshold; `given` for pre-labeled rows).
+per prefix; the teacher file or model, models, combination rule and threshold; `given` for pre-labeled rows).
 Candidate solutions (ingest format `candidates`) are labeled as they are: by the teacher's scores, or by
 completions of their own prefixes (mc, binary_search with a model policy). With `label.consensus_file`, a
 train solution is kept only where that second source puts its first error on the same step (consensus.py).
@@ -49,6 +49,7 @@ from prmflow.labeling.engine import ProblemLabels, label_many
 from prmflow.labeling.policies import make_policy
 from prmflow.labeling.step_labels import METHODS
 from prmflow.labeling.teacher import read_teacher_scores, teacher_rows
+from prmflow.labeling.teacher_model import model_teacher_scores, teacher_prm
 
 SPLITS = ("train", "test")
 # The code the labels rest on (the label stage's import closure, as dvc.yaml's deps): a partial file made by
@@ -262,10 +263,13 @@ def main(params: Params) -> None:
     report = {"policy": params.label.policy, "method": params.label.method}
     teacher = params.label.method == "teacher"
     rejects: list[dict] = []
-    if teacher:
+    if teacher and params.label.teacher_file:
         scores, rejects = read_teacher_scores(Path(params.label.teacher_file), params.label.teacher_models)
         report["teacher"] = {"file": params.label.teacher_file, "scored_solutions": len(scores),
                              "rejected_lines": len(rejects)}
+    elif teacher:  # asked split by split below
+        prm, scores = teacher_prm(params.label), {}
+        report["teacher"] = {"model": params.label.teacher_model, "on": prm.description}
     with stage_run(params.base, "label", params.label):
         for split in SPLITS:
             source = data / "problems" / f"{split}.jsonl"
@@ -273,7 +277,14 @@ def main(params: Params) -> None:
             if not problems:
                 raise RecordError(f"{source}: no problems (the file is empty: rerun `prmflow ingest`)")
             if teacher:
-                rows, bad = teacher_rows(problems, scores, params.label, source)
+                unscored = []
+                if params.label.teacher_model:
+                    scores, unscored = model_teacher_scores(problems, prm, params.label, source)
+                    report["teacher"][f"{split}_scored_solutions"] = len(scores)
+                    report["teacher"][f"{split}_unscorable"] = len(unscored)
+                rows, bad = teacher_rows(problems, scores, params.label, source,
+                                         frozenset(r["id"] for r in unscored))
+                bad = unscored + bad
                 rejects += bad
                 results = []
             else:

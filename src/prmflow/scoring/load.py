@@ -234,7 +234,8 @@ def directory_threshold(model: str | Path, metrics_path: str | None) -> tuple[fl
 
 def load(source: str | Path, *, placement: Placement | None = None, format: str | None = None,
          threshold: float | None = None, metrics_path: str | None = None, checkpoint: str | Path | None = None,
-         batch_size: int | None = None, request_timeout_s: float = SearchParams.request_timeout_s) -> PRM:
+         batch_size: int | None = None, request_timeout_s: float = SearchParams.request_timeout_s,
+         retrying: Retrying | None = None) -> PRM:
     """The PRM at `source`: a model folder (its format detected, or `format`: one of config.PRM_FORMATS), a
     registered model URI (`models:/prm@champion`, `runs:/...`: loaded through MLflow as the server loads it,
     its stored threshold and serving config), a served PRM's URL (the serving contract), or vLLM's pooling
@@ -244,7 +245,8 @@ def load(source: str | Path, *, placement: Placement | None = None, format: str 
     set; a stage passes its `model` section's, which the environment does not change); for a registered model
     it replaces the stored one, and PRMFLOW_DEVICE / PRMFLOW_DTYPE override both, as in the server.
     `batch_size`: solutions per forward (a folder) or per request (a served PRM);
-    `request_timeout_s`: seconds an endpoint's request may take.
+    `request_timeout_s`: seconds an endpoint's request may take; `retrying`: how a served PRM's requests are
+    retried (http_retry.Retrying; default: its defaults).
     Raises FileNotFoundError for a folder without config.json, ValueError for an unknown or mismatched format
     or a checkpoint that needs remote code.
     """
@@ -256,7 +258,8 @@ def load(source: str | Path, *, placement: Placement | None = None, format: str 
                                  f"folder> to encode candidates with")
             return PooledPRM(source, checkpoint, threshold=EvaluateParams.threshold if threshold is None else threshold,
                              request_timeout_s=request_timeout_s)
-        return ServedPRM(source, batch_size=batch_size or SearchParams.batch_size, request_timeout_s=request_timeout_s)
+        return ServedPRM(source, batch_size=batch_size or SearchParams.batch_size, request_timeout_s=request_timeout_s,
+                         retrying=retrying)
     if ":/" in source:
         import dataclasses
 
