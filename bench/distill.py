@@ -25,6 +25,7 @@ import json
 import os
 import platform
 import random
+import re
 import sys
 import time
 from collections import defaultdict
@@ -80,8 +81,9 @@ def ranking_figures(rows: list[dict], scores: list[list[float]], samples: int, s
     for subset, (subset_rows, subset_scores) in {"all": (rows, full),
                                                  "mixed": ([r for r, _ in scored], [s for _, s in scored])}.items():
         metrics = evaluate_external("outcome", subset_rows, subset_scores, 0.5, "min", samples=samples, seed=seed)
-        figures[f"best_of_16_{subset}"] = {k: v for k, v in metrics.items() if k.startswith(
-            ("best_of_n_prm_min", "best_of_n_majority", "best_of_n_pass_at_1", "best_of_n_oracle")) and "_at_" not in k}
+        # At the largest N only (the plain names), not the per-N curve (`..._at_N`; pass_at_1 is a method's name).
+        figures[f"best_of_16_{subset}"] = {k: v for k, v in metrics.items() if k.startswith("best_of_n_") and not
+                                           re.search(r"_at_\d+(_ci_low|_ci_high)?$", k.replace("pass_at_1", "pass"))}
         figures[f"best_of_16_{subset}"]["problems"] = len({r["problem_id"] for r in subset_rows})
     return figures
 
@@ -153,8 +155,9 @@ def split_pools(spec: dict, args, rng: random.Random) -> tuple[list[dict], dict[
     return train, held_out
 
 
-def measure(scorer, pool: str, rows: list[dict], samples: int, seed: int) -> dict:
-    """Score the held-out candidates of mixed problems one at a time (no padding) and measure (ranking_figures)."""
+def measure(scorer, pool: str, rows: list[dict], samples: int, seed: int, scores_file: str) -> dict:
+    """Score the held-out candidates of mixed problems one at a time (no padding) and measure (ranking_figures);
+    each scored candidate's student and teacher step scores are appended to `scores_file` (JSON lines)."""
     from prmflow.evaluation.ranking import mixed_problems
 
     mixed = mixed_problems(rows)
@@ -171,6 +174,11 @@ def measure(scorer, pool: str, rows: list[dict], samples: int, seed: int) -> dic
     seconds = time.time() - started
     tokens = sorted(len(e.input_ids) for e in encoded)
     student = [scores.get(r["id"], [0.5] * len(r["steps"])) for r in rows]  # unmixed: replaced in ranking_figures
+    scores_out = Path(scores_file)
+    with scores_out.open("a") as handle:
+        for r in to_score:
+            handle.write(json.dumps({"pool": pool, "id": r["id"], "problem_id": r["problem_id"], "correct": r["correct"],
+                                     "student": scores[r["id"]], "teacher": r["teacher"]}) + "\n")
     teacher_scores = [r["teacher"] for r in rows]
     scored_teacher = [dict(r, teacher=r["teacher"][:len(scores[r["id"]])]) for r in to_score]  # a cut tail unscored
     return {
@@ -291,8 +299,10 @@ def main() -> None:
            "command": " ".join(["bench/distill.py", *sys.argv[1:]]), "args": vars(args), "train": report,
            "train_candidates": len(examples), "train_candidates_cut": cut, "held_out": results}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    scores_file = str(Path(args.out).with_suffix(".scores.jsonl"))
+    Path(scores_file).unlink(missing_ok=True)
     for pool, rows in held_out.items():
-        results[pool] = measure(scorer, pool, rows, args.samples, args.seed)
+        results[pool] = measure(scorer, pool, rows, args.samples, args.seed, scores_file)
         log(pool, json.dumps(results[pool]["student"], indent=1))
         Path(args.out).write_text(json.dumps(out | {"total_seconds": time.time() - started}, indent=2) + "\n")
     out["total_seconds"] = time.time() - started
