@@ -178,7 +178,7 @@ def measure(scorer, pool: str, rows: list[dict], samples: int, seed: int, scores
     with scores_out.open("a") as handle:
         for r in to_score:
             handle.write(json.dumps({"pool": pool, "id": r["id"], "problem_id": r["problem_id"], "correct": r["correct"],
-                                     "student": scores[r["id"]], "teacher": r["teacher"]}) + "\n")
+                                     "student": scores[r["id"]]}) + "\n")
     teacher_scores = [r["teacher"] for r in rows]
     scored_teacher = [dict(r, teacher=r["teacher"][:len(scores[r["id"]])]) for r in to_score]  # a cut tail unscored
     return {
