@@ -113,18 +113,9 @@ def machine() -> dict:
 
 def load_profile(path: Path) -> dict:
     """The profile with "{smollm2}" filled in and each path starting with ../ read from beside this checkout."""
-    from smollm2_profile import smollm2_folder
+    from smollm2_profile import filled, smollm2_folder
 
-    def filled(value):
-        if isinstance(value, dict):
-            return {k: filled(v) for k, v in value.items()}
-        if isinstance(value, list):
-            return [filled(v) for v in value]
-        if isinstance(value, str) and value.startswith("../"):
-            return str((ROOT / value).resolve())
-        return value.replace("{smollm2}", smollm2_folder()) if isinstance(value, str) else value
-
-    return filled(yaml.safe_load(path.read_text()))
+    return filled(yaml.safe_load(path.read_text()), smollm2_folder())
 
 
 def split_pools(spec: dict, args, rng: random.Random) -> tuple[list[dict], dict[str, list[dict]]]:

