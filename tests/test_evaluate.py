@@ -38,11 +38,12 @@ def test_threshold_is_chosen_on_the_validation_problems_and_reported_on_the_othe
             rollout(test, ["+", "-"], 1, "8", False), rollout(test, ["+", "+"], -1, "7", True)]
     scores = [[0.9, 0.3], [0.8, 0.6], [0.9, 0.5], [0.7, 0.55]]
     m = evaluate_solutions(rows, scores, EvaluateParams(threshold=0.5, validation_fraction=0.5)).metrics
-    # validation: 0.6 catches the error at step 1 and passes the correct solution (F1 1)
-    assert (m["first_error_threshold"], m["first_error_validation_f1"]) == (0.6, 1.0)
-    # on the test problem 0.55 would be perfect, but 0.6 flags the correct solution: F1 0 is what gets reported
+    # validation: 0.45, the midpoint of 0.3 and 0.6 (never a score itself), catches the error at step 1 and passes
+    # the correct solution (F1 1)
+    assert (m["first_error_threshold"], m["first_error_validation_f1"]) == (pytest.approx(0.45), 1.0)
+    # on the test problem 0.525 would be perfect, but the erroneous step's 0.5 passes 0.45: F1 0 is what is reported
     assert (m["first_error_accuracy_erroneous"], m["first_error_accuracy_correct"], m["first_error_f1"]) == (
-        1.0, 0.0, 0.0)
+        0.0, 1.0, 0.0)
     assert (m["solutions"], m["validation_solutions"], m["test_solutions"], m["test_steps"]) == (4, 2, 2, 4)
     # step level on the test part at the fixed threshold 0.5: nothing is below it
     assert (m["step_accuracy"], m["negative_f1"], m["step_auroc"]) == (0.75, 0.0, 1.0)
