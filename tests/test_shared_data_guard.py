@@ -14,6 +14,16 @@ def _names(node: ast.AST) -> set[str]:
     return {n.id for n in ast.walk(node) if isinstance(n, ast.Name)}
 
 
+def _unchecked_names(function: ast.FunctionDef, shared: set[str]) -> set[str]:
+    """Names `function` uses, less the shared ones it reads only under `if NAME.is_file()` (or is_dir, exists; a statement or an expression):
+    such a function uses ../shared when it is there and runs without it."""
+    checked = {call.func.value.id for node in ast.walk(function) if isinstance(node, (ast.If, ast.IfExp))
+               for call in ast.walk(node.test)
+               if isinstance(call, ast.Call) and isinstance(call.func, ast.Attribute)
+               and call.func.attr in ("is_file", "is_dir", "exists") and isinstance(call.func.value, ast.Name)}
+    return _names(function) - (checked & shared)
+
+
 def unguarded_tests(source: str) -> list[str]:
     """The test functions of a module's `source` that reach ../shared data without a skipif naming it."""
     tree = ast.parse(source)
@@ -32,7 +42,7 @@ def unguarded_tests(source: str) -> list[str]:
         if "pytestmark" in targets and _names(node.value) & (shared | marks):
             guarded_module = True
     functions = {f.name: f for f in ast.walk(tree) if isinstance(f, ast.FunctionDef)}
-    uses = {name: _names(f) | {a.arg for a in f.args.args} for name, f in functions.items()}
+    uses = {name: _unchecked_names(f, shared) | {a.arg for a in f.args.args} for name, f in functions.items()}
     reaching = {name for name, used in uses.items() if used & shared}
     while True:  # through helpers and fixtures, transitively
         more = {name for name, used in uses.items() if used & reaching} - reaching
@@ -68,6 +78,8 @@ def test_other():
         "ROWS = DATA", "needs = pytest.mark.skipif(not DATA.is_dir(), reason='absent')\nROWS = DATA")
     assert unguarded_tests(marked) == []
     assert unguarded_tests(unguarded + "pytestmark = [pytest.mark.skipif(not ROWS.is_dir(), reason='x')]\n") == []
+    optional = unguarded.replace("return (ROWS", "if ROWS.is_dir():\n        return (ROWS")
+    assert unguarded_tests(optional) == []
 
 
 def test_the_real_candidates_bench_takes_its_paths_as_arguments(tmp_path):
