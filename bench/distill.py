@@ -1,17 +1,18 @@
 """Distil a teacher PRM into a shallow frozen-prefix SmolLM2 student on one CPU core, and measure it on held-out
 problems of the same pools (StrictPRMBench: QwQ-32B, 16 candidates per problem).
 
-    .venv/bin/python bench/distill.py --keep 10 --frozen 8 --train-per-problem 6 --epochs 2 \
+    .venv/bin/python bench/distill.py --keep-layers 8 --frozen-layers 6 --candidates-per-problem 8 --epochs 1 \
         --out bench/results/distill.json
 
 Steps (the library functions the pipeline's stages use): candidates read as ingest reads them
 (data.sources.parse_candidates: a leading chat transcript cut off), split by problem as ingest splits them
-(`hashed_split` of the problem-text id, `--test-fraction`); teacher soft labels from the cached step-score file
-(labeling.teacher: `--teachers` combined by mean, the cut steps' scores dropped); the student is SmolLM2-135M cut to
-its first `--keep` layers, the first `--frozen` frozen (their hidden states computed once), the rest, the final norm
-and the label rows trained (training.frozen_prefix) on `--train-per-problem` candidates of each train problem with
-right and wrong candidates. Saved in the step-tag format and scored through StepTagScorer (the serving path) on
-every candidate of the held-out problems with right and wrong candidates; the others' best-of-16 outcome is the same
+(`hashed_split` of the problem-text id, the profile's `test_fraction`); teacher soft labels from the cached
+step-score file (labeling.teacher: the profile's `teacher_models` combined by mean, the cut steps' scores dropped);
+the student is SmolLM2-135M cut to its first `--keep-layers` layers, the first `--frozen-layers` frozen (their hidden
+states computed once), the rest, the final norm and the label rows trained (training.frozen_prefix) on
+`--candidates-per-problem` candidates of each train problem with right and wrong candidates, with the teacher's
+steps as soft labels and (`--pairwise-weight`) a within-problem ranking loss on the teacher's solution order. Saved
+in the step-tag format and scored through StepTagScorer (the serving path) on every candidate of the held-out problems with right and wrong candidates; the others' best-of-16 outcome is the same
 for any selector and is added as it is. Reports within-problem solution AUROC (min and last step) with 95% bootstrap
 intervals over problems, best-of-16 against a random pick and majority vote (paired intervals), the teacher's own
 figures on the same problems, the student's step AUROC against the teacher's hard labels (>= 0.5), and the time and
@@ -232,6 +233,7 @@ def main() -> None:
     parser.add_argument("--candidates-per-problem", type=int)
     parser.add_argument("--epochs", type=float)
     parser.add_argument("--learning-rate", type=float)
+    parser.add_argument("--pairwise-weight", type=float, help="weight of the within-problem ranking loss (0: none)")
     parser.add_argument("--train-problems", type=int, default=0, help="mixed train problems per pool (0: all)")
     parser.add_argument("--test-problems", type=int, help="held-out problems per pool (0: all)")
     parser.add_argument("--samples", type=int, help="bootstrap resamples")
@@ -243,7 +245,7 @@ def main() -> None:
     spec = load_profile(Path(args.profile))
     student, t = spec["student"], spec["train"]
     for key, section in (("keep_layers", student), ("frozen_layers", student), ("candidates_per_problem", t),
-                         ("epochs", t), ("learning_rate", t)):
+                         ("epochs", t), ("learning_rate", t), ("pairwise_weight", t)):
         if getattr(args, key) is None:
             setattr(args, key, section[key])
     args.samples = spec["evaluate"]["bootstrap_samples"] if args.samples is None else args.samples
@@ -269,7 +271,8 @@ def main() -> None:
     for row in train:
         encoded = encode_candidate(tokenizer, fmt, row["problem"], row["steps"])
         cut += bool(encoded.dropped_steps or encoded.truncated_steps)
-        examples.append({"input_ids": encoded.input_ids, "targets": row["teacher"][:encoded.num_steps]})
+        examples.append({"input_ids": encoded.input_ids, "targets": row["teacher"][:encoded.num_steps],
+                         "group": row["problem_id"]})
     log(f"training on {len(examples)} candidates ({cut} cut), {sum(len(e['input_ids']) for e in examples)} tokens")
     last = [0.0]
 
@@ -281,7 +284,8 @@ def main() -> None:
     report = frozen_prefix.train_top(model, examples, fmt, frozen_layers=args.frozen_layers, epochs=args.epochs,
                                      batch_size=t["batch_size"], learning_rate=args.learning_rate, weight_decay=0.0,
                                      warmup_ratio=0.05, negative_class_weight=1.0, seed=args.seed,
-                                     dtype=torch.float32, progress=progress)
+                                     dtype=torch.float32, progress=progress, pairwise_weight=args.pairwise_weight,
+                                     pairwise_margin=t["pairwise_margin"])
     log("trained", report)
     save_model(model, tokenizer, fmt, Path(args.model_dir), "process")
     scorer = StepTagScorer(args.model_dir, Placement("cpu", "float32"))

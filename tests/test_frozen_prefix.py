@@ -92,3 +92,71 @@ def test_frozen_layers_outside_the_model_are_refused(stage_run):
     assert "frozen_layers: 4 is more than keep_layers 3" in " ".join(
         dataclasses.replace(params.train, frozen_layers=4).check())
     assert "set lora_r to 0" in " ".join(dataclasses.replace(params.train, lora_r=4).check())
+
+
+def test_the_pair_loss_ranks_candidates_of_one_problem_by_the_teacher_s_minimum():
+    """Two candidates of problem a (teacher minima 0.9 and 0.2) make one pair; problem b's lone candidate none."""
+    logits = [torch.tensor([[2.0, 0.0], [1.0, 0.0]]), torch.tensor([[0.0, 0.0]]), torch.tensor([[5.0, 0.0]])]
+    targets = [[0.95, 0.9], [0.2], [0.1]]
+    loss = frozen_prefix.within_problem_pair_loss(logits, targets, ["a", "a", "b"], margin=0.1)
+    better = -torch.logsumexp(-torch.tensor([2.0, 1.0]), dim=0)  # soft minimum of its log-odds 2 and 1
+    assert loss.item() == pytest.approx(torch.nn.functional.softplus(0.0 - better).item(), abs=1e-6)
+    assert frozen_prefix.within_problem_pair_loss(logits, targets, ["a", "b", "c"], margin=0.1) is None
+    assert frozen_prefix.within_problem_pair_loss(logits, [[0.3], [0.25], [0.1]], ["a", "a", "b"], 0.1) is None
+
+
+def test_batches_hold_whole_problems_and_every_solution_once_an_epoch():
+    groups = ["a", "a", "a", "b", "c", "c", "d"]
+    batches = frozen_prefix._epoch_batches(groups, batch_size=3, seed=0)
+    epoch = [next(batches) for _ in range(2)]  # a (3), then b + c (3); d starts the next batch
+    assert all(len(b) >= 3 and len({groups[i] for i in b}) == len({groups[i] for i in b}) for b in epoch)
+    for batch in epoch:
+        for group in {groups[i] for i in batch}:
+            assert sorted(i for i in batch if groups[i] == group) == [i for i, g in enumerate(groups) if g == group]
+    plain = frozen_prefix._epoch_batches(list(range(10)), batch_size=4, seed=0)
+    first_epoch = [i for _ in range(2) for i in next(plain)] + next(plain)[:2]
+    assert sorted(first_epoch) == list(range(10))
+
+
+def test_pairwise_training_orders_a_problem_s_candidates_as_the_teacher_does(labeled_rows):
+    """The tiny base, trained on six candidates of two problems with the ranking term: afterwards each problem's
+    candidates are ordered by their solution scores as by the teacher's minima (they were not before)."""
+    distinct = {tuple(r["steps"]): r for r in labeled_rows if len(r["steps"]) >= 2}  # no two alike
+    rows = list(distinct.values())[:6]
+    tokenizer = prepare_tokenizer(MODEL, corpus_texts(labeled_rows, MODEL))
+    fmt = prompt_format(tokenizer, MODEL)
+    torch.manual_seed(0)
+    model = build_model(MODEL, tokenizer).eval()
+    minima = [0.9, 0.5, 0.1, 0.2, 0.6, 0.95]  # per candidate; its steps' soft labels end at that minimum
+    examples = [{"input_ids": scorer_ids(tokenizer, fmt, r), "targets": [1.0] * (len(r["steps"]) - 1) + [m],
+                 "group": "p" if i < 3 else "q"} for i, (r, m) in enumerate(zip(rows, minima))]
+
+    def order_agrees() -> bool:
+        solution = [solution_score(model, fmt, e) for e in examples]
+        return all((solution[i] > solution[j]) == (minima[i] > minima[j]) for group in ((0, 1, 2), (3, 4, 5))
+                   for i in group for j in group if i != j)
+
+    assert not order_agrees()
+    report = frozen_prefix.train_top(model, examples, fmt, frozen_layers=2, epochs=30, batch_size=3,
+                                     learning_rate=1e-2, weight_decay=0.0, warmup_ratio=0.0,
+                                     negative_class_weight=1.0, seed=0, dtype=torch.float32, pairwise_weight=1.0)
+    assert report["pair_loss"] is not None and order_agrees()
+    with pytest.raises(ValueError, match="training example 0: no 'group'"):
+        frozen_prefix.train_top(model, [{k: v for k, v in examples[0].items() if k != "group"}], fmt,
+                                frozen_layers=2, epochs=1, batch_size=1, learning_rate=1e-3, weight_decay=0.0,
+                                warmup_ratio=0.0, negative_class_weight=1.0, seed=0, pairwise_weight=1.0)
+
+
+def scorer_ids(tokenizer, fmt, row) -> list[int]:
+    from prmflow.scoring.tokenization import encode_candidate
+
+    return encode_candidate(tokenizer, fmt, row["problem"], row["steps"]).input_ids
+
+
+def solution_score(model, fmt, example) -> float:
+    """The soft minimum of the steps' log-odds: what the ranking term orders."""
+    with torch.no_grad():
+        states = frozen_prefix.prefix_states(model, example["input_ids"], 2, torch.float32)
+        pair = frozen_prefix.top_pair_logits(model, states, torch.tensor(example["input_ids"]) == fmt.step_tag_id,
+                                             fmt, 2)
+    return -torch.logsumexp(-(pair[:, 0] - pair[:, 1]), dim=0).item()

@@ -16,6 +16,11 @@ unchanged. An output head tied to the input embedding is untied first (`untie_ou
 trained, and tied they would change the embedding of `+` and `-` wherever those appear in text, below the
 cached boundary.
 
+With `pairwise_weight` > 0 each optimizer step holds whole problems (examples sharing a "group") and adds a
+within-problem ranking term (`within_problem_pair_loss`): a PRM for best-of-N is judged by how it orders the
+candidates of one problem, and per-step soft labels alone mostly teach what differs between problems (their
+difficulty, their style), which a within-problem ranking never sees.
+
 Source: the frozen-feature reuse of "feature extraction" transfer learning (e.g. Howard & Ruder 2018's gradual
 unfreezing starts from it); the tag-only head is modeling.label_logits.
 """
@@ -137,16 +142,38 @@ def top_pair_logits(model, states: torch.Tensor, at_tags: torch.Tensor, fmt: Pro
     return token_logits(model, hidden[at_tags], [fmt.positive_id, fmt.negative_id])
 
 
+def within_problem_pair_loss(logits: list[torch.Tensor], targets: list[list[float]], groups: list,
+                             margin: float) -> torch.Tensor | None:
+    """Bradley-Terry loss on the solution scores of candidates of the same problem, or None without a pair.
+
+    `logits`: per candidate [num_tags, 2] (+, -) logits; its solution score is the soft minimum
+    (-logsumexp(-x)) of its steps' log-odds, a smooth stand-in for the min aggregation best-of-N ranks by.
+    `targets`: per candidate its steps' teacher P(+); the teacher's solution score is their minimum. For each pair
+    of one `groups` value whose teacher scores differ by more than `margin`, the loss is
+    softplus(-(s_better - s_worse)), averaged over the pairs. Source: RankNet / Bradley-Terry pairwise ranking
+    (Burges et al. 2005), applied within a problem as outcome reward models rank a problem's candidates.
+    """
+    solution = [-torch.logsumexp(-(pair[:, 0] - pair[:, 1]).float(), dim=0) for pair in logits]
+    teacher = [min(t) for t in targets]
+    terms = [torch.nn.functional.softplus(solution[j] - solution[i])
+             for i in range(len(logits)) for j in range(len(logits))
+             if groups[i] == groups[j] and teacher[i] - teacher[j] > margin]
+    return torch.stack(terms).mean() if terms else None
+
+
 def train_top(model, examples: list[dict], fmt: PromptFormat, *, frozen_layers: int, epochs: float,
               batch_size: int, learning_rate: float, weight_decay: float, warmup_ratio: float,
-              negative_class_weight: float, seed: int, dtype=torch.bfloat16, progress=None) -> dict:
+              negative_class_weight: float, seed: int, dtype=torch.bfloat16, progress=None,
+              pairwise_weight: float = 0.0, pairwise_margin: float = 0.1) -> dict:
     """Train `model` in place: prefix states of every example once, then `epochs` passes over them (AdamW, linear
     warmup, cosine decay; one optimizer step per `batch_size` solutions, each run at its own length, no padding).
 
-    `examples`: {"input_ids": [int], "targets": [P(+) per step tag]}. `dtype`: autocast and cache precision
-    (float32: no autocast). `progress(stage, done, total)` is called now and then. Returns seconds and tokens of
-    the prefix pass and of training, and the mean loss. Raises ValueError for a bad `frozen_layers` or an
-    example whose tag count differs from its targets.
+    `examples`: {"input_ids": [int], "targets": [P(+) per step tag]}, and "group" (its problem) when
+    `pairwise_weight` > 0: then a step holds whole groups (at least `batch_size` solutions) and its loss adds
+    `pairwise_weight` x within_problem_pair_loss. `dtype`: autocast and cache precision (float32: no autocast).
+    `progress(stage, done, total)` is called now and then. Returns seconds and tokens of the prefix pass and of
+    training, and the mean loss. Raises ValueError for a bad `frozen_layers`, an example whose tag count differs
+    from its targets, or a missing "group" when `pairwise_weight` > 0.
     """
     from transformers import get_cosine_schedule_with_warmup
 
@@ -154,6 +181,8 @@ def train_top(model, examples: list[dict], fmt: PromptFormat, *, frozen_layers: 
         tags = sum(1 for i in example["input_ids"] if i == fmt.step_tag_id)
         if tags != len(example["targets"]):
             raise ValueError(f"training example {index}: {tags} step tags but {len(example['targets'])} targets")
+        if pairwise_weight > 0 and "group" not in example:
+            raise ValueError(f"training example {index}: no 'group' (its problem), which pairwise_weight needs")
     trained = freeze_prefix(model, frozen_layers, fmt)
     model.eval()  # no dropout in the frozen part's cached pass; the top layers train without it too
     started = time.perf_counter()
@@ -166,16 +195,23 @@ def train_top(model, examples: list[dict], fmt: PromptFormat, *, frozen_layers: 
     steps = max(1, math.ceil(epochs * len(examples) / batch_size))
     optimizer = torch.optim.AdamW(trained, lr=learning_rate, weight_decay=weight_decay)
     schedule = get_cosine_schedule_with_warmup(optimizer, round(warmup_ratio * steps), steps)
-    order = _epoch_orders(len(examples), seed)
-    losses, tokens = [], 0
+    groups = [e.get("group", i) for i, e in enumerate(examples)] if pairwise_weight > 0 else list(range(len(examples)))
+    order = _epoch_batches(groups, batch_size, seed)
+    losses, pair_losses, tokens = [], [], 0
     started = time.perf_counter()
     for step in range(steps):
-        batch = [next(order) for _ in range(batch_size)]
+        batch = next(order)
         with autocast(dtype):
-            logits = torch.cat([top_pair_logits(model, cached[i], torch.tensor(examples[i]["input_ids"]) ==
-                                                fmt.step_tag_id, fmt, frozen_layers) for i in batch])
+            per_example = [top_pair_logits(model, cached[i], torch.tensor(examples[i]["input_ids"]) ==
+                                           fmt.step_tag_id, fmt, frozen_layers) for i in batch]
         targets = torch.tensor([t for i in batch for t in examples[i]["targets"]], dtype=torch.float)
-        loss = step_loss(logits, targets, negative_class_weight)
+        loss = step_loss(torch.cat(per_example), targets, negative_class_weight)
+        if pairwise_weight > 0:
+            pair_loss = within_problem_pair_loss(per_example, [examples[i]["targets"] for i in batch],
+                                                 [groups[i] for i in batch], pairwise_margin)
+            if pair_loss is not None:
+                loss = loss + pairwise_weight * pair_loss
+                pair_losses.append(pair_loss.item())
         loss.backward()
         optimizer.step()
         schedule.step()
@@ -188,6 +224,7 @@ def train_top(model, examples: list[dict], fmt: PromptFormat, *, frozen_layers: 
     prefix_tokens = sum(len(e["input_ids"]) for e in examples)
     return {"frozen_layers": frozen_layers, "layers": depth(model), "optimizer_steps": steps,
             "train_loss": sum(losses) / len(losses), "final_loss": sum(losses[-10:]) / len(losses[-10:]),
+            "pair_loss": sum(pair_losses) / len(pair_losses) if pair_losses else None,
             "prefix_seconds": prefix_seconds, "prefix_tokens": prefix_tokens,
             "prefix_tokens_per_second": prefix_tokens / prefix_seconds if prefix_seconds else math.nan,
             "train_seconds": train_seconds, "train_tokens": tokens,
@@ -196,10 +233,20 @@ def train_top(model, examples: list[dict], fmt: PromptFormat, *, frozen_layers: 
             "trainable_parameters": sum(p.numel() for p in trained)}
 
 
-def _epoch_orders(count: int, seed: int):
-    """Example indices, a fresh seeded shuffle of all `count` per epoch, forever."""
+def _epoch_batches(groups: list, batch_size: int, seed: int):
+    """Batches of example indices, forever: each epoch a fresh seeded shuffle of the groups (`groups[i]` is example
+    i's), whole groups taken until a batch holds at least `batch_size` examples. With one group per example this is
+    a plain shuffle cut into `batch_size` slices."""
+    members: dict = {}
+    for index, group in enumerate(groups):
+        members.setdefault(group, []).append(index)
     rng = random.Random(seed)
+    batch: list[int] = []
     while True:
-        order = list(range(count))
+        order = list(members)
         rng.shuffle(order)
-        yield from order
+        for group in order:
+            batch += members[group]
+            if len(batch) >= batch_size:
+                yield batch
+                batch = []
