@@ -89,7 +89,7 @@ def test_serve_vllm_scores_equal_the_mlflow_served_model(registered, served, hel
     assert len(printed_scores) == 2 and all(0 < s < 1 for s in printed_scores)
 
 
-# The default suite's storm takes seconds; 32 clients x 100 requests each (~2 min here) is opt-in.
+# The default suite's storm takes seconds; 32 clients x 100 requests each (75-100 s of requests here) is opt-in.
 @pytest.mark.parametrize("clients, requests", [(4, 48), pytest.param(32, 3200, marks=pytest.mark.slow)])
 def test_serve_vllm_storm_every_answer_equals_the_solo_one(registered, served, heldout, clients, requests):
     """Valid requests of 1-4 held-out and hostile candidates (as token ids, from prmflow's client) must each get the
