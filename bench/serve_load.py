@@ -156,7 +156,7 @@ def main() -> None:
     import mlflow
     from prmflow.config import Params
     from prmflow.jsonl import read_jsonl
-    from load_check import candidate_pool, run_mix, solo_predictions
+    from load_check import candidate_pool, mlflow_door, run_mix, solo_answers
     from model_server import free_port, loopback_process
     from prmflow.serving.register import log_prm
     from prmflow.serving.scorer import ServingConfig
@@ -183,14 +183,14 @@ def main() -> None:
         with server as proc:
             url = f"http://127.0.0.1:{port}"
             memory = {"at_start_mb": group_rss_mb(proc.pid)}
-            solo_plain = solo_predictions(url, plain)
+            door = mlflow_door(url, config.max_request_bytes)
+            solo_plain = solo_answers(door, plain)
             current = {"throughput_1_solution": mlflow_throughput(url, plain, solo_plain, args.throughput_requests,
                                                                   args.clients)}
             print("current throughput:", current["throughput_1_solution"], flush=True)
             if args.requests:
-                current["mixed_run"] = run_mix(url, pool, solo_predictions(url, pool), clients=args.clients,
-                                               requests=args.requests, hostile_share=args.hostile_share, seed=0,
-                                               max_request_bytes=config.max_request_bytes)
+                current["mixed_run"] = run_mix(door, pool, solo_answers(door, pool), clients=args.clients,
+                                               requests=args.requests, hostile_share=args.hostile_share, seed=0)
                 print("current mixed run:", {k: v for k, v in current["mixed_run"].items() if k != "examples"},
                       flush=True)
             memory["after_runs_mb"] = group_rss_mb(proc.pid)
@@ -209,8 +209,8 @@ def main() -> None:
             port, server = serve(f"models:/prm-baseline/{baseline_version}", env, tmp, "baseline")
             with server:
                 url = f"http://127.0.0.1:{port}"
-                throughput = mlflow_throughput(url, plain, solo_predictions(url, plain), args.throughput_requests,
-                                               args.clients)
+                throughput = mlflow_throughput(url, plain, solo_answers(mlflow_door(url, config.max_request_bytes),
+                                                                        plain), args.throughput_requests, args.clients)
             result["servers"]["mlflow_baseline"] = {"rev": args.baseline_rev, "throughput_1_solution": throughput}
             print("baseline throughput:", throughput, flush=True)
             result["speedup_1_solution"] = (current["throughput_1_solution"]["requests_per_s"]

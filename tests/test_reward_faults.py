@@ -23,7 +23,7 @@ from prmflow.integrations.openrlhf import make_reward_func
 from prmflow.integrations.text import END_OF_TURN, completion_text
 from prmflow.integrations.trl import prm_reward
 from prmflow.integrations.verl import compute_score_batch
-from load_check import mismatch, reward_pool, run_reward_mix, solo_rewards
+from load_check import mismatch, reward_door, reward_pool, run_mix, solo_answers
 from model_server import free_port, loopback_process
 from tiny_models import build_tiny_prm, sharpen_label_rows
 
@@ -263,14 +263,43 @@ def test_the_reward_server_binds_loopback_and_refuses_every_interface_without_a_
                                                                                         "localhost"]
 
 
+def test_a_reward_server_with_a_token_answers_only_requests_that_carry_it(prm_dir, tmp_path, monkeypatch):
+    """The token from PRMFLOW_REWARD_TOKEN (not the command line, which `ps` shows), as a Bearer header or as the
+    password of the URL OpenRLHF is given (requests sends it as Basic credentials); never printed or answered."""
+    import base64
+
+    from prmflow.integrations.reward_server import presented_token
+
+    monkeypatch.setenv("PRMFLOW_REWARD_TOKEN", SECRET)
+    server, url = reward_server(prm_dir, tmp_path)
+    body = {"query": ["Q" + "Ava has 3 apples.\n3 + 2 = 5\n#### 5"], "prompts": ["Q"]}
+    with server:
+        post = lambda **headers: requests.post(f"{url}/get_reward", json=body, headers=headers,  # noqa: E731
+                                               timeout=60)
+        refused = [post(), post(Authorization="Bearer wrong"), post(Authorization="Basic %%%"),
+                   post(Authorization=f"Token {SECRET}"), post(Authorization=f"Bearer {SECRET[:-1]}")]
+        assert [r.status_code for r in refused] == [401] * 5
+        assert all(SECRET not in r.text and len(r.content) < 1024 for r in refused)
+        bearer = post(Authorization=f"Bearer {SECRET}")
+        assert bearer.status_code == 200, bearer.text
+        basic = requests.post(url.replace("http://", f"http://prm:{SECRET}@") + "/get_reward", json=body, timeout=60)
+        assert basic.status_code == 200 and basic.json() == bearer.json()
+        assert requests.get(f"{url}/health", timeout=10).status_code == 200  # for a load balancer's probe
+    log = (tmp_path / "reward.log").read_text()
+    assert "requests must carry the token" in log and SECRET not in log
+    assert presented_token(b"basic " + base64.b64encode(b"user:a:b")) == "a:b"
+    assert presented_token(b"Bearer  t0k ") == "t0k" and presented_token(b"Basic \xff") == ""
+
+
 def test_reward_server_storm_every_answer_equals_the_solo_one(prm_dir, labeled_rows, tmp_path):
     """32 clients, a quarter of the requests hostile bodies, unscorable and padded queries among the valid ones."""
     server, url = reward_server(prm_dir, tmp_path)
     pool = reward_pool(labeled_rows)
     with server:
-        solo = solo_rewards(url, pool)
-        report = run_reward_mix(url, pool, solo, clients=32, requests=400, hostile_share=0.25, seed=0)
-    assert sum(logs["prm_unscorable"] for _, logs in solo) == 6  # five bad completions and the empty prompt
+        door = reward_door(url)
+        solo = solo_answers(door, pool)
+        report = run_mix(door, pool, solo, clients=32, requests=400, hostile_share=0.25, seed=0)
+    assert sum(answer["prm_unscorable"] for answer in solo) == 6  # five bad completions and the empty prompt
     assert solo[-1] == solo[0]  # the padded copy of the first query: the same reward and logs
     assert (report["wrong"], report["server_errors"], report["bad_4xx"], report["hostile_accepted"]) == (0, 0, 0, 0), \
         report["examples"]

@@ -103,6 +103,24 @@ def test_one_degenerate_candidate_leaves_the_others_as_they_are_alone(server):
             assert (prediction["first_error"], prediction["reason"]) == (expected["first_error"], None)
 
 
+def test_bytes_that_are_not_utf8_in_one_candidate_cost_that_candidate_only(server):
+    """Raw bytes, not a JSON escape: the body is read as text with each bad byte kept as a lone surrogate in its
+    own string, so the candidate holding it gets the lone surrogate's `reason` and its batch-mates their scores."""
+    good = json.dumps(SOLUTIONS[0]).encode()
+    bad = b'{"problem": "p", "steps": ["a", "Ava has \xff\xfe apples."]}'
+    response = invoke(server, b'{"inputs": [' + good + b", " + bad + b", " + good + b"]}")
+    assert response.status_code == 200, response.text[:500]
+    first, faulty, last = response.json()["predictions"]
+    assert faulty["reason"] == "steps[1]: not valid Unicode text (surrogates not allowed at character 8)"
+    assert (faulty["score"], faulty["step_scores"], faulty["first_error"]) == (None, [], None)
+    alone = invoke(server, {"inputs": SOLUTIONS[:1]}).json()["predictions"][0]
+    assert first == last and first["step_scores"] == pytest.approx(alone["step_scores"], abs=1e-5)
+    # Outside a candidate's text a bad byte breaks the request's own rules: a short 400 naming the field.
+    refused = invoke(server, b'{"inputs": [' + good + b'], "params": {"aggregation": "m\xffin"}}')
+    assert refused.status_code == 400 and "params.aggregation" in refused.json()["message"]
+    assert len(refused.content) < 1024
+
+
 def test_a_300_step_trace_is_scored_on_what_fits_and_text_is_split(server):
     prediction = invoke(server, {"inputs": [{"problem": PROBLEM, "steps": LONG_STEPS}]}).json()["predictions"][0]
     assert 0 < prediction["scored_steps"] < 300 and prediction["truncated_steps"] == []

@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from prmflow.serving.batcher import default_threads, pick_batch
-from load_check import candidate_pool, mismatch, run_mix, solo_predictions
+from load_check import candidate_pool, mismatch, mlflow_door, run_mix, solo_answers
 from model_server import model_server
 from tiny_models import build_tiny_prm, log_version, server_env, sharpen_label_rows, tracking_store
 
@@ -52,9 +52,9 @@ def test_concurrent_clients_with_hostile_requests_get_their_solo_answers(prm_dir
     with tracking_store(tmp_path) as uri:
         version = log_version(prm_dir, **LIMITS)
         with model_server(f"models:/prm/{version}", server_env(uri), tmp_path, tmp_path / "serve.log") as url:
-            solo = solo_predictions(url, pool)
-            report = run_mix(url, pool, solo, clients=16, requests=480, hostile_share=0.25, seed=0,
-                             max_request_bytes=LIMITS["max_request_bytes"])
+            door = mlflow_door(url, LIMITS["max_request_bytes"])
+            solo = solo_answers(door, pool)
+            report = run_mix(door, pool, solo, clients=16, requests=480, hostile_share=0.25, seed=0)
     tagged_problem, tagged_step, surrogate, huge, loop = solo[-5:]
     assert tagged_problem["neutralised"] == ["problem"] and tagged_step["neutralised"] == ["steps[0]"]
     assert tagged_problem["step_scores"] and tagged_step["step_scores"]

@@ -1,7 +1,9 @@
 """vLLM's pooling runner as a second server of a registered PRM: `prmflow serve-vllm` starts a real vLLM server
 (the CPU build, in its own venv made by `make vllm-env`) on loopback, and its step scores must equal those of
 `mlflow models serve` of the same version to 1e-5, on held-out solutions and on hostile candidates (step-tag
-text, a step longer than the context, a lone surrogate).
+text, a step longer than the context, a lone surrogate); and it must pass the storm the other two servers pass
+(load_check.run_mix): concurrent clients through prmflow's pooling client, a quarter of the requests hostile bodies,
+every answer equal to the candidate's solo answer.
 
 Skipped only where PRMFLOW_VLLM_PYTHON is unset: the Makefile sets it for `make test`, so CI runs it.
 """
@@ -15,7 +17,7 @@ import sys
 import pytest
 
 from conftest import REPO
-from load_check import candidate_pool
+from load_check import candidate_pool, pooling_door, run_mix, solo_answers
 from model_server import free_port, loopback_process, model_server
 from prmflow.serving.vllm_server import KV_CACHE_ENV, KV_CACHE_MAX_GIB
 from tiny_models import build_tiny_prm, log_version, server_env, sharpen_label_rows, tracking_store
@@ -37,30 +39,43 @@ def heldout(tmp_path_factory):
     return candidate_pool(rows, max_request_bytes=4_000_000, size=64)
 
 
-def test_serve_vllm_scores_equal_the_mlflow_served_model(tmp_path, heldout):
+@pytest.fixture(scope="module")
+def registered(tmp_path_factory):
+    """A tiny PRM (heads of 32: vLLM's CPU attention refuses 16) registered as the register stage does."""
+    root = tmp_path_factory.mktemp("vllm-serving")
+    model_dir = sharpen_label_rows(build_tiny_prm(root / "prm", seed=0, max_length=512, hidden_size=64), 20.0)
+    with tracking_store(root) as uri:
+        version = log_version(model_dir, max_solutions_per_request=128, max_steps_per_request=100_000)
+        yield {"root": root, "uri": uri, "model_dir": model_dir, "model": f"models:/prm/{version}"}
+
+
+@pytest.fixture(scope="module")
+def served(registered):
+    """`prmflow serve-vllm` of the registered version, as documented: no VLLM_CPU_KVCACHE_SPACE (serve-vllm sizes
+    the KV cache from the memory available); its base URL."""
+    root = registered["root"]
+    env = {k: v for k, v in server_env(registered["uri"]).items() if k != KV_CACHE_ENV} | {"OMP_NUM_THREADS": "1"}
+    port = free_port()
+    command = ["prmflow", "serve-vllm", "--model", registered["model"], "--port", str(port), "--python", VLLM_PYTHON]
+    with loopback_process(command, f"http://127.0.0.1:{port}/health", env, root, root / "vllm.log",
+                          ready_timeout=READY_TIMEOUT_S):
+        yield f"http://127.0.0.1:{port}"
+
+
+def test_serve_vllm_scores_equal_the_mlflow_served_model(registered, served, heldout, tmp_path):
     import requests
 
     import prmflow
 
-    model_dir = sharpen_label_rows(build_tiny_prm(tmp_path / "prm", seed=0, max_length=512, hidden_size=64), 20.0)
-    with tracking_store(tmp_path) as uri:
-        version = log_version(model_dir, max_solutions_per_request=128, max_steps_per_request=100_000)
-        # As documented: no VLLM_CPU_KVCACHE_SPACE, serve-vllm sizes the KV cache from the memory available.
-        env = {k: v for k, v in server_env(uri).items() if k != KV_CACHE_ENV} | {"OMP_NUM_THREADS": "1"}
-        port = free_port()
-        command = ["prmflow", "serve-vllm", "--model", f"models:/prm/{version}", "--port", str(port),
-                   "--python", VLLM_PYTHON]
-        with model_server(f"models:/prm/{version}", server_env(uri), tmp_path, tmp_path / "mlflow.log") as mlflow_url:
-            served = requests.post(f"{mlflow_url}/invocations", json={"inputs": heldout}, timeout=300)
-            assert served.status_code == 200, served.text[:500]
-            predictions = served.json()["predictions"]
-        with loopback_process(command, f"http://127.0.0.1:{port}/health", env, tmp_path, tmp_path / "vllm.log",
-                              ready_timeout=READY_TIMEOUT_S):
-            pooled = prmflow.load(f"http://127.0.0.1:{port}/pooling", checkpoint=model_dir).score(
-                [(c["problem"], c["steps"]) for c in heldout])
-            scores = [p.step_scores for p in pooled]
-            snippet = run_docs_snippet(f"http://127.0.0.1:{port}", model_dir, tmp_path / "project")
-    log = (tmp_path / "vllm.log").read_text()
+    model_dir = registered["model_dir"]
+    with model_server(registered["model"], server_env(registered["uri"]), tmp_path, tmp_path / "mlflow.log") as url:
+        answer = requests.post(f"{url}/invocations", json={"inputs": heldout}, timeout=300)
+        assert answer.status_code == 200, answer.text[:500]
+        predictions = answer.json()["predictions"]
+    pooled = prmflow.load(f"{served}/pooling", checkpoint=model_dir).score([(c["problem"], c["steps"]) for c in heldout])
+    scores = [p.step_scores for p in pooled]
+    snippet = run_docs_snippet(served, model_dir, tmp_path / "project")
+    log = (registered["root"] / "vllm.log").read_text()
     [chosen] = re.findall(r"prmflow serve-vllm: KV cache (\d+) GiB for vLLM's CPU build", log)
     assert 1 <= int(chosen) <= KV_CACHE_MAX_GIB
     compared = [(p["step_scores"], s) for p, s in zip(predictions, scores)]
@@ -72,6 +87,25 @@ def test_serve_vllm_scores_equal_the_mlflow_served_model(tmp_path, heldout):
     assert snippet.returncode == 0, snippet.stderr[-2000:]
     printed_scores = json.loads(snippet.stdout.split("]")[0] + "]")
     assert len(printed_scores) == 2 and all(0 < s < 1 for s in printed_scores)
+
+
+# The default suite's storm takes seconds; 32 clients x 100 requests each (75-100 s of requests here) is opt-in.
+@pytest.mark.parametrize("clients, requests", [(4, 48), pytest.param(32, 3200, marks=pytest.mark.slow)])
+def test_serve_vllm_storm_every_answer_equals_the_solo_one(registered, served, heldout, clients, requests):
+    """Valid requests of 1-4 held-out and hostile candidates (as token ids, from prmflow's client) must each get the
+    candidate's solo answer; hostile bodies (nested 1,000 deep, a 5,000-digit id, ids past the vocabulary or the
+    context, negative, not JSON, the wrong shape, another model, text/plain) a short 4xx; no 5xx, no hang."""
+    import requests as http
+
+    door = pooling_door(served, registered["model_dir"])
+    solo = solo_answers(door, heldout)
+    report = run_mix(door, heldout, solo, clients=clients, requests=requests, hostile_share=0.25, seed=0)
+    print({key: value for key, value in report.items() if key != "examples"})
+    assert (report["wrong"], report["server_errors"], report["bad_4xx"], report["hostile_accepted"]) == (0, 0, 0, 0), \
+        report["examples"]
+    assert report["valid"] > requests // 2 and report["hostile"] > requests // 10
+    assert report["skipped_past_time_limit"] == 0 and report["items_compared"] > requests
+    assert all(http.get(served + path, timeout=10).status_code == 404 for path in ("/docs", "/openapi.json", "/redoc"))
 
 
 def run_docs_snippet(url: str, model_dir, project) -> subprocess.CompletedProcess:

@@ -164,7 +164,7 @@ def pairs_main(args: argparse.Namespace) -> None:
 
 def reward_server_main(args: argparse.Namespace) -> None:
     from prmflow.integrations.client import RewardConfig
-    from prmflow.integrations.reward_server import allowed_hosts, serve
+    from prmflow.integrations.reward_server import TOKEN_ENV, allowed_hosts, is_loopback, serve
     from prmflow.param_rules import redact_url
 
     try:
@@ -174,8 +174,13 @@ def reward_server_main(args: argparse.Namespace) -> None:
         allowed_hosts(args.host, args.allow_host)
     except ValueError as err:
         sys.exit(f"prmflow reward-server: {redact_url(str(err))}")
-    print(f"reward-server: POST http://{args.host}:{args.port}/get_reward, rewards from {config.source}")
-    serve(config, args.host, args.port, args.allow_host)
+    token = args.token or os.environ.get(TOKEN_ENV, "")
+    print(f"reward-server: POST http://{args.host}:{args.port}/get_reward, rewards from {config.source}"
+          + ("; requests must carry the token" if token else ""))
+    if not token and not is_loopback(args.host):
+        print(f"reward-server: bound to {args.host} without a token: any machine that reaches it and names an allowed "
+              f"host gets rewards (set {TOKEN_ENV} or --token)", file=sys.stderr)
+    serve(config, args.host, args.port, args.allow_host, token)
 
 
 def run_summary(registry: dict, metrics: dict) -> str:
@@ -297,6 +302,9 @@ def _reward_server_arguments(p: argparse.ArgumentParser) -> None:
                                                                 "exponential backoff (default: RewardConfig.max_retries)")
     p.add_argument("--allow-host", action="append", default=[],
                    help="a Host name clients use (repeatable); needed when bound to every interface")
+    p.add_argument("--token", default=None, help="a token every request must carry (Authorization: Bearer TOKEN, or "
+                                                 "http://prm:TOKEN@host:port/get_reward); default: "
+                                                 "$PRMFLOW_REWARD_TOKEN, else none (a command line shows in ps)")
     p.add_argument("--policy-tokenizer", default="", help="the policy's tokenizer (directory or hub id): its "
                                                           "special tokens are cut off a completion's end")
 

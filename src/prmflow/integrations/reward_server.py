@@ -11,6 +11,11 @@ Plain ASGI under uvicorn, with the scoring server's rules for what a client may 
 - loopback by default; the `Host` header must name the address served (a loopback name on loopback), so a web page
   that rebinds its own name to 127.0.0.1 cannot reach it; bound to another address, the names clients use go in
   `--allow-host` (an all-interfaces bind without one is refused at start);
+- with a token (`--token`, or the PRMFLOW_REWARD_TOKEN environment variable, which `ps` does not show), every
+  request but `GET /health` must carry it, as `Authorization: Bearer TOKEN` or as the password of Basic
+  credentials (`http://prm:TOKEN@host:5002/get_reward`: what OpenRLHF's remote reward client, which sends no
+  headers of its own, sends for such a URL); 401 otherwise. A Host check keeps out web pages, not other machines:
+  off loopback, a server without a token says so at start;
 - a PRM that keeps failing is a 502 naming its endpoint; no credential (`user:password@` in `--endpoint`) is
   printed, answered or logged: it is shown as `***`.
 """
@@ -18,6 +23,8 @@ Plain ASGI under uvicorn, with the scoring server's rules for what a client may 
 from __future__ import annotations
 
 import asyncio
+import base64
+import hmac
 import ipaddress
 import json
 import logging
@@ -25,10 +32,11 @@ import logging
 from prmflow.integrations.client import PRMClient, RewardConfig, RewardError
 from prmflow.integrations.openrlhf import check_payload, reward_payload
 from prmflow.http_retry import scrubbed
-from prmflow.serving.requests import parse_json
+from prmflow.serving.requests import body_text, parse_json
 
 MAX_BODY_BYTES = 64_000_000  # 1,024 queries of 60,000 characters; OpenRLHF sends one micro-batch per request
 LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
+TOKEN_ENV = "PRMFLOW_REWARD_TOKEN"
 log = logging.getLogger("prmflow.rewards")
 
 
@@ -61,6 +69,20 @@ def host_name(value: bytes) -> str:
     return text.rsplit(":", 1)[0] if text.count(":") == 1 else text
 
 
+def presented_token(value: bytes) -> str:
+    """The token an Authorization header carries ("" for none): `Bearer TOKEN`, or Basic credentials whose password
+    is the token (what requests, and so OpenRLHF, sends for a URL `http://prm:TOKEN@host:port/...`)."""
+    scheme, _, credentials = value.decode("latin-1").strip().partition(" ")
+    if scheme.lower() == "bearer":
+        return credentials.strip()
+    if scheme.lower() == "basic":
+        try:
+            return base64.b64decode(credentials.strip(), validate=True).decode("utf-8").partition(":")[2]
+        except ValueError:  # not base64 (binascii.Error), not ASCII, not UTF-8
+            return ""
+    return ""
+
+
 async def _send(send, status: int, payload: dict) -> None:
     body = json.dumps(payload).encode()
     await send({"type": "http.response.start", "status": status,
@@ -69,10 +91,11 @@ async def _send(send, status: int, payload: dict) -> None:
 
 
 class RewardApp:
-    """The ASGI app (module docstring): `client` scores, `hosts` are the Host names answered."""
+    """The ASGI app (module docstring): `client` scores, `hosts` are the Host names answered, `token` (when not
+    empty) is the one every request but `GET /health` must carry."""
 
-    def __init__(self, client: PRMClient, hosts: frozenset[str]):
-        self.client, self.hosts = client, hosts
+    def __init__(self, client: PRMClient, hosts: frozenset[str], token: str = ""):
+        self.client, self.hosts, self.token = client, hosts, token.encode()
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -90,6 +113,10 @@ class RewardApp:
         route = (scope["method"], scope["path"])
         if route == ("GET", "/health"):
             return 200, {"status": "ok", "prm": self.client.config.source}
+        if self.token and not hmac.compare_digest(presented_token(headers.get(b"authorization", b"")).encode(),
+                                                  self.token):
+            return 401, {"error": "Authorization: no valid token; send `Authorization: Bearer TOKEN` (see prmflow "
+                                  "reward-server --token)"}
         if scope["path"] not in ("/get_reward", "/health"):
             return 404, {"error": "no such path; POST /get_reward or GET /health"}
         if route != ("POST", "/get_reward"):
@@ -108,10 +135,8 @@ class RewardApp:
         content_type = headers.get(b"content-type", b"").decode("latin-1").split(";")[0].strip().lower()
         if content_type != "application/json":
             return 415, {"error": f"Content-Type: must be application/json, got {content_type[:40]!r}"}
-        # Bytes that are not UTF-8 become lone surrogates in their own string: that query alone is unscorable.
-        text = b"".join(chunks).decode("utf-8", errors="surrogateescape")
         try:
-            queries, prompts = check_payload(parse_json(text, "request body"))
+            queries, prompts = check_payload(parse_json(body_text(b"".join(chunks)), "request body"))
             return 200, await asyncio.to_thread(reward_payload, self.client, queries, prompts)
         except ValueError as error:  # RequestError too
             return 400, {"error": scrubbed(str(error))[:900]}
@@ -122,12 +147,13 @@ class RewardApp:
             return 500, {"error": "the reward server failed on this request; its log has the error"}
 
 
-def reward_app(config: RewardConfig, host: str = "127.0.0.1", allow: list[str] | None = None) -> RewardApp:
+def reward_app(config: RewardConfig, host: str = "127.0.0.1", allow: list[str] | None = None,
+               token: str = "") -> RewardApp:
     """The app for a server bound to `host`; raises ValueError as allowed_hosts does."""
-    return RewardApp(PRMClient(config), allowed_hosts(host, allow or []))
+    return RewardApp(PRMClient(config), allowed_hosts(host, allow or []), token)
 
 
-def serve(config: RewardConfig, host: str, port: int, allow: list[str] | None = None) -> None:
+def serve(config: RewardConfig, host: str, port: int, allow: list[str] | None = None, token: str = "") -> None:
     import uvicorn
 
-    uvicorn.run(reward_app(config, host, allow), host=host, port=port, log_level="warning", lifespan="off")
+    uvicorn.run(reward_app(config, host, allow, token), host=host, port=port, log_level="warning", lifespan="off")

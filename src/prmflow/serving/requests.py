@@ -85,15 +85,21 @@ def split_text(text: str) -> tuple[list[str], str]:
     raise AssertionError("unreachable: the last rule always returns")
 
 
-def parse_json(data: bytes | str, where: str, hint: str = "") -> Any:
+def body_text(data: bytes) -> str:
+    """A request body as text for `parse_json`: bytes that are not UTF-8 become lone surrogates (surrogateescape)
+    in the string that holds them, so only the candidate holding that string is unscorable (content_fault gives it
+    its `reason`), not the request. A fault outside the candidates' text still refuses the request by its own rule
+    (a key that is not a known name, a broken JSON token)."""
+    return data.decode("utf-8", errors="surrogateescape")
+
+
+def parse_json(data: str, where: str, hint: str = "") -> Any:
     """`json.loads(data)`, or a RequestError `<where>: <why>` (a bare line: `<why>`) for anything that cannot be read: not JSON,
-    not UTF-8, nested too deep (RecursionError), an integer past Python's digit limit. `hint` ends the message."""
+    nested too deep (RecursionError), an integer past Python's digit limit. `hint` ends the message."""
     try:
         return json.loads(data)
     except json.JSONDecodeError as err:
         why = f"not JSON ({err.msg} at line {err.lineno} column {err.colno})"
-    except UnicodeDecodeError:
-        why = "not UTF-8 text"
     except RecursionError:
         why = "nested too deep to read"
     except ValueError as err:  # json's own errors are caught above: this is a value past a limit

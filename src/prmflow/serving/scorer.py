@@ -47,8 +47,8 @@ from prmflow.scoring.modeling import Job
 from prmflow.scoring.predictions import CombinedPrediction, Prediction
 from prmflow.serving.batcher import ScoringLoop
 from prmflow.serving.requests import (
-    SHAPE, RequestError, Solution, clip, content_fault, described, params_from_json, parse_json, solution_from_json,
-    split_text, unknown_keys,
+    SHAPE, RequestError, Solution, body_text, clip, content_fault, described, params_from_json, parse_json,
+    solution_from_json, split_text, unknown_keys,
 )
 
 REGISTERED_THRESHOLD = "the registered model's config (evaluate's choice, stored by register)"
@@ -140,7 +140,7 @@ def read_body(data: bytes, content_type: str | None, config: ServingConfig) -> t
     if (content_type or "").split(";")[0].strip().lower() != "application/json":
         raise RequestError(f"Content-Type: must be application/json, got {clip(str(content_type))}; send {SHAPE}",
                            status=415)
-    body = parse_json(data, "request body", f"; send {SHAPE}")
+    body = parse_json(body_text(data), "request body", f"; send {SHAPE}")
     if not isinstance(body, dict) or "inputs" not in body:
         got = f"an object with keys {[clip(str(k)) for k in list(body)[:5]]}" if isinstance(body, dict) else \
             described(body)

