@@ -71,6 +71,23 @@ def test_a_folder_its_registered_model_and_its_server_give_the_same_predictions(
     assert from_api.get_reward(PAIRS[0][0], "\n".join(PAIRS[0][1])) == pytest.approx(served[0]["score"], abs=1e-5)
 
 
+def test_a_served_prm_answers_unscorable_candidates_as_its_server_and_scores_their_batch_mates(served_prm):
+    """A batch holding candidates the server answers on their own (an empty problem, no step, an empty step, a lone
+    surrogate): the served PRM's client gives each the server's answer, field by field, without sending it, and
+    its batch-mates their scores."""
+    import requests
+
+    from load_check import UNSCORABLE_PAIRS
+
+    batch = [pair for mixed in zip(PAIRS * 3, UNSCORABLE_PAIRS) for pair in mixed]
+    served = requests.post(f"{served_prm['url']}/invocations", timeout=120,
+                           json={"inputs": [{"problem": p, "steps": s} for p, s in batch]}).json()["predictions"]
+    ours = prmflow.load(served_prm["url"]).score(batch)
+    assert all(p["reason"] and p["score"] is None for p in served[1::2])
+    assert [p.model_dump() for p in ours[1::2]] == served[1::2]
+    assert_same(ours[0:4:2], served[0:4:2])
+
+
 def test_a_pooling_endpoint_needs_the_checkpoint_that_encodes_for_it():
     with pytest.raises(ValueError, match="pass checkpoint="):
         prmflow.load("http://127.0.0.1:8000/pooling")
