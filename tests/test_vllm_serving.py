@@ -156,14 +156,14 @@ def test_pooled_requests_are_retried_past_a_dropped_connection_and_a_503(registe
 def flaky_proxy(upstream: str, failures: list[int | None]):
     """A loopback HTTP proxy to `upstream` whose first requests fail as `failures` says (None: the connection
     closed without an answer; a status: that answer), the rest forwarded; yields its base URL."""
-    import http.server
     import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-    import requests as http
+    import requests
 
     left = list(failures)
 
-    class Handler(http.server.BaseHTTPRequestHandler):
+    class Handler(BaseHTTPRequestHandler):
         def do_POST(self):
             body = self.rfile.read(int(self.headers["Content-Length"]))
             failure = left.pop(0) if left else "forward"
@@ -171,7 +171,7 @@ def flaky_proxy(upstream: str, failures: list[int | None]):
                 self.close_connection = True
                 return
             if failure == "forward":
-                answer = http.post(upstream + self.path, data=body, timeout=120,
+                answer = requests.post(upstream + self.path, data=body, timeout=120,
                                    headers={"Content-Type": self.headers["Content-Type"]})
                 status, content = answer.status_code, answer.content
             else:
@@ -185,7 +185,7 @@ def flaky_proxy(upstream: str, failures: list[int | None]):
         def log_message(self, *args):  # the test's output stays the test's
             pass
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:

@@ -32,7 +32,7 @@ from prmflow.param_rules import redact_url
 from prmflow.scoring.candidates import Solution, content_fault
 from prmflow.scoring.modeling import Job, score_jobs
 from prmflow.scoring.predictions import (
-    Pair, Prediction, counted_details, encoded_details, predictions, unscorable,
+    CombinedPrediction, Pair, Prediction, counted_details, encoded_details, predictions, unscorable,
 )
 from prmflow.scoring.reward_config import DEFAULT_DELIMITER
 from prmflow.sections_evaluation import CombineParams
@@ -91,6 +91,12 @@ class LocalPRM(PRM):
         self.forward_tokens = 0
 
     def score(self, pairs: list[Pair], aggregation: str = DEFAULT_AGGREGATION) -> list[Prediction]:
+        """One prediction per pair (a CombinedPrediction with an ORM); a candidate the scoring server answers on
+        its own (scored_apart) gets that answer."""
+        return scored_apart(pairs, lambda scorable: self._score(scorable, aggregation),
+                            CombinedPrediction if self.outcome else Prediction)
+
+    def _score(self, pairs: list[Pair], aggregation: str) -> list[Prediction]:
         scores, details = self.step_scores(pairs)
         outcomes = self.outcome.outcome_batch(pairs, self.batch_size) if self.outcome else None
         return predictions(pairs, scores, details, threshold=self.threshold, aggregation=aggregation,
@@ -134,13 +140,15 @@ class LocalPRM(PRM):
         return done[0]
 
 
-def scored_apart(pairs: list[Pair], score: Callable[[list[Pair]], list[Prediction]]) -> list[Prediction]:
+def scored_apart(pairs: list[Pair], score: Callable[[list[Pair]], list[Prediction]],
+                 kind: type[Prediction] = Prediction) -> list[Prediction]:
     """One prediction per pair, in order: `score`'s for the pairs that candidates.content_fault (the scoring
-    server's rule) lets through, `unscorable` with its reason for the others (an empty problem, no step, an
-    empty or whitespace-only step, a lone surrogate), so one such candidate never costs its batch-mates theirs."""
+    server's rule) lets through, `unscorable` (of `kind`) with its reason for the others (an empty problem, no
+    step, an empty or whitespace-only step, a lone surrogate), so one such candidate never costs its batch-mates
+    theirs. Every PRM of `load` answers through it, as the scoring server does."""
     faults = [content_fault(Solution(problem=problem, steps=steps), "")[1] for problem, steps in pairs]
     scorable = [i for i, fault in enumerate(faults) if fault is None]
-    out = [unscorable(fault) if fault is not None else None for fault in faults]
+    out = [unscorable(fault, kind) if fault is not None else None for fault in faults]
     for i, prediction in zip(scorable, score([pairs[i] for i in scorable]) if scorable else []):
         out[i] = prediction
     return out
