@@ -114,7 +114,7 @@ def test_pooled_answers_for_unscorable_candidates_equal_the_scoring_server(regis
     equals the scoring server's (the Scorer `mlflow models serve` runs for the registered version), scores to
     1e-5, and each held-out candidate's answer equals its answer without the unscorable ones."""
     import prmflow
-    from prmflow.scoring.candidates import Solution
+    from prmflow.serving.requests import Solution
     from prmflow.serving.scorer import load_scorer
 
     server = load_scorer(registered["model"])

@@ -12,7 +12,9 @@
 
 `score(pairs, aggregation)` takes (problem, steps) pairs and gives one predictions.Prediction each: the fields
 the server answers, computed by the same function (predictions.predictions), so a folder, a registered model,
-the served one and vLLM's server of the same weights give the same step scores. Every PRM also answers
+the served one and vLLM's server of the same weights give the same step scores; a candidate the scoring server
+answers on its own (an empty problem, no step, an empty step, a lone surrogate: candidates.content_fault) gets
+that answer from each of them (`score` None, its `reason`). Every PRM also answers
 `get_rewards_for_steps(problem, steps)` and `get_reward(problem, text)`, the public reward API's methods.
 
 A folder's `first_error` threshold is `threshold`, else evaluate's choice in `metrics_path` when that file
