@@ -1,7 +1,9 @@
 """vLLM's pooling runner as a second server of a registered PRM: `prmflow serve-vllm` starts a real vLLM server
 (the CPU build, in its own venv made by `make vllm-env`) on loopback, and its step scores must equal those of
 `mlflow models serve` of the same version to 1e-5, on held-out solutions and on hostile candidates (step-tag
-text, a step longer than the context, a lone surrogate); and it must pass the storm the other two servers pass
+text, a step longer than the context, a lone surrogate); candidates the scoring server answers on their own
+(an empty problem, no step, an empty step, a lone surrogate) must get that answer through the pooling client, whose
+requests are retried past a dropped connection and a 503; and it must pass the storm the other two servers pass
 (load_check.run_mix): concurrent clients through prmflow's pooling client, a quarter of the requests hostile bodies,
 every answer equal to the candidate's solo answer.
 
