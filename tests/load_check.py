@@ -37,6 +37,14 @@ COMPARED = ("scored_steps", "truncated_steps", "dropped_steps", "reason", "neutr
             "has_final_answer", "steps", "split")
 
 
+# (problem, steps) candidates the scoring server answers on their own (scoring.candidates.content_fault), with
+# `score: null` and a `reason`: every client of a PRM (prmflow.load) must give them that answer, and cost their
+# batch-mates nothing. An empty problem, no step (a `Step 1:` text once split), an empty step, lone surrogates.
+UNSCORABLE_PAIRS = [("", ["3 + 2 = 5"]), ("Ava has 3 apples.", []), ("Ava has 3 apples.", ["   ", "3 + 2 = 5"]),
+                    ("Ava has 3 apples.", ["3 + 2 = 5", "\t\n"]), ("Ava has 3 apples.", ["3 + 2 = \ud800 5"]),
+                    ("Ava has \udcff apples.", ["3 + 2 = 5"])]
+
+
 def hostile_bodies(max_request_bytes: int) -> dict[str, bytes]:
     """Whole-request faults, each of which must be a short 4xx."""
     one = b'{"problem": "p", "steps": ["a"]}'

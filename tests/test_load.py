@@ -71,6 +71,26 @@ def test_a_folder_its_registered_model_and_its_server_give_the_same_predictions(
     assert from_api.get_reward(PAIRS[0][0], "\n".join(PAIRS[0][1])) == pytest.approx(served[0]["score"], abs=1e-5)
 
 
+def test_every_path_answers_unscorable_candidates_as_the_server_and_scores_their_batch_mates(served_prm):
+    """A batch holding candidates the server answers on their own (an empty problem, no step, an empty step, a lone
+    surrogate): the folder, its registered model and the served PRM's client each give every one of them the
+    server's answer, field by field (the client without sending it), and their batch-mates their scores."""
+    import requests
+
+    from load_check import UNSCORABLE_PAIRS
+
+    batch = [pair for mixed in zip(PAIRS * 3, UNSCORABLE_PAIRS) for pair in mixed]
+    served = requests.post(f"{served_prm['url']}/invocations", timeout=120,
+                           json={"inputs": [{"problem": p, "steps": s} for p, s in batch]}).json()["predictions"]
+    assert all(p["reason"] and p["score"] is None for p in served[1::2])
+    registered = prmflow.load(served_prm["uri"])
+    folder = prmflow.load(served_prm["model_dir"], threshold=registered.threshold)
+    for prm in (folder, registered, prmflow.load(served_prm["url"])):
+        ours = prm.score(batch)
+        assert [p.model_dump() for p in ours[1::2]] == served[1::2], prm.description
+        assert_same(ours[0:4:2], served[0:4:2])
+
+
 def test_a_pooling_endpoint_needs_the_checkpoint_that_encodes_for_it():
     with pytest.raises(ValueError, match="pass checkpoint="):
         prmflow.load("http://127.0.0.1:8000/pooling")

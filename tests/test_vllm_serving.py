@@ -1,13 +1,16 @@
 """vLLM's pooling runner as a second server of a registered PRM: `prmflow serve-vllm` starts a real vLLM server
 (the CPU build, in its own venv made by `make vllm-env`) on loopback, and its step scores must equal those of
 `mlflow models serve` of the same version to 1e-5, on held-out solutions and on hostile candidates (step-tag
-text, a step longer than the context, a lone surrogate); and it must pass the storm the other two servers pass
+text, a step longer than the context, a lone surrogate); candidates the scoring server answers on their own
+(an empty problem, no step, an empty step, a lone surrogate) must get that answer through the pooling client, whose
+requests are retried past a dropped connection and a 503; and it must pass the storm the other two servers pass
 (load_check.run_mix): concurrent clients through prmflow's pooling client, a quarter of the requests hostile bodies,
 every answer equal to the candidate's solo answer.
 
 Skipped only where PRMFLOW_VLLM_PYTHON is unset: the Makefile sets it for `make test`, so CI runs it.
 """
 
+import contextlib
 import json
 import os
 import re
@@ -17,7 +20,7 @@ import sys
 import pytest
 
 from conftest import REPO
-from load_check import candidate_pool, pooling_door, run_mix, solo_answers
+from load_check import UNSCORABLE_PAIRS, candidate_pool, pooling_door, run_mix, solo_answers
 from model_server import free_port, loopback_process, model_server
 from prmflow.serving.vllm_server import KV_CACHE_ENV, KV_CACHE_MAX_GIB
 from tiny_models import build_tiny_prm, log_version, server_env, sharpen_label_rows, tracking_store
@@ -106,6 +109,92 @@ def test_serve_vllm_storm_every_answer_equals_the_solo_one(registered, served, h
     assert report["valid"] > requests // 2 and report["hostile"] > requests // 10
     assert report["skipped_past_time_limit"] == 0 and report["items_compared"] > requests
     assert all(http.get(served + path, timeout=10).status_code == 404 for path in ("/docs", "/openapi.json", "/redoc"))
+
+
+def test_pooled_answers_for_unscorable_candidates_equal_the_scoring_server(registered, served, heldout):
+    """A batch of held-out candidates with the unscorable ones among them: every field of every pooled answer
+    equals the scoring server's (the Scorer `mlflow models serve` runs for the registered version), scores to
+    1e-5, and each held-out candidate's answer equals its answer without the unscorable ones."""
+    import prmflow
+    from prmflow.serving.requests import Solution
+    from prmflow.serving.scorer import load_scorer
+
+    server = load_scorer(registered["model"])
+    pooled = prmflow.load(f"{served}/pooling", checkpoint=registered["model_dir"], threshold=server.config.threshold)
+    plain = [(c["problem"], c["steps"]) for c in heldout[:6]]
+    batch = [pair for mixed in zip(plain, UNSCORABLE_PAIRS) for pair in mixed]
+    ours, theirs = pooled.score(batch), server.score([Solution(problem=p, steps=s) for p, s in batch])
+    assert all(p.reason and p.score is None for p in theirs[1::2])  # the server's rule holds for each of them
+    assert_same_answers(ours, theirs)
+    assert_same_answers(ours[0::2], pooled.score(plain))
+
+
+def assert_same_answers(ours, theirs) -> None:
+    """Every field equal, step scores and scores to 1e-5 (vLLM and torch round differently)."""
+    assert len(ours) == len(theirs)
+    for a, b in zip((p.model_dump() for p in ours), (p.model_dump() for p in theirs)):
+        assert a["step_scores"] == pytest.approx(b["step_scores"], abs=1e-5)
+        assert (a["score"] is None) == (b["score"] is None) and a["score"] == pytest.approx(b["score"], abs=1e-5)
+        rest = {k: v for k, v in a.items() if k not in ("step_scores", "score")}
+        assert rest == {k: v for k, v in b.items() if k not in ("step_scores", "score")}
+
+
+def test_pooled_requests_are_retried_past_a_dropped_connection_and_a_503(registered, served, heldout):
+    """Through a loopback proxy that drops the first connection unanswered (as uvicorn drops an idle keep-alive
+    one) and answers the second 503, the pooling client retries under `retrying` and gets vLLM's own answer."""
+    import prmflow
+    from prmflow.http_retry import Retrying
+
+    pairs = [(c["problem"], c["steps"]) for c in heldout[:4]]
+    direct = prmflow.load(f"{served}/pooling", checkpoint=registered["model_dir"]).score(pairs)
+    retrying = Retrying(max_retries=3, backoff_s=0.01)
+    with flaky_proxy(served, [None, 503]) as proxy:
+        through = prmflow.load(f"{proxy}/pooling", checkpoint=registered["model_dir"], retrying=retrying).score(pairs)
+    assert retrying.retries == 2
+    assert_same_answers(through, direct)
+
+
+@contextlib.contextmanager
+def flaky_proxy(upstream: str, failures: list[int | None]):
+    """A loopback HTTP proxy to `upstream` whose first requests fail as `failures` says (None: the connection
+    closed without an answer; a status: that answer), the rest forwarded; yields its base URL."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    import requests
+
+    left = list(failures)
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            failure = left.pop(0) if left else "forward"
+            if failure is None:
+                self.close_connection = True
+                return
+            if failure == "forward":
+                answer = requests.post(upstream + self.path, data=body, timeout=120,
+                                   headers={"Content-Type": self.headers["Content-Type"]})
+                status, content = answer.status_code, answer.content
+            else:
+                status, content = failure, b'{"error": "unavailable"}'
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(content)))
+            self.end_headers()
+            self.wfile.write(content)
+
+        def log_message(self, *args):  # the test's output stays the test's
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def run_docs_snippet(url: str, model_dir, project) -> subprocess.CompletedProcess:

@@ -14,7 +14,7 @@ except where the contract says the score must not be used as it is:
   solution, and a policy trained on that reward learns to stop early (the rule of best-of-N, README);
 - a completion the PRM cannot score gets `unscorable_reward` (default 0.0), its `reason` saying why, and a
   warning naming its index goes to the `prmflow.rewards` logger (the trainer's log): one rule
-  (serving.requests.content_fault, the server's own) for an empty, whitespace-only or marker-only completion
+  (scoring.candidates.content_fault, the server's own) for an empty, whitespace-only or marker-only completion
   (`Step 1:`), one that is not valid Unicode (a lone surrogate) and an empty problem, applied here before
   anything is sent, and `score: null` from the server (nothing fits the PRM's context). Its batch-mates get
   the rewards they get alone.
@@ -42,8 +42,8 @@ from prmflow.devices import transformers_classes
 from prmflow.http_retry import RequestFailed, Retrying
 from prmflow.integrations.text import DEFAULT_END_TOKENS, end_tokens
 from prmflow.param_rules import redact_url
+from prmflow.scoring.candidates import Solution, content_fault
 from prmflow.scoring.load import ServedPRM, invocations_url
-from prmflow.serving.requests import Solution, content_fault
 
 RENAMED = {"timeout_s": "request_timeout_s"}  # RewardConfig keywords of the last release (prmflow 0.1.0) -> now
 log = logging.getLogger("prmflow.rewards")
@@ -237,7 +237,7 @@ class PRMClient:
         return self._served.invoke(inputs, self.config.aggregation)
 
     def _predict_local(self, inputs: list[dict]) -> list[dict]:
-        from prmflow.serving.requests import RequestError, Solution
+        from prmflow.serving.requests import RequestError
         from prmflow.serving.scorer import load_scorer
 
         if self._scorer is None:

@@ -12,7 +12,9 @@
 
 `score(pairs, aggregation)` takes (problem, steps) pairs and gives one predictions.Prediction each: the fields
 the server answers, computed by the same function (predictions.predictions), so a folder, a registered model,
-the served one and vLLM's server of the same weights give the same step scores. Every PRM also answers
+the served one and vLLM's server of the same weights give the same step scores; a candidate the scoring server
+answers on its own (an empty problem, no step, an empty step, a lone surrogate: candidates.content_fault) gets
+that answer from each of them (`score` None, its `reason`). Every PRM also answers
 `get_rewards_for_steps(problem, steps)` and `get_reward(problem, text)`, the public reward API's methods.
 
 A folder's `first_error` threshold is `threshold`, else evaluate's choice in `metrics_path` when that file
@@ -29,8 +31,11 @@ from prmflow.config import DEFAULT_AGGREGATION, EvaluateParams, SearchParams
 from prmflow.devices import Placement
 from prmflow.http_retry import RequestFailed, Retrying
 from prmflow.param_rules import redact_url
+from prmflow.scoring.candidates import Solution, content_fault
 from prmflow.scoring.modeling import Job, score_jobs
-from prmflow.scoring.predictions import Pair, Prediction, counted_details, encoded_details, predictions
+from prmflow.scoring.predictions import (
+    CombinedPrediction, Pair, Prediction, counted_details, encoded_details, predictions, unscorable,
+)
 from prmflow.scoring.reward_config import DEFAULT_DELIMITER
 from prmflow.sections_evaluation import CombineParams
 
@@ -88,6 +93,12 @@ class LocalPRM(PRM):
         self.forward_tokens = 0
 
     def score(self, pairs: list[Pair], aggregation: str = DEFAULT_AGGREGATION) -> list[Prediction]:
+        """One prediction per pair (a CombinedPrediction with an ORM); a candidate the scoring server answers on
+        its own (scored_apart) gets that answer."""
+        return scored_apart(pairs, lambda scorable: self._score(scorable, aggregation),
+                            CombinedPrediction if self.outcome else Prediction)
+
+    def _score(self, pairs: list[Pair], aggregation: str) -> list[Prediction]:
         scores, details = self.step_scores(pairs)
         outcomes = self.outcome.outcome_batch(pairs, self.batch_size) if self.outcome else None
         return predictions(pairs, scores, details, threshold=self.threshold, aggregation=aggregation,
@@ -131,6 +142,20 @@ class LocalPRM(PRM):
         return done[0]
 
 
+def scored_apart(pairs: list[Pair], score: Callable[[list[Pair]], list[Prediction]],
+                 kind: type[Prediction] = Prediction) -> list[Prediction]:
+    """One prediction per pair, in order: `score`'s for the pairs that candidates.content_fault (the scoring
+    server's rule) lets through, `unscorable` (of `kind`) with its reason for the others (an empty problem, no
+    step, an empty or whitespace-only step, a lone surrogate), so one such candidate never costs its batch-mates
+    theirs. Every PRM of `load` answers through it, as the scoring server does."""
+    faults = [content_fault(Solution(problem=problem, steps=steps), "")[1] for problem, steps in pairs]
+    scorable = [i for i, fault in enumerate(faults) if fault is None]
+    out = [unscorable(fault, kind) if fault is not None else None for fault in faults]
+    for i, prediction in zip(scorable, score([pairs[i] for i in scorable]) if scorable else []):
+        out[i] = prediction
+    return out
+
+
 def invocations_url(url: str) -> str:
     """The serving contract's scoring URL of a served PRM's base URL (`/invocations` added once)."""
     return url.rstrip("/").removesuffix("/invocations") + "/invocations"
@@ -140,8 +165,8 @@ class ServedPRM(PRM):
     """A served PRM (`mlflow models serve`, `prmflow reward-server`'s upstream): POST <url>/invocations,
     `batch_size` solutions a request, each request retried by `retrying` (http_retry.Retrying: connection
     errors, timeouts, 429 and 5xx, with exponential backoff and jitter). The one client of the serving contract:
-    the reward client (integrations.client.PRMClient) sends its requests through `invoke`. Solutions with no
-    step (the contract refuses them) get a Prediction with a `reason`, without a request."""
+    the reward client (integrations.client.PRMClient) sends its requests through `invoke`. A solution the server
+    would answer as unscorable (scored_apart) gets that answer here, without a request."""
 
     def __init__(self, url: str, *, batch_size: int = SearchParams.batch_size,
                  request_timeout_s: float = SearchParams.request_timeout_s, retrying: Retrying | None = None,
@@ -154,15 +179,11 @@ class ServedPRM(PRM):
         self.retrying, self.error = retrying or Retrying(), error
 
     def score(self, pairs: list[Pair], aggregation: str = DEFAULT_AGGREGATION) -> list[Prediction]:
-        asked = [i for i, (_, steps) in enumerate(pairs) if steps]
-        out: list[Prediction] = [Prediction(step_scores=[], scored_steps=0, truncated_steps=[], dropped_steps=0,
-                                            has_final_answer=False, reason="no steps") for _ in pairs]
-        for start in range(0, len(asked), self.batch_size):
-            batch = asked[start:start + self.batch_size]
-            answer = self.invoke([{"problem": pairs[i][0], "steps": pairs[i][1]} for i in batch], aggregation)
-            for i, prediction in zip(batch, answer):
-                out[i] = Prediction(**prediction)
-        return out
+        return scored_apart(pairs, lambda scorable: [
+            Prediction(**prediction) for start in range(0, len(scorable), self.batch_size)
+            for prediction in self.invoke([{"problem": problem, "steps": steps}
+                                           for problem, steps in scorable[start:start + self.batch_size]],
+                                          aggregation)])
 
     def invoke(self, inputs: list[dict], aggregation: str = DEFAULT_AGGREGATION) -> list[dict]:
         """The contract's predictions (dicts, in order) for one request of `inputs` (each {"problem", "steps"}
@@ -184,10 +205,12 @@ class ServedPRM(PRM):
 
 class PooledPRM(PRM):
     """vLLM's pooling server of a prmflow PRM (`prmflow serve-vllm`): candidates encoded here exactly as the
-    MLflow server encodes them (tokenization.encode_candidate), P(+) at each step tag read there."""
+    MLflow server encodes them (tokenization.encode_candidate), P(+) at each step tag read there. Each request
+    is retried by `retrying` (http_retry.Retrying, as ServedPRM's); a candidate the scoring server answers as
+    unscorable (scored_apart) gets that answer here, its batch-mates their scores."""
 
     def __init__(self, url: str, checkpoint: str | Path, *, threshold: float = EvaluateParams.threshold,
-                 request_timeout_s: float = SearchParams.request_timeout_s):
+                 request_timeout_s: float = SearchParams.request_timeout_s, retrying: Retrying | None = None):
         import httpx
 
         from prmflow.devices import transformers_classes
@@ -198,18 +221,23 @@ class PooledPRM(PRM):
         self.format, self.tokenizer = load_prompt_format(checkpoint), auto_tokenizer.from_pretrained(checkpoint)
         self.threshold, self.description = threshold, f"vLLM pooling at {self.url}"
         self.client = httpx.Client(timeout=request_timeout_s)
+        self.retrying = retrying or Retrying()
 
     def score(self, pairs: list[Pair], aggregation: str = DEFAULT_AGGREGATION) -> list[Prediction]:
+        """One prediction per pair; raises http_retry.RequestFailed (naming the endpoint) for a refusal, or no
+        answer after the retries."""
+        return scored_apart(pairs, lambda scorable: self._score(scorable, aggregation))
+
+    def _score(self, pairs: list[Pair], aggregation: str) -> list[Prediction]:
         from prmflow.scoring.tokenization import encode_candidate
 
         encoded = [encode_candidate(self.tokenizer, self.format, problem, steps) for problem, steps in pairs]
         asked = [i for i, e in enumerate(encoded) if e.num_steps]
         scores: list[list[float]] = [[] for _ in pairs]
         if asked:
-            response = self.client.post(self.url, json={"model": SERVED_NAME, "task": "token_classify",
-                                                        "input": [encoded[i].input_ids for i in asked]})
-            if not response.is_success:
-                raise RuntimeError(f"vLLM {self.url}: HTTP {response.status_code}: {response.text[-500:]}")
+            _, response = self.retrying.post(self.client, self.url, {
+                "model": SERVED_NAME, "task": "token_classify", "input": [encoded[i].input_ids for i in asked]},
+                name="vLLM pooling endpoint", error=RequestFailed)
             for i, item in zip(asked, response.json()["data"]):
                 scores[i] = [value for (value,) in item["data"]]
         return predictions(pairs, scores, encoded_details(encoded), threshold=self.threshold, aggregation=aggregation,
@@ -245,8 +273,8 @@ def load(source: str | Path, *, placement: Placement | None = None, format: str 
     set; a stage passes its `model` section's, which the environment does not change); for a registered model
     it replaces the stored one, and PRMFLOW_DEVICE / PRMFLOW_DTYPE override both, as in the server.
     `batch_size`: solutions per forward (a folder) or per request (a served PRM);
-    `request_timeout_s`: seconds an endpoint's request may take; `retrying`: how a served PRM's requests are
-    retried (http_retry.Retrying; default: its defaults).
+    `request_timeout_s`: seconds an endpoint's request may take; `retrying`: how a served PRM's or a pooling
+    endpoint's requests are retried (http_retry.Retrying; default: its defaults).
     Raises FileNotFoundError for a folder without config.json, ValueError for an unknown or mismatched format
     or a checkpoint that needs remote code.
     """
@@ -257,7 +285,7 @@ def load(source: str | Path, *, placement: Placement | None = None, format: str 
                 raise ValueError(f"{source}: vLLM's pooling endpoint takes token ids: pass checkpoint=<the PRM's "
                                  f"folder> to encode candidates with")
             return PooledPRM(source, checkpoint, threshold=EvaluateParams.threshold if threshold is None else threshold,
-                             request_timeout_s=request_timeout_s)
+                             request_timeout_s=request_timeout_s, retrying=retrying)
         return ServedPRM(source, batch_size=batch_size or SearchParams.batch_size, request_timeout_s=request_timeout_s,
                          retrying=retrying)
     if ":/" in source:

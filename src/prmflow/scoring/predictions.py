@@ -44,6 +44,12 @@ class CombinedPrediction(Prediction):
     outcome_score: float | None = None
 
 
+def unscorable(reason: str, kind: type[Prediction] = Prediction) -> Prediction:
+    """The answer for a candidate with nothing to score: no step score, `score` None, `reason` saying why."""
+    return kind(step_scores=[], scored_steps=0, truncated_steps=[], dropped_steps=0, has_final_answer=False,
+                reason=reason)
+
+
 def encoded_details(encoded: list) -> list[dict]:
     """What prmflow's own encoding says of each candidate (tokenization.Encoded): exactly what was cut or why
     nothing was scored."""

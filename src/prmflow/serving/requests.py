@@ -8,27 +8,22 @@
 Messages never repeat what was sent (a value is named by its type and size), so an error stays under
 `MAX_MESSAGE_CHARS` however large the request.
 
-`text` is split by the first rule that applies (`split_text`): blank lines between paragraphs, else
-`Step k:` markers at line starts, else line breaks; a `Step k:` marker that opens a piece is removed
-in every rule, since the model renders its own (`model.step_template`).
+What a candidate must hold to be scored (`content_fault`, `split_text`, `Solution`) is scoring.candidates': the
+same rule for every client of a PRM (prmflow.load's), each unscorable candidate answered on its own.
 """
 
 from __future__ import annotations
 
 import json
-import re
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from prmflow.scoring.candidates import Solution, at, content_fault
 
 PARAM_KEYS = ("aggregation",)
 SOLUTION_KEYS = ("problem", "steps", "text")
 MAX_MESSAGE_CHARS = 900
 SOLUTION_SHAPE = '{"problem": "...", "steps": ["...", "..."]}'
 SHAPE = f'{{"inputs": [{SOLUTION_SHAPE}], "params": {{"aggregation": "min"}}}}'  # what a request looks like
-SPLITS = {"blank_lines": re.compile(r"\n[ \t]*\n"), "step_markers": re.compile(r"(?m)^[ \t]*(?=Step \d+\s*[:.])"),
-          "lines": re.compile(r"\n")}
-_MARKER = re.compile(r"^Step \d+\s*[:.]\s*")
 
 
 class RequestError(ValueError):
@@ -37,20 +32,6 @@ class RequestError(ValueError):
     def __init__(self, message: str, status: int = 400):
         super().__init__(clip(message, MAX_MESSAGE_CHARS))
         self.status = status  # 413 for a body over the size limit, else 400
-
-
-class Solution(BaseModel):
-    """One candidate: its problem and either its steps or its text (split by `split_text`)."""
-
-    model_config = ConfigDict(extra="forbid")
-    problem: str
-    steps: list[str] | None = None
-    text: str | None = None
-
-
-def at(where: str, name: str) -> str:
-    """The path of field `name` inside `where` (`inputs[3]` -> `inputs[3].steps`; a bare line: `steps`)."""
-    return f"{where}.{name}" if where else name
 
 
 def clip(text: str, limit: int = 40) -> str:
@@ -73,16 +54,6 @@ def unknown_keys(where: str, given: dict, known: tuple[str, ...]) -> None:
     if extra:
         names = ", ".join(repr(clip(str(key))) for key in extra[:5]) + (", ..." if len(extra) > 5 else "")
         raise RequestError(f"{where}: unknown key{'s' if len(extra) > 1 else ''} {names} (known: {', '.join(known)})")
-
-
-def split_text(text: str) -> tuple[list[str], str]:
-    """(steps, the rule used): blank lines, else `Step k:` markers, else line breaks; markers removed."""
-    for rule, pattern in SPLITS.items():
-        pieces = [_MARKER.sub("", piece.strip()).strip() for piece in pattern.split(text.strip())]
-        pieces = [piece for piece in pieces if piece]
-        if len(pieces) > 1 or rule == "lines":
-            return pieces, rule
-    raise AssertionError("unreachable: the last rule always returns")
 
 
 def body_text(data: bytes) -> str:
@@ -125,36 +96,6 @@ def solution_from_json(value: Any, where: str) -> Solution:
         if not isinstance(step, str):
             raise RequestError(f"{at(where, f'steps[{index}]')}: must be a string, got {described(step)}")
     return Solution(**value)
-
-
-def content_fault(solution: Solution, where: str) -> tuple[list[str], str | None]:
-    """(the solution's steps, `text` split; None) or ([], why it cannot be scored): an empty problem, an empty or
-    whitespace-only text, a text of `Step k:` markers alone, no steps, an empty step, a lone surrogate (a field
-    that is not valid Unicode). The one rule behind the server's per-candidate `reason` and a trainer's
-    `unscorable_reward` (integrations/client.py): such a candidate costs its own score, never its batch-mates'."""
-    if not solution.problem.strip():
-        return [], f"{at(where, 'problem')}: must be a non-empty string"
-    if solution.text is not None:
-        if not solution.text.strip():
-            return [], f"{at(where, 'text')}: must be a non-empty string"
-        steps = split_text(solution.text)[0]
-        if not steps:
-            return [], f"{at(where, 'text')}: holds no step once its `Step k:` markers are taken out"
-    else:
-        steps = solution.steps or []
-        if not steps:
-            return [], f"{at(where, 'steps')}: must be a non-empty list of strings"
-        empty = next((index for index, step in enumerate(steps) if not step.strip()), None)
-        if empty is not None:
-            return [], f"{at(where, f'steps[{empty}]')}: empty step"
-    fields = [("problem", solution.problem)] + ([("text", solution.text)] if solution.text is not None else
-                                                [(f"steps[{index}]", step) for index, step in enumerate(steps)])
-    for name, value in fields:
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError as err:  # a lone surrogate, which JSON's `\\ud800` escapes can carry
-            return [], f"{at(where, name)}: not valid Unicode text ({err.reason} at character {err.start})"
-    return steps, None
 
 
 def check_solution(solution: Solution, where: str) -> list[str]:

@@ -13,9 +13,8 @@ from __future__ import annotations
 import json
 import sys
 
-from prmflow.serving.requests import (
-    SOLUTION_KEYS, RequestError, Solution, check_solution, clip, parse_json, solution_from_json,
-)
+from prmflow.scoring.candidates import Solution
+from prmflow.serving.requests import SOLUTION_KEYS, RequestError, check_solution, clip, parse_json, solution_from_json
 from prmflow.serving.scorer import Scorer, ServingConfig
 
 Line = tuple[dict, Solution, list[str]]  # (the row as read, its solution, its steps)

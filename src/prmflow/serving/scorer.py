@@ -10,7 +10,7 @@ Every candidate is scored on its own: one that does not fit the model context as
 what fits and says so (`truncated_steps`: steps cut inside, `dropped_steps`: whole trailing steps
 left out), or, when nothing fits, gets `score: null`, `first_error: null`, `step_scores: []` and a
 `reason`; it never changes the status or the scores of the others. A solution sent as `text` is
-split (requests.split_text) and the prediction says how (`steps`, `split`). `has_final_answer` says
+split (candidates.split_text) and the prediction says how (`steps`, `split`). `has_final_answer` says
 whether the steps state a final answer (data.answers.states_final_answer, under the `answer_reading`
 the model was registered with: evaluate.answer_reading); `score` does not depend on it: the rule for
 best-of-N, here and in evaluate's external sets (the same function and reading), is to rank by
@@ -28,7 +28,7 @@ behind both the server and `prmflow score`, so the two can never answer differen
 request is answered 400 with a message that names the field (requests.py); requests are capped by
 size (solutions, total steps, bytes: `ServingConfig`), not by the length of one solution. A candidate whose
 content cannot be scored (an empty problem, an empty or marker-only text, an empty step, a lone surrogate:
-requests.content_fault) is no bad request: it is answered on its own, `score: null` with its `reason`.
+candidates.content_fault) is no bad request: it is answered on its own, `score: null` with its `reason`.
 """
 
 from __future__ import annotations
@@ -44,11 +44,11 @@ from prmflow.devices import Placement
 from prmflow.scoring.aggregation import AGGREGATIONS
 from prmflow.scoring.load import LocalPRM, directory_threshold
 from prmflow.scoring.modeling import Job
-from prmflow.scoring.predictions import CombinedPrediction, Prediction
+from prmflow.scoring.predictions import CombinedPrediction, Prediction, unscorable
 from prmflow.serving.batcher import ScoringLoop
+from prmflow.scoring.candidates import Solution, content_fault, split_text
 from prmflow.serving.requests import (
-    SHAPE, RequestError, Solution, body_text, clip, content_fault, described, params_from_json, parse_json,
-    solution_from_json, split_text, unknown_keys,
+    SHAPE, RequestError, body_text, clip, described, params_from_json, parse_json, solution_from_json, unknown_keys,
 )
 
 REGISTERED_THRESHOLD = "the registered model's config (evaluate's choice, stored by register)"
@@ -118,7 +118,7 @@ def check_count(count: int, config: ServingConfig) -> None:
 
 def check_request(solutions: list[Solution], aggregation: str,
                   config: ServingConfig) -> list[tuple[list[str], str | None]]:
-    """Each solution's (steps, fault) (requests.content_fault: a fault is that candidate's own `reason`); raises
+    """Each solution's (steps, fault) (candidates.content_fault: a fault is that candidate's own `reason`); raises
     RequestError for a rule the whole request breaks (aggregation, count, total steps)."""
     if aggregation not in AGGREGATIONS:
         raise RequestError(f"params.aggregation: {aggregation!r} is not one of {list(AGGREGATIONS)}")
@@ -176,7 +176,7 @@ class Scorer:
         return json.dumps({"predictions": [prediction.model_dump() for prediction in predictions]})
 
     def score(self, solutions: list[Solution], aggregation: str = DEFAULT_AGGREGATION) -> list[Prediction]:
-        """One prediction per solution, in order; a solution that cannot be scored (requests.content_fault) gets
+        """One prediction per solution, in order; a solution that cannot be scored (candidates.content_fault) gets
         `score: null` and its `reason`, and its batch-mates their own scores (LocalPRM.score's, with how a `text`
         was split)."""
         checked = check_request(solutions, aggregation, self.config)
@@ -194,9 +194,7 @@ class Scorer:
         """The prediction of a candidate with nothing to score (None for one that has)."""
         if fault is None:
             return None
-        fields = {"step_scores": [], "scored_steps": 0, "truncated_steps": [], "dropped_steps": 0,
-                  "has_final_answer": False, "reason": fault}
-        return CombinedPrediction(**fields) if self.outcome else Prediction(**fields)
+        return unscorable(fault, CombinedPrediction if self.outcome else Prediction)
 
     def _run_jobs(self, jobs: list[Job], count: int) -> list[list[float]]:
         """Scores per solution (its jobs' in order) from the scoring loop."""
