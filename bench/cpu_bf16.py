@@ -52,12 +52,12 @@ def held_out_step_auroc(project: Path) -> dict:
     from prmflow.evaluation.metrics import auroc
     from prmflow.jsonl import read_jsonl
     from prmflow.devices import Placement
-    from prmflow.scoring.modeling import StepTagScorer
+    from prmflow.scoring.load import load
 
     rows = read_jsonl(project / "data" / "rollouts" / "test.jsonl")
     started = time.perf_counter()
-    scores = StepTagScorer(project / "models" / "prm", Placement("cpu", "float32")).score_batch(
-        [(r["problem"], r["steps"]) for r in rows], 16)
+    scores = load(project / "models" / "prm", placement=Placement("cpu", "float32"), batch_size=16).step_scores(
+        [(r["problem"], r["steps"]) for r in rows])[0]
     seconds = time.perf_counter() - started
     flat = [(x, label == "+") for r, s in zip(rows, scores) for x, label in zip(s, r["labels"])]
     return {"step_auroc": auroc([x for x, _ in flat], [p for _, p in flat]), "test_steps": len(flat),

@@ -255,7 +255,8 @@ def main() -> None:
 
     from prmflow.config import ModelParams
     from prmflow.devices import Placement
-    from prmflow.scoring.modeling import StepTagScorer, build_model
+    from prmflow.scoring.load import load
+    from prmflow.scoring.modeling import build_model
     from prmflow.scoring.tokenization import encode_candidate, prepare_tokenizer, prompt_format
     from prmflow.training import frozen_prefix
     from prmflow.training.train import save_model
@@ -289,7 +290,7 @@ def main() -> None:
                                      pairwise_margin=t["pairwise_margin"])
     log("trained", report)
     save_model(model, tokenizer, fmt, Path(args.model_dir), "process")
-    scorer = StepTagScorer(args.model_dir, Placement("cpu", "float32"))
+    scorer = load(args.model_dir, placement=Placement("cpu", "float32")).scorer  # its StepTagScorer: one at a time
     results = {}
     out = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": machine(),
            "command": " ".join(["bench/distill.py", *sys.argv[1:]]), "args": vars(args), "train": report,

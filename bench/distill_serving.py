@@ -61,9 +61,8 @@ def serving(cmd: list[str], health_url: str, env: dict, log_path: Path, timeout:
 
 def main() -> None:
     import mlflow
-    import requests
 
-    from prmflow.serving.vllm_server import VLLMStepScorer
+    from prmflow.scoring.load import load
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="models:/prm-distill@champion")
@@ -77,7 +76,7 @@ def main() -> None:
     from prmflow.data.sources import parse_candidates
 
     rows = [parse_candidates(json.loads(line), {}) for line in open(args.pool)][-args.candidates:]
-    candidates = [{"problem": r["problem"], "steps": r["steps"]} for r in rows]
+    solutions = [(r["problem"], r["steps"]) for r in rows]
     env = dict(os.environ, MLFLOW_TRACKING_URI=args.tracking_uri, OMP_NUM_THREADS="1", VLLM_CPU_KVCACHE_SPACE="1")
     mlflow.set_tracking_uri(args.tracking_uri)
     downloaded = Path(mlflow.artifacts.download_artifacts(args.model))
@@ -87,20 +86,19 @@ def main() -> None:
     mlflow_cmd = ["mlflow", "models", "serve", "-m", args.model, "--env-manager", "local", "-h", "127.0.0.1",
                   "-p", str(port)]
     with serving(mlflow_cmd, f"http://127.0.0.1:{port}/ping", env, logs / "distill-mlflow.log", 600) as mlflow_ready:
-        served = requests.post(f"http://127.0.0.1:{port}/invocations", json={"inputs": candidates}, timeout=1200)
-        served.raise_for_status()
-        mlflow_scores = [p["step_scores"] for p in served.json()["predictions"]]
+        served = load(f"http://127.0.0.1:{port}", batch_size=len(solutions), request_timeout_s=1200).score(solutions)
+        mlflow_scores = [p.step_scores for p in served]
     port = free_port()
     vllm_cmd = ["prmflow", "serve-vllm", "--model", args.model, "--port", str(port),
                 "--python", os.environ["PRMFLOW_VLLM_PYTHON"]]
     with serving(vllm_cmd, f"http://127.0.0.1:{port}/health", env, logs / "distill-vllm.log", args.timeout) as vllm_ready:
-        vllm_scores, _ = VLLMStepScorer(f"http://127.0.0.1:{port}", model_dir, timeout_s=900).score(
-            [(c["problem"], c["steps"]) for c in candidates])
+        pooled = load(f"http://127.0.0.1:{port}/pooling", checkpoint=model_dir, request_timeout_s=900).score(solutions)
+        vllm_scores = [p.step_scores for p in pooled]
     pairs = [(a, b) for m, v in zip(mlflow_scores, vllm_scores) for a, b in zip(m, v)]
     lengths_equal = all(len(m) == len(v) for m, v in zip(mlflow_scores, vllm_scores))
     result = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
               "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "threads": 1}, "model": args.model,
-              "command": " ".join(["bench/distill_serving.py", *sys.argv[1:]]), "candidates": len(candidates),
+              "command": " ".join(["bench/distill_serving.py", *sys.argv[1:]]), "candidates": len(solutions),
               "steps": len(pairs), "same_step_counts": lengths_equal,
               "max_abs_difference": max(abs(a - b) for a, b in pairs), "mlflow_ready_s": mlflow_ready,
               "vllm_ready_s": vllm_ready, "score_range": [min(a for a, _ in pairs), max(a for a, _ in pairs)]}

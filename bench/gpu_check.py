@@ -136,7 +136,7 @@ def score(model, tokenizer, fmt, rows: list[dict], device: str) -> dict:
     import torch
 
     from prmflow.devices import Placement
-    from prmflow.scoring.modeling import StepTagScorer
+    from prmflow.scoring.load import load
     from prmflow.scoring.tokenization import save_prompt_format
 
     solutions = [(r["problem"], r["steps"]) for r in rows]
@@ -146,7 +146,7 @@ def score(model, tokenizer, fmt, rows: list[dict], device: str) -> dict:
         save_prompt_format(fmt, directory)
         scores, seconds = {}, 0.0
         for dtype in ("float32", "bfloat16"):
-            prm = StepTagScorer(directory, Placement(device, dtype))
+            prm = load(directory, placement=Placement(device, dtype)).scorer  # its StepTagScorer
             prm.score_batch(solutions[:8])  # warm-up: kernels chosen, memory allocated
             started = time.perf_counter()
             scores[dtype] = [s for steps in prm.score_batch(solutions) for s in steps]

@@ -5,7 +5,7 @@
 
 Training: the train stage's Trainer (`make_trainer`) for `--train-steps` optimizer steps on the
 first examples of data/tokenized/train, fresh model, no checkpoints; non-padding tokens per second.
-Scoring: `StepTagScorer(models/prm).score_batch` over data/rollouts/test.jsonl at batch
+Scoring: `prmflow.load(models/prm).scorer.score_batch` over data/rollouts/test.jsonl at batch
 sizes 1 and the evaluate stage's; scored steps per second. Writes bench/results/prm_throughput.json.
 """
 
@@ -55,10 +55,10 @@ def scoring_steps_per_second(project: Path, params) -> dict:
     import torch
 
     from prmflow.jsonl import read_jsonl
-    from prmflow.scoring.modeling import StepTagScorer
+    from prmflow.scoring.load import load
 
     torch.set_num_threads(params.base.num_threads)
-    prm = StepTagScorer(project / params.base.models_dir / "prm")
+    prm = load(project / params.base.models_dir / "prm").scorer  # its StepTagScorer, batched at each size below
     rows = read_jsonl(project / params.base.data_dir / "rollouts" / "test.jsonl", required=("problem", "steps"))
     solutions = [(r["problem"], r["steps"]) for r in rows]
     out = {}

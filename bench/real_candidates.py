@@ -49,10 +49,10 @@ def score_part(model_dir: str, solutions: list[tuple[str, list[str]]], batch_siz
     import torch
 
     from prmflow.devices import Placement
-    from prmflow.scoring.modeling import StepTagScorer
+    from prmflow.scoring.load import load
 
     torch.set_num_threads(1)
-    return StepTagScorer(model_dir, Placement("cpu", "float32")).score_batch(solutions, batch_size)
+    return load(model_dir, placement=Placement("cpu", "float32"), batch_size=batch_size).step_scores(solutions)[0]
 
 
 def main() -> None:

@@ -26,7 +26,8 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from prmflow.devices import Placement  # noqa: E402
 from prmflow.jsonl import read_jsonl  # noqa: E402
-from prmflow.scoring.modeling import StepTagScorer, label_logits, p_positive, pad_batch  # noqa: E402
+from prmflow.scoring.load import load  # noqa: E402
+from prmflow.scoring.modeling import label_logits, p_positive, pad_batch  # noqa: E402
 
 
 def main() -> None:
@@ -38,7 +39,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "scoring_forward.json"))
     args = parser.parse_args()
-    prm = StepTagScorer(args.model_dir, Placement("cpu", "float32"))
+    prm = load(args.model_dir, placement=Placement("cpu", "float32")).scorer  # its StepTagScorer: the kernel timed
     rows = read_jsonl(args.rollouts, required=("problem", "steps"))[: args.solutions]
     jobs = sorted(prm.jobs(prm.encode([(r["problem"], r["steps"]) for r in rows])), key=lambda j: len(j.input_ids))
     labels = [prm.format.positive_id, prm.format.negative_id]

@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 
 from prmflow.jsonl import read_jsonl
+from prmflow.scoring.load import load
 from prmflow.scoring.modeling import StepTagScorer, pad_batch
 from prmflow.scoring.tokenization import encode_solution
 
@@ -99,7 +100,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "scoring_vs_loop.json")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    prm = StepTagScorer(args.model)
+    prm = load(args.model).scorer  # its StepTagScorer: the kernel timed
     rows = read_jsonl(args.rollouts, required=("problem", "steps"))
     results = {}
     for num_steps in (4, 8, 16):

@@ -5,6 +5,7 @@ Imports are read from the source (ast), function-level ones included, so a lazy 
 against the order fails here as surely as a top-level one.
 """
 
+import ast
 import importlib
 import sys
 
@@ -88,3 +89,29 @@ def test_public_api_is_importable_from_the_package():
     prmflow = importlib.import_module("prmflow")
     for name in prmflow.REWARD_API:
         assert callable(getattr(prmflow, name)), name
+
+
+# Ways to a PRM besides the door (prmflow.load), by the name called, and the only places outside scoring/ that
+# call one: each says why the door's PRM is not enough there.
+AROUND_THE_DOOR = {"load_prm", "StepTagScorer", "TokenClassificationPRM", "MathShepherdPRM", "ChatPRM",
+                   "ZeroShotVerifier", "ProcessRewardModel", "load_reward_model", "LocalPRM", "ServedPRM", "PooledPRM",
+                   "load_scorer"}
+THROUGH_THE_SIDE = {
+    ("src/prmflow/serving/scorer.py", "LocalPRM"),  # the server's PRM: the door's format scorer in its scoring loop
+    ("src/prmflow/integrations/client.py", "ServedPRM"),  # the reward client's requests raise its RewardError
+    ("src/prmflow/cli.py", "load_scorer"),  # `prmflow score`: the server's request rules over the door's PRM
+}
+
+
+def test_src_and_bench_reach_a_prm_only_through_the_door():
+    scoring = REPO / "src" / "prmflow" / "scoring"
+    files = [p for p in (REPO / "src").rglob("*.py") if scoring not in p.parents] + sorted((REPO / "bench").glob("*.py"))
+    called = set()
+    for path in files:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call):
+                name = node.func.id if isinstance(node.func, ast.Name) else getattr(node.func, "attr", None)
+                if name in AROUND_THE_DOOR:
+                    called.add((path.relative_to(REPO).as_posix(), name))
+    assert called - THROUGH_THE_SIDE == set(), "load these with prmflow.load (its `.scorer` for a format's kernel)"
+    assert THROUGH_THE_SIDE - called == set(), "no longer called there: take it off THROUGH_THE_SIDE"

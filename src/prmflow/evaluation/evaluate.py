@@ -99,7 +99,8 @@ def collect_scores(params: Params, rows: list[dict], externals: list[tuple[dict,
     if e.champion_baseline:
         champion, collected.champion_where = load_champion(params)
         if champion is not None:
-            collected.champion = champion.score_batch(solutions, e.batch_size)
+            # In evaluate.batch_size batches, as the trained PRM (its `score` would run the server's scoring loop).
+            collected.champion = champion.scorer.score_batch(solutions, e.batch_size)
     for spec in e.scorers:
         collected.scorers[spec["name"]] = load(spec["path"], format=spec.get("format"), placement=placement,
                                                batch_size=e.batch_size).step_scores(solutions)[0]

@@ -68,17 +68,16 @@ def problem_key(row: dict) -> str:
 
 
 def load_champion(params: Params):
-    """The registry's `<model_name>@<alias>` PRM, or None (with the reason) when there is none.
+    """The registry's `<model_name>@<alias>` PRM (scoring.load.PRM), or None (with the reason) when there is none.
 
-    Loaded through MLflow exactly as the server loads it; evaluation imports nothing from serving.
+    Loaded through prmflow.load, which loads a registered model exactly as the server loads it, on the trained
+    PRM's placement (model.device / model.dtype).
     """
-    import dataclasses
-
-    import mlflow.pyfunc
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
     from prmflow.devices import Placement
+    from prmflow.scoring.load import load
 
     name, alias = params.register.model_name, params.register.alias
     try:
@@ -86,5 +85,4 @@ def load_champion(params: Params):
     except MlflowException as err:
         return None, f"no {name}@{alias} in the registry ({err.error_code})"
     uri = f"models:/{name}@{alias}"
-    placement = dataclasses.asdict(Placement.of(params.model))  # as the trained PRM's
-    return mlflow.pyfunc.load_model(uri, model_config=placement).unwrap_python_model().scorer.prm, uri
+    return load(uri, placement=Placement.of(params.model)), uri

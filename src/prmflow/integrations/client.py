@@ -85,7 +85,7 @@ class RewardConfig:
                 "`/invocations` is added. Exactly one of endpoint or model."})
     model: str = field(default="", metadata={
         "help": "A PRM loaded in this process instead: a model directory or a registered model URI "
-                "(models:/prm@champion), through prmflow.serving.scorer.load_scorer."})
+                "(models:/prm@champion), through prmflow.load."})
     aggregation: str = field(default=DEFAULT_AGGREGATION, metadata={
         "help": f"How step scores become the solution score: one of {', '.join(AGGREGATIONS)}."})
     no_answer_reward: float | None = field(default=0.0, metadata={
@@ -175,7 +175,7 @@ class PRMClient:
         self._served = ServedPRM(config.endpoint, batch_size=config.batch_size,
                                  request_timeout_s=config.request_timeout_s, retrying=retrying,
                                  error=RewardError) if config.endpoint else None
-        self._scorer = None  # a serving.scorer.Scorer, loaded on first use
+        self._prm = None  # the PRM of `model` (prmflow.load), loaded on first use
         self._end_tokens = None if config.policy_tokenizer else DEFAULT_END_TOKENS
 
     @property
@@ -237,15 +237,14 @@ class PRMClient:
         return self._served.invoke(inputs, self.config.aggregation)
 
     def _predict_local(self, inputs: list[dict]) -> list[dict]:
-        from prmflow.serving.requests import RequestError
-        from prmflow.serving.scorer import load_scorer
+        """The served contract's answer, from the PRM in this process (prmflow.load): scored as the server scores
+        its requests (serving.scorer.score_solutions), without a server's request-size limits."""
+        from prmflow.scoring.load import load
+        from prmflow.serving.scorer import score_solutions
 
-        if self._scorer is None:
+        if self._prm is None:
             with _LOAD:
-                if self._scorer is None:
-                    self._scorer = load_scorer(self.config.model)
-        try:
-            predictions = self._scorer.score([Solution(**i) for i in inputs], self.config.aggregation)
-        except RequestError as error:
-            raise RewardError(f"PRM {self.config.source} refused the request: {error}") from error
+                if self._prm is None:
+                    self._prm = load(self.config.model)
+        predictions = score_solutions(self._prm, [Solution(**i) for i in inputs], self.config.aggregation)
         return [p.model_dump() for p in predictions]

@@ -203,14 +203,13 @@ def refresh_registry_report(path: Path, state: dict) -> None:
 
 
 def step_scores_of(rows: list[dict], params: Params) -> Callable[[str], list[list[float]]]:
-    """The PRM step scores of a registered version on `rows`, loaded as the server loads it."""
+    """The PRM step scores of a registered version on `rows`, loaded as the server loads it (prmflow.load)."""
     def step_scores(version: str) -> list[list[float]]:
-        from prmflow.serving.scorer import load_scorer
-
         from prmflow.devices import Placement
+        from prmflow.scoring.load import load
 
-        prm = load_scorer(f"models:/{params.register.model_name}/{version}", placement=Placement.of(params.model)).prm
-        return prm.score_batch([(r["problem"], r["steps"]) for r in rows], params.evaluate.batch_size)
+        prm = load(f"models:/{params.register.model_name}/{version}", placement=Placement.of(params.model))
+        return prm.scorer.score_batch([(r["problem"], r["steps"]) for r in rows], params.evaluate.batch_size)
     return step_scores
 
 

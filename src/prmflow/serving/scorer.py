@@ -42,7 +42,7 @@ import mlflow.pyfunc
 from prmflow.config import DEFAULT_AGGREGATION, Params
 from prmflow.devices import Placement
 from prmflow.scoring.aggregation import AGGREGATIONS
-from prmflow.scoring.load import LocalPRM, directory_threshold
+from prmflow.scoring.load import PRM, LocalPRM, load
 from prmflow.scoring.modeling import Job
 from prmflow.scoring.predictions import CombinedPrediction, Prediction, unscorable
 from prmflow.serving.batcher import ScoringLoop
@@ -131,6 +131,23 @@ def check_request(solutions: list[Solution], aggregation: str,
     return checked
 
 
+def score_solutions(prm: PRM, solutions: list[Solution], aggregation: str = DEFAULT_AGGREGATION,
+                    checked: list[tuple[list[str], str | None]] | None = None) -> list[Prediction]:
+    """The contract's prediction of each solution by `prm` (prmflow.load's), in order: a solution that cannot be
+    scored (candidates.content_fault; `checked`: its (steps, fault) per solution, when already computed) gets
+    `score: null` and its `reason`, its batch-mates their own scores, with how a `text` was split."""
+    checked = checked if checked is not None else [content_fault(solution, "") for solution in solutions]
+    scorable = [index for index, (_, fault) in enumerate(checked) if fault is None]
+    scored = prm.score([(solutions[i].problem, checked[i][0]) for i in scorable], aggregation) if scorable else []
+    kind = CombinedPrediction if getattr(prm, "outcome", None) is not None else Prediction
+    predictions: list[Prediction] = [None if fault is None else unscorable(fault, kind) for _, fault in checked]
+    for index, prediction in zip(scorable, scored):
+        solution, steps = solutions[index], checked[index][0]
+        predictions[index] = prediction if solution.text is None else prediction.model_copy(
+            update={"steps": steps, "split": split_text(solution.text)[1]})
+    return predictions
+
+
 def read_body(data: bytes, content_type: str | None, config: ServingConfig) -> tuple[list[Solution], str]:
     """(the solutions, the aggregation) of a raw request; RequestError (with its HTTP status) for the first rule
     the body breaks. The rules on each solution's content are Scorer.score's (check_request)."""
@@ -176,25 +193,9 @@ class Scorer:
         return json.dumps({"predictions": [prediction.model_dump() for prediction in predictions]})
 
     def score(self, solutions: list[Solution], aggregation: str = DEFAULT_AGGREGATION) -> list[Prediction]:
-        """One prediction per solution, in order; a solution that cannot be scored (candidates.content_fault) gets
-        `score: null` and its `reason`, and its batch-mates their own scores (LocalPRM.score's, with how a `text`
-        was split)."""
-        checked = check_request(solutions, aggregation, self.config)
-        scorable = [index for index, (_, fault) in enumerate(checked) if fault is None]
-        scored = self.local.score([(solutions[i].problem, checked[i][0]) for i in scorable], aggregation) \
-            if scorable else []
-        predictions: list[Prediction] = [self._unscorable(fault) for _, fault in checked]
-        for index, prediction in zip(scorable, scored):
-            solution, steps = solutions[index], checked[index][0]
-            predictions[index] = prediction if solution.text is None else prediction.model_copy(
-                update={"steps": steps, "split": split_text(solution.text)[1]})
-        return predictions
-
-    def _unscorable(self, fault: str | None) -> Prediction | None:
-        """The prediction of a candidate with nothing to score (None for one that has)."""
-        if fault is None:
-            return None
-        return unscorable(fault, CombinedPrediction if self.outcome else Prediction)
+        """One prediction per solution, in order (score_solutions); RequestError for a rule the whole request
+        breaks (check_request)."""
+        return score_solutions(self.local, solutions, aggregation, check_request(solutions, aggregation, self.config))
 
     def _run_jobs(self, jobs: list[Job], count: int) -> list[list[float]]:
         """Scores per solution (its jobs' in order) from the scoring loop."""
@@ -208,7 +209,6 @@ class PRMPyfunc(mlflow.pyfunc.PythonModel):
     def load_context(self, context):
         """Load the PRM (and ORM) on the device and dtype of the stored config, or of PRMFLOW_DEVICE /
         PRMFLOW_DTYPE when set, so one registered model serves on a GPU or a CPU unchanged."""
-        from prmflow.scoring.public_prms import load_prm
         from prmflow.scoring.rewards import TrainedOutcomeRewardModel
         from prmflow.serving.http_guard import install
 
@@ -217,8 +217,9 @@ class PRMPyfunc(mlflow.pyfunc.PythonModel):
         config = dataclasses.replace(config, device=placement.device, dtype=placement.dtype)
         outcome_dir = context.artifacts.get(OUTCOME_ARTIFACT)
         outcome = TrainedOutcomeRewardModel(outcome_dir, placement=placement) if outcome_dir else None
-        self.scorer = Scorer(load_prm(context.artifacts["model_dir"], config.prm_format or None, placement), config,
-                             outcome=outcome)
+        prm = load(context.artifacts["model_dir"], placement=placement, format=config.prm_format or None,
+                   threshold=config.threshold)
+        self.scorer = Scorer(prm.scorer, config, outcome=outcome)
         install(self.scorer.answer)  # in a scoring server only
 
     def predict(self, context, model_input: list[Solution], params: dict | None = None) -> list[Prediction]:
@@ -239,18 +240,16 @@ def load_scorer(model: str, *, threshold: float | None = None, metrics_path: str
     """The scorer of a registered model (`models:/prm@champion`, `runs:/...`) or of a model directory.
 
     A model URI is loaded through MLflow exactly as the server loads it, with the serving config
-    stored beside it (its threshold: the one evaluate chose); a directory takes `threshold`, else
-    `scoring.load.directory_threshold(model, metrics_path)`, and its format (public_prms) is detected.
-    `Scorer.local` is what `prmflow.load` gives for the same source.
+    stored beside it (its threshold: the one evaluate chose); a directory is loaded by `prmflow.load` (its
+    format detected; `threshold`, else `scoring.load.directory_threshold(model, metrics_path)`), and
+    `Scorer.local` scores as what `prmflow.load` gives for the same source.
     `Scorer.threshold_source` says which threshold applied. `placement` replaces the stored one (a directory's
     default: model.device / model.dtype's); PRMFLOW_DEVICE / PRMFLOW_DTYPE override both.
     """
     if ":/" in model:
         override = dataclasses.asdict(placement) if placement else None
         return mlflow.pyfunc.load_model(model, model_config=override).unwrap_python_model().scorer
-    from prmflow.scoring.public_prms import load_prm
-
     placement = (placement or Placement()).with_env()
-    chosen, source = (threshold, "--threshold") if threshold is not None else directory_threshold(model, metrics_path)
-    return Scorer(load_prm(model, None, placement),
-                  ServingConfig.from_params(Params(), threshold=chosen, placement=placement), threshold_source=source)
+    prm = load(model, placement=placement, threshold=threshold, metrics_path=metrics_path)
+    return Scorer(prm.scorer, ServingConfig.from_params(Params(), threshold=prm.threshold, placement=placement),
+                  threshold_source="--threshold" if threshold is not None else prm.threshold_source)
