@@ -248,7 +248,7 @@ def test_openrlhf_reward_func_as_its_file_is_loaded_and_called(served_prm, solut
 
 
 def test_openrlhf_remote_endpoint_answers_its_payload(served_prm, solutions, tmp_path):
-    block = docs_block("prmflow reward-server", "bash")
+    block = docs_block("--reward.remote_url http://127.0.0.1", "bash")
     command = next(line for line in block.splitlines() if line.startswith("prmflow reward-server"))
     url = re.search(r"--reward.remote_url (\S+)", block).group(1)
     port = free_port()
