@@ -75,8 +75,15 @@ def test_the_champion_it_registers_scores_what_it_measured(distilled, monkeypatc
 
     registered = distilled["report"]["registered"]
     assert registered["model_uri"] == "models:/prm-distill@champion" and registered["promoted"]
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{distilled['root']}/mlflow.db")
-    champion = prmflow.load(registered["model_uri"])
+    import mlflow
+
+    uri, previous = f"sqlite:///{distilled['root']}/mlflow.db", mlflow.get_tracking_uri()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    mlflow.set_tracking_uri(uri)  # an earlier test in this process may have set another one
+    try:
+        champion = prmflow.load(registered["model_uri"])
+    finally:
+        mlflow.set_tracking_uri(previous)
     wanted = {line["id"]: line for line in distilled["scores"][:3]}
     candidates = {}
     for pool in ("gsm8k", "math500"):
